@@ -1,0 +1,544 @@
+"""The agent loop: an explicit state machine over a conversation stored in the database.
+
+A turn returns exactly one of `FinalOutput`, `RunAgain`, `NeedsApproval` or `Failed`. The
+conversation is saved after every change, so a paused agent (waiting for a human) holds no
+worker: `AgentSession(...).run()` on the same AgentRun, in any process, days later, carries
+on from the first tool call that has no answer yet.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
+from agents.models import AgentRun, ModelCall, ToolCall
+from agents.tools import Tool, ToolContext, ToolError
+from approvals.models import Checkpoint
+from approvals.policies import checkpoint_kind_for
+from orchestra.models import Project, Run, Step
+from orchestra.services.events import emit, lock_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinalOutput:
+    content: str
+    data: dict | None = None
+
+
+@dataclass(frozen=True)
+class RunAgain:
+    pass
+
+
+@dataclass(frozen=True)
+class NeedsApproval:
+    checkpoint_id: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: str
+    cancelled: bool = False
+
+
+Outcome = FinalOutput | NeedsApproval | Failed
+TurnOutcome = Outcome | RunAgain
+
+
+@dataclass(frozen=True)
+class OutputTool:
+    """A tool through which the agent hands back structured output (a plan, a verdict).
+
+    `check` returns the reasons the output is unacceptable; they go back to the model, at most
+    `max_invalid` times, then the agent fails naming the last reasons.
+    """
+
+    name: str
+    description: str
+    parameters: dict
+    check: Callable[[dict], list[str]] | None = None
+    max_invalid: int = 3
+
+    def as_openai(self) -> dict:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+def cost_of(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    prices = settings.ORCHESTRA_PRICES.get(model)
+    if prices is None:
+        return Decimal("0")
+    per_million = Decimal(1_000_000)
+    return (Decimal(input_tokens) * prices[0] + Decimal(output_tokens) * prices[1]) / per_million
+
+
+class AgentSession:
+    def __init__(
+        self,
+        agent_run: AgentRun,
+        *,
+        project: Project,
+        step: Step | None,
+        client: ModelClient,
+        temperature: float,
+        toolset: dict[str, Tool],
+        turn_limit: int,
+        output_tool: OutputTool | None = None,
+        workspace=None,
+    ):
+        self.agent_run = agent_run
+        self.project = project
+        self.step = step
+        self.client = client
+        self.temperature = temperature
+        self.toolset = toolset
+        self.turn_limit = turn_limit
+        self.output_tool = output_tool
+        self.workspace = workspace
+
+    # --- the state machine ---------------------------------------------------------------
+    def run(self) -> Outcome:
+        while True:
+            outcome = self.run_turn()
+            if not isinstance(outcome, RunAgain):
+                return outcome
+
+    def run_turn(self) -> TurnOutcome:
+        if self._stopped():
+            return Failed("the run was stopped", cancelled=True)
+        pending = self._unanswered_tool_calls()
+        if pending:
+            return self._handle_tool_calls(pending)
+        if self.agent_run.turns >= self.turn_limit:
+            return Failed(f"turn limit of {self.turn_limit} reached without a final answer")
+        try:
+            reply = self._call_model()
+        except ModelError as exc:
+            return Failed(f"model call failed: {exc}")
+        self._append(reply.as_message())
+        if reply.tool_calls:
+            ordinal = self._tool_calls_before_last()
+            return self._handle_tool_calls(
+                [(ordinal + i, call) for i, call in enumerate(reply.tool_calls)]
+            )
+        if self.output_tool is not None:
+            self._append(
+                {
+                    "role": "user",
+                    "content": f"Give your answer by calling the `{self.output_tool.name}` tool.",
+                }
+            )
+            return RunAgain()
+        if not (reply.content or "").strip():
+            return Failed("the model returned an empty reply")
+        return FinalOutput(reply.content or "")
+
+    # --- conversation bookkeeping --------------------------------------------------------
+    @property
+    def messages(self) -> list[dict]:
+        return self.agent_run.messages
+
+    def _append(self, message: dict) -> None:
+        self.agent_run.messages.append(message)
+        AgentRun.objects.filter(pk=self.agent_run.pk).update(messages=self.agent_run.messages)
+
+    def _tool_calls_before_last(self) -> int:
+        return sum(len(m.get("tool_calls") or []) for m in self.messages[:-1])
+
+    def _unanswered_tool_calls(self) -> list[tuple[int, ToolRequest]]:
+        """Tool calls of the last assistant message that have no tool result yet."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if message.get("role") != "assistant":
+                continue
+            calls = message.get("tool_calls") or []
+            answered = {
+                m.get("tool_call_id") for m in self.messages[index + 1 :] if m["role"] == "tool"
+            }
+            before = sum(len(m.get("tool_calls") or []) for m in self.messages[:index])
+            return [
+                (
+                    before + i,
+                    ToolRequest(c["id"], c["function"]["name"], c["function"]["arguments"]),
+                )
+                for i, c in enumerate(calls)
+                if c["id"] not in answered
+            ]
+        return []
+
+    def _stopped(self) -> bool:
+        if Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL).exists():
+            return True
+        return bool(
+            self.step
+            and Step.objects.filter(pk=self.step.pk, status=Step.Status.CANCELLED).exists()
+        )
+
+    # --- model calls -----------------------------------------------------------------------
+    def _tools_for_model(self) -> list[dict]:
+        tools = [tool.as_openai() for tool in self.toolset.values()]
+        if self.output_tool is not None:
+            tools.append(self.output_tool.as_openai())
+        return tools
+
+    def _call_model(self) -> ModelReply:
+        started_at = timezone.now()
+        began = time.perf_counter()
+        sent = len(self.messages)
+        model = self.agent_run.model
+        try:
+            reply = self.client.complete(
+                model=model,
+                messages=self.messages,
+                tools=self._tools_for_model(),
+                temperature=self.temperature,
+            )
+        except ModelError as exc:
+            self._record_model_call(started_at, began, sent, None, error=str(exc))
+            raise
+        self._record_model_call(started_at, began, sent, reply)
+        return reply
+
+    def _record_model_call(self, started_at, began, sent, reply: ModelReply | None, error=""):
+        latency_ms = (time.perf_counter() - began) * 1000
+        model = self.agent_run.model
+        input_tokens = reply.input_tokens if reply else 0
+        output_tokens = reply.output_tokens if reply else 0
+        cost = cost_of(model, input_tokens, output_tokens)
+        self.agent_run.turns += 1
+        with transaction.atomic():
+            run = lock_run(self.agent_run.run_id)
+            call = ModelCall.objects.create(
+                agent_run=self.agent_run,
+                run_id=run.pk,
+                model=model,
+                endpoint=self.client.endpoint,
+                message_count=sent,
+                response=reply.as_message() if reply else {},
+                tool_calls=[c.name for c in reply.tool_calls] if reply else [],
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                latency_ms=latency_ms,
+                cost_usd=cost,
+                error=error,
+                started_at=started_at,
+            )
+            usage = {
+                "input_tokens": F("input_tokens") + input_tokens,
+                "output_tokens": F("output_tokens") + output_tokens,
+                "cost_usd": F("cost_usd") + cost,
+            }
+            AgentRun.objects.filter(pk=self.agent_run.pk).update(
+                turns=self.agent_run.turns, **usage
+            )
+            Run.objects.filter(pk=run.pk).update(**usage)
+            if self.step is not None:
+                Step.objects.filter(pk=self.step.pk).update(**usage)
+            emit(
+                run,
+                "model.called",
+                step=self.step,
+                actor=self.agent_run.role,
+                data={
+                    "model_call": call.pk,
+                    "agent_run": self.agent_run.pk,
+                    "purpose": self.agent_run.purpose,
+                    "model": model,
+                    "input_tokens": input_tokens,
+                    "output_tokens": output_tokens,
+                    "cost_usd": str(cost),
+                    "latency_ms": round(latency_ms, 1),
+                    "tool_calls": call.tool_calls,
+                    "error": error,
+                },
+            )
+
+    # --- tool calls ------------------------------------------------------------------------
+    def _handle_tool_calls(self, calls: list[tuple[int, ToolRequest]]) -> TurnOutcome:
+        for ordinal, request in calls:
+            outcome = self._handle_tool_call(ordinal, request)
+            if outcome is not None:
+                return outcome
+        return RunAgain()
+
+    def _idempotency_key(self, ordinal: int) -> str:
+        agent_run = self.agent_run
+        where = self.step.key if self.step else agent_run.purpose
+        return f"{agent_run.run_id}:{where}:{agent_run.purpose}:{agent_run.attempt}:{ordinal}"
+
+    def _answer(self, request: ToolRequest, content: str) -> None:
+        self._append({"role": "tool", "tool_call_id": request.id, "content": content})
+
+    def _handle_tool_call(self, ordinal: int, request: ToolRequest) -> Outcome | None:
+        """Answer one tool call, or return the outcome that ends the turn."""
+        key = self._idempotency_key(ordinal)
+        recorded = ToolCall.objects.filter(idempotency_key=key).first()
+        if recorded is not None:
+            return self._continue_recorded(recorded, request)
+        if self.output_tool is not None and request.name == self.output_tool.name:
+            return self._handle_output(key, request)
+        tool = self.toolset.get(request.name)
+        if tool is None:
+            self._finish_call(
+                key,
+                request,
+                None,
+                {},
+                ToolCall.Status.REFUSED,
+                f"refused: the tool `{request.name}` is not available to the "
+                f"{self.agent_run.role} agent",
+            )
+            return None
+        arguments, errors = self._parse_arguments(request, tool.parameters)
+        if errors:
+            self._finish_call(
+                key,
+                request,
+                tool,
+                arguments,
+                ToolCall.Status.INVALID,
+                "invalid arguments: " + "; ".join(errors),
+            )
+            return None
+        kind = checkpoint_kind_for(self.project, tool)
+        if kind is not None:
+            if self.step is None:
+                self._finish_call(
+                    key,
+                    request,
+                    tool,
+                    arguments,
+                    ToolCall.Status.REFUSED,
+                    f"refused: `{tool.name}` needs a human approval, which only a step can ask",
+                )
+                return None
+            return self._request_approval(key, request, tool, arguments, kind)
+        self._execute(key, request, tool, arguments)
+        return None
+
+    def _parse_arguments(self, request: ToolRequest, schema_owner) -> tuple[dict, list[str]]:
+        try:
+            arguments = json.loads(request.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return {}, [f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"]
+        if not isinstance(arguments, dict):
+            return {}, ["arguments must be a JSON object"]
+        if isinstance(schema_owner, dict):
+            from jsonschema import Draft202012Validator
+
+            errors = [
+                f"{'/'.join(str(p) for p in e.absolute_path) or 'arguments'}: {e.message}"
+                for e in Draft202012Validator(schema_owner).iter_errors(arguments)
+            ]
+            return arguments, errors
+        return arguments, []
+
+    def _handle_output(self, key: str, request: ToolRequest) -> Outcome | None:
+        assert self.output_tool is not None
+        arguments, errors = self._parse_arguments(request, self.output_tool.parameters)
+        if not errors and self.output_tool.check is not None:
+            errors = self.output_tool.check(arguments)
+        if not errors:
+            self._finish_call(key, request, None, arguments, ToolCall.Status.SUCCEEDED, "accepted")
+            return FinalOutput(content=json.dumps(arguments), data=arguments)
+        self._finish_call(
+            key,
+            request,
+            None,
+            arguments,
+            ToolCall.Status.INVALID,
+            "rejected, fix these problems and call the tool again:\n- " + "\n- ".join(errors),
+        )
+        invalid = ToolCall.objects.filter(
+            agent_run=self.agent_run, tool=self.output_tool.name, status=ToolCall.Status.INVALID
+        ).count()
+        if invalid >= self.output_tool.max_invalid:
+            return Failed(
+                f"`{self.output_tool.name}` was rejected {invalid} times; last reasons: "
+                + "; ".join(errors)
+            )
+        return None
+
+    def _tool_context(self) -> ToolContext:
+        return ToolContext(
+            workspace=self.workspace,
+            run_id=self.agent_run.run_id,
+            step_key=self.step.key if self.step else "",
+            environment={},
+        )
+
+    def _run_tool(self, tool: Tool, arguments: dict) -> tuple[str, str]:
+        """Run the tool; returns (status, result text). Tool failures go to the model."""
+        try:
+            return ToolCall.Status.SUCCEEDED, tool.func(self._tool_context(), arguments)
+        except ToolError as exc:
+            return ToolCall.Status.FAILED, f"error: {exc}"
+        except Exception as exc:  # a broken tool must not kill the worker
+            logger.exception("tool %s crashed", tool.name)
+            return ToolCall.Status.FAILED, f"error: the tool crashed ({type(exc).__name__}: {exc})"
+
+    def _execute(self, key: str, request: ToolRequest, tool: Tool, arguments: dict) -> None:
+        started_at = timezone.now()
+        status, result = self._run_tool(tool, arguments)
+        self._finish_call(key, request, tool, arguments, status, result, started_at=started_at)
+
+    def _finish_call(
+        self,
+        key: str,
+        request: ToolRequest,
+        tool: Tool | None,
+        arguments: dict,
+        status: str,
+        result: str,
+        *,
+        started_at=None,
+    ) -> None:
+        """Record a finished tool call, emit `tool.called`, and hand the result to the model."""
+        now = timezone.now()
+        with transaction.atomic():
+            run = lock_run(self.agent_run.run_id)
+            call = ToolCall.objects.create(
+                agent_run=self.agent_run,
+                run_id=run.pk,
+                step=self.step,
+                call_id=request.id,
+                tool=request.name,
+                arguments=arguments,
+                raw_arguments=request.arguments[:10_000],
+                risk=tool.risk.value if tool else "",
+                status=status,
+                result=result,
+                idempotency_key=key,
+                started_at=started_at or now,
+                finished_at=now,
+            )
+            self._emit_tool_called(run, call)
+        self._answer(request, result)
+
+    def _emit_tool_called(self, run: Run, call: ToolCall) -> None:
+        emit(
+            run,
+            "tool.called",
+            step=self.step,
+            actor=self.agent_run.role,
+            data={
+                "tool_call": call.pk,
+                "tool": call.tool,
+                "risk": call.risk,
+                "status": call.status,
+                "arguments": call.arguments,
+                "result": call.result[:500],
+            },
+        )
+
+    def _request_approval(
+        self, key: str, request: ToolRequest, tool: Tool, arguments: dict, kind: str
+    ) -> NeedsApproval:
+        """Persist the pause: tool call, checkpoint, step and agent state in one transaction,
+        so a decision arriving a moment later always finds the step waiting."""
+        reason = next(
+            (
+                m.get("content")
+                for m in reversed(self.messages)
+                if m.get("role") == "assistant" and m.get("content")
+            ),
+            "",
+        )
+        with transaction.atomic():
+            run = lock_run(self.agent_run.run_id)
+            call = ToolCall.objects.create(
+                agent_run=self.agent_run,
+                run_id=run.pk,
+                step=self.step,
+                call_id=request.id,
+                tool=tool.name,
+                arguments=arguments,
+                raw_arguments=request.arguments[:10_000],
+                risk=tool.risk.value,
+                status=ToolCall.Status.AWAITING_APPROVAL,
+                idempotency_key=key,
+                started_at=timezone.now(),
+            )
+            checkpoint = Checkpoint.objects.create(
+                run=run,
+                step=self.step,
+                tool_call=call,
+                kind=kind,
+                shown={
+                    "tool": tool.name,
+                    "risk": tool.risk.value,
+                    "description": tool.description,
+                    "arguments": arguments,
+                    "reason": reason or "",
+                    "agent": self.agent_run.role,
+                    "step": self.step.key,
+                    "brief": self.agent_run.brief,
+                },
+            )
+            Step.objects.filter(pk=self.step.pk).update(status=Step.Status.AWAITING_APPROVAL)
+            AgentRun.objects.filter(pk=self.agent_run.pk).update(status=AgentRun.Status.PAUSED)
+            emit(
+                run,
+                "approval.requested",
+                step=self.step,
+                actor=self.agent_run.role,
+                data={
+                    "checkpoint": checkpoint.pk,
+                    "kind": kind,
+                    "tool": tool.name,
+                    "risk": tool.risk.value,
+                    "arguments": arguments,
+                },
+            )
+        return NeedsApproval(checkpoint.pk)
+
+    def _continue_recorded(self, call: ToolCall, request: ToolRequest) -> Outcome | None:
+        """A call already recorded under this idempotency key: reuse its result, or act on
+        the human decision it was waiting for. Never runs a finished side effect twice."""
+        if call.status != ToolCall.Status.AWAITING_APPROVAL:
+            self._answer(request, call.result)
+            return None
+        checkpoint = Checkpoint.objects.select_related("decided_by").get(tool_call=call)
+        if checkpoint.status == Checkpoint.Status.PENDING:
+            return NeedsApproval(checkpoint.pk)
+        who = checkpoint.decided_by.get_username() if checkpoint.decided_by else "the system"
+        if checkpoint.status == Checkpoint.Status.APPROVED:
+            tool = self.toolset.get(call.tool)
+            arguments = checkpoint.arguments if checkpoint.arguments is not None else call.arguments
+            if tool is None:
+                status, result = ToolCall.Status.REFUSED, f"refused: `{call.tool}` is unavailable"
+            else:
+                status, result = self._run_tool(tool, arguments)
+            if checkpoint.arguments is not None:
+                result = f"(run with arguments edited by {who}: {json.dumps(arguments)})\n{result}"
+        else:
+            arguments = call.arguments
+            status = ToolCall.Status.REJECTED
+            result = f"rejected by {who}" + (
+                f": {checkpoint.comment}" if checkpoint.comment else " (no comment)"
+            )
+        with transaction.atomic():
+            run = lock_run(self.agent_run.run_id)
+            ToolCall.objects.filter(pk=call.pk).update(
+                status=status, result=result, arguments=arguments, finished_at=timezone.now()
+            )
+            call.refresh_from_db()
+            self._emit_tool_called(run, call)
+        self._answer(request, result)
+        return None

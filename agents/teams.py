@@ -1,0 +1,120 @@
+"""Team templates shipped with Orchestra; `seed_team` copies one into AgentProfile rows."""
+
+from agents.models import AgentProfile
+
+ORCHESTRATOR_PROMPT = (
+    "You are the orchestrator of a team of specialist agents. You plan, you never do the "
+    "work yourself: you have no tools that change anything. Split the task into steps for "
+    "the available agents, give each step a self-contained brief (objective, context, "
+    "expected output, constraints, acceptance criteria), the steps it depends on, and the "
+    "files or resources it will touch. Steps that do not depend on each other run in "
+    "parallel. When asked for a report, integrate the reviewed step outputs into a concise "
+    "final report that names each step."
+)
+REVIEWER_PROMPT = (
+    "You are the reviewer. Check the output of one step against its acceptance criteria and "
+    "return a verdict through the submit_verdict tool: pass, revise (with precise feedback) "
+    "or escalate (when a human must decide). Be strict about the criteria, not about style."
+)
+
+TEAMS: dict[str, list[dict]] = {
+    "software": [
+        {
+            "role": "orchestrator",
+            "description": "Plans the work and writes the final report.",
+            "system_prompt": ORCHESTRATOR_PROMPT,
+            "allowed_tools": ["list_files", "read_file"],
+            "temperature": 0.1,
+        },
+        {
+            "role": "researcher",
+            "description": "Reads the codebase and gathers facts.",
+            "system_prompt": "You are a research engineer. Read the workspace, report facts "
+            "with file references, and write notes only where your brief says so.",
+            "allowed_tools": ["list_files", "read_file", "write_file"],
+        },
+        {
+            "role": "coder",
+            "description": "Writes and tests code in the workspace.",
+            "system_prompt": "You are a software engineer. Make the change your brief asks "
+            "for, only in the files it claims, and run the tests.",
+            "allowed_tools": ["list_files", "read_file", "write_file", "run_command"],
+        },
+        {
+            "role": "reviewer",
+            "description": "Checks each output against its acceptance criteria.",
+            "system_prompt": REVIEWER_PROMPT,
+            "allowed_tools": ["list_files", "read_file"],
+            "temperature": 0.0,
+        },
+        {
+            "role": "deployer",
+            "description": "Ships the integrated result.",
+            "system_prompt": "You are the release engineer. Deploy only what your brief "
+            "names, to the environment it names, and report the release.",
+            "allowed_tools": ["list_files", "read_file", "deploy"],
+        },
+    ],
+    "content": [
+        {
+            "role": "orchestrator",
+            "description": "Plans the work and writes the final report.",
+            "system_prompt": ORCHESTRATOR_PROMPT,
+            "allowed_tools": ["list_files", "read_file"],
+            "temperature": 0.1,
+        },
+        {
+            "role": "researcher",
+            "description": "Collects sources and facts.",
+            "system_prompt": "You are a researcher. Collect facts with their sources and "
+            "write them as notes.",
+            "allowed_tools": ["list_files", "read_file", "write_file"],
+        },
+        {
+            "role": "writer",
+            "description": "Drafts the piece from the research.",
+            "system_prompt": "You are a writer. Draft clear prose from the research you are "
+            "handed, in the voice and length your brief asks for.",
+            "allowed_tools": ["list_files", "read_file", "write_file"],
+        },
+        {
+            "role": "editor",
+            "description": "Tightens and corrects the draft.",
+            "system_prompt": "You are an editor. Correct facts, tighten the prose, keep the "
+            "author's voice.",
+            "allowed_tools": ["list_files", "read_file", "write_file"],
+        },
+        {
+            "role": "formatter",
+            "description": "Produces the final formatted document.",
+            "system_prompt": "You are a formatter. Turn the edited text into the output "
+            "format your brief names.",
+            "allowed_tools": ["list_files", "read_file", "write_file"],
+        },
+        {
+            "role": "reviewer",
+            "description": "Checks each output against its acceptance criteria.",
+            "system_prompt": REVIEWER_PROMPT,
+            "allowed_tools": ["list_files", "read_file"],
+            "temperature": 0.0,
+        },
+    ],
+}
+
+
+def seed_team(team: str) -> list[AgentProfile]:
+    """Create the team's profiles that do not exist yet; edited profiles are left alone."""
+    profiles = []
+    for spec in TEAMS[team]:
+        profile, _ = AgentProfile.objects.get_or_create(
+            team=team,
+            role=spec["role"],
+            defaults={
+                "description": spec["description"],
+                "system_prompt": spec["system_prompt"],
+                "allowed_tools": spec["allowed_tools"],
+                "temperature": spec.get("temperature", 0.2),
+            },
+        )
+        profiles.append(profile)
+    return profiles

@@ -1,0 +1,58 @@
+"""One access function per object kind; every view, API endpoint, consumer and CLI uses them.
+
+Raises `Http404` for objects the user may not see (so their existence does not leak) and
+`PermissionDenied` for actions the user may see but not perform.
+"""
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from orchestra.models import Membership, Project, Run
+
+CREATE_ROLES = (Membership.Role.OPERATOR, Membership.Role.APPROVER, Membership.Role.ADMIN)
+DECIDE_ROLES = (Membership.Role.APPROVER, Membership.Role.ADMIN)
+
+
+def visible_projects(user) -> QuerySet[Project]:
+    if not user.is_authenticated or not user.is_active:
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user)
+
+
+def role_in(user, project: Project) -> str | None:
+    if not user.is_authenticated or not user.is_active:
+        return None
+    if user.is_superuser:
+        return Membership.Role.ADMIN
+    return (
+        Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+    )
+
+
+def get_project_for_user(user, slug: str, *, write: bool = False) -> Project:
+    """The project if `user` may see it; with `write`, only if they may create tasks in it."""
+    project = Project.objects.filter(slug=slug).first()
+    role = role_in(user, project) if project else None
+    if role is None:
+        raise Http404("No such project.")
+    if write and role not in CREATE_ROLES:
+        raise PermissionDenied("You may not create tasks in this project.")
+    return project
+
+
+def get_run_for_user(user, run_id: int, *, write: bool = False) -> Run:
+    """The run if `user` may see its project; with `write`, only if they may operate it."""
+    run = Run.objects.select_related("project", "task").filter(pk=run_id).first()
+    role = role_in(user, run.project) if run else None
+    if role is None:
+        raise Http404("No such run.")
+    if write and role not in CREATE_ROLES:
+        raise PermissionDenied("You may not change this run.")
+    return run
+
+
+def can_decide(user, project: Project) -> bool:
+    return role_in(user, project) in DECIDE_ROLES

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class OrchestraConfig(AppConfig):
+    name = "orchestra"
+    verbose_name = "Orchestra"

@@ -1,0 +1,263 @@
+"""Core records: projects, tasks, runs, plans, steps and the append-only event log.
+
+State changes live in `orchestra.services`; nothing here saves a row on its own initiative.
+"""
+
+import hashlib
+import secrets
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+
+class Project(models.Model):
+    class Team(models.TextChoices):
+        SOFTWARE = "software", "Software"
+        CONTENT = "content", "Content"
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    team = models.CharField(max_length=40, default=Team.SOFTWARE)
+    description = models.TextField(blank=True)
+    workspace_path = models.CharField(max_length=500, blank=True)
+    concurrency_cap = models.PositiveIntegerField(default=50)
+    max_revisions = models.PositiveIntegerField(default=2)
+    max_step_attempts = models.PositiveIntegerField(default=2)
+    requires_plan_approval = models.BooleanField(default=False)
+    # Risk levels whose tool calls stop for a human; the default gates exec and deploy.
+    gated_risks = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        VIEWER = "viewer"
+        OPERATOR = "operator"
+        APPROVER = "approver"
+        ADMIN = "admin"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="unique_membership"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+class Task(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    title = models.CharField(max_length=300)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        PLANNING = "planning"
+        AWAITING_APPROVAL = "awaiting_approval"
+        RUNNING = "running"
+        REVIEWING = "reviewing"
+        REPORTING = "reporting"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Phase(models.TextChoices):
+        PLAN = "plan"
+        DISPATCH = "dispatch"
+        REVIEW = "review"
+        REPORT = "report"
+
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLANNING)
+    phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.PLAN)
+    uses_demo_model = models.BooleanField(default=False)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    report = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    # Last event sequence number handed out; bumped under this row's lock.
+    event_seq = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="run_status_created"),
+            models.Index(fields=["project", "-created_at"], name="run_project_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.task}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class Plan(models.Model):
+    class Status(models.TextChoices):
+        PROPOSED = "proposed"
+        REJECTED = "rejected"
+        ACCEPTED = "accepted"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="plans")
+    version = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROPOSED)
+    data = models.JSONField(default=dict)
+    errors = models.JSONField(default=list, blank=True)
+    # Orderings the engine added between steps that claim the same resource.
+    added_orderings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "version"], name="unique_plan_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Plan v{self.version} of run {self.run_id}"
+
+
+class Step(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+        RUNNING = "running"
+        AWAITING_APPROVAL = "awaiting_approval"
+        IN_REVIEW = "in_review"
+        REVISING = "revising"
+        DONE = "done"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.DONE, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
+    # Dispatched and not finished: these hold their claims.
+    ACTIVE = (
+        Status.READY,
+        Status.RUNNING,
+        Status.AWAITING_APPROVAL,
+        Status.IN_REVIEW,
+        Status.REVISING,
+    )
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="steps")
+    key = models.CharField(max_length=64)
+    position = models.PositiveIntegerField(default=0)
+    title = models.CharField(max_length=300)
+    agent_role = models.CharField(max_length=64)
+    brief = models.JSONField(default=dict)
+    depends_on = models.JSONField(default=list, blank=True)
+    claims = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    revisions = models.PositiveIntegerField(default=0)
+    # Attempt number the review gate has taken; guards against reviewing one attempt twice.
+    reviewed_attempt = models.PositiveIntegerField(default=0)
+    feedback = models.TextField(blank=True)
+    output = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    task_id = models.CharField(max_length=64, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key"], name="unique_step_key"),
+        ]
+        indexes = [models.Index(fields=["run", "status"], name="step_run_status")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"
+
+
+class Event(models.Model):
+    """Append-only log of everything that happened in a run, ordered by a per-run `seq`."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    kind = models.CharField(max_length=40)
+    actor = models.CharField(max_length=150, default="engine")
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.SET_NULL)
+    data = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="unique_event_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind}"
+
+    def as_json(self) -> dict:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "at": self.at.isoformat(),
+            "step": self.step.key if self.step_id and self.step else None,
+            "actor": self.actor,
+            "data": self.data,
+        }
+
+
+class ApiToken(models.Model):
+    """A bearer token; only its SHA-256 is stored, the plain value is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, default="cli")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} for {self.user}"
+
+    @staticmethod
+    def digest_of(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user, name: str = "cli") -> str:
+        raw = "orc_" + secrets.token_urlsafe(32)
+        cls.objects.create(user=user, name=name, digest=cls.digest_of(raw))
+        return raw

@@ -1,0 +1,84 @@
+"""Hands engine work to a worker after the current transaction commits.
+
+Configured deployments enqueue Celery tasks on Redis. The embedded default runs the same task
+functions on a thread pool inside the web process; tests may drain them in the calling thread
+("sync"), which keeps engine tests deterministic without a broker.
+"""
+
+import logging
+import threading
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+
+logger = logging.getLogger(__name__)
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_sync_queue: deque = deque()
+_sync_state = threading.local()
+
+
+def enqueue(task, *args, task_id: str | None = None) -> str:
+    """Run `task(*args)` on a worker once the surrounding transaction commits.
+
+    Returns the task id, which `cancel_run` can revoke. Outside a transaction the task is
+    sent at once.
+    """
+    task_id = task_id or uuid.uuid4().hex
+    mode = settings.ORCHESTRA_EMBEDDED_WORKER
+    if mode == "thread":
+        transaction.on_commit(lambda: _thread_pool().submit(_run_here, task, args))
+    elif mode == "sync":
+        transaction.on_commit(lambda: _run_sync(task, args))
+    else:
+        transaction.on_commit(lambda: task.apply_async(args=args, task_id=task_id))
+    return task_id
+
+
+def revoke(task_ids: list[str]) -> None:
+    """Drop queued work that has not started; running tasks re-check state and stop."""
+    ids = [tid for tid in task_ids if tid]
+    if ids and not settings.ORCHESTRA_EMBEDDED_WORKER:
+        from orchestra.celery import app
+
+        try:
+            app.control.revoke(ids)
+        except Exception:  # the run is cancelled in the database either way
+            logger.warning("could not revoke tasks %s", ids, exc_info=True)
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=settings.ORCHESTRA_EMBEDDED_THREADS, thread_name_prefix="orchestra"
+            )
+        return _pool
+
+
+def _run_here(task, args) -> None:
+    close_old_connections()
+    try:
+        task.run(*args)
+    except Exception:
+        logger.exception("embedded task %s%r failed", task.name, args)
+    finally:
+        connection.close()
+
+
+def _run_sync(task, args) -> None:
+    _sync_queue.append((task, args))
+    if getattr(_sync_state, "draining", False):
+        return
+    _sync_state.draining = True
+    try:
+        while _sync_queue:
+            next_task, next_args = _sync_queue.popleft()
+            next_task.run(*next_args)
+    finally:
+        _sync_state.draining = False

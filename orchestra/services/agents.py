@@ -1,0 +1,96 @@
+"""Starting and continuing agents on behalf of the engine."""
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+from django.conf import settings
+
+from agents.llm import client_for, model_for, uses_demo_model
+from agents.loop import AgentSession, OutputTool
+from agents.models import AgentProfile, AgentRun
+from agents.tools import toolset_for
+from orchestra.models import Project, Run, Step
+
+
+class UnknownAgent(Exception):
+    pass
+
+
+def workspace_for(project: Project) -> Path:
+    path = Path(project.workspace_path) if project.workspace_path else (
+        settings.ORCHESTRA_WORKSPACES / project.slug
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def profile_for(project: Project, role: str) -> AgentProfile:
+    profile = AgentProfile.objects.filter(team=project.team, role=role).first()
+    if profile is None:
+        raise UnknownAgent(f"the {project.team} team has no {role!r} agent")
+    return profile
+
+
+def known_roles(project: Project) -> set[str]:
+    """Roles a plan may assign steps to: every agent of the team except the orchestrator."""
+    return set(
+        AgentProfile.objects.filter(team=project.team)
+        .exclude(role="orchestrator")
+        .values_list("role", flat=True)
+    )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def new_agent_run(
+    run: Run,
+    *,
+    step: Step | None,
+    purpose: str,
+    role: str,
+    brief: dict,
+    user_message: str,
+    attempt: int = 1,
+) -> AgentRun:
+    """Create the attempt record holding the exact system prompt and brief the agent sees."""
+    profile = profile_for(run.project, role)
+    return AgentRun.objects.create(
+        run=run,
+        step=step,
+        purpose=purpose,
+        role=role,
+        model=model_for(profile),
+        attempt=attempt,
+        brief=brief,
+        messages=[
+            {"role": "system", "content": profile.system_prompt},
+            {"role": "user", "content": user_message},
+        ],
+        worker=worker_name(),
+    )
+
+
+def session_for(
+    agent_run: AgentRun, *, step: Step | None, output_tool: OutputTool | None = None
+) -> AgentSession:
+    project = agent_run.run.project
+    profile = profile_for(project, agent_run.role)
+    return AgentSession(
+        agent_run,
+        project=project,
+        step=step,
+        client=client_for(profile),
+        temperature=profile.temperature,
+        toolset=toolset_for(profile.role, profile.allowed_tools),
+        turn_limit=profile.turn_limit,
+        output_tool=output_tool,
+        workspace=workspace_for(project),
+    )
+
+
+def demo_in_use() -> bool:
+    return uses_demo_model()

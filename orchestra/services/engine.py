@@ -1,0 +1,699 @@
+"""The engine: Plan -> Dispatch -> Review -> Report, as service functions.
+
+Locking rule: every transaction here begins with `lock_run(run_id)` (SELECT ... FOR UPDATE on
+the run row) before touching the run's steps, checkpoints or events. That one lock per run
+makes each transition happen exactly once when workers or requests race, and keeps event
+sequence numbers committed in order. Model calls never happen inside a transaction.
+
+Celery tasks (orchestra.tasks) take ids and call these functions; each re-reads state and
+returns quietly when the transition was already made by someone else.
+"""
+
+import json
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.loop import Failed, FinalOutput, NeedsApproval, Outcome, OutputTool
+from agents.models import AgentProfile, AgentRun
+from approvals.models import Checkpoint
+from orchestra import queue
+from orchestra.models import Plan, Project, Run, Step, Task
+from orchestra.plans import PLAN_SCHEMA, check_plan
+from orchestra.services.agents import (
+    UnknownAgent,
+    demo_in_use,
+    known_roles,
+    new_agent_run,
+    session_for,
+)
+from orchestra.services.events import emit, lock_run
+
+logger = logging.getLogger(__name__)
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "required": ["verdict", "feedback"],
+    "additionalProperties": False,
+    "properties": {
+        "verdict": {"enum": ["pass", "revise", "escalate"]},
+        "feedback": {"type": "string", "maxLength": 8000},
+        "criteria": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["criterion", "met"],
+                "properties": {"criterion": {"type": "string"}, "met": {"type": "boolean"}},
+            },
+        },
+    },
+}
+
+
+class EngineError(Exception):
+    """A request the engine refuses, with a message fit for the person who made it."""
+
+
+# --- tasks are imported lazily: orchestra.tasks imports this module -----------------------
+def _tasks():
+    from orchestra import tasks
+
+    return tasks
+
+
+# --- start ---------------------------------------------------------------------------------
+def start_run(user, project: Project, title: str, description: str = "") -> Run:
+    """Create the task and its run, and enqueue planning after commit."""
+    title = (title or "").strip()
+    description = (description or "").strip()
+    if not title:
+        raise EngineError("A task needs a title.")
+    if len(title) > 300:
+        raise EngineError("The title is longer than 300 characters.")
+    if len(description) > settings.ORCHESTRA_MAX_TEXT:
+        raise EngineError(
+            f"The description is longer than {settings.ORCHESTRA_MAX_TEXT} characters."
+        )
+    with transaction.atomic():
+        task = Task.objects.create(
+            project=project,
+            title=title,
+            description=description,
+            created_by=user if user and user.is_authenticated else None,
+        )
+        run = Run.objects.create(task=task, project=project, uses_demo_model=demo_in_use())
+        run = lock_run(run.pk)
+        emit(
+            run,
+            "run.created",
+            actor=_actor(user),
+            data={"task": task.pk, "title": title, "demo_model": run.uses_demo_model},
+        )
+        queue.enqueue(_tasks().plan_run_task, run.pk)
+    return run
+
+
+def _actor(user) -> str:
+    return user.get_username() if user and user.is_authenticated else "system"
+
+
+# --- plan ----------------------------------------------------------------------------------
+def _planning_message(run: Run) -> str:
+    catalogue = [
+        {"role": p.role, "does": p.description, "tools": p.allowed_tools}
+        for p in AgentProfile.objects.filter(team=run.project.team).exclude(role="orchestrator")
+    ]
+    return (
+        f"Task: {run.task.title}\n\n"
+        f"Description:\n{run.task.description or '(none)'}\n\n"
+        f"Project: {run.project.name} (team: {run.project.team})\n"
+        f"{run.project.description}\n\n"
+        f"Available agents:\n{json.dumps(catalogue, indent=2)}\n\n"
+        f"Return the plan by calling `submit_plan`. At most "
+        f"{settings.ORCHESTRA_MAX_PLAN_STEPS} steps. Every step needs a brief with "
+        "acceptance criteria. Steps that could run at the same time must not claim the same "
+        "file or resource."
+    )
+
+
+def plan_run(run_id: int) -> None:
+    """Ask the orchestrator for a plan, validate it (sending reasons back a bounded number
+    of times), and accept it or fail the run naming the problem."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run.status != Run.Status.PLANNING:
+            return
+        if AgentRun.objects.filter(
+            run=run, purpose=AgentRun.Purpose.PLAN, status=AgentRun.Status.RUNNING
+        ).exists():
+            return  # another worker is planning
+        try:
+            agent_run = new_agent_run(
+                run,
+                step=None,
+                purpose=AgentRun.Purpose.PLAN,
+                role="orchestrator",
+                brief={"task": run.task.title, "description": run.task.description},
+                user_message=_planning_message(run),
+                attempt=run.plans.count() + 1,
+            )
+        except UnknownAgent as exc:
+            _fail_run(run, f"Cannot plan: {exc}.")
+            return
+        emit(run, "phase.changed", data={"phase": Run.Phase.PLAN})
+    roles = known_roles(run.project)
+
+    def check(plan: dict) -> list[str]:
+        return _record_proposal(run_id, plan, roles)
+
+    output = OutputTool(
+        name="submit_plan",
+        description="Submit the plan: steps with briefs, dependencies and claimed resources.",
+        parameters=PLAN_SCHEMA,
+        check=check,
+        max_invalid=settings.ORCHESTRA_MAX_PLAN_ATTEMPTS,
+    )
+    outcome = session_for(agent_run, step=None, output_tool=output).run()
+    _close_agent_run(agent_run, outcome)
+    if isinstance(outcome, FinalOutput):
+        accept_plan(run_id)
+    elif isinstance(outcome, Failed) and not outcome.cancelled:
+        with transaction.atomic():
+            run = lock_run(run_id)
+            if run.status == Run.Status.PLANNING:
+                _fail_run(run, f"Planning failed: {outcome.error}")
+
+
+def _record_proposal(run_id: int, plan: dict, roles: set[str]) -> list[str]:
+    """Store one proposed plan version; returns the reasons it is refused (empty if valid)."""
+    result = check_plan(plan, known_agents=roles, max_steps=settings.ORCHESTRA_MAX_PLAN_STEPS)
+    with transaction.atomic():
+        run = lock_run(run_id)
+        version = run.plans.count() + 1
+        record = Plan.objects.create(
+            run=run,
+            version=version,
+            data=plan,
+            status=Plan.Status.PROPOSED if result.ok else Plan.Status.REJECTED,
+            errors=result.errors,
+            added_orderings=[list(o) for o in result.orderings],
+        )
+        emit(
+            run,
+            "plan.proposed",
+            actor="orchestrator",
+            data={"plan": record.pk, "version": version, "steps": len(plan.get("steps", []))},
+        )
+        if not result.ok:
+            emit(
+                run,
+                "plan.rejected",
+                data={"plan": record.pk, "version": version, "reasons": result.errors},
+            )
+    return result.errors
+
+
+def accept_plan(run_id: int) -> None:
+    """Turn the latest valid proposal into steps; then wait for plan approval or dispatch."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run.status != Run.Status.PLANNING:
+            return
+        plan = run.plans.filter(status=Plan.Status.PROPOSED).order_by("-version").first()
+        if plan is None:
+            _fail_run(run, "Planning ended without a valid plan.")
+            return
+        if run.project.requires_plan_approval:
+            checkpoint = Checkpoint.objects.create(
+                run=run,
+                plan=plan,
+                kind=Checkpoint.Kind.PLAN,
+                shown={"plan": plan.data, "version": plan.version},
+            )
+            run.status = Run.Status.AWAITING_APPROVAL
+            run.save(update_fields=["status"])
+            emit(
+                run,
+                "approval.requested",
+                data={"checkpoint": checkpoint.pk, "kind": Checkpoint.Kind.PLAN},
+            )
+            return
+        _materialise_plan(run, plan)
+    dispatch_ready_steps(run_id)
+
+
+def _materialise_plan(run: Run, plan: Plan) -> None:
+    """Create the steps of an accepted plan. Caller holds the run lock."""
+    plan.status = Plan.Status.ACCEPTED
+    plan.save(update_fields=["status"])
+    # Orderings added for shared claims are already in the stored step dependencies.
+    for position, spec in enumerate(plan.data["steps"]):
+        Step.objects.create(
+            run=run,
+            plan=plan,
+            key=spec["key"],
+            position=position,
+            title=spec["title"],
+            agent_role=spec["agent"],
+            brief=spec["brief"],
+            depends_on=list(spec.get("depends_on", [])),
+            claims=list(spec.get("claims", [])),
+        )
+    run.status = Run.Status.RUNNING
+    run.phase = Run.Phase.DISPATCH
+    run.save(update_fields=["status", "phase"])
+    emit(
+        run,
+        "plan.accepted",
+        data={
+            "plan": plan.pk,
+            "version": plan.version,
+            "steps": [
+                {"key": s["key"], "agent": s["agent"], "depends_on": s.get("depends_on", [])}
+                for s in plan.data["steps"]
+            ],
+            "added_orderings": plan.added_orderings,
+        },
+    )
+    emit(run, "phase.changed", data={"phase": Run.Phase.DISPATCH})
+
+
+# --- dispatch ------------------------------------------------------------------------------
+def dispatch_ready_steps(run_id: int) -> list[str]:
+    """Enqueue every step whose dependencies are done and whose claims are free, within the
+    project's concurrency cap; report the run when every step is done. Deterministic: no
+    model is asked. Returns the keys dispatched."""
+    dispatched: list[str] = []
+    report = False
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run.status not in (
+            Run.Status.RUNNING,
+            Run.Status.REVIEWING,
+            Run.Status.AWAITING_APPROVAL,
+        ):
+            return dispatched
+        steps = list(run.steps.all())
+        if not steps:
+            return dispatched
+        done = {s.key for s in steps if s.status == Step.Status.DONE}
+        active = [s for s in steps if s.status in Step.ACTIVE]
+        busy = sum(1 for s in active if s.status != Step.Status.AWAITING_APPROVAL)
+        held = {claim for s in active for claim in s.claims}
+        for step in steps:
+            if step.status != Step.Status.PENDING:
+                continue
+            if busy >= run.project.concurrency_cap:
+                break
+            if not set(step.depends_on) <= done or held & set(step.claims):
+                continue
+            step.status = Step.Status.READY
+            step.dispatched_at = timezone.now()
+            step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+            step.save(update_fields=["status", "dispatched_at", "task_id"])
+            held |= set(step.claims)
+            busy += 1
+            dispatched.append(step.key)
+            emit(run, "step.dispatched", step=step, data={"agent": step.agent_role})
+        if len(done) == len(steps):
+            report = True
+        else:
+            _sync_run_status(run)
+    if report:
+        report_run(run_id)
+    return dispatched
+
+
+def _sync_run_status(run: Run) -> None:
+    """Derive the run's status and phase from its steps. Caller holds the run lock."""
+    if run.is_terminal or run.status in (Run.Status.PLANNING, Run.Status.REPORTING):
+        return
+    statuses = set(run.steps.values_list("status", flat=True))
+    if statuses & {Step.Status.READY, Step.Status.RUNNING, Step.Status.REVISING}:
+        status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
+    elif Step.Status.IN_REVIEW in statuses:
+        status, phase = Run.Status.REVIEWING, Run.Phase.REVIEW
+    elif Step.Status.AWAITING_APPROVAL in statuses:
+        status, phase = Run.Status.AWAITING_APPROVAL, run.phase
+    else:
+        status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
+    if (status, phase) != (run.status, run.phase):
+        phase_changed = phase != run.phase
+        run.status, run.phase = status, phase
+        run.save(update_fields=["status", "phase"])
+        if phase_changed:
+            emit(run, "phase.changed", data={"phase": phase})
+
+
+# --- execute -------------------------------------------------------------------------------
+def step_message(step: Step, dependency_outputs: dict[str, str]) -> str:
+    """The agent's whole input: its brief, the outputs it depends on, and review feedback.
+    Never the run's history."""
+    parts = [
+        f"Step: {step.key} — {step.title}",
+        "Brief:\n" + json.dumps(step.brief, indent=2),
+    ]
+    if step.claims:
+        parts.append("Files and resources this step may change: " + ", ".join(step.claims))
+    for key, output in dependency_outputs.items():
+        parts.append(f"Output of step {key}:\n{output}")
+    if step.feedback:
+        parts.append(f"Your previous output:\n{step.output}")
+        parts.append(f"Reviewer feedback to address in this revision:\n{step.feedback}")
+    parts.append("When the work is done, answer with your final output as plain text.")
+    return "\n\n".join(parts)
+
+
+def execute_step(step_id: int) -> None:
+    """Claim a ready (or revising) step exactly once and run a new attempt of its agent."""
+    with transaction.atomic():
+        step = Step.objects.only("run_id").get(pk=step_id)
+        run = lock_run(step.run_id)
+        step = Step.objects.get(pk=step_id)
+        if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
+            return
+        dependency_outputs = dict(
+            run.steps.filter(key__in=step.depends_on).values_list("key", "output")
+        )
+        step.status = Step.Status.RUNNING
+        step.attempts += 1
+        step.started_at = step.started_at or timezone.now()
+        step.save(update_fields=["status", "attempts", "started_at"])
+        brief = {
+            **step.brief,
+            "step": step.key,
+            "inputs_from": dependency_outputs,
+            "feedback": step.feedback,
+        }
+        agent_run = new_agent_run(
+            run,
+            step=step,
+            purpose=AgentRun.Purpose.STEP,
+            role=step.agent_role,
+            brief=brief,
+            user_message=step_message(step, dependency_outputs),
+            attempt=step.attempts,
+        )
+        emit(
+            run,
+            "step.started",
+            step=step,
+            actor=step.agent_role,
+            data={"attempt": step.attempts, "agent_run": agent_run.pk, "worker": agent_run.worker},
+        )
+        _sync_run_status(run)
+    _drive_step(step, agent_run)
+
+
+def resume_step(step_id: int) -> None:
+    """Continue a step whose checkpoint was decided, from the conversation in the database."""
+    with transaction.atomic():
+        step = Step.objects.only("run_id").get(pk=step_id)
+        run = lock_run(step.run_id)
+        step = Step.objects.get(pk=step_id)
+        if run.is_terminal or step.status != Step.Status.AWAITING_APPROVAL:
+            return
+        agent_run = step.agent_runs.filter(
+            purpose=AgentRun.Purpose.STEP, status=AgentRun.Status.PAUSED
+        ).last()
+        if agent_run is None:
+            return  # an escalation, decided through its own path
+        if step.checkpoints.filter(
+            status=Checkpoint.Status.PENDING, kind__in=[Checkpoint.Kind.TOOL_CALL, "deploy"]
+        ).exists():
+            return  # still waiting on a human
+        step.status = Step.Status.RUNNING
+        step.save(update_fields=["status"])
+        agent_run.status = AgentRun.Status.RUNNING
+        agent_run.save(update_fields=["status"])
+        emit(run, "step.resumed", step=step, actor=step.agent_role)
+        _sync_run_status(run)
+    _drive_step(step, agent_run)
+
+
+def _drive_step(step: Step, agent_run: AgentRun) -> None:
+    outcome = session_for(agent_run, step=step).run()
+    _close_agent_run(agent_run, outcome)
+    if isinstance(outcome, NeedsApproval):
+        with transaction.atomic():
+            _sync_run_status(lock_run(step.run_id))
+        return
+    if isinstance(outcome, FinalOutput):
+        with transaction.atomic():
+            run = lock_run(step.run_id)
+            step.refresh_from_db()
+            if run.is_terminal or step.status != Step.Status.RUNNING:
+                return
+            step.output = outcome.content
+            step.status = Step.Status.IN_REVIEW
+            step.save(update_fields=["output", "status"])
+            emit(
+                run,
+                "step.output",
+                step=step,
+                actor=step.agent_role,
+                data={"chars": len(step.output)},
+            )
+            _sync_run_status(run)
+        review_step(step.pk)
+        return
+    _step_attempt_failed(step, outcome)
+
+
+def _step_attempt_failed(step: Step, outcome: Failed) -> None:
+    with transaction.atomic():
+        run = lock_run(step.run_id)
+        step.refresh_from_db()
+        if step.status not in (Step.Status.RUNNING,):
+            return
+        if outcome.cancelled or run.is_terminal:
+            step.status = Step.Status.CANCELLED
+            step.finished_at = timezone.now()
+            step.save(update_fields=["status", "finished_at"])
+            return
+        if step.attempts < run.project.max_step_attempts:
+            step.status = Step.Status.READY
+            step.error = outcome.error
+            step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+            step.save(update_fields=["status", "error", "task_id"])
+            emit(run, "step.retrying", step=step, data={"error": outcome.error})
+            return
+        step.status = Step.Status.FAILED
+        step.error = outcome.error
+        step.finished_at = timezone.now()
+        step.save(update_fields=["status", "error", "finished_at"])
+        emit(run, "step.failed", step=step, data={"error": outcome.error})
+        _fail_run(run, f"Step {step.key!r} failed after {step.attempts} attempts: {outcome.error}")
+
+
+def _close_agent_run(agent_run: AgentRun, outcome: Outcome) -> None:
+    if isinstance(outcome, NeedsApproval):
+        return  # paused in the same transaction that opened the checkpoint
+    if isinstance(outcome, FinalOutput):
+        status, detail = AgentRun.Status.COMPLETED, {"final_output": outcome.content[:20_000]}
+    elif outcome.cancelled:
+        status, detail = AgentRun.Status.CANCELLED, {"error": outcome.error}
+    else:
+        status, detail = AgentRun.Status.FAILED, {"error": outcome.error}
+    AgentRun.objects.filter(pk=agent_run.pk).update(
+        status=status,
+        outcome={"kind": type(outcome).__name__, **detail},
+        error=detail.get("error", ""),
+        finished_at=timezone.now(),
+    )
+
+
+# --- review --------------------------------------------------------------------------------
+def review_step(step_id: int) -> None:
+    """The review gate: a reviewer agent judges the step's latest output, exactly once per
+    attempt. Pass completes the step and dispatches its successors at once; revise re-runs
+    it with the feedback (bounded); past the bound, or on escalate, a human decides."""
+    with transaction.atomic():
+        step = Step.objects.only("run_id").get(pk=step_id)
+        run = lock_run(step.run_id)
+        step = Step.objects.get(pk=step_id)
+        if run.is_terminal or step.status != Step.Status.IN_REVIEW:
+            return
+        if step.reviewed_attempt >= step.attempts:
+            return
+        step.reviewed_attempt = step.attempts
+        step.save(update_fields=["reviewed_attempt"])
+        agent_run = new_agent_run(
+            run,
+            step=step,
+            purpose=AgentRun.Purpose.REVIEW,
+            role="reviewer",
+            brief={"step": step.key, **step.brief},
+            user_message=(
+                f"Review the output of step {step.key} — {step.title}.\n\n"
+                f"Brief:\n{json.dumps(step.brief, indent=2)}\n\n"
+                f"Output (attempt {step.attempts}):\n{step.output}\n\n"
+                "Call `submit_verdict` with pass, revise or escalate."
+            ),
+            attempt=step.attempts,
+        )
+        emit(run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts})
+    output = OutputTool(
+        name="submit_verdict",
+        description="Submit the review verdict for this step's output.",
+        parameters=VERDICT_SCHEMA,
+    )
+    outcome = session_for(agent_run, step=step, output_tool=output).run()
+    _close_agent_run(agent_run, outcome)
+    if isinstance(outcome, Failed) and outcome.cancelled:
+        return
+    if isinstance(outcome, FinalOutput) and outcome.data:
+        verdict, feedback = outcome.data["verdict"], outcome.data.get("feedback", "")
+    else:
+        error = outcome.error if isinstance(outcome, Failed) else "no verdict"
+        verdict, feedback = "escalate", f"The reviewer could not decide: {error}"
+    apply_verdict(step_id, verdict, feedback)
+
+
+def apply_verdict(step_id: int, verdict: str, feedback: str, *, actor: str = "reviewer") -> None:
+    dispatch = False
+    with transaction.atomic():
+        step = Step.objects.only("run_id").get(pk=step_id)
+        run = lock_run(step.run_id)
+        step = Step.objects.get(pk=step_id)
+        if run.is_terminal or step.status != Step.Status.IN_REVIEW:
+            return
+        emit(
+            run,
+            "review.verdict",
+            step=step,
+            actor=actor,
+            data={"verdict": verdict, "feedback": feedback, "attempt": step.attempts},
+        )
+        if verdict == "revise" and step.revisions >= run.project.max_revisions:
+            verdict = "escalate"
+            feedback = (
+                f"Still not accepted after {step.revisions} revision rounds. "
+                f"Last feedback: {feedback}"
+            )
+        if verdict == "pass":
+            _complete_step(run, step)
+            dispatch = True
+        elif verdict == "revise":
+            step.revisions += 1
+            step.feedback = feedback
+            step.status = Step.Status.REVISING
+            step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+            step.save(update_fields=["revisions", "feedback", "status", "task_id"])
+            emit(run, "step.revising", step=step, data={"round": step.revisions})
+            _sync_run_status(run)
+        else:
+            checkpoint = Checkpoint.objects.create(
+                run=run,
+                step=step,
+                kind=Checkpoint.Kind.ESCALATION,
+                shown={
+                    "step": step.key,
+                    "title": step.title,
+                    "brief": step.brief,
+                    "output": step.output,
+                    "reason": feedback,
+                },
+            )
+            step.status = Step.Status.AWAITING_APPROVAL
+            step.save(update_fields=["status"])
+            emit(
+                run,
+                "approval.requested",
+                step=step,
+                data={"checkpoint": checkpoint.pk, "kind": Checkpoint.Kind.ESCALATION},
+            )
+            _sync_run_status(run)
+    if dispatch:
+        dispatch_ready_steps(step.run_id)
+
+
+def _complete_step(run: Run, step: Step) -> None:
+    step.status = Step.Status.DONE
+    step.finished_at = timezone.now()
+    step.save(update_fields=["status", "finished_at"])
+    emit(run, "step.completed", step=step, data={"attempts": step.attempts})
+
+
+def revise_with_human_feedback(run: Run, step: Step, feedback: str) -> None:
+    """An escalation rejected with a comment: one more round with the human's feedback.
+    Caller holds the run lock."""
+    step.revisions += 1
+    step.feedback = feedback
+    step.status = Step.Status.REVISING
+    step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+    step.save(update_fields=["revisions", "feedback", "status", "task_id"])
+    emit(run, "step.revising", step=step, data={"round": step.revisions, "by_human": True})
+    _sync_run_status(run)
+
+
+# --- report --------------------------------------------------------------------------------
+def report_run(run_id: int) -> None:
+    """The orchestrator integrates the reviewed outputs into the final report, once."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run.status in (Run.Status.REPORTING, *Run.TERMINAL):
+            return
+        steps = list(run.steps.all())
+        if not steps or any(s.status != Step.Status.DONE for s in steps):
+            return
+        run.status, run.phase = Run.Status.REPORTING, Run.Phase.REPORT
+        run.save(update_fields=["status", "phase"])
+        emit(run, "phase.changed", data={"phase": Run.Phase.REPORT})
+        outputs = "\n\n".join(f"Step {s.key} — {s.title}:\n{s.output}" for s in steps)
+        agent_run = new_agent_run(
+            run,
+            step=None,
+            purpose=AgentRun.Purpose.REPORT,
+            role="orchestrator",
+            brief={"task": run.task.title, "steps": [s.key for s in steps]},
+            user_message=(
+                f"Write the final report for the task: {run.task.title}\n\n"
+                f"Reviewed step outputs:\n\n{outputs}\n\n"
+                "Name each step and what it produced."
+            ),
+        )
+    outcome = session_for(agent_run, step=None).run()
+    _close_agent_run(agent_run, outcome)
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run.status != Run.Status.REPORTING:
+            return
+        if isinstance(outcome, FinalOutput):
+            run.report = outcome.content
+            run.status = Run.Status.COMPLETED
+            run.finished_at = timezone.now()
+            run.save(update_fields=["report", "status", "finished_at"])
+            emit(run, "report.published", actor="orchestrator", data={"chars": len(run.report)})
+            emit(run, "run.completed", data=_usage(run))
+        else:
+            _fail_run(run, f"Writing the report failed: {outcome.error}")
+
+
+def _usage(run: Run) -> dict:
+    run.refresh_from_db(fields=["input_tokens", "output_tokens", "cost_usd"])
+    return {
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cost_usd": str(run.cost_usd),
+    }
+
+
+# --- stop ----------------------------------------------------------------------------------
+def _fail_run(run: Run, message: str) -> None:
+    """Fail the run, keeping finished steps' outputs. Caller holds the run lock."""
+    run.status = Run.Status.FAILED
+    run.error = message
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "finished_at"])
+    kept = list(run.steps.filter(status=Step.Status.DONE).values_list("key", flat=True))
+    run.steps.filter(status__in=[Step.Status.PENDING, Step.Status.READY]).update(
+        status=Step.Status.SKIPPED
+    )
+    run.checkpoints.filter(status=Checkpoint.Status.PENDING).update(
+        status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
+    )
+    emit(run, "run.failed", data={"error": message, "completed_steps": kept, **_usage(run)})
+
+
+def cancel_run(user, run: Run) -> Run:
+    """Stop dispatch, revoke queued work, cancel waiting checkpoints; running agents stop at
+    their next turn. Refused for a run that already ended."""
+    with transaction.atomic():
+        run = lock_run(run.pk)
+        if run.is_terminal:
+            raise EngineError(f"The run already ended ({run.status}).")
+        run.status = Run.Status.CANCELLED
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "finished_at"])
+        waiting = run.steps.exclude(status__in=[*Step.FINISHED, Step.Status.RUNNING])
+        task_ids = list(waiting.values_list("task_id", flat=True))
+        waiting.update(status=Step.Status.CANCELLED, finished_at=timezone.now())
+        run.checkpoints.filter(status=Checkpoint.Status.PENDING).update(
+            status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
+        )
+        emit(run, "run.cancelled", actor=_actor(user))
+        transaction.on_commit(lambda: queue.revoke(task_ids))
+    return run

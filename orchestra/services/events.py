@@ -1,0 +1,83 @@
+"""The append-only event log and its live broadcast.
+
+Every engine transaction starts by locking its run row (`lock_run`), so events of one run
+are numbered and committed strictly in `seq` order: a reader that sees seq N committed has
+every event before it. Broadcasts go out after commit and carry the whole event; consumers
+re-read any gap from the database, so a dropped message never loses an event.
+"""
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from orchestra.models import Event, Run, Step
+
+logger = logging.getLogger(__name__)
+
+# The event loop of the in-process server, registered by the first WebSocket consumer, so
+# embedded worker threads can reach the in-memory channel layer that lives on it.
+_embedded_loop: asyncio.AbstractEventLoop | None = None
+
+
+def register_embedded_loop(loop: asyncio.AbstractEventLoop) -> None:
+    global _embedded_loop
+    _embedded_loop = loop
+
+
+def run_group(run_id: int) -> str:
+    return f"run.{run_id}"
+
+
+def lock_run(run_id: int) -> Run:
+    """Lock and return the run row. Call inside `transaction.atomic()`; every engine
+    transaction takes this lock first, which orders all state changes of one run."""
+    return Run.objects.select_for_update().get(pk=run_id)
+
+
+def emit(
+    run: Run,
+    kind: str,
+    *,
+    step: Step | None = None,
+    actor: str = "engine",
+    data: dict | None = None,
+) -> Event:
+    """Append an event to `run` (which must be locked by `lock_run`) and broadcast it after
+    commit."""
+    run.event_seq += 1
+    Run.objects.filter(pk=run.pk).update(event_seq=run.event_seq)
+    event = Event.objects.create(
+        run=run,
+        seq=run.event_seq,
+        kind=kind,
+        actor=actor,
+        step=step,
+        data=data or {},
+        at=timezone.now(),
+    )
+    payload = event.as_json()
+    transaction.on_commit(lambda: broadcast(run.pk, payload))
+    return event
+
+
+def broadcast(run_id: int, payload: dict) -> None:
+    """Send one committed event to the run's WebSocket group; never raises."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "run.event", "event": payload}
+    try:
+        if isinstance(layer, InMemoryChannelLayer):
+            if _embedded_loop is None or _embedded_loop.is_closed():
+                return  # no consumer has ever connected in this process
+            asyncio.run_coroutine_threadsafe(
+                layer.group_send(run_group(run_id), message), _embedded_loop
+            )
+        else:
+            async_to_sync(layer.group_send)(run_group(run_id), message)
+    except Exception:
+        logger.warning("broadcast of event %s failed", payload.get("seq"), exc_info=True)

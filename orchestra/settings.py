@@ -1,0 +1,231 @@
+"""Orchestra settings: every knob comes from an environment variable with a safe local default.
+
+Nothing set means the embedded default: SQLite, an in-process channel layer, an in-process
+worker and the demo model. DATABASE_URL, REDIS_URL and OPENAI_* switch to the configured
+deployment. `.env.example` lists every variable.
+"""
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no)")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+
+
+DATA_DIR = Path(env_str("ORCHESTRA_DATA_DIR", str(BASE_DIR / "var")))
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "orchestra-local-development-key-change-me-in-production")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [h for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "orchestra",
+    "agents",
+    "approvals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "orchestra.urls"
+ASGI_APPLICATION = "orchestra.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("ORCHESTRA_SQLITE_PATH", str(DATA_DIR / "orchestra.sqlite3")),
+            "OPTIONS": {
+                # WAL lets readers work beside the writer; IMMEDIATE takes the write lock at
+                # BEGIN so two threads never deadlock upgrading a read lock.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+
+# --- Broker, channel layer, worker ----------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+# With no broker configured the engine runs its tasks on a thread pool inside the web
+# process ("thread"); tests may pick "sync", which drains the queue in the calling thread.
+ORCHESTRA_EMBEDDED_WORKER = env_str("ORCHESTRA_EMBEDDED_WORKER", "" if REDIS_URL else "thread")
+if ORCHESTRA_EMBEDDED_WORKER not in {"", "thread", "sync"}:
+    raise ImproperlyConfigured("ORCHESTRA_EMBEDDED_WORKER must be empty, 'thread' or 'sync'")
+ORCHESTRA_EMBEDDED_THREADS = env_int("ORCHESTRA_EMBEDDED_THREADS", 32)
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_TIME_LIMIT = env_int("ORCHESTRA_TASK_TIME_LIMIT", 1800)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
+# LLM steps wait on the network: threads, with many slots per worker process.
+ORCHESTRA_WORKER_POOL = env_str("ORCHESTRA_WORKER_POOL", "threads")
+ORCHESTRA_WORKER_CONCURRENCY = env_int("ORCHESTRA_WORKER_CONCURRENCY", 64)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 times sockets out after 5 s, the same as the layer's blocking
+                # receive: without a longer timeout every idle consumer dies at 5 s.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                # Bursts beyond the default capacity (100) are dropped silently; consumers
+                # also re-read gaps from the database by seq, so nothing is lost.
+                "capacity": 5000,
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Models -------------------------------------------------------------------------------
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+ORCHESTRA_MODEL = env_str("ORCHESTRA_MODEL", "gpt-4o-mini")
+# Per-role overrides come from ORCHESTRA_MODEL_<ROLE> (e.g. ORCHESTRA_MODEL_CODER).
+ORCHESTRA_MODEL_OVERRIDES = {
+    key.removeprefix("ORCHESTRA_MODEL_").lower(): value
+    for key, value in os.environ.items()
+    if key.startswith("ORCHESTRA_MODEL_") and value
+}
+ORCHESTRA_USE_DEMO_MODEL = env_bool(
+    "ORCHESTRA_USE_DEMO_MODEL", not (OPENAI_BASE_URL or OPENAI_API_KEY)
+)
+ORCHESTRA_DEMO_LATENCY = env_float("ORCHESTRA_DEMO_LATENCY", 0.4)
+ORCHESTRA_MODEL_TIMEOUT = env_float("ORCHESTRA_MODEL_TIMEOUT", 120.0)
+ORCHESTRA_MODEL_MAX_RETRIES = env_int("ORCHESTRA_MODEL_MAX_RETRIES", 3)
+ORCHESTRA_MODEL_STREAM = env_bool("ORCHESTRA_MODEL_STREAM", True)
+# USD per million tokens: {"model": (input, output)}. ORCHESTRA_PRICES overrides with JSON.
+ORCHESTRA_PRICES: dict[str, tuple[Decimal, Decimal]] = {
+    "gpt-4o": (Decimal("2.50"), Decimal("10.00")),
+    "gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),
+    "gpt-4.1": (Decimal("2.00"), Decimal("8.00")),
+    "gpt-4.1-mini": (Decimal("0.40"), Decimal("1.60")),
+    "demo": (Decimal("0"), Decimal("0")),
+}
+if env_str("ORCHESTRA_PRICES"):
+    import json
+
+    try:
+        ORCHESTRA_PRICES |= {
+            name: (Decimal(str(pair[0])), Decimal(str(pair[1])))
+            for name, pair in json.loads(env_str("ORCHESTRA_PRICES")).items()
+        }
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ImproperlyConfigured(f"ORCHESTRA_PRICES is not valid JSON prices: {exc}") from None
+
+# --- Engine limits ------------------------------------------------------------------------
+ORCHESTRA_MAX_PLAN_STEPS = env_int("ORCHESTRA_MAX_PLAN_STEPS", 40)
+ORCHESTRA_MAX_PLAN_ATTEMPTS = env_int("ORCHESTRA_MAX_PLAN_ATTEMPTS", 3)
+ORCHESTRA_MAX_TEXT = env_int("ORCHESTRA_MAX_TEXT", 20_000)
+ORCHESTRA_TOOL_OUTPUT_LIMIT = env_int("ORCHESTRA_TOOL_OUTPUT_LIMIT", 16_000)
+ORCHESTRA_COMMAND_TIMEOUT = env_float("ORCHESTRA_COMMAND_TIMEOUT", 60.0)
+ORCHESTRA_WORKSPACES = Path(env_str("ORCHESTRA_WORKSPACES", str(DATA_DIR / "workspaces")))
+ORCHESTRA_ADMIN_PASSWORD = env_str("ORCHESTRA_ADMIN_PASSWORD")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("ORCHESTRA_LOG_LEVEL", "WARNING")},
+}

@@ -1,0 +1,70 @@
+"""Shared fixtures: named personas, the seeded demo project, and engine settings that keep
+unit tests in process (tasks drained in the calling thread, demo model without latency)."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from agents.llm import reset_clients
+from orchestra.models import Membership, Project
+from orchestra.seed import seed_demo
+
+
+@pytest.fixture(autouse=True)
+def engine_settings(settings, tmp_path):
+    settings.ORCHESTRA_EMBEDDED_WORKER = "sync"
+    settings.ORCHESTRA_DEMO_LATENCY = 0
+    settings.ORCHESTRA_USE_DEMO_MODEL = True
+    settings.ORCHESTRA_WORKSPACES = tmp_path / "workspaces"
+    reset_clients()
+    yield settings
+    reset_clients()
+
+
+def _user(username: str, **extra):
+    return get_user_model().objects.create_user(username, f"{username}@example.test", "pw-" + username, **extra)
+
+
+@pytest.fixture
+def demo(db) -> Project:
+    seed_demo()
+    return Project.objects.get(slug="demo")
+
+
+@pytest.fixture
+def owner(demo):
+    user = _user("olivia")
+    Membership.objects.create(project=demo, user=user, role=Membership.Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def operator(demo):
+    user = _user("oscar")
+    Membership.objects.create(project=demo, user=user, role=Membership.Role.OPERATOR)
+    return user
+
+
+@pytest.fixture
+def approver(demo):
+    user = _user("ada")
+    Membership.objects.create(project=demo, user=user, role=Membership.Role.APPROVER)
+    return user
+
+
+@pytest.fixture
+def second_approver(demo):
+    user = _user("grace")
+    Membership.objects.create(project=demo, user=user, role=Membership.Role.APPROVER)
+    return user
+
+
+@pytest.fixture
+def viewer(demo):
+    user = _user("vera")
+    Membership.objects.create(project=demo, user=user, role=Membership.Role.VIEWER)
+    return user
+
+
+@pytest.fixture
+def outsider(db):
+    return _user("mallory")
