@@ -1,39 +1,61 @@
 """Celery tasks: thin, idempotent, take ids. Each re-reads state inside the service it calls,
 so a duplicate delivery finds the transition already made and returns."""
 
+import functools
+
 from celery import shared_task
+from django.core.exceptions import ObjectDoesNotExist
 
 from orchestra.services import engine
+
+
+def _gone_is_done(func):
+    """A task whose run or step was deleted since it was queued has nothing left to do."""
+
+    @functools.wraps(func)
+    def wrapper(*args):
+        try:
+            return func(*args)
+        except ObjectDoesNotExist:
+            return None
+
+    return wrapper
 
 # A step's agent may wait on slow models; the soft limit lets it record the failure.
 STEP_LIMITS = {"soft_time_limit": 1700, "time_limit": 1800}
 
 
 @shared_task(name="orchestra.plan_run", **STEP_LIMITS)
+@_gone_is_done
 def plan_run_task(run_id: int) -> None:
     engine.plan_run(run_id)
 
 
 @shared_task(name="orchestra.execute_step", **STEP_LIMITS)
+@_gone_is_done
 def execute_step_task(step_id: int) -> None:
     engine.execute_step(step_id)
 
 
 @shared_task(name="orchestra.resume_step", **STEP_LIMITS)
+@_gone_is_done
 def resume_step_task(step_id: int) -> None:
     engine.resume_step(step_id)
 
 
 @shared_task(name="orchestra.review_step", **STEP_LIMITS)
+@_gone_is_done
 def review_step_task(step_id: int) -> None:
     engine.review_step(step_id)
 
 
 @shared_task(name="orchestra.dispatch", time_limit=60)
+@_gone_is_done
 def dispatch_task(run_id: int) -> None:
     engine.dispatch_ready_steps(run_id)
 
 
 @shared_task(name="orchestra.report_run", **STEP_LIMITS)
+@_gone_is_done
 def report_run_task(run_id: int) -> None:
     engine.report_run(run_id)

@@ -327,6 +327,12 @@ def _sync_run_status(run: Run) -> None:
             emit(run, "phase.changed", data={"phase": phase})
 
 
+def _lock_run_of_step(step_id: int) -> Run | None:
+    """Lock the run owning `step_id` (None if the step is gone, e.g. a stale queued task)."""
+    run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
+    return lock_run(run_id) if run_id is not None else None
+
+
 # --- execute -------------------------------------------------------------------------------
 def step_message(step: Step, dependency_outputs: dict[str, str]) -> str:
     """The agent's whole input: its brief, the outputs it depends on, and review feedback.
@@ -349,8 +355,9 @@ def step_message(step: Step, dependency_outputs: dict[str, str]) -> str:
 def execute_step(step_id: int) -> None:
     """Claim a ready (or revising) step exactly once and run a new attempt of its agent."""
     with transaction.atomic():
-        step = Step.objects.only("run_id").get(pk=step_id)
-        run = lock_run(step.run_id)
+        run = _lock_run_of_step(step_id)
+        if run is None:
+            return
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
             return
@@ -390,8 +397,9 @@ def execute_step(step_id: int) -> None:
 def resume_step(step_id: int) -> None:
     """Continue a step whose checkpoint was decided, from the conversation in the database."""
     with transaction.atomic():
-        step = Step.objects.only("run_id").get(pk=step_id)
-        run = lock_run(step.run_id)
+        run = _lock_run_of_step(step_id)
+        if run is None:
+            return
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status != Step.Status.AWAITING_APPROVAL:
             return
@@ -491,8 +499,9 @@ def review_step(step_id: int) -> None:
     attempt. Pass completes the step and dispatches its successors at once; revise re-runs
     it with the feedback (bounded); past the bound, or on escalate, a human decides."""
     with transaction.atomic():
-        step = Step.objects.only("run_id").get(pk=step_id)
-        run = lock_run(step.run_id)
+        run = _lock_run_of_step(step_id)
+        if run is None:
+            return
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status != Step.Status.IN_REVIEW:
             return
@@ -535,8 +544,9 @@ def review_step(step_id: int) -> None:
 def apply_verdict(step_id: int, verdict: str, feedback: str, *, actor: str = "reviewer") -> None:
     dispatch = False
     with transaction.atomic():
-        step = Step.objects.only("run_id").get(pk=step_id)
-        run = lock_run(step.run_id)
+        run = _lock_run_of_step(step_id)
+        if run is None:
+            return
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status != Step.Status.IN_REVIEW:
             return

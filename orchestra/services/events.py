@@ -35,7 +35,11 @@ def run_group(run_id: int) -> str:
 def lock_run(run_id: int) -> Run:
     """Lock and return the run row. Call inside `transaction.atomic()`; every engine
     transaction takes this lock first, which orders all state changes of one run."""
-    return Run.objects.select_for_update().get(pk=run_id)
+    return (
+        Run.objects.select_for_update(of=("self",))
+        .select_related("project", "task")
+        .get(pk=run_id)
+    )
 
 
 def emit(

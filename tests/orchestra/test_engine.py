@@ -1,0 +1,227 @@
+"""Engine behaviour with a scripted model: plan refusals, read-only orchestrator, human
+rejections reaching the agent, failures, cancellation, exactly-once decisions."""
+
+import json
+
+import pytest
+from django.core.exceptions import PermissionDenied
+
+from agents.llm import override_client
+from agents.models import AgentRun, ToolCall
+from approvals.models import Checkpoint
+from approvals.services import AlreadyDecided, InvalidDecision, decide_checkpoint
+from orchestra.models import Plan, Run, Step
+from orchestra.services.engine import EngineError, cancel_run, start_run
+from orchestra.services.agents import workspace_for
+from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SMALL_PLAN = {
+    "steps": [
+        {
+            "key": "only",
+            "title": "The only step",
+            "agent": "coder",
+            "brief": {"objective": "x", "expected_output": "y", "acceptance_criteria": ["z"]},
+        }
+    ]
+}
+
+
+def planning(messages, tools):
+    return "submit_plan" in tools
+
+
+def test_cyclic_plan_goes_back_with_reasons_then_the_fixed_plan_runs(demo, owner):
+    cyclic = {
+        "steps": [
+            {**SMALL_PLAN["steps"][0], "key": "a", "depends_on": ["b"]},
+            {**SMALL_PLAN["steps"][0], "key": "b", "depends_on": ["a"]},
+        ]
+    }
+
+    def answer(messages, tools):
+        if planning(messages, tools):
+            proposals = sum(1 for m in messages if m["role"] == "assistant")
+            plan = cyclic if proposals == 0 else SMALL_PLAN
+            return tool_reply(call("submit_plan", plan, f"p{proposals}"))
+        if role_of(messages) == "specialist":
+            return text_reply("done")
+        return None
+
+    model = ScriptedModel(answer)
+    with override_client(model):
+        run = start_run(owner, demo, "Plan twice")
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    plans = list(run.plans.order_by("version"))
+    assert [p.status for p in plans] == [Plan.Status.REJECTED, Plan.Status.ACCEPTED]
+    assert "cycle" in plans[0].errors[0]
+    second_planning_request = [r for r in model.requests if role_of(r) == "orchestrator"][1]
+    assert "cycle" in second_planning_request[-1]["content"]
+    rejected = run.events.get(kind="plan.rejected")
+    assert "cycle" in rejected.data["reasons"][0]
+
+
+def test_unknown_agent_plan_fails_the_run_naming_the_problem(demo, owner, settings):
+    settings.ORCHESTRA_MAX_PLAN_ATTEMPTS = 2
+    bad = {"steps": [{**SMALL_PLAN["steps"][0], "agent": "wizard"}]}
+
+    def answer(messages, tools):
+        if planning(messages, tools):
+            return tool_reply(call("submit_plan", bad, f"p{len(messages)}"))
+        return None
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Impossible")
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED
+    assert "unknown agent 'wizard'" in run.error
+    assert run.plans.filter(status=Plan.Status.REJECTED).count() == 2
+
+
+def test_orchestrator_cannot_write_whatever_the_model_asks(demo, owner):
+    def answer(messages, tools):
+        if planning(messages, tools):
+            assert "write_file" not in tools and "run_command" not in tools
+            if not any(m["role"] == "tool" for m in messages):
+                return tool_reply(call("write_file", {"path": "pwned.txt", "content": "x"}))
+            return tool_reply(call("submit_plan", SMALL_PLAN, "p2"))
+        if role_of(messages) == "specialist":
+            return text_reply("done")
+        return None
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Try to write")
+    refused = ToolCall.objects.get(run=run, tool="write_file")
+    assert refused.status == ToolCall.Status.REFUSED
+    assert "not available to the orchestrator" in refused.result
+    assert not (workspace_for(demo) / "pwned.txt").exists()
+    event = run.events.get(kind="tool.called", data__tool="write_file")
+    assert event.data["status"] == "refused"
+
+
+def test_rejection_reaches_the_agent_as_the_tool_result(demo, owner, approver):
+    run = start_run(owner, demo, "Reject the command")
+    checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    decide_checkpoint(approver, checkpoint, "reject", "Use the fast test target instead.")
+    verify = run.steps.get(key="verify")
+    agent_run = verify.agent_runs.filter(purpose=AgentRun.Purpose.STEP).last()
+    tool_results = [m["content"] for m in agent_run.messages if m["role"] == "tool"]
+    assert tool_results[-1] == "rejected by ada: Use the fast test target instead."
+    final = agent_run.messages[-1]
+    assert final["role"] == "assistant" and "rejected" in final["content"]
+    assert ToolCall.objects.get(pk=checkpoint.tool_call_id).status == ToolCall.Status.REJECTED
+
+
+def test_edited_arguments_are_validated_then_used(demo, owner, approver):
+    run = start_run(owner, demo, "Edit the command")
+    checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    with pytest.raises(InvalidDecision, match="command"):
+        decide_checkpoint(approver, checkpoint, "approve", "", {"command": 42})
+    checkpoint.refresh_from_db()
+    assert checkpoint.status == Checkpoint.Status.PENDING
+    decide_checkpoint(approver, checkpoint, "approve", "", {"command": "python3 -c print(7*6)"})
+    call_record = ToolCall.objects.get(pk=checkpoint.tool_call_id)
+    assert call_record.arguments == {"command": "python3 -c print(7*6)"}
+    assert "42" in call_record.result
+
+
+def test_second_decision_is_refused_and_outsiders_cannot_decide(demo, owner, approver, viewer, outsider):
+    run = start_run(owner, demo, "Decide twice")
+    checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    with pytest.raises(PermissionDenied):
+        decide_checkpoint(viewer, checkpoint, "approve")
+    with pytest.raises(PermissionDenied):
+        decide_checkpoint(outsider, checkpoint, "approve")
+    decide_checkpoint(approver, checkpoint, "approve")
+    with pytest.raises(AlreadyDecided, match="already approved by ada"):
+        decide_checkpoint(owner, Checkpoint.objects.get(pk=checkpoint.pk), "reject")
+
+
+def test_malformed_tool_arguments_go_back_to_the_model(demo, owner):
+    def answer(messages, tools):
+        if role_of(messages) != "specialist" or planning(messages, tools):
+            return None if not planning(messages, tools) else tool_reply(call("submit_plan", SMALL_PLAN))
+        results = [m for m in messages if m["role"] == "tool"]
+        if not results:
+            return tool_reply(call("write_file", '{"path": "a.txt", "content": '))
+        if len(results) == 1:
+            return tool_reply(call("write_file", {"path": "a.txt"}, "call_2"))
+        return text_reply("gave up politely")
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Bad arguments")
+    calls = list(ToolCall.objects.filter(run=run, tool="write_file").order_by("pk"))
+    assert [c.status for c in calls] == [ToolCall.Status.INVALID, ToolCall.Status.INVALID]
+    assert "not valid JSON" in calls[0].result
+    assert "'content' is a required property" in calls[1].result
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED
+
+
+def test_a_step_that_keeps_failing_fails_the_run_and_keeps_partial_results(demo, owner):
+    def answer(messages, tools):
+        first = next(m["content"] for m in messages if m["role"] == "user")
+        if first.startswith("Step: implement"):
+            return text_reply("")  # an empty reply fails the attempt
+        return None
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Fail implement")
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED
+    assert "implement" in run.error and "empty reply" in run.error
+    steps = {s.key: s for s in run.steps.all()}
+    assert steps["research"].status == Step.Status.DONE and steps["research"].output
+    assert steps["implement"].status == Step.Status.FAILED
+    assert steps["implement"].attempts == demo.max_step_attempts
+    assert steps["deploy"].status == Step.Status.SKIPPED
+    failed = run.events.get(kind="run.failed")
+    assert "research" in failed.data["completed_steps"]
+
+
+def test_cancel_stops_the_run_and_its_checkpoints(demo, owner):
+    run = start_run(owner, demo, "Cancel me")
+    cancel_run(owner, run)
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED
+    assert not Checkpoint.objects.filter(run=run, status="pending").exists()
+    assert not run.steps.filter(status__in=Step.ACTIVE).exists()
+    with pytest.raises(EngineError, match="already ended"):
+        cancel_run(owner, run)
+
+
+def test_usage_and_cost_are_summed_per_step_and_run(demo, owner, settings):
+    from decimal import Decimal
+
+    settings.ORCHESTRA_PRICES = {"demo": (Decimal("1000000"), Decimal("0"))}
+    run = start_run(owner, demo, "Count tokens")
+    run.refresh_from_db()
+    calls = run.model_calls.all()
+    assert run.input_tokens == sum(c.input_tokens for c in calls) > 0
+    assert run.cost_usd == sum(c.cost_usd for c in calls) == run.input_tokens
+    research = run.steps.get(key="research")
+    assert research.input_tokens == sum(
+        c.input_tokens for c in calls.filter(agent_run__step=research)
+    )
+
+
+def test_oversized_and_empty_input_is_refused(demo, owner, settings):
+    with pytest.raises(EngineError, match="needs a title"):
+        start_run(owner, demo, "   ")
+    with pytest.raises(EngineError, match="longer than"):
+        start_run(owner, demo, "x", "y" * (settings.ORCHESTRA_MAX_TEXT + 1))
+    assert not Run.objects.exists()
+
+
+def test_step_sees_only_its_brief_and_dependency_outputs(demo, owner):
+    run = start_run(owner, demo, "Handoff")
+    verify = run.steps.get(key="verify")
+    agent_run = verify.agent_runs.get(purpose=AgentRun.Purpose.STEP)
+    message = agent_run.messages[1]["content"]
+    assert "Output of step implement" in message and "Output of step tests" in message
+    assert "Output of step research" not in message
+    assert set(agent_run.brief["inputs_from"]) == {"implement", "tests"}
+    assert json.dumps(verify.brief["objective"])[1:-1] in message
