@@ -707,3 +707,48 @@ def cancel_run(user, run: Run) -> Run:
         emit(run, "run.cancelled", actor=_actor(user))
         transaction.on_commit(lambda: queue.revoke(task_ids))
     return run
+
+
+# --- recovery ------------------------------------------------------------------------------
+def recover_embedded_work() -> int:
+    """Re-enqueue work that an embedded server lost when its process stopped.
+
+    Only for the embedded default, at start-up, when no other process can be running steps:
+    planning restarts, ready and revising steps are queued again, steps caught mid-attempt
+    start a new attempt, outputs caught before review are reviewed, and a report in progress
+    is written again. Returns the number of runs touched.
+    """
+    touched = 0
+    for run_id in Run.objects.exclude(status__in=Run.TERMINAL).values_list("pk", flat=True):
+        with transaction.atomic():
+            run = lock_run(run_id)
+            AgentRun.objects.filter(run=run, status=AgentRun.Status.RUNNING).update(
+                status=AgentRun.Status.FAILED,
+                error="interrupted: the server stopped",
+                finished_at=timezone.now(),
+            )
+            if run.status == Run.Status.PLANNING:
+                queue.enqueue(_tasks().plan_run_task, run.pk)
+            elif run.status == Run.Status.REPORTING:
+                run.status = Run.Status.RUNNING
+                run.save(update_fields=["status"])
+                queue.enqueue(_tasks().report_run_task, run.pk)
+            else:
+                for step in run.steps.filter(status__in=Step.ACTIVE):
+                    if step.status == Step.Status.RUNNING:
+                        step.status = Step.Status.READY
+                        step.save(update_fields=["status"])
+                    if step.status in (Step.Status.READY, Step.Status.REVISING):
+                        step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+                        step.save(update_fields=["task_id"])
+                    elif step.status == Step.Status.AWAITING_APPROVAL:
+                        # A decided checkpoint whose resume was lost; resume_step re-checks.
+                        queue.enqueue(_tasks().resume_step_task, step.pk)
+                    elif step.status == Step.Status.IN_REVIEW:
+                        step.reviewed_attempt = step.attempts - 1
+                        step.save(update_fields=["reviewed_attempt"])
+                        queue.enqueue(_tasks().review_step_task, step.pk)
+                queue.enqueue(_tasks().dispatch_task, run.pk)
+            emit(run, "run.recovered", data={"status": run.status})
+            touched += 1
+    return touched

@@ -1,0 +1,46 @@
+"""An embedded server that stopped with work in flight picks it up again on start."""
+
+import pytest
+
+from approvals.models import Checkpoint
+from approvals.services import decide_checkpoint
+from orchestra.models import Run, Step
+from orchestra.services.engine import recover_embedded_work, start_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_lost_queued_work_is_recovered(demo, owner, approver, settings):
+    run = start_run(owner, demo, "Survive a restart")
+    checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    # The decision's follow-up goes to a broker nobody reads: the process "stopped".
+    settings.ORCHESTRA_EMBEDDED_WORKER = ""
+    settings.CELERY_BROKER_URL = "memory://"
+    decide_checkpoint(approver, checkpoint, "approve")
+    verify = run.steps.get(key="verify")
+    assert verify.status == Step.Status.AWAITING_APPROVAL  # resume never ran
+
+    settings.ORCHESTRA_EMBEDDED_WORKER = "sync"
+    assert recover_embedded_work() == 1
+    run.refresh_from_db()
+    deploy = Checkpoint.objects.get(run=run, status="pending")
+    assert deploy.kind == Checkpoint.Kind.DEPLOY
+    decide_checkpoint(approver, deploy, "approve")
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert run.events.filter(kind="run.recovered").count() == 1
+
+
+def test_a_step_caught_mid_attempt_starts_a_new_attempt(demo, owner, settings):
+    run = start_run(owner, demo, "Crash mid-step")
+    research = run.steps.get(key="research")
+    # As if the process died while `research` was running, before anything after it.
+    Step.objects.filter(run=run).update(status=Step.Status.PENDING)
+    Step.objects.filter(pk=research.pk).update(status=Step.Status.RUNNING)
+    Checkpoint.objects.filter(run=run).delete()
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING)
+    recover_embedded_work()
+    research.refresh_from_db()
+    assert research.status == Step.Status.DONE
+    assert research.attempts == 2
+    assert Checkpoint.objects.filter(run=run, status="pending").count() == 1
