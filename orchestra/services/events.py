@@ -7,9 +7,10 @@ re-read any gap from the database, so a dropped message never loses an event.
 """
 
 import asyncio
+import atexit
 import logging
+import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 from django.utils import timezone
@@ -69,7 +70,7 @@ def emit(
 
 
 def broadcast(run_id: int, payload: dict) -> None:
-    """Send one committed event to the run's WebSocket group; never raises."""
+    """Send one committed event to the run's WebSocket group; never raises, never blocks."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -82,6 +83,66 @@ def broadcast(run_id: int, payload: dict) -> None:
                 layer.group_send(run_group(run_id), message), _embedded_loop
             )
         else:
-            async_to_sync(layer.group_send)(run_group(run_id), message)
+            _sender.send(layer, run_group(run_id), message)
     except Exception:
         logger.warning("broadcast of event %s failed", payload.get("seq"), exc_info=True)
+
+
+class _Sender:
+    """One event loop thread per process that sends broadcasts in order.
+
+    `async_to_sync(layer.group_send)` from worker threads would spin up an event loop (and a
+    Redis connection) per call; a single long-lived loop keeps one connection pool and sends
+    the events of a process in the order they were committed, off the engine's path.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+
+    def send(self, layer, group: str, message: dict) -> None:
+        with self._lock:
+            if self._loop is None:
+                self._start()
+            self._pending += 1
+        assert self._loop is not None and self._queue is not None
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (layer, group, message))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued broadcast was handed to the layer (used at exit)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            self._queue = asyncio.Queue()
+            loop.create_task(self._drain())
+            ready.set()
+            loop.run_forever()
+
+        threading.Thread(target=run, name="orchestra-broadcast", daemon=True).start()
+        ready.wait()
+        self._loop = loop
+        atexit.register(self.flush)
+
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        while True:
+            layer, group, message = await self._queue.get()
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                logger.warning("broadcast to %s failed", group, exc_info=True)
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+
+_sender = _Sender()
