@@ -62,7 +62,9 @@ def skewed() -> tuple[list[dict], dict[str, float]]:
 
 
 def chain() -> tuple[list[dict], dict[str, float]]:
-    steps = [plan_step("k00", [])] + [plan_step(f"k{i:02d}", [f"k{i - 1:02d}"]) for i in range(1, 50)]
+    steps = [plan_step("k00", [])] + [
+        plan_step(f"k{i:02d}", [f"k{i - 1:02d}"]) for i in range(1, 50)
+    ]
     return steps, {s["key"]: 0.0 for s in steps}
 
 
@@ -172,7 +174,9 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def measure(base: str, token: str, name: str, index: int) -> float:
-    created = http("POST", f"{base}/api/tasks", token, {"project": "bench", "title": f"bench:{name}#{index}"})
+    created = http(
+        "POST", f"{base}/api/tasks", token, {"project": "bench", "title": f"bench:{name}#{index}"}
+    )
     run_id = created["run"]["id"]
 
     def finished():
@@ -232,8 +236,12 @@ def main() -> None:
                 60,
                 "web and worker",
             )
-            http("POST", f"{base}/api/projects", token,
-                 {"slug": "bench", "name": "Bench", "team": "software"})
+            http(
+                "POST",
+                f"{base}/api/projects",
+                token,
+                {"slug": "bench", "name": "Bench", "team": "software"},
+            )
             measure(base, token, next(iter(plans)), -1)  # warm-up: imports, connections
             print(f"{'scenario':10} {'critical':>9} {'median wall':>12} {'ratio':>7} target")
             for name, (steps, latencies) in plans.items():
@@ -241,12 +249,16 @@ def main() -> None:
                 wall = statistics.median(walls)
                 if name == "chain":
                     per_step = wall / len(steps) * 1000
-                    print(f"{name:10} {'0 ms':>9} {wall * 1000:10.0f}ms {'':>7} "
-                          f"overhead {per_step:.1f} ms/step (target <= 5)")
+                    print(
+                        f"{name:10} {'0 ms':>9} {wall * 1000:10.0f}ms {'':>7} "
+                        f"overhead {per_step:.1f} ms/step (target <= 5)"
+                    )
                     continue
                 path = critical_path(steps, latencies)
-                print(f"{name:10} {path * 1000:7.0f}ms {wall * 1000:10.0f}ms "
-                      f"{wall / path:7.3f} <= {TARGETS[name]}")
+                print(
+                    f"{name:10} {path * 1000:7.0f}ms {wall * 1000:10.0f}ms "
+                    f"{wall / path:7.3f} <= {TARGETS[name]}"
+                )
         finally:
             stack.stop()
 

@@ -21,6 +21,7 @@ def _gone_is_done(func):
 
     return wrapper
 
+
 # A step's agent may wait on slow models; the soft limit lets it record the failure.
 STEP_LIMITS = {"soft_time_limit": 1700, "time_limit": 1800}
 

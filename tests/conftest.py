@@ -21,7 +21,9 @@ def engine_settings(settings, tmp_path):
 
 
 def _user(username: str, **extra):
-    return get_user_model().objects.create_user(username, f"{username}@example.test", "pw-" + username, **extra)
+    return get_user_model().objects.create_user(
+        username, f"{username}@example.test", "pw-" + username, **extra
+    )
 
 
 @pytest.fixture

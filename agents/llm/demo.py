@@ -142,7 +142,7 @@ GREETING_V2 = (
     '"""Greetings for the demo project."""\n\n\n'
     "def greet(name: str) -> str:\n"
     '    """Greet `name`; an empty name greets the world."""\n'
-    '    return f"Hello, {name or \'world\'}!"\n'
+    "    return f\"Hello, {name or 'world'}!\"\n"
 )
 GREETING_TESTS = (
     "import sys\nimport unittest\n\nsys.path.insert(0, 'src')\n\n"
@@ -272,10 +272,15 @@ class DemoModel:
             "implement": [
                 (
                     "write_file",
-                    {"path": "src/greeting.py", "content": GREETING_V2 if revising else GREETING_V1},
+                    {
+                        "path": "src/greeting.py",
+                        "content": GREETING_V2 if revising else GREETING_V1,
+                    },
                 )
             ],
-            "tests": [("write_file", {"path": "tests/test_greeting.py", "content": GREETING_TESTS})],
+            "tests": [
+                ("write_file", {"path": "tests/test_greeting.py", "content": GREETING_TESTS})
+            ],
             "verify": [("run_command", {"command": "python3 -m unittest discover -s tests -v"})],
             "deploy": [("deploy", {"environment": "demo", "note": "Demo release"})],
         }

@@ -19,8 +19,10 @@ class UnknownAgent(Exception):
 
 
 def workspace_for(project: Project) -> Path:
-    path = Path(project.workspace_path) if project.workspace_path else (
-        settings.ORCHESTRA_WORKSPACES / project.slug
+    path = (
+        Path(project.workspace_path)
+        if project.workspace_path
+        else (settings.ORCHESTRA_WORKSPACES / project.slug)
     )
     path.mkdir(parents=True, exist_ok=True)
     return path

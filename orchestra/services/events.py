@@ -37,9 +37,7 @@ def lock_run(run_id: int) -> Run:
     """Lock and return the run row. Call inside `transaction.atomic()`; every engine
     transaction takes this lock first, which orders all state changes of one run."""
     return (
-        Run.objects.select_for_update(of=("self",))
-        .select_related("project", "task")
-        .get(pk=run_id)
+        Run.objects.select_for_update(of=("self",)).select_related("project", "task").get(pk=run_id)
     )
 
 

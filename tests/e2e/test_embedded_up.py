@@ -64,14 +64,18 @@ def embedded(tmp_path):
 
     try:
         wait_until(serving, 90, "`orchestra up` to serve /healthz", every=0.2)
-        token = subprocess.run(
-            [sys.executable, "-m", "orchestra.cli", "token", "admin"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip().splitlines()[-1]
+        token = (
+            subprocess.run(
+                [sys.executable, "-m", "orchestra.cli", "token", "admin"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         yield base, token, tmp_path
     finally:
         server.terminate()
@@ -81,7 +85,9 @@ def embedded(tmp_path):
 
 def test_a_newcomer_runs_the_demo_end_to_end(embedded):
     base, token, tmp_path = embedded
-    status, created = request(base, "POST", "/api/tasks", token, {"project": "demo", "title": "Hello"})
+    status, created = request(
+        base, "POST", "/api/tasks", token, {"project": "demo", "title": "Hello"}
+    )
     assert status == 201, created
     run_id = created["run"]["id"]
 
@@ -97,7 +103,10 @@ def test_a_newcomer_runs_the_demo_end_to_end(embedded):
         [checkpoint] = wait_until(pending, 60, f"the {expected} checkpoint")
         assert checkpoint["kind"] == expected
         status, body = request(
-            base, "POST", f"/api/approvals/{checkpoint['id']}/decision", token,
+            base,
+            "POST",
+            f"/api/approvals/{checkpoint['id']}/decision",
+            token,
             {"decision": "approve", "comment": "ok"},
         )
         assert status == 200, body

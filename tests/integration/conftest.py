@@ -77,9 +77,7 @@ def live_settings(settings, transactional_db, tmp_path):
 def process_env(live_settings, tmp_path) -> dict:
     """Environment for child processes: the test database, Redis, the demo model."""
     db = connection.settings_dict
-    url = (
-        f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     env = {
         **os.environ,
         "DATABASE_URL": url,

@@ -61,7 +61,9 @@ def test_split_processes_survive_restarts_while_a_checkpoint_waits(demo, owner, 
     start_worker(processes, "worker")
     api = Api(start_web(processes, "web"), token)
 
-    status, decided = api.call("POST", f"/api/approvals/{first['id']}/decision", {"decision": "approve"})
+    status, decided = api.call(
+        "POST", f"/api/approvals/{first['id']}/decision", {"decision": "approve"}
+    )
     assert status == 200, decided
     again = api.call("POST", f"/api/approvals/{first['id']}/decision", {"decision": "reject"})
     assert again[0] == 409

@@ -36,10 +36,21 @@ def test_demo_run_reaches_completed_through_approvals(demo, owner, approver):
     assert all(s.status == Step.Status.DONE for s in steps.values())
     assert steps["implement"].revisions == 1
     kinds = set(run.events.values_list("kind", flat=True))
-    for kind in ["run.created", "plan.proposed", "plan.accepted", "step.dispatched",
-                 "step.started", "model.called", "tool.called", "approval.requested",
-                 "approval.decided", "review.verdict", "step.completed",
-                 "report.published", "run.completed"]:
+    for kind in [
+        "run.created",
+        "plan.proposed",
+        "plan.accepted",
+        "step.dispatched",
+        "step.started",
+        "model.called",
+        "tool.called",
+        "approval.requested",
+        "approval.decided",
+        "review.verdict",
+        "step.completed",
+        "report.published",
+        "run.completed",
+    ]:
         assert kind in kinds, kind
     seqs = list(run.events.values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))

@@ -11,8 +11,8 @@ from agents.models import AgentRun, ToolCall
 from approvals.models import Checkpoint
 from approvals.services import AlreadyDecided, InvalidDecision, decide_checkpoint
 from orchestra.models import Plan, Run, Step
-from orchestra.services.engine import EngineError, cancel_run, start_run
 from orchestra.services.agents import workspace_for
+from orchestra.services.engine import EngineError, cancel_run, start_run
 from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -128,7 +128,9 @@ def test_edited_arguments_are_validated_then_used(demo, owner, approver):
     assert "42" in call_record.result
 
 
-def test_second_decision_is_refused_and_outsiders_cannot_decide(demo, owner, approver, viewer, outsider):
+def test_second_decision_is_refused_and_outsiders_cannot_decide(
+    demo, owner, approver, viewer, outsider
+):
     run = start_run(owner, demo, "Decide twice")
     checkpoint = Checkpoint.objects.get(run=run, status="pending")
     with pytest.raises(PermissionDenied):
@@ -143,7 +145,11 @@ def test_second_decision_is_refused_and_outsiders_cannot_decide(demo, owner, app
 def test_malformed_tool_arguments_go_back_to_the_model(demo, owner):
     def answer(messages, tools):
         if role_of(messages) != "specialist" or planning(messages, tools):
-            return None if not planning(messages, tools) else tool_reply(call("submit_plan", SMALL_PLAN))
+            return (
+                None
+                if not planning(messages, tools)
+                else tool_reply(call("submit_plan", SMALL_PLAN))
+            )
         results = [m for m in messages if m["role"] == "tool"]
         if not results:
             return tool_reply(call("write_file", '{"path": "a.txt", "content": '))

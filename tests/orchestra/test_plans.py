@@ -26,7 +26,9 @@ def test_valid_plan_passes():
 
 
 def test_cycle_is_refused_with_its_path():
-    result = check(step("a", depends_on=["c"]), step("b", depends_on=["a"]), step("c", depends_on=["b"]))
+    result = check(
+        step("a", depends_on=["c"]), step("b", depends_on=["a"]), step("c", depends_on=["b"])
+    )
     assert not result.ok
     assert "cycle" in result.errors[0]
     assert "a -> c -> b -> a" in result.errors[0] or "->" in result.errors[0]
