@@ -37,7 +37,7 @@ def _workers() -> dict:
     from orchestra.celery import app
 
     try:
-        replies = app.control.ping(timeout=1.0) or []
+        replies = app.control.ping(timeout=0.5) or []
     except Exception as exc:
         return {"ok": False, "count": 0, "error": str(exc)}
     names = sorted(name for reply in replies for name in reply)

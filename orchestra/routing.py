@@ -1,3 +1,9 @@
+"""WebSocket routes, mounted by `orchestra.asgi` behind the origin check and auth middleware."""
+
 from django.urls import path
 
-websocket_urlpatterns: list = []
+from orchestra.consumers import RunConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/runs/<int:run_id>/", RunConsumer.as_asgi(), name="run-events"),
+]

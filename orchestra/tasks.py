@@ -60,3 +60,10 @@ def dispatch_task(run_id: int) -> None:
 @_gone_is_done
 def report_run_task(run_id: int) -> None:
     engine.report_run(run_id)
+
+
+@shared_task(name="orchestra.sweep", time_limit=120)
+def sweep_task() -> int:
+    """Periodic (beat): dispatch again for every active run. Dispatch is idempotent, so this
+    only matters when a dispatch was lost with a broker restart; it then costs one query."""
+    return engine.sweep_active_runs()

@@ -752,3 +752,15 @@ def recover_embedded_work() -> int:
             emit(run, "run.recovered", data={"status": run.status})
             touched += 1
     return touched
+
+
+def sweep_active_runs() -> int:
+    """Call `dispatch_ready_steps` for every run that is past planning and not finished."""
+    active = Run.objects.filter(
+        status__in=[Run.Status.RUNNING, Run.Status.REVIEWING, Run.Status.AWAITING_APPROVAL]
+    ).values_list("pk", flat=True)
+    count = 0
+    for run_id in active:
+        dispatch_ready_steps(run_id)
+        count += 1
+    return count

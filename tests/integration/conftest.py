@@ -166,7 +166,7 @@ def start_web(processes: Processes, name: str = "web") -> str:
         if processes.running[name].poll() is not None:
             raise AssertionError(f"web exited:\n{processes.log(name)[-3000:]}")
         try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(base + "/healthz", timeout=5) as response:  # noqa: S310
                 return response.status == 200
         except urllib.error.HTTPError as error:
             return error.code == 503  # serving; the worker may not be up yet

@@ -1,0 +1,216 @@
+"""The run event WebSocket for real: a daphne process, the channels-redis layer, PostgreSQL,
+and a `websockets` client.
+
+Events are emitted in this process (engine-style transactions, broadcast after commit
+through Redis) and must reach the socket served by the daphne process: replay then live with
+no gap and no duplicate while events are committed during the replay, an idle socket that
+outlives redis-py 8's default 5 s socket timeout, and refusals with close code 4403.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from unittest import mock
+
+import pytest
+from channels.layers import channel_layers
+from django.conf import settings
+from django.db import connection, transaction
+from django.test import Client
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import ClientConnection, connect
+
+from orchestra.models import ApiToken, Event, Run, Task
+from orchestra.services import events
+from orchestra.services.events import emit, lock_run
+
+from .conftest import ROOT, free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+STORED = 2000
+LIVE = 300
+
+
+def redis_channel_layers(url: str) -> dict:
+    """The same layer configuration as the REDIS_URL branch of orchestra/settings.py."""
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": url, "socket_timeout": 30}],
+                "capacity": 5000,
+                "expiry": 60,
+            },
+        }
+    }
+
+
+@pytest.fixture
+def redis_layer(live_settings):
+    """Broadcasts from this process go through Redis, like those of a real worker."""
+    live_settings.CHANNEL_LAYERS = redis_channel_layers(os.environ["REDIS_URL"])
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+@pytest.fixture
+def server(process_env, redis_layer, tmp_path) -> Iterator[str]:
+    """A daphne process serving `orchestra.asgi` on the test database; yields host:port."""
+    port = free_port()
+    log_path = tmp_path / "daphne.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+            + ["orchestra.asgi:application"],
+            cwd=ROOT,
+            env=process_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"daphne exited:\n{log_path.read_text(errors='replace')}")
+        url = f"http://127.0.0.1:{port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5):  # noqa: S310 - loopback test server
+                return True
+        except urllib.error.HTTPError:
+            return True  # 503 without a worker still means it serves
+        except OSError:
+            return False
+
+    try:
+        wait_until(serving, 60, "daphne to serve /healthz", every=0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def run(demo, owner) -> Run:
+    task = Task.objects.create(project=demo, title="Socket over Redis", created_by=owner)
+    return Run.objects.create(task=task, project=demo)
+
+
+def emit_events(run_id: int, count: int, kind: str = "test.live") -> None:
+    """`count` engine-style transactions: lock the run, emit, broadcast after commit."""
+    for i in range(count):
+        with transaction.atomic():
+            emit(lock_run(run_id), kind, data={"i": i})
+
+
+def store_events(run_id: int, count: int) -> None:
+    """Stored history nobody listened to: one transaction, no broadcasts."""
+    with mock.patch.object(events, "broadcast"), transaction.atomic():
+        run = lock_run(run_id)
+        for i in range(count):
+            emit(run, "test.stored", data={"i": i})
+
+
+def open_socket(
+    server: str, run_id: int, query: str = "", headers: dict | None = None
+) -> ClientConnection:
+    return connect(
+        f"ws://{server}/ws/runs/{run_id}/" + (f"?{query}" if query else ""),
+        origin=f"http://{server}",  # the origin check refuses sockets without one
+        additional_headers=headers or {},
+        open_timeout=10,
+    )
+
+
+def bearer(user) -> dict:
+    return {"Authorization": f"Bearer {ApiToken.issue(user)}"}
+
+
+def session(user) -> dict:
+    client = Client()
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return {"Cookie": f"{name}={client.cookies[name].value}"}
+
+
+def test_replay_then_live_with_events_committed_during_the_replay(server, run, owner):
+    store_events(run.pk, STORED)
+    live_started: list[float] = []
+    errors: list[BaseException] = []
+
+    def emit_live() -> None:
+        try:
+            for i in range(LIVE):
+                emit_events(run.pk, 1)
+                if i == 0:
+                    live_started.append(time.monotonic())
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    emitter = threading.Thread(target=emit_live, name="live-emitter")
+    received: list[dict] = []
+    replay_done = None
+    with open_socket(server, run.pk, "after=0", bearer(owner)) as socket:
+        emitter.start()  # the consumer starts its replay right after the handshake
+        try:
+            while len(received) < STORED + LIVE:
+                received.append(json.loads(socket.recv(timeout=15)))
+                if received[-1]["seq"] == STORED:
+                    replay_done = time.monotonic()
+        finally:
+            emitter.join(60)
+        with pytest.raises(TimeoutError):
+            socket.recv(timeout=1)  # and nothing after the last one
+
+    assert not errors, errors
+    assert [e["seq"] for e in received] == list(range(1, STORED + LIVE + 1))
+    stored = [e.as_json() for e in Event.objects.filter(run=run).order_by("seq")]
+    assert received == stored
+    # The scenario really overlapped: live events were committed before the stored history
+    # had been replayed.
+    assert live_started and replay_done and live_started[0] < replay_done
+
+
+def test_idle_socket_still_receives_after_twelve_seconds(server, run, viewer):
+    """redis-py 8 times sockets out after 5 s, as long as the layer's blocking receive; a
+    host config without a longer `socket_timeout` kills idle consumers with code 1011."""
+    with open_socket(server, run.pk, headers=session(viewer)) as socket:
+        with pytest.raises(TimeoutError):
+            socket.recv(timeout=12)  # a dead consumer raises ConnectionClosedError instead
+        emit_events(run.pk, 1)
+        event = json.loads(socket.recv(timeout=10))
+    assert event["seq"] == 1 and event["kind"] == "test.live"
+
+
+def test_anonymous_and_outsider_are_refused_with_4403(server, run, outsider, viewer):
+    refused = {
+        "anonymous": ("", {}),
+        "outsider token": ("", bearer(outsider)),
+        "outsider token in query": (f"token={ApiToken.issue(outsider)}", {}),
+        "outsider session": ("", session(outsider)),
+        "unknown token": ("token=orc_unknown", {}),
+    }
+    codes = {}
+    for name, (query, headers) in refused.items():
+        with open_socket(server, run.pk, query, headers) as socket:
+            with pytest.raises(ConnectionClosedError) as closed:
+                socket.recv(timeout=10)
+            codes[name] = closed.value.rcvd.code if closed.value.rcvd else None
+    assert codes == dict.fromkeys(refused, 4403)
+
+    # The viewer's token in the query string (how a browser authenticates) is let in.
+    emit_events(run.pk, 1)
+    with open_socket(server, run.pk, f"token={ApiToken.issue(viewer)}") as socket:
+        assert json.loads(socket.recv(timeout=10))["seq"] == 1
