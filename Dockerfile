@@ -1,7 +1,11 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir . && useradd --create-home orchestra
+# Editable install: templates/ and static/ stay beside the code, where settings look for them.
+RUN pip install --no-cache-dir -e . \
+    && useradd --create-home orchestra \
+    && mkdir -p /data && chown orchestra /data
 USER orchestra
+ENV ORCHESTRA_DATA_DIR=/data
 EXPOSE 8000
 CMD ["orchestra", "web", "--host", "0.0.0.0", "--port", "8000"]

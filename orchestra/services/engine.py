@@ -715,43 +715,56 @@ def recover_embedded_work() -> int:
 
     Only for the embedded default, at start-up, when no other process can be running steps:
     planning restarts, ready and revising steps are queued again, steps caught mid-attempt
-    start a new attempt, outputs caught before review are reviewed, and a report in progress
-    is written again. Returns the number of runs touched.
+    start a new attempt, outputs caught before review are reviewed, decided checkpoints whose
+    resume was lost resume, and a report in progress is written again. Runs that are only
+    waiting for a human are left alone. Returns the number of runs touched.
     """
     touched = 0
     for run_id in Run.objects.exclude(status__in=Run.TERMINAL).values_list("pk", flat=True):
         with transaction.atomic():
             run = lock_run(run_id)
-            AgentRun.objects.filter(run=run, status=AgentRun.Status.RUNNING).update(
+            interrupted = AgentRun.objects.filter(run=run, status=AgentRun.Status.RUNNING).update(
                 status=AgentRun.Status.FAILED,
                 error="interrupted: the server stopped",
                 finished_at=timezone.now(),
             )
-            if run.status == Run.Status.PLANNING:
-                queue.enqueue(_tasks().plan_run_task, run.pk)
-            elif run.status == Run.Status.REPORTING:
-                run.status = Run.Status.RUNNING
-                run.save(update_fields=["status"])
-                queue.enqueue(_tasks().report_run_task, run.pk)
-            else:
-                for step in run.steps.filter(status__in=Step.ACTIVE):
-                    if step.status == Step.Status.RUNNING:
-                        step.status = Step.Status.READY
-                        step.save(update_fields=["status"])
-                    if step.status in (Step.Status.READY, Step.Status.REVISING):
-                        step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
-                        step.save(update_fields=["task_id"])
-                    elif step.status == Step.Status.AWAITING_APPROVAL:
-                        # A decided checkpoint whose resume was lost; resume_step re-checks.
-                        queue.enqueue(_tasks().resume_step_task, step.pk)
-                    elif step.status == Step.Status.IN_REVIEW:
-                        step.reviewed_attempt = step.attempts - 1
-                        step.save(update_fields=["reviewed_attempt"])
-                        queue.enqueue(_tasks().review_step_task, step.pk)
-                queue.enqueue(_tasks().dispatch_task, run.pk)
-            emit(run, "run.recovered", data={"status": run.status})
-            touched += 1
+            requeued = _requeue_lost_work(run)
+            if interrupted or requeued:
+                emit(run, "run.recovered", data={"status": run.status, "requeued": requeued})
+                touched += 1
     return touched
+
+
+def _requeue_lost_work(run: Run) -> int:
+    """Queue again what `run` was doing when the process stopped. Caller holds the run lock."""
+    tasks = _tasks()
+    if run.status == Run.Status.PLANNING:
+        queue.enqueue(tasks.plan_run_task, run.pk)
+        return 1
+    if run.status == Run.Status.REPORTING:
+        run.status = Run.Status.RUNNING
+        run.save(update_fields=["status"])
+        queue.enqueue(tasks.report_run_task, run.pk)
+        return 1
+    requeued = 0
+    for step in run.steps.filter(status__in=Step.ACTIVE):
+        if step.status == Step.Status.RUNNING:
+            step.status = Step.Status.READY
+            step.save(update_fields=["status"])
+        if step.status in (Step.Status.READY, Step.Status.REVISING):
+            step.task_id = queue.enqueue(tasks.execute_step_task, step.pk)
+            step.save(update_fields=["task_id"])
+        elif step.status == Step.Status.IN_REVIEW:
+            step.reviewed_attempt = step.attempts - 1
+            step.save(update_fields=["reviewed_attempt"])
+            queue.enqueue(tasks.review_step_task, step.pk)
+        elif step.checkpoints.filter(status=Checkpoint.Status.PENDING).exists():
+            continue  # waiting for a human: nothing was lost
+        else:
+            queue.enqueue(tasks.resume_step_task, step.pk)
+        requeued += 1
+    queue.enqueue(tasks.dispatch_task, run.pk)
+    return requeued
 
 
 def sweep_active_runs() -> int:
