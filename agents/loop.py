@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
@@ -24,7 +23,7 @@ from agents.tools import Tool, ToolContext, ToolError
 from approvals.models import Checkpoint
 from approvals.policies import checkpoint_kind_for
 from orchestra.models import Project, Run, Step
-from orchestra.services.events import emit, lock_run
+from orchestra.services.events import add_usage, emit, locked_run
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +127,9 @@ class AgentSession:
         if self.agent_run.turns >= self.turn_limit:
             return Failed(f"turn limit of {self.turn_limit} reached without a final answer")
         try:
-            reply = self._call_model()
+            reply = self._call_model()  # also appends the reply to the conversation
         except ModelError as exc:
             return Failed(f"model call failed: {exc}")
-        self._append(reply.as_message())
         if reply.tool_calls:
             ordinal = self._tool_calls_before_last()
             return self._handle_tool_calls(
@@ -183,11 +181,13 @@ class AgentSession:
         return []
 
     def _stopped(self) -> bool:
-        if Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL).exists():
-            return True
-        return bool(
-            self.step
-            and Step.objects.filter(pk=self.step.pk, status=Step.Status.CANCELLED).exists()
+        """Checked before every turn: the run ended or the step was cancelled."""
+        if self.step is None:
+            return Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL).exists()
+        return (
+            Step.objects.filter(pk=self.step.pk)
+            .filter(Q(status=Step.Status.CANCELLED) | Q(run__status__in=Run.TERMINAL))
+            .exists()
         )
 
     # --- model calls -----------------------------------------------------------------------
@@ -216,14 +216,17 @@ class AgentSession:
         return reply
 
     def _record_model_call(self, started_at, began, sent, reply: ModelReply | None, error=""):
+        """One transaction: the call, its usage on the attempt, step and run, the assistant
+        message appended to the stored conversation, and the `model.called` event."""
         latency_ms = (time.perf_counter() - began) * 1000
         model = self.agent_run.model
         input_tokens = reply.input_tokens if reply else 0
         output_tokens = reply.output_tokens if reply else 0
         cost = cost_of(model, input_tokens, output_tokens)
         self.agent_run.turns += 1
-        with transaction.atomic():
-            run = lock_run(self.agent_run.run_id)
+        if reply is not None:
+            self.agent_run.messages.append(reply.as_message())
+        with locked_run(self.agent_run.run_id) as run:
             call = ModelCall.objects.create(
                 agent_run=self.agent_run,
                 run_id=run.pk,
@@ -245,9 +248,9 @@ class AgentSession:
                 "cost_usd": F("cost_usd") + cost,
             }
             AgentRun.objects.filter(pk=self.agent_run.pk).update(
-                turns=self.agent_run.turns, **usage
+                turns=self.agent_run.turns, messages=self.agent_run.messages, **usage
             )
-            Run.objects.filter(pk=run.pk).update(**usage)
+            add_usage(run, input_tokens, output_tokens, cost)
             if self.step is not None:
                 Step.objects.filter(pk=self.step.pk).update(**usage)
             emit(
@@ -411,8 +414,7 @@ class AgentSession:
     ) -> None:
         """Record a finished tool call, emit `tool.called`, and hand the result to the model."""
         now = timezone.now()
-        with transaction.atomic():
-            run = lock_run(self.agent_run.run_id)
+        with locked_run(self.agent_run.run_id) as run:
             call = ToolCall.objects.create(
                 agent_run=self.agent_run,
                 run_id=run.pk,
@@ -429,7 +431,7 @@ class AgentSession:
                 finished_at=now,
             )
             self._emit_tool_called(run, call)
-        self._answer(request, result)
+            self._answer(request, result)
 
     def _emit_tool_called(self, run: Run, call: ToolCall) -> None:
         emit(
@@ -460,8 +462,7 @@ class AgentSession:
             ),
             "",
         )
-        with transaction.atomic():
-            run = lock_run(self.agent_run.run_id)
+        with locked_run(self.agent_run.run_id) as run:
             call = ToolCall.objects.create(
                 agent_run=self.agent_run,
                 run_id=run.pk,
@@ -533,12 +534,11 @@ class AgentSession:
             result = f"rejected by {who}" + (
                 f": {checkpoint.comment}" if checkpoint.comment else " (no comment)"
             )
-        with transaction.atomic():
-            run = lock_run(self.agent_run.run_id)
+        with locked_run(self.agent_run.run_id) as run:
             ToolCall.objects.filter(pk=call.pk).update(
                 status=status, result=result, arguments=arguments, finished_at=timezone.now()
             )
-            call.refresh_from_db()
+            call.status, call.result, call.arguments = status, result, arguments
             self._emit_tool_called(run, call)
-        self._answer(request, result)
+            self._answer(request, result)
         return None

@@ -6,7 +6,6 @@ decision finds no pending row and gets `AlreadyDecided`.
 """
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.utils import timezone
 
 from agents.tools import REGISTRY
@@ -15,7 +14,7 @@ from orchestra import queue
 from orchestra.access import can_decide
 from orchestra.models import Plan, Run, Step
 from orchestra.services import engine
-from orchestra.services.events import emit, lock_run
+from orchestra.services.events import emit, locked_run
 
 DECISIONS = ("approve", "reject")
 MAX_COMMENT = 5000
@@ -72,8 +71,7 @@ def decide_checkpoint(
     if arguments is not None:
         _check_edited_arguments(checkpoint, decision, arguments)
     status = Checkpoint.Status.APPROVED if decision == "approve" else Checkpoint.Status.REJECTED
-    with transaction.atomic():
-        run = lock_run(checkpoint.run_id)
+    with locked_run(checkpoint.run_id) as run:
         now = timezone.now()
         updated = Checkpoint.objects.filter(
             pk=checkpoint.pk, status=Checkpoint.Status.PENDING

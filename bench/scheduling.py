@@ -116,6 +116,7 @@ class Stack:
             "ORCHESTRA_MODEL_STREAM": "0",
             "ORCHESTRA_DATA_DIR": str(workdir),
             "ORCHESTRA_ADMIN_PASSWORD": "bench-password",
+            "ORCHESTRA_MAX_PLAN_STEPS": "60",
         }
         self.processes: list[subprocess.Popen] = []
         self.workdir = workdir
@@ -132,9 +133,13 @@ class Stack:
 
     def spawn(self, *argv: str) -> None:
         log = open(self.workdir / f"{argv[0]}.log", "ab")  # noqa: SIM115
+        prefix = []
+        if argv[0] == "worker" and os.environ.get("ORCHESTRA_BENCH_PROFILE"):
+            prefix = ["py-spy", "record", "-o", os.environ["ORCHESTRA_BENCH_PROFILE"],
+                      "--format", "raw", "-t", "--"]
         self.processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "orchestra.cli", *argv],
+                [*prefix, sys.executable, "-m", "orchestra.cli", *argv],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

@@ -60,7 +60,7 @@ def new_agent_run(
 ) -> AgentRun:
     """Create the attempt record holding the exact system prompt and brief the agent sees."""
     profile = profile_for(run.project, role)
-    return AgentRun.objects.create(
+    agent_run = AgentRun.objects.create(
         run=run,
         step=step,
         purpose=purpose,
@@ -74,13 +74,15 @@ def new_agent_run(
         ],
         worker=worker_name(),
     )
+    agent_run.profile = profile  # spares session_for a second lookup
+    return agent_run
 
 
 def session_for(
     agent_run: AgentRun, *, step: Step | None, output_tool: OutputTool | None = None
 ) -> AgentSession:
     project = agent_run.run.project
-    profile = profile_for(project, agent_run.role)
+    profile = getattr(agent_run, "profile", None) or profile_for(project, agent_run.role)
     return AgentSession(
         agent_run,
         project=project,

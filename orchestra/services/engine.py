@@ -1,9 +1,10 @@
 """The engine: Plan -> Dispatch -> Review -> Report, as service functions.
 
-Locking rule: every transaction here begins with `lock_run(run_id)` (SELECT ... FOR UPDATE on
-the run row) before touching the run's steps, checkpoints or events. That one lock per run
-makes each transition happen exactly once when workers or requests race, and keeps event
-sequence numbers committed in order. Model calls never happen inside a transaction.
+Locking rule: every transaction here is a `locked_run(run_id)` block: it starts with SELECT
+... FOR UPDATE on the run row before touching the run's steps, checkpoints or events. That one
+lock per run makes each transition happen exactly once when workers or requests race, and
+keeps event sequence numbers committed in order; the block writes its events, usage and the
+run's status in one go at the end. Model calls never happen inside a transaction.
 
 Celery tasks (orchestra.tasks) take ids and call these functions; each re-reads state and
 returns quietly when the transition was already made by someone else.
@@ -11,6 +12,8 @@ returns quietly when the transition was already made by someone else.
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import transaction
@@ -29,7 +32,7 @@ from orchestra.services.agents import (
     new_agent_run,
     session_for,
 )
-from orchestra.services.events import emit, lock_run
+from orchestra.services.events import emit, locked_run
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,8 @@ def start_run(user, project: Project, title: str, description: str = "") -> Run:
             description=description,
             created_by=user if user and user.is_authenticated else None,
         )
-        run = Run.objects.create(task=task, project=project, uses_demo_model=demo_in_use())
-        run = lock_run(run.pk)
+        created = Run.objects.create(task=task, project=project, uses_demo_model=demo_in_use())
+    with locked_run(created.pk) as run:
         emit(
             run,
             "run.created",
@@ -121,8 +124,7 @@ def _planning_message(run: Run) -> str:
 def plan_run(run_id: int) -> None:
     """Ask the orchestrator for a plan, validate it (sending reasons back a bounded number
     of times), and accept it or fail the run naming the problem."""
-    with transaction.atomic():
-        run = lock_run(run_id)
+    with locked_run(run_id) as run:
         if run.status != Run.Status.PLANNING:
             return
         if AgentRun.objects.filter(
@@ -160,8 +162,7 @@ def plan_run(run_id: int) -> None:
     if isinstance(outcome, FinalOutput):
         accept_plan(run_id)
     elif isinstance(outcome, Failed) and not outcome.cancelled:
-        with transaction.atomic():
-            run = lock_run(run_id)
+        with locked_run(run_id) as run:
             if run.status == Run.Status.PLANNING:
                 _fail_run(run, f"Planning failed: {outcome.error}")
 
@@ -169,8 +170,7 @@ def plan_run(run_id: int) -> None:
 def _record_proposal(run_id: int, plan: dict, roles: set[str]) -> list[str]:
     """Store one proposed plan version; returns the reasons it is refused (empty if valid)."""
     result = check_plan(plan, known_agents=roles, max_steps=settings.ORCHESTRA_MAX_PLAN_STEPS)
-    with transaction.atomic():
-        run = lock_run(run_id)
+    with locked_run(run_id) as run:
         version = run.plans.count() + 1
         record = Plan.objects.create(
             run=run,
@@ -197,8 +197,7 @@ def _record_proposal(run_id: int, plan: dict, roles: set[str]) -> list[str]:
 
 def accept_plan(run_id: int) -> None:
     """Turn the latest valid proposal into steps; then wait for plan approval or dispatch."""
-    with transaction.atomic():
-        run = lock_run(run_id)
+    with locked_run(run_id) as run:
         if run.status != Run.Status.PLANNING:
             return
         plan = run.plans.filter(status=Plan.Status.PROPOSED).order_by("-version").first()
@@ -261,56 +260,61 @@ def _materialise_plan(run: Run, plan: Plan) -> None:
 
 
 # --- dispatch ------------------------------------------------------------------------------
-def dispatch_ready_steps(run_id: int) -> list[str]:
+def dispatch_ready_steps(run_id: int) -> None:
     """Enqueue every step whose dependencies are done and whose claims are free, within the
     project's concurrency cap; report the run when every step is done. Deterministic: no
-    model is asked. Returns the keys dispatched."""
-    dispatched: list[str] = []
-    report = False
-    with transaction.atomic():
-        run = lock_run(run_id)
-        if run.status not in (
-            Run.Status.RUNNING,
-            Run.Status.REVIEWING,
-            Run.Status.AWAITING_APPROVAL,
-        ):
-            return dispatched
-        steps = list(run.steps.all())
-        if not steps:
-            return dispatched
-        done = {s.key for s in steps if s.status == Step.Status.DONE}
-        active = [s for s in steps if s.status in Step.ACTIVE]
-        busy = sum(1 for s in active if s.status != Step.Status.AWAITING_APPROVAL)
-        held = {claim for s in active for claim in s.claims}
-        for step in steps:
-            if step.status != Step.Status.PENDING:
-                continue
-            if busy >= run.project.concurrency_cap:
-                break
-            if not set(step.depends_on) <= done or held & set(step.claims):
-                continue
-            step.status = Step.Status.READY
-            step.dispatched_at = timezone.now()
-            step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
-            step.save(update_fields=["status", "dispatched_at", "task_id"])
-            held |= set(step.claims)
-            busy += 1
-            dispatched.append(step.key)
-            emit(run, "step.dispatched", step=step, data={"agent": step.agent_role})
-        if len(done) == len(steps):
-            report = True
-        else:
-            _sync_run_status(run)
+    model is asked."""
+    with locked_run(run_id) as run:
+        report = _dispatch_locked(run)
     if report:
         report_run(run_id)
-    return dispatched
 
 
-def _sync_run_status(run: Run) -> None:
+def _dispatch_locked(run: Run) -> bool:
+    """The dispatch decision. Caller holds the run lock. Returns True when every step is
+    done and the report is due."""
+    if run.status not in (
+        Run.Status.RUNNING,
+        Run.Status.REVIEWING,
+        Run.Status.AWAITING_APPROVAL,
+    ):
+        return False
+    steps = list(run.steps.all())
+    if not steps:
+        return False
+    done = {s.key for s in steps if s.status == Step.Status.DONE}
+    if len(done) == len(steps):
+        return True
+    active = [s for s in steps if s.status in Step.ACTIVE]
+    busy = sum(1 for s in active if s.status != Step.Status.AWAITING_APPROVAL)
+    held = {claim for s in active for claim in s.claims}
+    now = timezone.now()
+    for step in steps:
+        if step.status != Step.Status.PENDING:
+            continue
+        if busy >= run.project.concurrency_cap:
+            break
+        if not set(step.depends_on) <= done or held & set(step.claims):
+            continue
+        step.status = Step.Status.READY
+        step.dispatched_at = now
+        step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+        step.save(update_fields=["status", "dispatched_at", "task_id"])
+        held |= set(step.claims)
+        busy += 1
+        emit(run, "step.dispatched", step=step, data={"agent": step.agent_role})
+    _sync_run_status(run, steps)
+    return False
+
+
+def _sync_run_status(run: Run, steps: list[Step] | None = None) -> None:
     """Derive the run's status and phase from its steps. Caller holds the run lock."""
     if run.is_terminal or run.status in (Run.Status.PLANNING, Run.Status.REPORTING):
         return
-    statuses = set(run.steps.values_list("status", flat=True))
+    if steps is not None:
+        statuses = {s.status for s in steps}
+    else:
+        statuses = set(run.steps.values_list("status", flat=True))
     if statuses & {Step.Status.READY, Step.Status.RUNNING, Step.Status.REVISING}:
         status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
     elif Step.Status.IN_REVIEW in statuses:
@@ -321,16 +325,20 @@ def _sync_run_status(run: Run) -> None:
         status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
     if (status, phase) != (run.status, run.phase):
         phase_changed = phase != run.phase
-        run.status, run.phase = status, phase
-        run.save(update_fields=["status", "phase"])
+        run.status, run.phase = status, phase  # written when the locked_run transaction ends
         if phase_changed:
             emit(run, "phase.changed", data={"phase": phase})
 
 
-def _lock_run_of_step(step_id: int) -> Run | None:
-    """Lock the run owning `step_id` (None if the step is gone, e.g. a stale queued task)."""
+@contextmanager
+def _locked_run_of_step(step_id: int) -> Iterator[Run | None]:
+    """`locked_run` for the run owning `step_id`; None if the step is gone (a stale task)."""
     run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
-    return lock_run(run_id) if run_id is not None else None
+    if run_id is None:
+        yield None
+        return
+    with locked_run(run_id) as run:
+        yield run
 
 
 # --- execute -------------------------------------------------------------------------------
@@ -354,8 +362,7 @@ def step_message(step: Step, dependency_outputs: dict[str, str]) -> str:
 
 def execute_step(step_id: int) -> None:
     """Claim a ready (or revising) step exactly once and run a new attempt of its agent."""
-    with transaction.atomic():
-        run = _lock_run_of_step(step_id)
+    with _locked_run_of_step(step_id) as run:
         if run is None:
             return
         step = Step.objects.get(pk=step_id)
@@ -396,8 +403,7 @@ def execute_step(step_id: int) -> None:
 
 def resume_step(step_id: int) -> None:
     """Continue a step whose checkpoint was decided, from the conversation in the database."""
-    with transaction.atomic():
-        run = _lock_run_of_step(step_id)
+    with _locked_run_of_step(step_id) as run:
         if run is None:
             return
         step = Step.objects.get(pk=step_id)
@@ -423,36 +429,38 @@ def resume_step(step_id: int) -> None:
 
 def _drive_step(step: Step, agent_run: AgentRun) -> None:
     outcome = session_for(agent_run, step=step).run()
-    _close_agent_run(agent_run, outcome)
     if isinstance(outcome, NeedsApproval):
-        with transaction.atomic():
-            _sync_run_status(lock_run(step.run_id))
-        return
-    if isinstance(outcome, FinalOutput):
-        with transaction.atomic():
-            run = lock_run(step.run_id)
-            step.refresh_from_db()
-            if run.is_terminal or step.status != Step.Status.RUNNING:
-                return
-            step.output = outcome.content
-            step.status = Step.Status.IN_REVIEW
-            step.save(update_fields=["output", "status"])
-            emit(
-                run,
-                "step.output",
-                step=step,
-                actor=step.agent_role,
-                data={"chars": len(step.output)},
-            )
+        with locked_run(step.run_id) as run:
             _sync_run_status(run)
-        review_step(step.pk)
         return
-    _step_attempt_failed(step, outcome)
+    if not isinstance(outcome, FinalOutput):
+        _close_agent_run(agent_run, outcome)
+        _step_attempt_failed(step, outcome)
+        return
+    # One transaction hands the output to the review gate and claims the review.
+    with locked_run(step.run_id) as run:
+        _close_agent_run(agent_run, outcome)
+        step.refresh_from_db()
+        if run.is_terminal or step.status != Step.Status.RUNNING:
+            return
+        step.output = outcome.content
+        step.status = Step.Status.IN_REVIEW
+        step.save(update_fields=["output", "status"])
+        emit(
+            run,
+            "step.output",
+            step=step,
+            actor=step.agent_role,
+            data={"chars": len(step.output)},
+        )
+        reviewer = _claim_review(run, step)
+        _sync_run_status(run)
+    if reviewer is not None:
+        _run_review(step, reviewer)
 
 
 def _step_attempt_failed(step: Step, outcome: Failed) -> None:
-    with transaction.atomic():
-        run = lock_run(step.run_id)
+    with locked_run(step.run_id) as run:
         step.refresh_from_db()
         if step.status not in (Step.Status.RUNNING,):
             return
@@ -498,55 +506,74 @@ def review_step(step_id: int) -> None:
     """The review gate: a reviewer agent judges the step's latest output, exactly once per
     attempt. Pass completes the step and dispatches its successors at once; revise re-runs
     it with the feedback (bounded); past the bound, or on escalate, a human decides."""
-    with transaction.atomic():
-        run = _lock_run_of_step(step_id)
+    with _locked_run_of_step(step_id) as run:
         if run is None:
             return
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status != Step.Status.IN_REVIEW:
             return
-        if step.reviewed_attempt >= step.attempts:
-            return
-        step.reviewed_attempt = step.attempts
-        step.save(update_fields=["reviewed_attempt"])
-        agent_run = new_agent_run(
-            run,
-            step=step,
-            purpose=AgentRun.Purpose.REVIEW,
-            role="reviewer",
-            brief={"step": step.key, **step.brief},
-            user_message=(
-                f"Review the output of step {step.key} — {step.title}.\n\n"
-                f"Brief:\n{json.dumps(step.brief, indent=2)}\n\n"
-                f"Output (attempt {step.attempts}):\n{step.output}\n\n"
-                "Call `submit_verdict` with pass, revise or escalate."
-            ),
-            attempt=step.attempts,
-        )
-        emit(run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts})
+        reviewer = _claim_review(run, step)
+    if reviewer is not None:
+        _run_review(step, reviewer)
+
+
+def _claim_review(run: Run, step: Step) -> AgentRun | None:
+    """Take the review of the step's current attempt, once. Caller holds the run lock."""
+    if step.reviewed_attempt >= step.attempts:
+        return None
+    step.reviewed_attempt = step.attempts
+    step.save(update_fields=["reviewed_attempt"])
+    emit(run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts})
+    return new_agent_run(
+        run,
+        step=step,
+        purpose=AgentRun.Purpose.REVIEW,
+        role="reviewer",
+        brief={"step": step.key, **step.brief},
+        user_message=(
+            f"Review the output of step {step.key} — {step.title}.\n\n"
+            f"Brief:\n{json.dumps(step.brief, indent=2)}\n\n"
+            f"Output (attempt {step.attempts}):\n{step.output}\n\n"
+            "Call `submit_verdict` with pass, revise or escalate."
+        ),
+        attempt=step.attempts,
+    )
+
+
+def _run_review(step: Step, agent_run: AgentRun) -> None:
     output = OutputTool(
         name="submit_verdict",
         description="Submit the review verdict for this step's output.",
         parameters=VERDICT_SCHEMA,
     )
     outcome = session_for(agent_run, step=step, output_tool=output).run()
-    _close_agent_run(agent_run, outcome)
     if isinstance(outcome, Failed) and outcome.cancelled:
+        _close_agent_run(agent_run, outcome)
         return
     if isinstance(outcome, FinalOutput) and outcome.data:
         verdict, feedback = outcome.data["verdict"], outcome.data.get("feedback", "")
     else:
         error = outcome.error if isinstance(outcome, Failed) else "no verdict"
         verdict, feedback = "escalate", f"The reviewer could not decide: {error}"
-    apply_verdict(step_id, verdict, feedback)
+    apply_verdict(step.pk, verdict, feedback, reviewer=(agent_run, outcome))
 
 
-def apply_verdict(step_id: int, verdict: str, feedback: str, *, actor: str = "reviewer") -> None:
-    dispatch = False
-    with transaction.atomic():
-        run = _lock_run_of_step(step_id)
+def apply_verdict(
+    step_id: int,
+    verdict: str,
+    feedback: str,
+    *,
+    actor: str = "reviewer",
+    reviewer: tuple[AgentRun, Outcome] | None = None,
+) -> None:
+    """Act on a verdict in one transaction; a pass dispatches the step's successors in that
+    same transaction, so they start the moment their last dependency is done."""
+    report = False
+    with _locked_run_of_step(step_id) as run:
         if run is None:
             return
+        if reviewer is not None:
+            _close_agent_run(*reviewer)
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status != Step.Status.IN_REVIEW:
             return
@@ -565,7 +592,7 @@ def apply_verdict(step_id: int, verdict: str, feedback: str, *, actor: str = "re
             )
         if verdict == "pass":
             _complete_step(run, step)
-            dispatch = True
+            report = _dispatch_locked(run)
         elif verdict == "revise":
             step.revisions += 1
             step.feedback = feedback
@@ -596,8 +623,8 @@ def apply_verdict(step_id: int, verdict: str, feedback: str, *, actor: str = "re
                 data={"checkpoint": checkpoint.pk, "kind": Checkpoint.Kind.ESCALATION},
             )
             _sync_run_status(run)
-    if dispatch:
-        dispatch_ready_steps(step.run_id)
+    if report:
+        report_run(run.pk)
 
 
 def _complete_step(run: Run, step: Step) -> None:
@@ -622,8 +649,7 @@ def revise_with_human_feedback(run: Run, step: Step, feedback: str) -> None:
 # --- report --------------------------------------------------------------------------------
 def report_run(run_id: int) -> None:
     """The orchestrator integrates the reviewed outputs into the final report, once."""
-    with transaction.atomic():
-        run = lock_run(run_id)
+    with locked_run(run_id) as run:
         if run.status in (Run.Status.REPORTING, *Run.TERMINAL):
             return
         steps = list(run.steps.all())
@@ -647,8 +673,7 @@ def report_run(run_id: int) -> None:
         )
     outcome = session_for(agent_run, step=None).run()
     _close_agent_run(agent_run, outcome)
-    with transaction.atomic():
-        run = lock_run(run_id)
+    with locked_run(run_id) as run:
         if run.status != Run.Status.REPORTING:
             return
         if isinstance(outcome, FinalOutput):
@@ -691,8 +716,7 @@ def _fail_run(run: Run, message: str) -> None:
 def cancel_run(user, run: Run) -> Run:
     """Stop dispatch, revoke queued work, cancel waiting checkpoints; running agents stop at
     their next turn. Refused for a run that already ended."""
-    with transaction.atomic():
-        run = lock_run(run.pk)
+    with locked_run(run.pk) as run:
         if run.is_terminal:
             raise EngineError(f"The run already ended ({run.status}).")
         run.status = Run.Status.CANCELLED
@@ -721,8 +745,7 @@ def recover_embedded_work() -> int:
     """
     touched = 0
     for run_id in Run.objects.exclude(status__in=Run.TERMINAL).values_list("pk", flat=True):
-        with transaction.atomic():
-            run = lock_run(run_id)
+        with locked_run(run_id) as run:
             interrupted = AgentRun.objects.filter(run=run, status=AgentRun.Status.RUNNING).update(
                 status=AgentRun.Status.FAILED,
                 error="interrupted: the server stopped",

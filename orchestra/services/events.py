@@ -10,9 +10,13 @@ import asyncio
 import atexit
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from orchestra.models import Event, Run, Step
@@ -41,6 +45,56 @@ def lock_run(run_id: int) -> Run:
     )
 
 
+@contextmanager
+def locked_run(run_id: int) -> Iterator[Run]:
+    """An engine transaction: lock the run row, yield it, and write the events and usage it
+    gathered in one go at the end (one INSERT, one UPDATE), still inside the transaction.
+    Broadcasts go out after commit, in seq order. An exception rolls everything back."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        run._pending_events = []
+        run._pending_usage = [0, 0, Decimal("0")]
+        run._locked_state = (run.status, run.phase)
+        yield run
+        _flush(run)
+
+
+def _flush(run: Run) -> None:
+    events: list[Event] = run._pending_events
+    input_tokens, output_tokens, cost = run._pending_usage
+    run._pending_events, run._pending_usage = None, None
+    state_changed = (run.status, run.phase) != run._locked_state
+    if not events and not state_changed and not (input_tokens or output_tokens or cost):
+        return
+    Event.objects.bulk_create(events)
+    # Status and phase ride along: engine code sets them on the locked run, this writes them.
+    Run.objects.filter(pk=run.pk).update(
+        status=run.status,
+        phase=run.phase,
+        event_seq=run.event_seq,
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+        cost_usd=F("cost_usd") + cost,
+    )
+    payloads = [event.as_json() for event in events]
+    transaction.on_commit(lambda: [broadcast(run.pk, payload) for payload in payloads])
+
+
+def add_usage(run: Run, input_tokens: int, output_tokens: int, cost: Decimal) -> None:
+    """Add a model call's usage to the run's totals (at flush time inside `locked_run`)."""
+    pending = getattr(run, "_pending_usage", None)
+    if pending is not None:
+        pending[0] += input_tokens
+        pending[1] += output_tokens
+        pending[2] += cost
+        return
+    Run.objects.filter(pk=run.pk).update(
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+        cost_usd=F("cost_usd") + cost,
+    )
+
+
 def emit(
     run: Run,
     kind: str,
@@ -49,11 +103,10 @@ def emit(
     actor: str = "engine",
     data: dict | None = None,
 ) -> Event:
-    """Append an event to `run` (which must be locked by `lock_run`) and broadcast it after
-    commit."""
+    """Append an event to `run`, which must be locked (`locked_run` or `lock_run`), and
+    broadcast it after commit."""
     run.event_seq += 1
-    Run.objects.filter(pk=run.pk).update(event_seq=run.event_seq)
-    event = Event.objects.create(
+    event = Event(
         run=run,
         seq=run.event_seq,
         kind=kind,
@@ -62,6 +115,12 @@ def emit(
         data=data or {},
         at=timezone.now(),
     )
+    pending = getattr(run, "_pending_events", None)
+    if pending is not None:
+        pending.append(event)
+        return event
+    Run.objects.filter(pk=run.pk).update(event_seq=run.event_seq)
+    event.save()
     payload = event.as_json()
     transaction.on_commit(lambda: broadcast(run.pk, payload))
     return event
