@@ -119,11 +119,13 @@ class AgentSession:
                 return outcome
 
     def run_turn(self) -> TurnOutcome:
-        if self._stopped():
+        # A fresh attempt was claimed a moment ago under the run lock; later turns re-check.
+        fresh = self.agent_run.turns == 0 and len(self.messages) == 2
+        if not fresh and self._stopped():
             return Failed("the run was stopped", cancelled=True)
         pending = self._unanswered_tool_calls()
         if pending:
-            return self._handle_tool_calls(pending)
+            return self._handle_tool_calls(pending, resumed=True)
         if self.agent_run.turns >= self.turn_limit:
             return Failed(f"turn limit of {self.turn_limit} reached without a final answer")
         try:
@@ -133,7 +135,7 @@ class AgentSession:
         if reply.tool_calls:
             ordinal = self._tool_calls_before_last()
             return self._handle_tool_calls(
-                [(ordinal + i, call) for i, call in enumerate(reply.tool_calls)]
+                [(ordinal + i, call) for i, call in enumerate(reply.tool_calls)], resumed=False
             )
         if self.output_tool is not None:
             self._append(
@@ -273,9 +275,14 @@ class AgentSession:
             )
 
     # --- tool calls ------------------------------------------------------------------------
-    def _handle_tool_calls(self, calls: list[tuple[int, ToolRequest]]) -> TurnOutcome:
+    def _handle_tool_calls(
+        self, calls: list[tuple[int, ToolRequest]], *, resumed: bool
+    ) -> TurnOutcome:
+        """Answer the calls in order. Only calls found unanswered in a stored conversation
+        (`resumed`) can have a record already; a reply just received cannot, since a call's
+        record and its answer are written in one transaction."""
         for ordinal, request in calls:
-            outcome = self._handle_tool_call(ordinal, request)
+            outcome = self._handle_tool_call(ordinal, request, resumed=resumed)
             if outcome is not None:
                 return outcome
         return RunAgain()
@@ -288,10 +295,12 @@ class AgentSession:
     def _answer(self, request: ToolRequest, content: str) -> None:
         self._append({"role": "tool", "tool_call_id": request.id, "content": content})
 
-    def _handle_tool_call(self, ordinal: int, request: ToolRequest) -> Outcome | None:
+    def _handle_tool_call(
+        self, ordinal: int, request: ToolRequest, *, resumed: bool
+    ) -> Outcome | None:
         """Answer one tool call, or return the outcome that ends the turn."""
         key = self._idempotency_key(ordinal)
-        recorded = ToolCall.objects.filter(idempotency_key=key).first()
+        recorded = ToolCall.objects.filter(idempotency_key=key).first() if resumed else None
         if recorded is not None:
             return self._continue_recorded(recorded, request)
         if self.output_tool is not None and request.name == self.output_tool.name:

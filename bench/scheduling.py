@@ -132,11 +132,19 @@ class Stack:
         ).stdout
 
     def spawn(self, *argv: str) -> None:
-        log = open(self.workdir / f"{argv[0]}.log", "ab")  # noqa: SIM115
+        log = open(self.workdir / f"{argv[0]}-{len(self.processes)}.log", "ab")  # noqa: SIM115
         prefix = []
         if argv[0] == "worker" and os.environ.get("ORCHESTRA_BENCH_PROFILE"):
-            prefix = ["py-spy", "record", "-o", os.environ["ORCHESTRA_BENCH_PROFILE"],
-                      "--format", "raw", "-t", "--"]
+            prefix = [
+                "py-spy",
+                "record",
+                "-o",
+                os.environ["ORCHESTRA_BENCH_PROFILE"],
+                "--format",
+                "raw",
+                "-t",
+                "--",
+            ]
         self.processes.append(
             subprocess.Popen(
                 [*prefix, sys.executable, "-m", "orchestra.cli", *argv],
@@ -174,7 +182,7 @@ def wait_for(predicate, timeout: float, what: str):
             value = None
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(0.25)  # the figures come from event times, not from this poll
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -208,6 +216,7 @@ def main() -> None:
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/orchestra_bench")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/5")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--workers", type=int, default=1, help="orchestra worker processes")
     args = parser.parse_args()
 
     import tempfile
@@ -234,7 +243,8 @@ def main() -> None:
             token = stack.cli("token", "admin").strip().splitlines()[-1]
             port = 18000 + os.getpid() % 1000
             base = f"http://127.0.0.1:{port}"
-            stack.spawn("worker", "--concurrency", "64")
+            for index in range(args.workers):
+                stack.spawn("worker", "--concurrency", "64", "--hostname", f"bench{index}@%h")
             stack.spawn("web", "--host", "127.0.0.1", "--port", str(port))
             wait_for(
                 lambda: json.loads(urllib.request.urlopen(base + "/healthz").read())["ok"],  # noqa: S310

@@ -331,9 +331,10 @@ def _sync_run_status(run: Run, steps: list[Step] | None = None) -> None:
 
 
 @contextmanager
-def _locked_run_of_step(step_id: int) -> Iterator[Run | None]:
+def _locked_run_of_step(step_id: int, run_id: int | None = None) -> Iterator[Run | None]:
     """`locked_run` for the run owning `step_id`; None if the step is gone (a stale task)."""
-    run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
     if run_id is None:
         yield None
         return
@@ -445,7 +446,6 @@ def _drive_step(step: Step, agent_run: AgentRun) -> None:
             return
         step.output = outcome.content
         step.status = Step.Status.IN_REVIEW
-        step.save(update_fields=["output", "status"])
         emit(
             run,
             "step.output",
@@ -453,7 +453,7 @@ def _drive_step(step: Step, agent_run: AgentRun) -> None:
             actor=step.agent_role,
             data={"chars": len(step.output)},
         )
-        reviewer = _claim_review(run, step)
+        reviewer = _claim_review(run, step, extra_fields=["output", "status"])
         _sync_run_status(run)
     if reviewer is not None:
         _run_review(step, reviewer)
@@ -517,12 +517,15 @@ def review_step(step_id: int) -> None:
         _run_review(step, reviewer)
 
 
-def _claim_review(run: Run, step: Step) -> AgentRun | None:
-    """Take the review of the step's current attempt, once. Caller holds the run lock."""
+def _claim_review(run: Run, step: Step, extra_fields: list[str] = ()) -> AgentRun | None:
+    """Take the review of the step's current attempt, once (saving `extra_fields` of the step
+    with it). Caller holds the run lock."""
     if step.reviewed_attempt >= step.attempts:
+        if extra_fields:
+            step.save(update_fields=list(extra_fields))
         return None
     step.reviewed_attempt = step.attempts
-    step.save(update_fields=["reviewed_attempt"])
+    step.save(update_fields=["reviewed_attempt", *extra_fields])
     emit(run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts})
     return new_agent_run(
         run,
@@ -555,7 +558,7 @@ def _run_review(step: Step, agent_run: AgentRun) -> None:
     else:
         error = outcome.error if isinstance(outcome, Failed) else "no verdict"
         verdict, feedback = "escalate", f"The reviewer could not decide: {error}"
-    apply_verdict(step.pk, verdict, feedback, reviewer=(agent_run, outcome))
+    apply_verdict(step.pk, verdict, feedback, reviewer=(agent_run, outcome), run_id=step.run_id)
 
 
 def apply_verdict(
@@ -565,11 +568,12 @@ def apply_verdict(
     *,
     actor: str = "reviewer",
     reviewer: tuple[AgentRun, Outcome] | None = None,
+    run_id: int | None = None,
 ) -> None:
     """Act on a verdict in one transaction; a pass dispatches the step's successors in that
     same transaction, so they start the moment their last dependency is done."""
     report = False
-    with _locked_run_of_step(step_id) as run:
+    with _locked_run_of_step(step_id, run_id) as run:
         if run is None:
             return
         if reviewer is not None:
