@@ -15,7 +15,6 @@ from django.conf import settings  # noqa: E402
 from orchestra.routing import websocket_urlpatterns  # noqa: E402
 
 
-
 class BrowserOriginValidator(OriginValidator):
     """Checks the Origin of browser handshakes against ALLOWED_HOSTS (cross-site WebSocket
     hijacking rides on cookies, and browsers always send Origin). Clients without an Origin

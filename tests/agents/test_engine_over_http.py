@@ -19,7 +19,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def demo_over_http(body: dict):
     """Answer as the demo model would, but as a protocol server on the wire."""
     answer = DemoModel().complete(
-        model=body["model"], messages=body["messages"], tools=body.get("tools") or [],
+        model=body["model"],
+        messages=body["messages"],
+        tools=body.get("tools") or [],
         temperature=body.get("temperature", 0),
     )
     return reply(
@@ -65,11 +67,16 @@ def test_full_cycle_over_the_wire(server, demo, owner, approver):
 def test_cyclic_plan_over_the_wire_is_refused_with_the_reason(server, demo, owner, settings):
     settings.ORCHESTRA_MAX_PLAN_ATTEMPTS = 2
     step = {
-        "title": "t", "agent": "coder",
+        "title": "t",
+        "agent": "coder",
         "brief": {"objective": "o", "expected_output": "e", "acceptance_criteria": ["a"]},
     }
-    cyclic = {"steps": [{**step, "key": "a", "depends_on": ["b"]},
-                        {**step, "key": "b", "depends_on": ["a"]}]}
+    cyclic = {
+        "steps": [
+            {**step, "key": "a", "depends_on": ["b"]},
+            {**step, "key": "b", "depends_on": ["a"]},
+        ]
+    }
     server.script(
         reply(tool_calls=[("submit_plan", cyclic)]),
         reply(tool_calls=[("submit_plan", json.dumps(cyclic))]),
