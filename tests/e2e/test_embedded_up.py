@@ -2,7 +2,6 @@
 (SQLite, in-process worker and channel layer, demo model), then a task created through the
 API is approved to completion. Runs everywhere: it needs no PostgreSQL or Redis."""
 
-import json
 import os
 import subprocess
 import sys
@@ -12,24 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.http_json import JsonApi
 from tests.integration.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_ONLY = ("DATABASE_URL", "REDIS_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
-
-
-def request(base, method, path, token, body=None):
-    req = urllib.request.Request(  # noqa: S310 - loopback
-        base + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
 
 
 @pytest.fixture
@@ -85,38 +71,29 @@ def embedded(tmp_path):
 
 def test_a_newcomer_runs_the_demo_end_to_end(embedded):
     base, token, tmp_path = embedded
-    status, created = request(
-        base, "POST", "/api/tasks", token, {"project": "demo", "title": "Hello"}
-    )
+    api = JsonApi(base, token)
+    status, created = api.call("POST", "/api/tasks", {"project": "demo", "title": "Hello"})
     assert status == 201, created
     run_id = created["run"]["id"]
 
-    def run():
-        return request(base, "GET", f"/api/runs/{run_id}", token)[1]
-
-    def pending():
-        path = f"/api/approvals?status=pending&run={run_id}"
-        return request(base, "GET", path, token)[1]["approvals"]
-
-    wait_until(lambda: run()["status"] == "awaiting_approval", 60, "the first checkpoint")
+    wait_until(lambda: api.run(run_id)["status"] == "awaiting_approval", 60, "a checkpoint")
     for expected in ("tool_call", "deploy"):
-        [checkpoint] = wait_until(pending, 60, f"the {expected} checkpoint")
+        [checkpoint] = wait_until(lambda: api.pending(run_id), 60, f"the {expected} checkpoint")
         assert checkpoint["kind"] == expected
-        status, body = request(
-            base,
+        status, body = api.call(
             "POST",
             f"/api/approvals/{checkpoint['id']}/decision",
-            token,
             {"decision": "approve", "comment": "ok"},
         )
         assert status == 200, body
-    final = wait_until(lambda: (r := run())["status"] in ("completed", "failed") and r, 60, "end")
+    final = wait_until(
+        lambda: (r := api.run(run_id))["status"] in ("completed", "failed") and r, 60, "the end"
+    )
     assert final["status"] == "completed", final
     assert final["demo_model"] is True
     steps = {s["key"]: s for s in final["steps"]}
     implement, tests = steps["implement"], steps["tests"]
     assert implement["started_at"] < tests["finished_at"]
     assert tests["started_at"] < implement["finished_at"]
-    events = request(base, "GET", f"/api/runs/{run_id}/events?after=0", token)[1]["events"]
-    phases = {e["data"]["phase"] for e in events if e["kind"] == "phase.changed"}
+    phases = {e["data"]["phase"] for e in api.events(run_id) if e["kind"] == "phase.changed"}
     assert phases == {"plan", "dispatch", "review", "report"}

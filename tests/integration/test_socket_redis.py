@@ -9,13 +9,8 @@ outlives redis-py 8's default 5 s socket timeout, and refusals with close code 4
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from unittest import mock
 
 import pytest
@@ -30,7 +25,7 @@ from orchestra.models import ApiToken, Event, Run, Task
 from orchestra.services import events
 from orchestra.services.events import emit, lock_run
 
-from .conftest import ROOT, free_port, wait_until
+from .conftest import start_web
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -62,42 +57,9 @@ def redis_layer(live_settings):
 
 
 @pytest.fixture
-def server(process_env, redis_layer, tmp_path) -> Iterator[str]:
-    """A daphne process serving `orchestra.asgi` on the test database; yields host:port."""
-    port = free_port()
-    log_path = tmp_path / "daphne.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["orchestra.asgi:application"],
-            cwd=ROOT,
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def serving() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"daphne exited:\n{log_path.read_text(errors='replace')}")
-        url = f"http://127.0.0.1:{port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=5):  # noqa: S310 - loopback test server
-                return True
-        except urllib.error.HTTPError:
-            return True  # 503 without a worker still means it serves
-        except OSError:
-            return False
-
-    try:
-        wait_until(serving, 60, "daphne to serve /healthz", every=0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def server(processes, redis_layer) -> str:
+    """`orchestra web` (daphne) serving `orchestra.asgi` on the test database; host:port."""
+    return start_web(processes).removeprefix("http://")
 
 
 @pytest.fixture

@@ -2,41 +2,14 @@
 `orchestra worker`, PostgreSQL and Redis, through the JSON API. Every process is stopped and
 restarted while a checkpoint waits; approving afterwards finishes the run."""
 
-import json
-import urllib.error
-import urllib.request
-
 import pytest
 
 from orchestra.models import ApiToken
+from tests.http_json import JsonApi as Api
 
 from .conftest import start_web, start_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Api:
-    def __init__(self, base: str, token: str):
-        self.base, self.token = base, token
-
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        request = urllib.request.Request(  # noqa: S310 - loopback test server
-            self.base + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"{}")
-
-    def run(self, run_id: int) -> dict:
-        return self.call("GET", f"/api/runs/{run_id}")[1]
-
-    def pending(self, run_id: int) -> list[dict]:
-        return self.call("GET", f"/api/approvals?status=pending&run={run_id}")[1]["approvals"]
 
 
 def overlapping(a: dict, b: dict) -> bool:
@@ -81,7 +54,7 @@ def test_split_processes_survive_restarts_while_a_checkpoint_waits(demo, owner, 
     assert "deploy" in run["report"]
     steps = {s["key"]: s for s in run["steps"]}
     assert overlapping(steps["implement"], steps["tests"]), steps
-    events = api.call("GET", f"/api/runs/{run_id}/events?after=0")[1]["events"]
+    events = api.events(run_id)
     phases = [e["data"]["phase"] for e in events if e["kind"] == "phase.changed"]
     assert {"plan", "dispatch", "review", "report"} <= set(phases)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
