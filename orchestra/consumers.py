@@ -117,14 +117,16 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self._arm_settle()
 
     async def run_event(self, message: dict) -> None:
-        """A live event from the group: drop duplicates, fill gaps from the DB, forward."""
-        event = message["event"]
-        seq = event["seq"]
+        """Live events from the group (one, or the batch one transaction committed): drop
+        duplicates, fill gaps from the DB, forward."""
+        batch = message["events"] if "events" in message else [message["event"]]
         async with self._lock:
-            if seq > self.last_seq:
-                if seq > self.last_seq + 1:
-                    await self._send_stored(upto=seq - 1)
-                await self._send_event(event)
+            for event in batch:
+                seq = event["seq"]
+                if seq > self.last_seq:
+                    if seq > self.last_seq + 1:
+                        await self._send_stored(upto=seq - 1)
+                    await self._send_event(event)
         self._arm_settle()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -76,8 +76,9 @@ def _flush(run: Run) -> None:
         output_tokens=F("output_tokens") + output_tokens,
         cost_usd=F("cost_usd") + cost,
     )
-    payloads = [event.as_json() for event in events]
-    transaction.on_commit(lambda: [broadcast(run.pk, payload) for payload in payloads])
+    if events:
+        payloads = [event.as_json() for event in events]
+        transaction.on_commit(lambda: broadcast_batch(run.pk, payloads))
 
 
 def add_usage(run: Run, input_tokens: int, output_tokens: int, cost: Decimal) -> None:
@@ -128,10 +129,18 @@ def emit(
 
 def broadcast(run_id: int, payload: dict) -> None:
     """Send one committed event to the run's WebSocket group; never raises, never blocks."""
+    _send(run_id, {"type": "run.event", "event": payload})
+
+
+def broadcast_batch(run_id: int, payloads: list[dict]) -> None:
+    """Send the events one transaction committed as one group message, in seq order."""
+    _send(run_id, {"type": "run.event", "events": payloads})
+
+
+def _send(run_id: int, message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "run.event", "event": payload}
     try:
         if isinstance(layer, InMemoryChannelLayer):
             if _embedded_loop is None or _embedded_loop.is_closed():
@@ -142,7 +151,7 @@ def broadcast(run_id: int, payload: dict) -> None:
         else:
             _sender.send(layer, run_group(run_id), message)
     except Exception:
-        logger.warning("broadcast of event %s failed", payload.get("seq"), exc_info=True)
+        logger.warning("broadcast to run %s failed", run_id, exc_info=True)
 
 
 class _Sender:

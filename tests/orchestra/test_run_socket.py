@@ -311,3 +311,35 @@ def test_invalid_after_is_refused_with_4400(run, owner, after):
         assert await close_code(comm) == 4400
 
     run_async(body)
+
+
+def emit_in_one_transaction(run_id: int, count: int) -> None:
+    from orchestra.services.events import locked_run
+
+    with locked_run(run_id) as run:
+        for i in range(count):
+            emit(run, "test.batched", data={"i": i})
+
+
+def test_events_of_one_transaction_arrive_as_one_batch_in_order(run, viewer):
+    emit_events(run.pk, 1)
+    comm = communicator(run.pk, "after=1", [session_cookie(viewer)])
+    sent = []
+    real = events._send
+
+    def spy(run_id, message):
+        sent.append(message)
+        real(run_id, message)
+
+    async def body():
+        await open_socket(comm)
+        with mock.patch.object(events, "_send", spy):
+            await database_sync_to_async(emit_in_one_transaction)(run.pk, 4)
+        received = await receive_seqs(comm, 4)
+        assert [e["seq"] for e in received] == [2, 3, 4, 5]
+        assert [e["data"]["i"] for e in received] == [0, 1, 2, 3]
+        assert len(sent) == 1 and len(sent[0]["events"]) == 4
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+
+    run_async(body)
