@@ -1,0 +1,253 @@
+"""Read-side queries for the dashboard pages. Nothing here changes state.
+
+Every function takes objects already resolved through `orchestra.access` (or filters by
+`visible_projects`), so what a page shows never outruns what its user may see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.urls import reverse
+from django.utils import timezone
+
+from agents.models import AgentRun, ModelCall, ToolCall
+from approvals.models import Checkpoint
+from orchestra.access import visible_projects
+from orchestra.models import Event, Plan, Project, Run, Step
+
+from . import svg
+
+FEED_LIMIT = 200
+RECENT_LIMIT = 15
+
+
+# --- approvals -------------------------------------------------------------------------------
+def pending_checkpoints(user) -> QuerySet[Checkpoint]:
+    """Undecided checkpoints in every project `user` can see, newest first."""
+    return (
+        Checkpoint.objects.filter(
+            status=Checkpoint.Status.PENDING, run__project__in=visible_projects(user)
+        )
+        .select_related("run__task", "run__project", "step", "tool_call")
+        .order_by("-requested_at", "-pk")
+    )
+
+
+def pending_count(user) -> int:
+    if not user.is_authenticated:
+        return 0
+    return Checkpoint.objects.filter(
+        status=Checkpoint.Status.PENDING, run__project__in=visible_projects(user)
+    ).count()
+
+
+def recently_decided(user, limit: int = RECENT_LIMIT) -> list[Checkpoint]:
+    return list(
+        Checkpoint.objects.filter(run__project__in=visible_projects(user))
+        .exclude(status=Checkpoint.Status.PENDING)
+        .select_related("run__task", "step", "tool_call", "decided_by")
+        .order_by("-decided_at", "-pk")[:limit]
+    )
+
+
+# --- home and projects -----------------------------------------------------------------------
+def visible_runs(user) -> QuerySet[Run]:
+    return Run.objects.filter(project__in=visible_projects(user)).select_related("task", "project")
+
+
+def active_runs(user) -> list[Run]:
+    return list(visible_runs(user).exclude(status__in=Run.TERMINAL).order_by("-created_at")[:50])
+
+
+def recent_runs(user, limit: int = RECENT_LIMIT) -> list[Run]:
+    return list(visible_runs(user).filter(status__in=Run.TERMINAL).order_by("-created_at")[:limit])
+
+
+def project_runs(project: Project, limit: int = 50) -> list[Run]:
+    return list(project.runs.select_related("task").order_by("-created_at")[:limit])
+
+
+# --- the run page ----------------------------------------------------------------------------
+@dataclass
+class StepView:
+    step: Step
+    duration: timedelta | None
+
+    @property
+    def tokens(self) -> int:
+        return self.step.input_tokens + self.step.output_tokens
+
+
+def step_views(run: Run) -> list[StepView]:
+    now = timezone.now()
+    views = []
+    for step in run.steps.order_by("position"):
+        duration = None
+        if step.started_at:
+            duration = (step.finished_at or now) - step.started_at
+        views.append(StepView(step, duration))
+    return views
+
+
+def plan_graph(steps: list[Step], direction: str) -> svg.Graph:
+    return svg.layout_plan(steps, direction=direction)
+
+
+def proposed_plan(run: Run) -> Plan | None:
+    """The latest plan version, for a run still planning (its steps do not exist yet)."""
+    return run.plans.order_by("-version").first()
+
+
+def feed_events(run: Run) -> list[Event]:
+    """The newest FEED_LIMIT events in seq order."""
+    newest = list(run.events.select_related("step").order_by("-seq")[:FEED_LIMIT])
+    newest.reverse()
+    return newest
+
+
+def run_checkpoints(run: Run) -> list[Checkpoint]:
+    return list(
+        run.checkpoints.select_related("step", "tool_call", "decided_by").order_by("requested_at")
+    )
+
+
+# --- step detail -----------------------------------------------------------------------------
+def step_attempts(step: Step) -> list[AgentRun]:
+    """Every agent run of the step (work and review), oldest first, with its tool calls."""
+    return list(
+        step.agent_runs.prefetch_related(
+            Prefetch("tool_calls", queryset=ToolCall.objects.order_by("started_at", "pk"))
+        ).order_by("started_at", "pk")
+    )
+
+
+def step_verdicts(step: Step) -> list[Event]:
+    return list(
+        Event.objects.filter(run_id=step.run_id, step=step, kind="review.verdict").order_by("seq")
+    )
+
+
+def step_checkpoints(step: Step) -> list[Checkpoint]:
+    return list(
+        step.checkpoints.select_related("tool_call", "decided_by").order_by("requested_at", "pk")
+    )
+
+
+# --- trace -----------------------------------------------------------------------------------
+def trace(run: Run) -> svg.Waterfall:
+    """Agent runs, each followed by its model calls, tool calls and checkpoint waits, on one
+    time axis from the run's creation."""
+    agent_runs = list(
+        AgentRun.objects.filter(run=run)
+        .select_related("step")
+        .defer("messages", "brief", "outcome")
+        .order_by("started_at", "pk")
+    )
+    calls: dict[int, list[svg.Span]] = {}
+    for call in ModelCall.objects.filter(run=run).defer("response").order_by("started_at", "pk"):
+        end = call.started_at + timedelta(milliseconds=call.latency_ms)
+        calls.setdefault(call.agent_run_id, []).append(
+            svg.Span(
+                kind="model_call",
+                label=f"model · {call.model}",
+                start=call.started_at,
+                end=end,
+                depth=1,
+                status="failed" if call.error else "ok",
+                detail=call.error or ", ".join(call.tool_calls),
+                url=reverse("dashboard:model-call", args=[run.pk, call.pk]),
+                tokens=call.input_tokens + call.output_tokens,
+                cost=call.cost_usd,
+            )
+        )
+    waits_by_call: dict[int, Checkpoint] = {}
+    loose_waits: list[Checkpoint] = []
+    for checkpoint in run.checkpoints.select_related("decided_by", "step").order_by("requested_at"):
+        if checkpoint.tool_call_id:
+            waits_by_call[checkpoint.tool_call_id] = checkpoint
+        else:
+            loose_waits.append(checkpoint)
+    for call in ToolCall.objects.filter(run=run).order_by("started_at", "pk"):
+        calls.setdefault(call.agent_run_id, []).append(
+            svg.Span(
+                kind="tool_call",
+                label=f"tool · {call.tool}",
+                start=call.started_at,
+                end=call.finished_at,
+                depth=1,
+                status=call.status,
+                detail=call.error or call.result[:200],
+            )
+        )
+        checkpoint = waits_by_call.get(call.pk)
+        if checkpoint is not None:
+            calls[call.agent_run_id].append(_wait_span(run, checkpoint, depth=1))
+
+    spans: list[svg.Span] = []
+    for agent_run in agent_runs:
+        target = agent_run.step.key if agent_run.step else agent_run.purpose
+        spans.append(
+            svg.Span(
+                kind="agent_run",
+                label=f"{agent_run.role} · {target} #{agent_run.attempt}",
+                start=agent_run.started_at,
+                end=agent_run.finished_at,
+                status=agent_run.status,
+                detail=agent_run.error,
+                url=(
+                    reverse("dashboard:step", args=[run.pk, agent_run.step.key])
+                    if agent_run.step
+                    else ""
+                ),
+                tokens=agent_run.input_tokens + agent_run.output_tokens,
+                cost=agent_run.cost_usd,
+            )
+        )
+        spans.extend(sorted(calls.get(agent_run.pk, []), key=lambda s: s.start))
+    for checkpoint in loose_waits:
+        spans.append(_wait_span(run, checkpoint, depth=0))
+    return svg.waterfall(spans, start=run.created_at, now=run.finished_at or timezone.now())
+
+
+def _wait_span(run: Run, checkpoint: Checkpoint, depth: int) -> svg.Span:
+    if checkpoint.status == Checkpoint.Status.PENDING:
+        who = "waiting for a human"
+    elif checkpoint.decided_by:
+        who = f"{checkpoint.status} by {checkpoint.decided_by.get_username()}"
+    else:
+        who = checkpoint.status
+    return svg.Span(
+        kind="wait",
+        label=f"wait · {checkpoint.kind.replace('_', ' ')} approval",
+        start=checkpoint.requested_at,
+        end=checkpoint.decided_at,
+        depth=depth,
+        status=checkpoint.status,
+        detail=who + (f": {checkpoint.comment}" if checkpoint.comment else ""),
+        url=reverse("dashboard:approval", args=[checkpoint.pk]),
+    )
+
+
+# --- history ---------------------------------------------------------------------------------
+def history(user, filters: dict) -> QuerySet[Run]:
+    """Runs in visible projects matching the (validated) history filters, newest first."""
+    runs = visible_runs(user)
+    if filters.get("project"):
+        runs = runs.filter(project=filters["project"])
+    if filters.get("status"):
+        runs = runs.filter(status=filters["status"])
+    if filters.get("agent"):
+        # EXISTS rather than a join: a run with many steps of that role is listed once.
+        runs = runs.filter(
+            Exists(Step.objects.filter(run=OuterRef("pk"), agent_role=filters["agent"]))
+        )
+    if filters.get("since"):
+        runs = runs.filter(created_at__date__gte=filters["since"])
+    if filters.get("until"):
+        runs = runs.filter(created_at__date__lte=filters["until"])
+    if filters.get("q"):
+        runs = runs.filter(task__title__icontains=filters["q"])
+    return runs.order_by("-created_at", "-pk")

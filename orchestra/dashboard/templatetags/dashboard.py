@@ -1,0 +1,108 @@
+"""Template helpers for the dashboard: `{% load dashboard %}`."""
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from orchestra.dashboard import present, queries
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def pending_approvals(context) -> int:
+    """Undecided checkpoints the signed-in user can see (the header badge)."""
+    request = context.get("request")
+    if request is None:
+        return 0
+    return queries.pending_count(request.user)
+
+
+@register.filter
+def describe(event) -> str:
+    return present.describe_event(event.kind, event.data)
+
+
+@register.filter
+def ago(moment) -> str:
+    """“just now”, “3 minutes ago”, “2 days ago”."""
+    if moment is None:
+        return "—"
+    if timezone.now() - moment < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(moment)} ago"
+
+
+@register.filter
+def duration(value) -> str:
+    return present.humanize_duration(value)
+
+
+@register.filter
+def ms(value) -> str:
+    return present.humanize_duration(None if value is None else float(value) / 1000)
+
+
+@register.filter
+def status_label(value) -> str:
+    return present.status_label(str(value))
+
+
+@register.filter
+def pretty_json(value) -> str:
+    return present.pretty_json(value)
+
+
+@register.filter
+def tokens(value) -> str:
+    """12,345 — grouped thousands, without django.contrib.humanize."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def usd(value) -> str:
+    """$0.0123: four significant decimals for small amounts, cents above a dollar."""
+    if value is None:
+        return "—"
+    amount = Decimal(value)
+    if amount == 0:
+        return "$0"
+    if abs(amount) >= 1:
+        return f"${amount:,.2f}"
+    return f"${amount:.4f}"
+
+
+@register.filter
+def get_item(mapping, key):
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None
+
+
+@register.filter
+def is_scalar(value) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+@register.filter
+def is_list(value) -> bool:
+    return isinstance(value, list | tuple)
+
+
+@register.filter
+def pretty_args(raw) -> str:
+    """Tool-call arguments as the model sent them (a JSON string), indented when they parse."""
+    if not isinstance(raw, str):
+        return present.pretty_json(raw)
+    try:
+        return present.pretty_json(json.loads(raw))
+    except ValueError:
+        return raw

@@ -1,0 +1,33 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from .views import approvals, history, home, projects, runs, steps, trace
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", home.home, name="home"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page="dashboard:login"), name="logout"),
+    path("projects/<slug:slug>/", projects.project, name="project"),
+    path("projects/<slug:slug>/tasks/", projects.new_task, name="new-task"),
+    path("runs/", history.history, name="history"),
+    path("runs/<int:run_id>/", runs.run, name="run"),
+    path("runs/<int:run_id>/part/<slug:name>/", runs.run_partial, name="run-partial"),
+    path("runs/<int:run_id>/cancel/", runs.cancel, name="cancel"),
+    path("runs/<int:run_id>/trace/", trace.trace, name="trace"),
+    path("runs/<int:run_id>/calls/<int:call_id>/", trace.model_call, name="model-call"),
+    path("runs/<int:run_id>/steps/<slug:key>/", steps.step, name="step"),
+    path(
+        "runs/<int:run_id>/steps/<slug:key>/conversation/",
+        steps.conversation,
+        name="step-conversation",
+    ),
+    path("approvals/", approvals.inbox, name="approvals"),
+    path("approvals/badge/", approvals.badge, name="approvals-badge"),
+    path("approvals/<int:checkpoint_id>/", approvals.approval, name="approval"),
+]

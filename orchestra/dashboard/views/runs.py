@@ -1,0 +1,102 @@
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from orchestra.access import CREATE_ROLES, can_decide, get_run_for_user, role_in
+from orchestra.dashboard import present, queries
+from orchestra.dashboard.auth import login_required
+from orchestra.models import Run
+from orchestra.services.engine import EngineError, cancel_run
+
+TEMPLATE = "dashboard/run.html"
+# Fields of the run the partials show; re-read after the feed (see `run`).
+LIVE_FIELDS = [
+    "status",
+    "phase",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "report",
+    "error",
+    "finished_at",
+]
+
+
+def _header(run: Run, user) -> dict:
+    return {
+        "pending_here": [c for c in queries.run_checkpoints(run) if c.status == "pending"],
+        "can_operate": role_in(user, run.project) in CREATE_ROLES,
+        "can_decide": can_decide(user, run.project),
+    }
+
+
+def _phases(run: Run, user) -> dict:
+    return {"phases": present.phases_of(run)}
+
+
+def _graph(run: Run, user) -> dict:
+    steps = list(run.steps.order_by("position"))
+    if not steps:
+        return {"graph_steps": [], "plan": queries.proposed_plan(run)}
+    return {
+        "graph_steps": steps,
+        "graph_lr": queries.plan_graph(steps, "lr"),
+        "graph_tb": queries.plan_graph(steps, "tb"),
+    }
+
+
+def _steps(run: Run, user) -> dict:
+    return {"step_views": queries.step_views(run)}
+
+
+def _nothing(run: Run, user) -> dict:
+    return {}
+
+
+# One entry per htmx target on the run page: the partial's name and what it needs.
+PARTIALS = {
+    "header": _header,
+    "phases": _phases,
+    "graph": _graph,
+    "steps": _steps,
+    "usage": _nothing,
+    "report": _nothing,
+}
+
+
+@login_required
+def run(request, run_id: int):
+    run = get_run_for_user(request.user, run_id)
+    # The feed is read first and the state after it: an event committed in between is then
+    # replayed over the WebSocket (after=last_seq) and refreshes the partials, so the page
+    # can be newer than its feed but never older.
+    events = queries.feed_events(run)
+    run.refresh_from_db(fields=LIVE_FIELDS)
+    context = {"run": run, "events": events, "last_seq": events[-1].seq if events else 0}
+    for build in PARTIALS.values():
+        context |= build(run, request.user)
+    return render(request, TEMPLATE, context)
+
+
+@login_required
+def run_partial(request, run_id: int, name: str):
+    """One named partial of the run page, for the live page's refreshes."""
+    build = PARTIALS.get(name)
+    if build is None:
+        raise Http404("No such part of the run page.")
+    run = get_run_for_user(request.user, run_id)
+    return render(request, f"{TEMPLATE}#{name}", {"run": run, **build(run, request.user)})
+
+
+@login_required
+@require_POST
+def cancel(request, run_id: int):
+    run = get_run_for_user(request.user, run_id, write=True)
+    try:
+        cancel_run(request.user, run)
+    except EngineError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "The run was cancelled.")
+    return redirect("dashboard:run", run.pk)
