@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
 from agents.models import AgentRun, ModelCall, ToolCall
-from agents.tools import Tool, ToolContext, ToolError
+from agents.tools import Tool, ToolContext, ToolError, write_diff
 from approvals.models import Checkpoint
 from approvals.policies import checkpoint_kind_for
 from orchestra.models import Project, Run, Step
@@ -499,6 +499,11 @@ class AgentSession:
                     "agent": self.agent_run.role,
                     "step": self.step.key,
                     "brief": self.agent_run.brief,
+                    **(
+                        {"diff": write_diff(self.workspace, arguments)}
+                        if tool.name == "write_file"
+                        else {}
+                    ),
                 },
             )
             Step.objects.filter(pk=self.step.pk).update(status=Step.Status.AWAITING_APPROVAL)

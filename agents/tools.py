@@ -5,6 +5,7 @@ only ever receive `read` tools, whatever their profile lists, and the agent loop
 call to a tool outside the agent's set.
 """
 
+import difflib
 import json
 import os
 import shlex
@@ -176,6 +177,23 @@ def write_file(context: ToolContext, arguments: dict) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(arguments["content"])
     return f"wrote {len(arguments['content'])} characters to {arguments['path']}"
+
+
+def write_diff(workspace: Path, arguments: dict) -> str:
+    """The unified diff `write_file` with these arguments would make: shown to approvers."""
+    try:
+        path = confined_path(workspace, arguments["path"])
+    except ToolError as exc:
+        return f"(no diff: {exc})"
+    old = path.read_text(errors="replace") if path.is_file() else ""
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            arguments["content"].splitlines(keepends=True),
+            "/dev/null" if not path.exists() else f"a/{arguments['path']}",
+            f"b/{arguments['path']}",
+        )
+    )
 
 
 @register(

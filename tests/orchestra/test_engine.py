@@ -231,3 +231,20 @@ def test_step_sees_only_its_brief_and_dependency_outputs(demo, owner):
     assert "Output of step research" not in message
     assert set(agent_run.brief["inputs_from"]) == {"implement", "tests"}
     assert json.dumps(verify.brief["objective"])[1:-1] in message
+
+
+def test_a_gated_file_write_shows_the_diff(demo, owner, approver):
+    demo.gated_risks = ["write", "exec"]
+    demo.save()
+    workspace = workspace_for(demo)
+    (workspace / "notes").mkdir(parents=True, exist_ok=True)
+    (workspace / "notes" / "research.md").write_text("# Old notes\n")
+    run = start_run(owner, demo, "Gate the writes")
+    checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    assert checkpoint.shown["tool"] == "write_file"
+    diff = checkpoint.shown["diff"]
+    assert "--- a/notes/research.md" in diff and "+++ b/notes/research.md" in diff
+    assert "-# Old notes" in diff and "+# Research" in diff
+    assert (workspace / "notes" / "research.md").read_text() == "# Old notes\n"  # not yet
+    decide_checkpoint(approver, checkpoint, "approve")
+    assert (workspace / "notes" / "research.md").read_text().startswith("# Research")
