@@ -30,7 +30,8 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/scheduling.py
+	$(BIN)/python bench/pages.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
