@@ -460,7 +460,7 @@ class AgentSession:
 
     def _request_approval(
         self, key: str, request: ToolRequest, tool: Tool, arguments: dict, kind: str
-    ) -> NeedsApproval:
+    ) -> NeedsApproval | Failed:
         """Persist the pause: tool call, checkpoint, step and agent state in one transaction,
         so a decision arriving a moment later always finds the step waiting."""
         reason = next(
@@ -472,6 +472,9 @@ class AgentSession:
             "",
         )
         with locked_run(self.agent_run.run_id) as run:
+            if run.is_terminal:
+                # Cancelled while the model was answering: no checkpoint for a dead run.
+                return Failed("the run was stopped", cancelled=True)
             call = ToolCall.objects.create(
                 agent_run=self.agent_run,
                 run_id=run.pk,

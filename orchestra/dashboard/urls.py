@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import approvals, history, home, projects, runs, steps, trace
+from .views import approvals, history, home, metrics, projects, runs, steps, trace
 
 app_name = "dashboard"
 
@@ -30,4 +30,5 @@ urlpatterns = [
     path("approvals/", approvals.inbox, name="approvals"),
     path("approvals/badge/", approvals.badge, name="approvals-badge"),
     path("approvals/<int:checkpoint_id>/", approvals.approval, name="approval"),
+    path("metrics/", metrics.metrics_page, name="metrics"),
 ]

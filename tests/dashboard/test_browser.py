@@ -138,7 +138,14 @@ def browser():
 @pytest.fixture(scope="module", autouse=True)
 def artifacts():
     ARTIFACTS.mkdir(exist_ok=True)
-    for name in ("run-page", "run-page-phone", "approval-page", "trace"):
+    for name in (
+        "run-page",
+        "run-page-phone",
+        "approval-page",
+        "trace",
+        "metrics",
+        "metrics-phone",
+    ):
         (ARTIFACTS / f"{name}.png").unlink(missing_ok=True)
     return ARTIFACTS
 
@@ -406,3 +413,30 @@ def test_dropping_the_socket_mid_run_leaves_every_event_exactly_once(admin):
     assert feed_seqs(page) == expected
     assert_not_reloaded(page)
     cancel(page, run_id)
+
+
+# --- 7. metrics ---------------------------------------------------------------------------------
+def test_the_metrics_page_charts_the_runs_so_far(admin, artifacts):
+    """Counts at least one run of its own; after the tests above it has all of theirs too
+    (completed, cancelled), which makes the screenshot worth looking at."""
+    page = admin
+    cancel(page, create_task(page, "Counted in the metrics"))
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Metrics").click()
+    expect(page.get_by_role("heading", name="Metrics", exact=True)).to_be_visible()
+    runs = page.locator("#projects-table tr[data-key=Demo] [data-col=runs]")
+    expect(runs).not_to_have_text("0")
+    expect(page.locator("#runs-chart .seg-cancelled").first).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile("Runs per day by outcome"))).to_be_visible()
+    mark_page(page)
+    page.get_by_label("Period").select_option("30d")
+    expect(page).to_have_url(re.compile(r"/metrics/\?period=30d"))
+    expect(page.locator("#runs-chart .column")).to_have_count(31)
+    assert_not_reloaded(page)  # htmx swapped the results in
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.screenshot(path=artifacts / "metrics.png", full_page=True)
+    assert no_horizontal_overflow(page)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    expect(page.locator("#runs-chart")).to_be_visible()
+    assert no_horizontal_overflow(page)
+    page.screenshot(path=artifacts / "metrics-phone.png", full_page=True)

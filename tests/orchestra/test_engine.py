@@ -248,3 +248,19 @@ def test_a_gated_file_write_shows_the_diff(demo, owner, approver):
     assert (workspace / "notes" / "research.md").read_text() == "# Old notes\n"  # not yet
     decide_checkpoint(approver, checkpoint, "approve")
     assert (workspace / "notes" / "research.md").read_text().startswith("# Research")
+
+
+def test_a_run_cancelled_while_the_model_answers_opens_no_checkpoint(demo, owner):
+    def answer(messages, tools):
+        first = next(m["content"] for m in messages if m["role"] == "user")
+        if first.startswith("Step: verify") and not any(m["role"] == "tool" for m in messages):
+            cancel_run(owner, Run.objects.get(task__title="Cancel mid-answer"))
+            return tool_reply(call("run_command", {"command": "true"}))
+        return None
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Cancel mid-answer")
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED
+    assert not Checkpoint.objects.filter(run=run).exclude(status="cancelled").exists()
+    assert run.steps.get(key="verify").status == Step.Status.CANCELLED
