@@ -10,22 +10,17 @@ Screenshots land in artifacts/ (gitignored) for a person to look at.
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, wait_until
+from tests.embedded_server import embedded_server
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 ADMIN_PASSWORD = "correct-horse-battery"
-EMBEDDED_ONLY = ("DATABASE_URL", "REDIS_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 LONG = 30_000  # ms: a whole demo run stage on a busy two-core machine
 
 try:
@@ -78,49 +73,11 @@ document.addEventListener('DOMContentLoaded', () => {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
-    env = {k: v for k, v in os.environ.items() if k not in EMBEDDED_ONLY}
-    env.pop("ORCHESTRA_EMBEDDED_WORKER", None)
-    env |= {
-        "ORCHESTRA_DATA_DIR": str(tmp / "var"),
-        "ORCHESTRA_DEMO_LATENCY": "0.3",
-        "ORCHESTRA_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "PYTHONUNBUFFERED": "1",
-    }
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp / "up.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestra.cli", "up", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-    def serving():
-        if process.poll() is not None:
-            raise AssertionError(log_path.read_text())
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(serving, 90, "`orchestra up` to serve /healthz", every=0.1)
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", USERS],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        yield base
-    finally:
-        process.terminate()
-        process.wait(20)
-        log.close()
+    with embedded_server(
+        tmp, ORCHESTRA_DEMO_LATENCY="0.3", ORCHESTRA_ADMIN_PASSWORD=ADMIN_PASSWORD
+    ) as running:
+        running.manage("manage.py", "shell", "-c", USERS)
+        yield running.base
 
 
 @pytest.fixture(scope="module")
