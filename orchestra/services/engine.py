@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -794,13 +795,50 @@ def _requeue_lost_work(run: Run) -> int:
     return requeued
 
 
+# Queued work older than this is assumed lost (a broker restart, a killed worker's prefetched
+# messages) and queued again; every task re-checks state, so a duplicate does nothing.
+STALE_QUEUED_AFTER = timedelta(seconds=120)
+
+
 def sweep_active_runs() -> int:
-    """Call `dispatch_ready_steps` for every run that is past planning and not finished."""
+    """Periodic safety net: re-queue work that was queued long ago and never started, then
+    dispatch. Runs that are only waiting for a human are untouched. Returns the runs swept."""
     active = Run.objects.filter(
         status__in=[Run.Status.RUNNING, Run.Status.REVIEWING, Run.Status.AWAITING_APPROVAL]
     ).values_list("pk", flat=True)
+    stale_before = timezone.now() - STALE_QUEUED_AFTER
     count = 0
     for run_id in active:
+        with locked_run(run_id) as run:
+            requeued = _requeue_stale_work(run, stale_before)
+            if requeued:
+                emit(run, "run.requeued", data={"steps": requeued})
         dispatch_ready_steps(run_id)
         count += 1
     return count
+
+
+def _requeue_stale_work(run: Run, stale_before) -> list[str]:
+    """Queue again the steps whose queued task never ran. Caller holds the run lock."""
+    tasks = _tasks()
+    requeued = []
+    for step in run.steps.filter(status__in=Step.ACTIVE).exclude(status=Step.Status.RUNNING):
+        last_move = step.dispatched_at if step.status == Step.Status.READY else None
+        last_event = run.events.filter(step=step).order_by("-seq").values_list("at", flat=True)
+        last_move = last_move or last_event.first()
+        if last_move is None or last_move > stale_before:
+            continue
+        if step.status in (Step.Status.READY, Step.Status.REVISING):
+            step.task_id = queue.enqueue(tasks.execute_step_task, step.pk)
+            step.save(update_fields=["task_id"])
+        elif step.status == Step.Status.IN_REVIEW and step.reviewed_attempt < step.attempts:
+            queue.enqueue(tasks.review_step_task, step.pk)
+        elif (
+            step.status == Step.Status.AWAITING_APPROVAL
+            and not step.checkpoints.filter(status=Checkpoint.Status.PENDING).exists()
+        ):
+            queue.enqueue(tasks.resume_step_task, step.pk)
+        else:
+            continue
+        requeued.append(step.key)
+    return requeued

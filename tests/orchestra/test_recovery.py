@@ -44,3 +44,30 @@ def test_a_step_caught_mid_attempt_starts_a_new_attempt(demo, owner, settings):
     assert research.status == Step.Status.DONE
     assert research.attempts == 2
     assert Checkpoint.objects.filter(run=run, status="pending").count() == 1
+
+
+def test_the_sweep_requeues_work_whose_task_was_lost(demo, owner, approver, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orchestra.models import Event
+    from orchestra.services.engine import sweep_active_runs
+
+    run = start_run(owner, demo, "Lost in the broker")
+    checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    settings.ORCHESTRA_EMBEDDED_WORKER = ""  # the resume goes to a broker nobody reads
+    settings.CELERY_BROKER_URL = "memory://"
+    decide_checkpoint(approver, checkpoint, "approve")
+    settings.ORCHESTRA_EMBEDDED_WORKER = "sync"
+
+    sweep_active_runs()  # too recent to call lost
+    assert run.steps.get(key="verify").status == Step.Status.AWAITING_APPROVAL
+
+    Event.objects.filter(run=run).update(at=timezone.now() - timedelta(minutes=5))
+    sweep_active_runs()
+    assert run.events.get(kind="run.requeued").data == {"steps": ["verify"]}
+    deploy = Checkpoint.objects.get(run=run, status="pending")
+    assert deploy.kind == Checkpoint.Kind.DEPLOY
+    sweep_active_runs()  # waiting for a human: nothing to requeue
+    assert run.events.filter(kind="run.requeued").count() == 1
