@@ -32,6 +32,7 @@ format: install
 bench: install
 	$(BIN)/python bench/scheduling.py
 	$(BIN)/python bench/pages.py
+	$(BIN)/python bench/event_latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
