@@ -100,7 +100,13 @@ class AgentSession:
         turn_limit: int,
         output_tool: OutputTool | None = None,
         workspace=None,
+        on_final: Callable[[Run, "FinalOutput"], object] | None = None,
     ):
+        """`on_final(run, outcome)` runs inside the transaction that records the final reply
+        (the run is locked), so the caller's next transition costs no extra transaction; its
+        return value is kept in `final_result`."""
+        self.on_final = on_final
+        self.final_result: object = None
         self.agent_run = agent_run
         self.project = project
         self.step = step
@@ -113,10 +119,17 @@ class AgentSession:
 
     # --- the state machine ---------------------------------------------------------------
     def run(self) -> Outcome:
+        self._finalised = False
         while True:
             outcome = self.run_turn()
-            if not isinstance(outcome, RunAgain):
-                return outcome
+            if isinstance(outcome, RunAgain):
+                continue
+            if isinstance(outcome, FinalOutput) and self.on_final and not self._finalised:
+                # A final answer reached through the tool-call path (e.g. an output that was
+                # refused once): the hook still runs, in a transaction of its own.
+                with locked_run(self.agent_run.run_id) as run:
+                    self.final_result = self.on_final(run, outcome)
+            return outcome
 
     def run_turn(self) -> TurnOutcome:
         # A fresh attempt was claimed a moment ago under the run lock; later turns re-check.
@@ -129,9 +142,19 @@ class AgentSession:
         if self.agent_run.turns >= self.turn_limit:
             return Failed(f"turn limit of {self.turn_limit} reached without a final answer")
         try:
-            reply = self._call_model()  # also appends the reply to the conversation
+            reply, record = self._call_model()
         except ModelError as exc:
             return Failed(f"model call failed: {exc}")
+        final = self._plain_final(reply)
+        with locked_run(self.agent_run.run_id) as run:
+            record(run)  # the call, its usage, and the reply appended to the conversation
+            if final is not None:
+                if final.data is not None:
+                    self._write_output_call(run, reply.tool_calls[0], final.data)
+                if self.on_final is not None:
+                    self.final_result = self.on_final(run, final)
+                    self._finalised = True
+                return final
         if reply.tool_calls:
             ordinal = self._tool_calls_before_last()
             return self._handle_tool_calls(
@@ -199,28 +222,67 @@ class AgentSession:
             tools.append(self.output_tool.as_openai())
         return tools
 
-    def _call_model(self) -> ModelReply:
+    def _call_model(self) -> tuple[ModelReply, Callable[[Run], None]]:
+        """Ask the model. Returns the reply and the function that records it inside the
+        caller's `locked_run`; a failed call is recorded here, in its own transaction."""
         started_at = timezone.now()
         began = time.perf_counter()
         sent = len(self.messages)
-        model = self.agent_run.model
         try:
             reply = self.client.complete(
-                model=model,
+                model=self.agent_run.model,
                 messages=self.messages,
                 tools=self._tools_for_model(),
                 temperature=self.temperature,
             )
         except ModelError as exc:
-            self._record_model_call(started_at, began, sent, None, error=str(exc))
+            latency_ms = (time.perf_counter() - began) * 1000
+            with locked_run(self.agent_run.run_id) as run:
+                self._write_model_call(run, started_at, latency_ms, sent, None, error=str(exc))
             raise
-        self._record_model_call(started_at, began, sent, reply)
-        return reply
-
-    def _record_model_call(self, started_at, began, sent, reply: ModelReply | None, error=""):
-        """One transaction: the call, its usage on the attempt, step and run, the assistant
-        message appended to the stored conversation, and the `model.called` event."""
         latency_ms = (time.perf_counter() - began) * 1000
+
+        def record(run: Run) -> None:
+            self._write_model_call(run, started_at, latency_ms, sent, reply)
+
+        return reply, record
+
+    def _plain_final(self, reply: ModelReply) -> FinalOutput | None:
+        """The outcome when this reply ends the agent with no further checks: a text answer,
+        or the one output-tool call of an output tool without a `check`, valid as sent."""
+        if not reply.tool_calls:
+            if self.output_tool is None and (reply.content or "").strip():
+                return FinalOutput(reply.content or "")
+            return None
+        output = self.output_tool
+        if output is None or output.check is not None or len(reply.tool_calls) != 1:
+            return None
+        request = reply.tool_calls[0]
+        if request.name != output.name:
+            return None
+        arguments, errors = self._parse_arguments(request, output.parameters)
+        if errors:
+            return None
+        return FinalOutput(content=json.dumps(arguments), data=arguments)
+
+    def _write_output_call(self, run: Run, request: ToolRequest, arguments: dict) -> None:
+        ordinal = self._tool_calls_before_last()
+        self._write_call(
+            run,
+            self._idempotency_key(ordinal),
+            request,
+            None,
+            arguments,
+            ToolCall.Status.SUCCEEDED,
+            "accepted",
+            started_at=None,
+        )
+
+    def _write_model_call(
+        self, run: Run, started_at, latency_ms: float, sent: int, reply: ModelReply | None, error=""
+    ) -> None:
+        """Inside the caller's `locked_run`: the call, its usage on the attempt, step and run,
+        the assistant message appended to the stored conversation, the `model.called` event."""
         model = self.agent_run.model
         input_tokens = reply.input_tokens if reply else 0
         output_tokens = reply.output_tokens if reply else 0
@@ -228,51 +290,50 @@ class AgentSession:
         self.agent_run.turns += 1
         if reply is not None:
             self.agent_run.messages.append(reply.as_message())
-        with locked_run(self.agent_run.run_id) as run:
-            call = ModelCall.objects.create(
-                agent_run=self.agent_run,
-                run_id=run.pk,
-                model=model,
-                endpoint=self.client.endpoint,
-                message_count=sent,
-                response=reply.as_message() if reply else {},
-                tool_calls=[c.name for c in reply.tool_calls] if reply else [],
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                latency_ms=latency_ms,
-                cost_usd=cost,
-                error=error,
-                started_at=started_at,
-            )
-            usage = {
-                "input_tokens": F("input_tokens") + input_tokens,
-                "output_tokens": F("output_tokens") + output_tokens,
-                "cost_usd": F("cost_usd") + cost,
-            }
-            AgentRun.objects.filter(pk=self.agent_run.pk).update(
-                turns=self.agent_run.turns, messages=self.agent_run.messages, **usage
-            )
-            add_usage(run, input_tokens, output_tokens, cost)
-            if self.step is not None:
-                Step.objects.filter(pk=self.step.pk).update(**usage)
-            emit(
-                run,
-                "model.called",
-                step=self.step,
-                actor=self.agent_run.role,
-                data={
-                    "model_call": call.pk,
-                    "agent_run": self.agent_run.pk,
-                    "purpose": self.agent_run.purpose,
-                    "model": model,
-                    "input_tokens": input_tokens,
-                    "output_tokens": output_tokens,
-                    "cost_usd": str(cost),
-                    "latency_ms": round(latency_ms, 1),
-                    "tool_calls": call.tool_calls,
-                    "error": error,
-                },
-            )
+        call = ModelCall.objects.create(
+            agent_run=self.agent_run,
+            run_id=run.pk,
+            model=model,
+            endpoint=self.client.endpoint,
+            message_count=sent,
+            response=reply.as_message() if reply else {},
+            tool_calls=[c.name for c in reply.tool_calls] if reply else [],
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+            cost_usd=cost,
+            error=error,
+            started_at=started_at,
+        )
+        usage = {
+            "input_tokens": F("input_tokens") + input_tokens,
+            "output_tokens": F("output_tokens") + output_tokens,
+            "cost_usd": F("cost_usd") + cost,
+        }
+        AgentRun.objects.filter(pk=self.agent_run.pk).update(
+            turns=self.agent_run.turns, messages=self.agent_run.messages, **usage
+        )
+        add_usage(run, input_tokens, output_tokens, cost)
+        if self.step is not None:
+            Step.objects.filter(pk=self.step.pk).update(**usage)
+        emit(
+            run,
+            "model.called",
+            step=self.step,
+            actor=self.agent_run.role,
+            data={
+                "model_call": call.pk,
+                "agent_run": self.agent_run.pk,
+                "purpose": self.agent_run.purpose,
+                "model": model,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cost_usd": str(cost),
+                "latency_ms": round(latency_ms, 1),
+                "tool_calls": call.tool_calls,
+                "error": error,
+            },
+        )
 
     # --- tool calls ------------------------------------------------------------------------
     def _handle_tool_calls(
@@ -422,25 +483,42 @@ class AgentSession:
         started_at=None,
     ) -> None:
         """Record a finished tool call, emit `tool.called`, and hand the result to the model."""
-        now = timezone.now()
         with locked_run(self.agent_run.run_id) as run:
-            call = ToolCall.objects.create(
-                agent_run=self.agent_run,
-                run_id=run.pk,
-                step=self.step,
-                call_id=request.id,
-                tool=request.name,
-                arguments=arguments,
-                raw_arguments=request.arguments[:10_000],
-                risk=tool.risk.value if tool else "",
-                status=status,
-                result=result,
-                idempotency_key=key,
-                started_at=started_at or now,
-                finished_at=now,
+            self._write_call(
+                run, key, request, tool, arguments, status, result, started_at=started_at
             )
-            self._emit_tool_called(run, call)
-            self._answer(request, result)
+
+    def _write_call(
+        self,
+        run: Run,
+        key: str,
+        request: ToolRequest,
+        tool: Tool | None,
+        arguments: dict,
+        status: str,
+        result: str,
+        *,
+        started_at,
+    ) -> None:
+        """`_finish_call` inside the caller's `locked_run`."""
+        now = timezone.now()
+        call = ToolCall.objects.create(
+            agent_run=self.agent_run,
+            run_id=run.pk,
+            step=self.step,
+            call_id=request.id,
+            tool=request.name,
+            arguments=arguments,
+            raw_arguments=request.arguments[:10_000],
+            risk=tool.risk.value if tool else "",
+            status=status,
+            result=result,
+            idempotency_key=key,
+            started_at=started_at or now,
+            finished_at=now,
+        )
+        self._emit_tool_called(run, call)
+        self._answer(request, result)
 
     def _emit_tool_called(self, run: Run, call: ToolCall) -> None:
         emit(

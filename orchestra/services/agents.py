@@ -79,7 +79,11 @@ def new_agent_run(
 
 
 def session_for(
-    agent_run: AgentRun, *, step: Step | None, output_tool: OutputTool | None = None
+    agent_run: AgentRun,
+    *,
+    step: Step | None,
+    output_tool: OutputTool | None = None,
+    on_final=None,
 ) -> AgentSession:
     project = agent_run.run.project
     profile = getattr(agent_run, "profile", None) or profile_for(project, agent_run.role)
@@ -93,6 +97,7 @@ def session_for(
         turn_limit=profile.turn_limit,
         output_tool=output_tool,
         workspace=workspace_for(project),
+        on_final=on_final,
     )
 
 

@@ -430,7 +430,12 @@ def resume_step(step_id: int) -> None:
 
 
 def _drive_step(step: Step, agent_run: AgentRun) -> None:
-    outcome = session_for(agent_run, step=step).run()
+    session = session_for(
+        agent_run,
+        step=step,
+        on_final=lambda run, outcome: _hand_to_review(run, step, agent_run, outcome),
+    )
+    outcome = session.run()
     if isinstance(outcome, NeedsApproval):
         with locked_run(step.run_id) as run:
             _sync_run_status(run)
@@ -439,25 +444,33 @@ def _drive_step(step: Step, agent_run: AgentRun) -> None:
         _close_agent_run(agent_run, outcome)
         _step_attempt_failed(step, outcome)
         return
-    # One transaction hands the output to the review gate and claims the review.
-    with locked_run(step.run_id) as run:
-        _close_agent_run(agent_run, outcome)
-        step.refresh_from_db()
-        if run.is_terminal or step.status != Step.Status.RUNNING:
-            return
-        step.output = outcome.content
-        step.status = Step.Status.IN_REVIEW
-        emit(
-            run,
-            "step.output",
-            step=step,
-            actor=step.agent_role,
-            data={"chars": len(step.output)},
-        )
-        reviewer = _claim_review(run, step, extra_fields=["output", "status"])
-        _sync_run_status(run)
+    reviewer = session.final_result
     if reviewer is not None:
         _run_review(step, reviewer)
+
+
+def _hand_to_review(
+    run: Run, step: Step, agent_run: AgentRun, outcome: FinalOutput
+) -> AgentRun | None:
+    """The step's final output goes to the review gate, and the review is claimed, in the
+    transaction that recorded the final reply (the run is locked). Returns the reviewer's
+    attempt, or None when the step moved on meanwhile (cancelled)."""
+    _close_agent_run(agent_run, outcome)
+    step.refresh_from_db()
+    if run.is_terminal or step.status != Step.Status.RUNNING:
+        return None
+    step.output = outcome.content
+    step.status = Step.Status.IN_REVIEW
+    emit(
+        run,
+        "step.output",
+        step=step,
+        actor=step.agent_role,
+        data={"chars": len(step.output)},
+    )
+    reviewer = _claim_review(run, step, extra_fields=["output", "status"])
+    _sync_run_status(run)
+    return reviewer
 
 
 def _step_attempt_failed(step: Step, outcome: Failed) -> None:
@@ -550,16 +563,30 @@ def _run_review(step: Step, agent_run: AgentRun) -> None:
         description="Submit the review verdict for this step's output.",
         parameters=VERDICT_SCHEMA,
     )
-    outcome = session_for(agent_run, step=step, output_tool=output).run()
-    if isinstance(outcome, Failed) and outcome.cancelled:
+
+    def on_verdict(run: Run, outcome: FinalOutput) -> bool:
+        _close_agent_run(agent_run, outcome)
+        data = outcome.data or {}
+        return _apply_verdict_locked(
+            run, step.pk, data["verdict"], data.get("feedback", ""), actor="reviewer"
+        )
+
+    session = session_for(agent_run, step=step, output_tool=output, on_final=on_verdict)
+    outcome = session.run()
+    if isinstance(outcome, FinalOutput):
+        if session.final_result:  # every step is done: the report is due
+            report_run(step.run_id)
+        return
+    if outcome.cancelled:
         _close_agent_run(agent_run, outcome)
         return
-    if isinstance(outcome, FinalOutput) and outcome.data:
-        verdict, feedback = outcome.data["verdict"], outcome.data.get("feedback", "")
-    else:
-        error = outcome.error if isinstance(outcome, Failed) else "no verdict"
-        verdict, feedback = "escalate", f"The reviewer could not decide: {error}"
-    apply_verdict(step.pk, verdict, feedback, reviewer=(agent_run, outcome), run_id=step.run_id)
+    apply_verdict(
+        step.pk,
+        "escalate",
+        f"The reviewer could not decide: {outcome.error}",
+        reviewer=(agent_run, outcome),
+        run_id=step.run_id,
+    )
 
 
 def apply_verdict(
@@ -571,65 +598,74 @@ def apply_verdict(
     reviewer: tuple[AgentRun, Outcome] | None = None,
     run_id: int | None = None,
 ) -> None:
-    """Act on a verdict in one transaction; a pass dispatches the step's successors in that
-    same transaction, so they start the moment their last dependency is done."""
+    """Act on a verdict in its own transaction (see `_apply_verdict_locked`)."""
     report = False
     with _locked_run_of_step(step_id, run_id) as run:
         if run is None:
             return
         if reviewer is not None:
             _close_agent_run(*reviewer)
-        step = Step.objects.get(pk=step_id)
-        if run.is_terminal or step.status != Step.Status.IN_REVIEW:
-            return
-        emit(
-            run,
-            "review.verdict",
-            step=step,
-            actor=actor,
-            data={"verdict": verdict, "feedback": feedback, "attempt": step.attempts},
-        )
-        if verdict == "revise" and step.revisions >= run.project.max_revisions:
-            verdict = "escalate"
-            feedback = (
-                f"Still not accepted after {step.revisions} revision rounds. "
-                f"Last feedback: {feedback}"
-            )
-        if verdict == "pass":
-            _complete_step(run, step)
-            report = _dispatch_locked(run)
-        elif verdict == "revise":
-            step.revisions += 1
-            step.feedback = feedback
-            step.status = Step.Status.REVISING
-            step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
-            step.save(update_fields=["revisions", "feedback", "status", "task_id"])
-            emit(run, "step.revising", step=step, data={"round": step.revisions})
-            _sync_run_status(run)
-        else:
-            checkpoint = Checkpoint.objects.create(
-                run=run,
-                step=step,
-                kind=Checkpoint.Kind.ESCALATION,
-                shown={
-                    "step": step.key,
-                    "title": step.title,
-                    "brief": step.brief,
-                    "output": step.output,
-                    "reason": feedback,
-                },
-            )
-            step.status = Step.Status.AWAITING_APPROVAL
-            step.save(update_fields=["status"])
-            emit(
-                run,
-                "approval.requested",
-                step=step,
-                data={"checkpoint": checkpoint.pk, "kind": Checkpoint.Kind.ESCALATION},
-            )
-            _sync_run_status(run)
+        report = _apply_verdict_locked(run, step_id, verdict, feedback, actor=actor)
     if report:
         report_run(run.pk)
+
+
+def _apply_verdict_locked(
+    run: Run, step_id: int, verdict: str, feedback: str, *, actor: str
+) -> bool:
+    """Pass completes the step and dispatches its successors in this same transaction, so
+    they start the moment their last dependency is done; revise re-runs it (bounded); past the
+    bound, or on escalate, a human decides. Caller holds the run lock. Returns True when the
+    report is due."""
+    step = Step.objects.get(pk=step_id)
+    if run.is_terminal or step.status != Step.Status.IN_REVIEW:
+        return False
+    emit(
+        run,
+        "review.verdict",
+        step=step,
+        actor=actor,
+        data={"verdict": verdict, "feedback": feedback, "attempt": step.attempts},
+    )
+    if verdict == "revise" and step.revisions >= run.project.max_revisions:
+        verdict = "escalate"
+        feedback = (
+            f"Still not accepted after {step.revisions} revision rounds. Last feedback: {feedback}"
+        )
+    if verdict == "pass":
+        _complete_step(run, step)
+        return _dispatch_locked(run)
+    if verdict == "revise":
+        step.revisions += 1
+        step.feedback = feedback
+        step.status = Step.Status.REVISING
+        step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+        step.save(update_fields=["revisions", "feedback", "status", "task_id"])
+        emit(run, "step.revising", step=step, data={"round": step.revisions})
+        _sync_run_status(run)
+        return False
+    checkpoint = Checkpoint.objects.create(
+        run=run,
+        step=step,
+        kind=Checkpoint.Kind.ESCALATION,
+        shown={
+            "step": step.key,
+            "title": step.title,
+            "brief": step.brief,
+            "output": step.output,
+            "reason": feedback,
+        },
+    )
+    step.status = Step.Status.AWAITING_APPROVAL
+    step.save(update_fields=["status"])
+    emit(
+        run,
+        "approval.requested",
+        step=step,
+        data={"checkpoint": checkpoint.pk, "kind": Checkpoint.Kind.ESCALATION},
+    )
+    _sync_run_status(run)
+    return False
 
 
 def _complete_step(run: Run, step: Step) -> None:

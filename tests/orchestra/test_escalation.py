@@ -66,3 +66,20 @@ def test_revision_rounds_are_bounded_then_a_human_sends_it_back(demo, owner, app
     )
     run.refresh_from_db()
     assert run.status != Run.Status.FAILED
+
+
+def test_a_verdict_refused_once_then_given_still_moves_the_step_on(demo, owner):
+    def answer(messages, tools):
+        if "submit_verdict" not in tools:
+            return None
+        if not any(m["role"] == "tool" for m in messages):
+            return tool_reply(call("submit_verdict", {"verdict": "maybe", "feedback": "hm"}))
+        return tool_reply(call("submit_verdict", {"verdict": "pass", "feedback": "ok"}, "c2"))
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Refused verdicts")
+    research = run.steps.get(key="research")
+    assert research.status == Step.Status.DONE
+    verdicts = research.tool_calls.filter(tool="submit_verdict").order_by("pk")
+    assert [v.status for v in verdicts][:2] == ["invalid", "succeeded"]
+    assert run.steps.get(key="implement").status != Step.Status.PENDING
