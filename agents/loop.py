@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
 from agents.models import AgentRun, ModelCall, ToolCall
-from agents.tools import Tool, ToolContext, ToolError, write_diff
+from agents.tools import Tool, ToolContext, ToolError, schema_errors, write_diff
 from approvals.models import Checkpoint
 from approvals.policies import checkpoint_kind_for
 from orchestra.models import Project, Run, Step
@@ -100,7 +100,7 @@ class AgentSession:
         turn_limit: int,
         output_tool: OutputTool | None = None,
         workspace=None,
-        on_final: Callable[[Run, "FinalOutput"], object] | None = None,
+        on_final: Callable[[Run, FinalOutput], object] | None = None,
     ):
         """`on_final(run, outcome)` runs inside the transaction that records the final reply
         (the run is locked), so the caller's next transition costs no extra transaction; its
@@ -405,22 +405,15 @@ class AgentSession:
         self._execute(key, request, tool, arguments)
         return None
 
-    def _parse_arguments(self, request: ToolRequest, schema_owner) -> tuple[dict, list[str]]:
+    def _parse_arguments(self, request: ToolRequest, schema: dict) -> tuple[dict, list[str]]:
+        """The call's arguments as an object, and every reason they do not fit `schema`."""
         try:
             arguments = json.loads(request.arguments or "{}")
         except json.JSONDecodeError as exc:
             return {}, [f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"]
         if not isinstance(arguments, dict):
             return {}, ["arguments must be a JSON object"]
-        if isinstance(schema_owner, dict):
-            from jsonschema import Draft202012Validator
-
-            errors = [
-                f"{'/'.join(str(p) for p in e.absolute_path) or 'arguments'}: {e.message}"
-                for e in Draft202012Validator(schema_owner).iter_errors(arguments)
-            ]
-            return arguments, errors
-        return arguments, []
+        return arguments, schema_errors(schema, arguments)
 
     def _handle_output(self, key: str, request: ToolRequest) -> Outcome | None:
         assert self.output_tool is not None
@@ -502,7 +495,25 @@ class AgentSession:
     ) -> None:
         """`_finish_call` inside the caller's `locked_run`."""
         now = timezone.now()
-        call = ToolCall.objects.create(
+        call = self._new_tool_call(
+            run, key, request, tool, arguments, status, result, started_at or now, now
+        )
+        self._emit_tool_called(run, call)
+        self._answer(request, result)
+
+    def _new_tool_call(
+        self,
+        run: Run,
+        key: str,
+        request: ToolRequest,
+        tool: Tool | None,
+        arguments: dict,
+        status: str,
+        result: str,
+        started_at,
+        finished_at,
+    ) -> ToolCall:
+        return ToolCall.objects.create(
             agent_run=self.agent_run,
             run_id=run.pk,
             step=self.step,
@@ -514,11 +525,9 @@ class AgentSession:
             status=status,
             result=result,
             idempotency_key=key,
-            started_at=started_at or now,
-            finished_at=now,
+            started_at=started_at,
+            finished_at=finished_at,
         )
-        self._emit_tool_called(run, call)
-        self._answer(request, result)
 
     def _emit_tool_called(self, run: Run, call: ToolCall) -> None:
         emit(
@@ -553,18 +562,16 @@ class AgentSession:
             if run.is_terminal:
                 # Cancelled while the model was answering: no checkpoint for a dead run.
                 return Failed("the run was stopped", cancelled=True)
-            call = ToolCall.objects.create(
-                agent_run=self.agent_run,
-                run_id=run.pk,
-                step=self.step,
-                call_id=request.id,
-                tool=tool.name,
-                arguments=arguments,
-                raw_arguments=request.arguments[:10_000],
-                risk=tool.risk.value,
-                status=ToolCall.Status.AWAITING_APPROVAL,
-                idempotency_key=key,
-                started_at=timezone.now(),
+            call = self._new_tool_call(
+                run,
+                key,
+                request,
+                tool,
+                arguments,
+                ToolCall.Status.AWAITING_APPROVAL,
+                "",
+                timezone.now(),
+                None,
             )
             checkpoint = Checkpoint.objects.create(
                 run=run,

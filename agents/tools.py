@@ -35,6 +35,15 @@ class ToolError(Exception):
     """A tool refused or failed; the message goes back to the model as the tool's result."""
 
 
+def schema_errors(schema: dict, value: object, root: str = "arguments") -> list[str]:
+    """Every way `value` breaks the JSON `schema`, as "path: reason" sentences in path order."""
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(value)
+    return [
+        f"{'/'.join(str(p) for p in error.absolute_path) or root}: {error.message}"
+        for error in sorted(errors, key=lambda e: ([str(p) for p in e.absolute_path], e.message))
+    ]
+
+
 @dataclass(frozen=True)
 class ToolContext:
     workspace: Path
@@ -53,11 +62,7 @@ class Tool:
 
     def schema_errors(self, arguments: object) -> list[str]:
         """Every way `arguments` breaks this tool's schema, as readable sentences."""
-        validator = jsonschema.Draft202012Validator(self.parameters)
-        return [
-            f"{'/'.join(str(p) for p in error.absolute_path) or 'arguments'}: {error.message}"
-            for error in sorted(validator.iter_errors(arguments), key=str)
-        ]
+        return schema_errors(self.parameters, arguments)
 
     def as_openai(self) -> dict:
         return {

@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.databases import create_database  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,13 +34,7 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/6")
     args = parser.parse_args()
 
-    import psycopg
-
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    db_name = args.database.rsplit("/", 1)[1]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db_name}"')
+    create_database(args.database, fresh=True)
 
     import tempfile
 

@@ -21,10 +21,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.databases import create_database  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orchestra_pages"
 RUNS = 10_000
@@ -42,17 +43,6 @@ EVENT_KINDS = [
     "step.completed",
     "step.dispatched",
 ]
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    name = urlsplit(url).path.lstrip("/")
-    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def setup_django(url: str) -> None:
@@ -366,7 +356,7 @@ def main() -> int:
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         parser.error("--database-url must be a PostgreSQL URL")
 
-    ensure_database(args.database_url)
+    create_database(args.database_url, fresh=False)  # seeded once, reused; --reseed flushes
     setup_django(args.database_url)
     from django.db import connection
 

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.databases import create_database  # noqa: E402
 from tests.llm_server import ScriptedLLMServer, reply  # noqa: E402
 
 
@@ -221,13 +222,7 @@ def main() -> None:
 
     import tempfile
 
-    import psycopg
-
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    db_name = args.database.rsplit("/", 1)[1]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db_name}"')
+    create_database(args.database, fresh=True)
     import redis
 
     redis.Redis.from_url(args.redis).flushdb()

@@ -117,11 +117,10 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self._arm_settle()
 
     async def run_event(self, message: dict) -> None:
-        """Live events from the group (one, or the batch one transaction committed): drop
-        duplicates, fill gaps from the DB, forward."""
-        batch = message["events"] if "events" in message else [message["event"]]
+        """Live events from the group (those one transaction committed): drop duplicates,
+        fill gaps from the DB, forward."""
         async with self._lock:
-            for event in batch:
+            for event in message["events"]:
                 seq = event["seq"]
                 if seq > self.last_seq:
                     if seq > self.last_seq + 1:

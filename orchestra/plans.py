@@ -8,7 +8,7 @@ engine orders them (earlier in the plan first) and records the ordering it added
 
 from dataclasses import dataclass, field
 
-import jsonschema
+from agents.tools import schema_errors
 
 STEP_KEY_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -79,13 +79,9 @@ class PlanCheck:
 def check_plan(plan: object, *, known_agents: set[str], max_steps: int) -> PlanCheck:
     """Every reason `plan` cannot run, and the orderings needed to keep claims apart."""
     result = PlanCheck()
-    validator = jsonschema.Draft202012Validator(PLAN_SCHEMA)
-    schema_errors = sorted(validator.iter_errors(plan), key=lambda e: list(e.absolute_path))
-    if schema_errors:
-        result.errors = [
-            f"{'/'.join(str(p) for p in e.absolute_path) or 'plan'}: {e.message}"
-            for e in schema_errors[:20]
-        ]
+    shape_errors = schema_errors(PLAN_SCHEMA, plan, root="plan")
+    if shape_errors:
+        result.errors = shape_errors[:20]
         return result
     steps = plan["steps"]
     if len(steps) > max_steps:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from agents.llm import client_for, model_for, uses_demo_model
+from agents.llm import client_for, model_for
 from agents.loop import AgentSession, OutputTool
 from agents.models import AgentProfile, AgentRun
 from agents.tools import toolset_for
@@ -99,7 +99,3 @@ def session_for(
         workspace=workspace_for(project),
         on_final=on_final,
     )
-
-
-def demo_in_use() -> bool:
-    return uses_demo_model()

@@ -18,8 +18,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
+from agents.llm import uses_demo_model
 from agents.loop import Failed, FinalOutput, NeedsApproval, Outcome, OutputTool
 from agents.models import AgentProfile, AgentRun
 from approvals.models import Checkpoint
@@ -28,7 +30,6 @@ from orchestra.models import Plan, Project, Run, Step, Task
 from orchestra.plans import PLAN_SCHEMA, check_plan
 from orchestra.services.agents import (
     UnknownAgent,
-    demo_in_use,
     known_roles,
     new_agent_run,
     session_for,
@@ -87,7 +88,7 @@ def start_run(user, project: Project, title: str, description: str = "") -> Run:
             description=description,
             created_by=user if user and user.is_authenticated else None,
         )
-        created = Run.objects.create(task=task, project=project, uses_demo_model=demo_in_use())
+        created = Run.objects.create(task=task, project=project, uses_demo_model=uses_demo_model())
     with locked_run(created.pk) as run:
         emit(
             run,
@@ -812,23 +813,37 @@ def _requeue_lost_work(run: Run) -> int:
         return 1
     requeued = 0
     for step in run.steps.filter(status__in=Step.ACTIVE):
-        if step.status == Step.Status.RUNNING:
+        if step.status == Step.Status.RUNNING:  # caught mid-attempt: a new attempt
             step.status = Step.Status.READY
             step.save(update_fields=["status"])
-        if step.status in (Step.Status.READY, Step.Status.REVISING):
-            step.task_id = queue.enqueue(tasks.execute_step_task, step.pk)
-            step.save(update_fields=["task_id"])
-        elif step.status == Step.Status.IN_REVIEW:
+        elif step.status == Step.Status.IN_REVIEW:  # a review taken but maybe never finished
             step.reviewed_attempt = step.attempts - 1
             step.save(update_fields=["reviewed_attempt"])
-            queue.enqueue(tasks.review_step_task, step.pk)
-        elif step.checkpoints.filter(status=Checkpoint.Status.PENDING).exists():
-            continue  # waiting for a human: nothing was lost
-        else:
-            queue.enqueue(tasks.resume_step_task, step.pk)
-        requeued += 1
+        if _requeue_step(step):
+            requeued += 1
     queue.enqueue(tasks.dispatch_task, run.pk)
     return requeued
+
+
+def _requeue_step(step: Step) -> bool:
+    """Queue again the task a dispatched step waits for: its attempt, its review, or its
+    resume after a decided checkpoint. False when it waits for nothing a task does (it is
+    running, its review is taken, or a human has not decided). Caller holds the run lock."""
+    tasks = _tasks()
+    if step.status in (Step.Status.READY, Step.Status.REVISING):
+        step.task_id = queue.enqueue(tasks.execute_step_task, step.pk)
+        step.save(update_fields=["task_id"])
+        return True
+    if step.status == Step.Status.IN_REVIEW and step.reviewed_attempt < step.attempts:
+        queue.enqueue(tasks.review_step_task, step.pk)
+        return True
+    if (
+        step.status == Step.Status.AWAITING_APPROVAL
+        and not step.checkpoints.filter(status=Checkpoint.Status.PENDING).exists()
+    ):
+        queue.enqueue(tasks.resume_step_task, step.pk)
+        return True
+    return False
 
 
 # Queued work older than this is assumed lost (a broker restart, a killed worker's prefetched
@@ -856,25 +871,14 @@ def sweep_active_runs() -> int:
 
 def _requeue_stale_work(run: Run, stale_before) -> list[str]:
     """Queue again the steps whose queued task never ran. Caller holds the run lock."""
-    tasks = _tasks()
+    steps = (
+        run.steps.filter(status__in=Step.ACTIVE)
+        .exclude(status=Step.Status.RUNNING)
+        .annotate(last_event_at=Max("event__at"))
+    )
     requeued = []
-    for step in run.steps.filter(status__in=Step.ACTIVE).exclude(status=Step.Status.RUNNING):
-        last_move = step.dispatched_at if step.status == Step.Status.READY else None
-        last_event = run.events.filter(step=step).order_by("-seq").values_list("at", flat=True)
-        last_move = last_move or last_event.first()
-        if last_move is None or last_move > stale_before:
-            continue
-        if step.status in (Step.Status.READY, Step.Status.REVISING):
-            step.task_id = queue.enqueue(tasks.execute_step_task, step.pk)
-            step.save(update_fields=["task_id"])
-        elif step.status == Step.Status.IN_REVIEW and step.reviewed_attempt < step.attempts:
-            queue.enqueue(tasks.review_step_task, step.pk)
-        elif (
-            step.status == Step.Status.AWAITING_APPROVAL
-            and not step.checkpoints.filter(status=Checkpoint.Status.PENDING).exists()
-        ):
-            queue.enqueue(tasks.resume_step_task, step.pk)
-        else:
-            continue
-        requeued.append(step.key)
+    for step in steps:
+        last_move = step.dispatched_at if step.status == Step.Status.READY else step.last_event_at
+        if last_move is not None and last_move <= stale_before and _requeue_step(step):
+            requeued.append(step.key)
     return requeued

@@ -1,9 +1,9 @@
 """The append-only event log and its live broadcast.
 
-Every engine transaction starts by locking its run row (`lock_run`), so events of one run
-are numbered and committed strictly in `seq` order: a reader that sees seq N committed has
-every event before it. Broadcasts go out after commit and carry the whole event; consumers
-re-read any gap from the database, so a dropped message never loses an event.
+Every engine transaction is a `locked_run` block, which locks the run row first, so events
+of one run are numbered and committed strictly in `seq` order: a reader that sees seq N
+committed has every event before it. Broadcasts go out after commit and carry the whole
+events; consumers re-read any gap from the database, so a dropped message never loses one.
 """
 
 import asyncio
@@ -37,21 +37,19 @@ def run_group(run_id: int) -> str:
     return f"run.{run_id}"
 
 
-def lock_run(run_id: int) -> Run:
-    """Lock and return the run row. Call inside `transaction.atomic()`; every engine
-    transaction takes this lock first, which orders all state changes of one run."""
-    return (
-        Run.objects.select_for_update(of=("self",)).select_related("project", "task").get(pk=run_id)
-    )
-
-
 @contextmanager
 def locked_run(run_id: int) -> Iterator[Run]:
-    """An engine transaction: lock the run row, yield it, and write the events and usage it
-    gathered in one go at the end (one INSERT, one UPDATE), still inside the transaction.
-    Broadcasts go out after commit, in seq order. An exception rolls everything back."""
+    """An engine transaction: lock the run row (SELECT ... FOR UPDATE; every engine transaction
+    takes this lock first, which orders all state changes of one run), yield it, and write
+    the events and usage it gathered in one go at the end (one INSERT, one UPDATE), still
+    inside the transaction. Broadcasts go out after commit, in seq order. An exception rolls
+    everything back."""
     with transaction.atomic():
-        run = lock_run(run_id)
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("project", "task")
+            .get(pk=run_id)
+        )
         run._pending_events = []
         run._pending_usage = [0, 0, Decimal("0")]
         run._locked_state = (run.status, run.phase)
@@ -78,22 +76,15 @@ def _flush(run: Run) -> None:
     )
     if events:
         payloads = [event.as_json() for event in events]
-        transaction.on_commit(lambda: broadcast_batch(run.pk, payloads))
+        transaction.on_commit(lambda: broadcast(run.pk, payloads))
 
 
 def add_usage(run: Run, input_tokens: int, output_tokens: int, cost: Decimal) -> None:
-    """Add a model call's usage to the run's totals (at flush time inside `locked_run`)."""
-    pending = getattr(run, "_pending_usage", None)
-    if pending is not None:
-        pending[0] += input_tokens
-        pending[1] += output_tokens
-        pending[2] += cost
-        return
-    Run.objects.filter(pk=run.pk).update(
-        input_tokens=F("input_tokens") + input_tokens,
-        output_tokens=F("output_tokens") + output_tokens,
-        cost_usd=F("cost_usd") + cost,
-    )
+    """Add a model call's usage to the run's totals, written when `locked_run` ends."""
+    pending = run._pending_usage
+    pending[0] += input_tokens
+    pending[1] += output_tokens
+    pending[2] += cost
 
 
 def emit(
@@ -104,8 +95,8 @@ def emit(
     actor: str = "engine",
     data: dict | None = None,
 ) -> Event:
-    """Append an event to `run`, which must be locked (`locked_run` or `lock_run`), and
-    broadcast it after commit."""
+    """Append an event to `run`, which must come from `locked_run`: the event is written when
+    the block ends and broadcast after commit."""
     run.event_seq += 1
     event = Event(
         run=run,
@@ -116,28 +107,14 @@ def emit(
         data=data or {},
         at=timezone.now(),
     )
-    pending = getattr(run, "_pending_events", None)
-    if pending is not None:
-        pending.append(event)
-        return event
-    Run.objects.filter(pk=run.pk).update(event_seq=run.event_seq)
-    event.save()
-    payload = event.as_json()
-    transaction.on_commit(lambda: broadcast(run.pk, payload))
+    run._pending_events.append(event)
     return event
 
 
-def broadcast(run_id: int, payload: dict) -> None:
-    """Send one committed event to the run's WebSocket group; never raises, never blocks."""
-    _send(run_id, {"type": "run.event", "event": payload})
-
-
-def broadcast_batch(run_id: int, payloads: list[dict]) -> None:
-    """Send the events one transaction committed as one group message, in seq order."""
-    _send(run_id, {"type": "run.event", "events": payloads})
-
-
-def _send(run_id: int, message: dict) -> None:
+def broadcast(run_id: int, payloads: list[dict]) -> None:
+    """Send the events one transaction committed to the run's WebSocket group as one
+    message, in seq order; never raises, never blocks."""
+    message = {"type": "run.event", "events": payloads}
     layer = get_channel_layer()
     if layer is None:
         return

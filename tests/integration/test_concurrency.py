@@ -72,16 +72,14 @@ def test_a_step_is_claimed_once_when_two_workers_race(demo, owner, settings):
 
 
 def test_concurrent_events_get_distinct_consecutive_seqs(demo, owner):
-    from django.db import transaction
-
-    from orchestra.services.events import emit, lock_run
+    from orchestra.services.events import emit, locked_run
 
     run = Run.objects.create(task=demo.tasks.create(title="t"), project=demo)
 
     def many():
         for _ in range(25):
-            with transaction.atomic():
-                emit(lock_run(run.pk), "test.tick")
+            with locked_run(run.pk) as locked:
+                emit(locked, "test.tick")
 
     race(many, many, many, many)
     seqs = list(run.events.order_by("seq").values_list("seq", flat=True))

@@ -16,14 +16,14 @@ from unittest import mock
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.test import Client
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
 from orchestra.models import ApiToken, Event, Run, Task
 from orchestra.services import events
-from orchestra.services.events import emit, lock_run
+from orchestra.services.events import emit, locked_run
 
 from .conftest import start_web
 
@@ -71,14 +71,13 @@ def run(demo, owner) -> Run:
 def emit_events(run_id: int, count: int, kind: str = "test.live") -> None:
     """`count` engine-style transactions: lock the run, emit, broadcast after commit."""
     for i in range(count):
-        with transaction.atomic():
-            emit(lock_run(run_id), kind, data={"i": i})
+        with locked_run(run_id) as run:
+            emit(run, kind, data={"i": i})
 
 
 def store_events(run_id: int, count: int) -> None:
     """Stored history nobody listened to: one transaction, no broadcasts."""
-    with mock.patch.object(events, "broadcast"), transaction.atomic():
-        run = lock_run(run_id)
+    with mock.patch.object(events, "broadcast"), locked_run(run_id) as run:
         for i in range(count):
             emit(run, "test.stored", data={"i": i})
 

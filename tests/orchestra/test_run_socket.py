@@ -14,7 +14,6 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import transaction
 from django.test import Client
 
 from orchestra import consumers
@@ -22,7 +21,7 @@ from orchestra.asgi import application
 from orchestra.consumers import BATCH, RunConsumer
 from orchestra.models import ApiToken, Event, Run, Task
 from orchestra.services import events
-from orchestra.services.events import broadcast, emit, lock_run
+from orchestra.services.events import broadcast, emit, locked_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,14 +48,14 @@ def emit_events(run_id: int, count: int, kind: str = "test.kind") -> None:
     """Emit `count` events, one engine-style transaction each (locked run, broadcast after
     commit)."""
     for i in range(count):
-        with transaction.atomic():
-            emit(lock_run(run_id), kind, data={"i": i})
+        with locked_run(run_id) as run:
+            emit(run, kind, data={"i": i})
 
 
 def emit_unbroadcast(run_id: int) -> None:
     """Store an event whose broadcast is lost, as if the channel layer had dropped it."""
-    with mock.patch.object(events, "broadcast"), transaction.atomic():
-        emit(lock_run(run_id), "test.dropped")
+    with mock.patch.object(events, "broadcast"), locked_run(run_id) as run:
+        emit(run, "test.dropped")
 
 
 aemit = database_sync_to_async(emit_events)
@@ -114,7 +113,7 @@ def test_replay_after_seq_then_live_without_gap_or_duplicate(run, viewer):
             await aemit(run.pk, 3)
             live = await receive_seqs(comm, 3)
             # A duplicate broadcast of something already sent is dropped.
-            await database_sync_to_async(broadcast)(run.pk, live[-1])
+            await database_sync_to_async(broadcast)(run.pk, [live[-1]])
             await aemit(run.pk, 1)
             [last] = await receive_seqs(comm, 1)
             await comm.receive_nothing(timeout=0.2)
@@ -314,8 +313,6 @@ def test_invalid_after_is_refused_with_4400(run, owner, after):
 
 
 def emit_in_one_transaction(run_id: int, count: int) -> None:
-    from orchestra.services.events import locked_run
-
     with locked_run(run_id) as run:
         for i in range(count):
             emit(run, "test.batched", data={"i": i})
@@ -325,15 +322,15 @@ def test_events_of_one_transaction_arrive_as_one_batch_in_order(run, viewer):
     emit_events(run.pk, 1)
     comm = communicator(run.pk, "after=1", [session_cookie(viewer)])
     sent = []
-    real = events._send
+    real = events.broadcast
 
-    def spy(run_id, message):
-        sent.append(message)
-        real(run_id, message)
+    def spy(run_id, payloads):
+        sent.append({"events": payloads})
+        real(run_id, payloads)
 
     async def body():
         await open_socket(comm)
-        with mock.patch.object(events, "_send", spy):
+        with mock.patch.object(events, "broadcast", spy):
             await database_sync_to_async(emit_in_one_transaction)(run.pk, 4)
         received = await receive_seqs(comm, 4)
         assert [e["seq"] for e in received] == [2, 3, 4, 5]
