@@ -267,15 +267,14 @@ class AgentSession:
 
     def _write_output_call(self, run: Run, request: ToolRequest, arguments: dict) -> None:
         ordinal = self._tool_calls_before_last()
-        self._write_call(
-            run,
+        self._finish_call(
             self._idempotency_key(ordinal),
             request,
             None,
             arguments,
             ToolCall.Status.SUCCEEDED,
             "accepted",
-            started_at=None,
+            run=run,
         )
 
     def _write_model_call(
@@ -474,26 +473,16 @@ class AgentSession:
         result: str,
         *,
         started_at=None,
+        run: Run | None = None,
     ) -> None:
-        """Record a finished tool call, emit `tool.called`, and hand the result to the model."""
-        with locked_run(self.agent_run.run_id) as run:
-            self._write_call(
-                run, key, request, tool, arguments, status, result, started_at=started_at
-            )
-
-    def _write_call(
-        self,
-        run: Run,
-        key: str,
-        request: ToolRequest,
-        tool: Tool | None,
-        arguments: dict,
-        status: str,
-        result: str,
-        *,
-        started_at,
-    ) -> None:
-        """`_finish_call` inside the caller's `locked_run`."""
+        """Record a finished tool call, emit `tool.called`, and hand the result to the model:
+        inside the caller's `locked_run` when `run` is given, else in a transaction of its own."""
+        if run is None:
+            with locked_run(self.agent_run.run_id) as locked:
+                self._finish_call(
+                    key, request, tool, arguments, status, result, started_at=started_at, run=locked
+                )
+            return
         now = timezone.now()
         call = self._new_tool_call(
             run, key, request, tool, arguments, status, result, started_at or now, now
