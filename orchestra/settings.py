@@ -203,10 +203,12 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 ORCHESTRA_MODEL = env_str("ORCHESTRA_MODEL", "gpt-4o-mini")
 # Per-role overrides come from ORCHESTRA_MODEL_<ROLE> (e.g. ORCHESTRA_MODEL_CODER).
+# The model client's own knobs share the prefix and are not roles.
+_MODEL_KNOBS = {"ORCHESTRA_MODEL_TIMEOUT", "ORCHESTRA_MODEL_MAX_RETRIES", "ORCHESTRA_MODEL_STREAM"}
 ORCHESTRA_MODEL_OVERRIDES = {
     key.removeprefix("ORCHESTRA_MODEL_").lower(): value
     for key, value in os.environ.items()
-    if key.startswith("ORCHESTRA_MODEL_") and value
+    if key.startswith("ORCHESTRA_MODEL_") and key not in _MODEL_KNOBS and value
 }
 ORCHESTRA_USE_DEMO_MODEL = env_bool(
     "ORCHESTRA_USE_DEMO_MODEL", not (OPENAI_BASE_URL or OPENAI_API_KEY)
