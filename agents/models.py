@@ -102,6 +102,11 @@ class ModelCall(models.Model):
 class ToolCall(models.Model):
     class Status(models.TextChoices):
         AWAITING_APPROVAL = "awaiting_approval"
+        # An exec or deploy call committed before its side effect starts: found on resume,
+        # it means a worker stopped mid-call, and the call is not run a second time.
+        RUNNING = "running"
+        DENIED = "denied"
+        RESPONDED = "responded"
         REJECTED = "rejected"
         REFUSED = "refused"
         INVALID = "invalid"

@@ -27,6 +27,18 @@ class Project(models.Model):
     requires_plan_approval = models.BooleanField(default=False)
     # Risk levels whose tool calls stop for a human; the default gates exec and deploy.
     gated_risks = models.JSONField(default=list, blank=True)
+    # The git repository the agents work in: empty means a fresh one under the data folder;
+    # otherwise an existing local path or a clone URL, cloned once.
+    repository = models.CharField(max_length=500, blank=True)
+    test_command = models.CharField(max_length=500, blank=True)
+    # Run from the integrated tree of the run branch; empty means the built-in release copy.
+    deploy_command = models.CharField(max_length=500, blank=True)
+    # Command prefixes `run_command` may run without a human (the test command always may).
+    command_allowlist = models.JSONField(default=list, blank=True)
+    # Notifications when a checkpoint opens, is decided or expires.
+    webhook_url = models.URLField(max_length=500, blank=True)
+    webhook_secret = models.CharField(max_length=200, blank=True)
+    notify_emails = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -105,6 +117,10 @@ class Run(models.Model):
     error = models.TextField(blank=True)
     # Last event sequence number handed out; bumped under this row's lock.
     event_seq = models.BigIntegerField(default=0)
+    # Git: the run's branch, the commit it started from and its integrated head.
+    branch = models.CharField(max_length=200, blank=True)
+    base_commit = models.CharField(max_length=40, blank=True)
+    head_commit = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -136,6 +152,14 @@ class Plan(models.Model):
     errors = models.JSONField(default=list, blank=True)
     # Orderings the engine added between steps that claim the same resource.
     added_orderings = models.JSONField(default=list, blank=True)
+    # A version made by a human in plan review: what it was based on, who edited, the diff.
+    based_on = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    diff = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -156,6 +180,7 @@ class Step(models.Model):
         AWAITING_APPROVAL = "awaiting_approval"
         IN_REVIEW = "in_review"
         REVISING = "revising"
+        MERGING = "merging"
         DONE = "done"
         FAILED = "failed"
         SKIPPED = "skipped"
@@ -169,6 +194,7 @@ class Step(models.Model):
         Status.AWAITING_APPROVAL,
         Status.IN_REVIEW,
         Status.REVISING,
+        Status.MERGING,
     )
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
@@ -192,6 +218,20 @@ class Step(models.Model):
     output_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
     task_id = models.CharField(max_length=64, blank=True)
+    # Git: the step's own branch and worktree, cut from the run branch at `base_commit`;
+    # `head_commit` is its reviewed work, `merged_commit` the run-branch commit integrating it.
+    branch = models.CharField(max_length=200, blank=True)
+    worktree = models.CharField(max_length=500, blank=True)
+    base_commit = models.CharField(max_length=40, blank=True)
+    head_commit = models.CharField(max_length=40, blank=True)
+    merged_commit = models.CharField(max_length=40, blank=True)
+    # Paths the step changed; with `claims`, what it leases while active.
+    touched = models.JSONField(default=list, blank=True)
+    merge_rounds = models.PositiveIntegerField(default=0)
+    # Deterministic checks (e.g. the test command) run before review, with their results.
+    checks = models.JSONField(default=list, blank=True)
+    # A worker running the step renews this; past it, the sweep hands the step to another.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
