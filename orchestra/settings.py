@@ -170,6 +170,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
 CELERY_BEAT_SCHEDULE = {
     "sweep-active-runs": {"task": "orchestra.sweep", "schedule": 30.0},
+    "approvals.deliver_due": {"task": "approvals.deliver_due", "schedule": 10.0},
 }
 # LLM steps wait on the network: threads, with many slots per worker process.
 ORCHESTRA_WORKER_POOL = env_str("ORCHESTRA_WORKER_POOL", "threads")
@@ -244,6 +245,13 @@ ORCHESTRA_TOOL_OUTPUT_LIMIT = env_int("ORCHESTRA_TOOL_OUTPUT_LIMIT", 16_000)
 ORCHESTRA_COMMAND_TIMEOUT = env_float("ORCHESTRA_COMMAND_TIMEOUT", 60.0)
 ORCHESTRA_WORKSPACES = Path(env_str("ORCHESTRA_WORKSPACES", str(DATA_DIR / "workspaces")))
 ORCHESTRA_ADMIN_PASSWORD = env_str("ORCHESTRA_ADMIN_PASSWORD")
+
+# --- Notifications (checkpoint webhooks and emails) ----------------------------------------
+# Where people reach the dashboard: links in notifications are absolute.
+ORCHESTRA_BASE_URL = env_str("ORCHESTRA_BASE_URL", "http://127.0.0.1:8000")
+ORCHESTRA_WEBHOOK_TIMEOUT = env_float("ORCHESTRA_WEBHOOK_TIMEOUT", 10.0)
+# Attempts per delivery (webhook or email) before it is marked failed.
+ORCHESTRA_WEBHOOK_MAX_ATTEMPTS = env_int("ORCHESTRA_WEBHOOK_MAX_ATTEMPTS", 6)
 
 LOGGING = {
     "version": 1,
