@@ -20,6 +20,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 
+from approvals import audit
 from approvals.models import Checkpoint
 from approvals.services import (
     AlreadyDecided,
@@ -103,6 +104,19 @@ class TaskIn(Schema):
     project: str
     title: str
     description: str = ""
+
+
+class AuditRecordRef(Schema):
+    seq: int
+    id: int
+    kind: str
+
+
+class AuditVerifyOut(Schema):
+    ok: bool
+    count: int
+    first_bad: AuditRecordRef | None
+    reason: str
 
 
 class RunRef(Schema):
@@ -355,6 +369,36 @@ def _create_project(user: AbstractBaseUser, slug: str, name: str, team: str) -> 
         raise HttpError(400, str(exc)) from None
     except project_services.ProjectExists as exc:
         raise HttpError(409, str(exc)) from None
+
+
+@api.get(
+    "/projects/{slug}/audit.jsonl",
+    response={200: None, 403: ErrorOut, 404: ErrorOut},
+    summary="The project's audit chain as JSON lines (admins and approvers)",
+)
+def export_audit(request: HttpRequest, slug: str):
+    """One record per line in seq order, hashes included, to verify the chain elsewhere."""
+    project = audit.get_audit_project_for_user(_user(request), slug)
+    response = HttpResponse(content_type="application/x-ndjson; charset=utf-8")
+    audit.export_jsonl(project, response)
+    response["Content-Disposition"] = f'attachment; filename="audit-{project.slug}.jsonl"'
+    return response
+
+
+@api.get(
+    "/projects/{slug}/audit/verify",
+    response={200: AuditVerifyOut, 403: ErrorOut, 404: ErrorOut},
+    summary="Check the project's audit chain (admins and approvers)",
+)
+def verify_audit(request: HttpRequest, slug: str):
+    result = audit.verify(audit.get_audit_project_for_user(_user(request), slug))
+    bad = result.first_bad
+    return {
+        "ok": result.ok,
+        "count": result.count,
+        "first_bad": {"seq": bad.seq, "id": bad.pk, "kind": bad.kind} if bad else None,
+        "reason": result.reason,
+    }
 
 
 # --- runs -----------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
     orchestra worker / beat       Celery processes for a configured deployment (REDIS_URL)
     orchestra run demo "title"    start a run as a user, optionally following it (--wait)
     orchestra token admin         issue an API token (printed last, shown once)
+    orchestra audit verify demo   check a project's audit chain (exit 1 if tampered)
+    orchestra audit export demo   the audit chain as JSON lines (stdout or -o FILE)
     orchestra migrate / seed      database chores
 
 Django is configured only once a subcommand runs, so `orchestra --help` works without a
@@ -250,6 +252,46 @@ def _checkpoint_summary(checkpoint: Checkpoint) -> str:
     return checkpoint.kind
 
 
+# --- audit ----------------------------------------------------------------------------------
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """0 when the project's audit chain is intact, 1 naming the first broken record."""
+    from approvals.audit import verify
+
+    result = verify(_get_project(args.project))
+    if result.ok:
+        _print(f"ok: {result.count} records, chain intact")
+        return 0
+    bad = result.first_bad
+    _print(f"TAMPERED: record seq {bad.seq} (id {bad.pk}, kind {bad.kind}): {result.reason}")
+    return 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from approvals.audit import export_jsonl
+
+    project = _get_project(args.project)
+    if args.output == "-":
+        export_jsonl(project, sys.stdout)
+        sys.stdout.flush()
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8", newline="\n") as stream:
+            count = export_jsonl(project, stream)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    _print(f"Exported {count} audit records of {project.slug} to {args.output}.")
+    return 0
+
+
+def _get_project(slug: str):
+    from orchestra.models import Project
+
+    project = Project.objects.filter(slug=slug).first()
+    if project is None:
+        raise CliError(f"no project {slug!r}")
+    return project
+
+
 # --- token / migrate / seed -----------------------------------------------------------------
 def cmd_token(args: argparse.Namespace) -> int:
     from orchestra.models import ApiToken
@@ -346,6 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("user")
     token.add_argument("--name", default="cli", help="label to recognise the token by")
     token.set_defaults(handler=cmd_token)
+
+    audit = commands.add_parser("audit", help="verify or export a project's audit chain")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    audit_verify = audit_commands.add_parser("verify", help="check the chain (exit 1 if tampered)")
+    audit_verify.add_argument("project", help="project slug")
+    audit_verify.set_defaults(handler=cmd_audit_verify)
+    audit_export = audit_commands.add_parser("export", help="write the chain as JSON lines")
+    audit_export.add_argument("project", help="project slug")
+    audit_export.add_argument(
+        "-o", "--output", default="-", metavar="FILE", help="write here instead of stdout"
+    )
+    audit_export.set_defaults(handler=cmd_audit_export)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(handler=cmd_migrate)
