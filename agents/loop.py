@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -19,9 +20,18 @@ from django.utils import timezone
 
 from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
 from agents.models import AgentRun, ModelCall, ToolCall
-from agents.tools import Tool, ToolContext, ToolError, schema_errors, write_diff
+from agents.tools import (
+    Risk,
+    Tool,
+    ToolContext,
+    ToolError,
+    deploy_receipt,
+    schema_errors,
+    write_diff,
+)
+from approvals import policies
+from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
-from approvals.policies import checkpoint_kind_for
 from orchestra.models import Project, Run, Step
 from orchestra.services.events import add_usage, emit, locked_run
 
@@ -51,6 +61,8 @@ class Failed:
 
 
 Outcome = FinalOutput | NeedsApproval | Failed
+# Calls whose effects reach past the worktree: recorded before they run, never run twice.
+SIDE_EFFECTS = (Risk.EXEC, Risk.DEPLOY)
 TurnOutcome = Outcome | RunAgain
 
 
@@ -79,6 +91,12 @@ class OutputTool:
         }
 
 
+def lease_from_now():
+    """Until when a worker holds a running step: renewed with every model and tool call,
+    and longer than any single call may take. Past it, the sweep hands the step on."""
+    return timezone.now() + timedelta(seconds=settings.ORCHESTRA_STEP_LEASE)
+
+
 def cost_of(model: str, input_tokens: int, output_tokens: int) -> Decimal:
     prices = settings.ORCHESTRA_PRICES.get(model)
     if prices is None:
@@ -101,6 +119,8 @@ class AgentSession:
         output_tool: OutputTool | None = None,
         workspace=None,
         on_final: Callable[[Run, FinalOutput], object] | None = None,
+        releases=None,
+        integrated: Callable | None = None,
     ):
         """`on_final(run, outcome)` runs inside the transaction that records the final reply
         (the run is locked), so the caller's next transition costs no extra transaction; its
@@ -115,7 +135,11 @@ class AgentSession:
         self.toolset = toolset
         self.turn_limit = turn_limit
         self.output_tool = output_tool
+        # The step's git worktree; the releases folder and the run's integrated tree are
+        # what `deploy` ships.
         self.workspace = workspace
+        self.releases = releases
+        self.integrated = integrated
 
     # --- the state machine ---------------------------------------------------------------
     def run(self) -> Outcome:
@@ -314,7 +338,7 @@ class AgentSession:
         )
         add_usage(run, input_tokens, output_tokens, cost)
         if self.step is not None:
-            Step.objects.filter(pk=self.step.pk).update(**usage)
+            Step.objects.filter(pk=self.step.pk).update(lease_expires_at=lease_from_now(), **usage)
         emit(
             run,
             "model.called",
@@ -388,8 +412,27 @@ class AgentSession:
                 "invalid arguments: " + "; ".join(errors),
             )
             return None
-        kind = checkpoint_kind_for(self.project, tool)
-        if kind is not None:
+        verdict = policies.evaluate(
+            self.project,
+            policies.Call(
+                tool.name,
+                arguments,
+                self.agent_run.role,
+                tuple(self.step.claims) if self.step else (),
+            ),
+            run_id=self.agent_run.run_id,
+        )
+        if verdict.denied:
+            self._finish_call(
+                key,
+                request,
+                tool,
+                arguments,
+                ToolCall.Status.DENIED,
+                f"denied by the project's policy ({verdict.reason}); do not try this call again",
+            )
+            return None
+        if not verdict.allowed:
             if self.step is None:
                 self._finish_call(
                     key,
@@ -400,7 +443,7 @@ class AgentSession:
                     f"refused: `{tool.name}` needs a human approval, which only a step can ask",
                 )
                 return None
-            return self._request_approval(key, request, tool, arguments, kind)
+            return self._request_approval(key, request, tool, arguments, verdict)
         self._execute(key, request, tool, arguments)
         return None
 
@@ -440,18 +483,25 @@ class AgentSession:
             )
         return None
 
-    def _tool_context(self) -> ToolContext:
+    def _tool_context(self, key: str) -> ToolContext:
+        project = self.project
         return ToolContext(
             workspace=self.workspace,
             run_id=self.agent_run.run_id,
             step_key=self.step.key if self.step else "",
             environment={},
+            test_command=project.test_command,
+            deploy_command=project.deploy_command,
+            command_allowlist=tuple(project.command_allowlist or ()),
+            idempotency_key=key,
+            releases=self.releases,
+            integrated=self.integrated,
         )
 
-    def _run_tool(self, tool: Tool, arguments: dict) -> tuple[str, str]:
+    def _run_tool(self, tool: Tool, arguments: dict, key: str) -> tuple[str, str]:
         """Run the tool; returns (status, result text). Tool failures go to the model."""
         try:
-            return ToolCall.Status.SUCCEEDED, tool.func(self._tool_context(), arguments)
+            return ToolCall.Status.SUCCEEDED, tool.func(self._tool_context(key), arguments)
         except ToolError as exc:
             return ToolCall.Status.FAILED, f"error: {exc}"
         except Exception as exc:  # a broken tool must not kill the worker
@@ -460,8 +510,45 @@ class AgentSession:
 
     def _execute(self, key: str, request: ToolRequest, tool: Tool, arguments: dict) -> None:
         started_at = timezone.now()
-        status, result = self._run_tool(tool, arguments)
+        if tool.risk in SIDE_EFFECTS:
+            # The intent is committed before the side effect starts, so a worker that dies
+            # mid-call leaves a record that stops the call from running a second time.
+            with locked_run(self.agent_run.run_id) as run:
+                call = self._new_tool_call(
+                    run,
+                    key,
+                    request,
+                    tool,
+                    arguments,
+                    ToolCall.Status.RUNNING,
+                    "",
+                    started_at,
+                    None,
+                )
+                if self.step is not None:
+                    Step.objects.filter(pk=self.step.pk).update(lease_expires_at=lease_from_now())
+            self._run_side_effect(call, request, tool, arguments)
+            return
+        status, result = self._run_tool(tool, arguments, key)
         self._finish_call(key, request, tool, arguments, status, result, started_at=started_at)
+
+    def _run_side_effect(
+        self, call: ToolCall, request: ToolRequest, tool: Tool, arguments: dict, note: str = ""
+    ) -> None:
+        """Run a recorded call (status `running` in the database) and record its result."""
+        status, result = self._run_tool(tool, arguments, call.idempotency_key)
+        self._record_result(call, request, status, note + result, arguments)
+
+    def _record_result(
+        self, call: ToolCall, request: ToolRequest, status: str, result: str, arguments: dict
+    ) -> None:
+        with locked_run(self.agent_run.run_id) as run:
+            ToolCall.objects.filter(pk=call.pk).update(
+                status=status, result=result, arguments=arguments, finished_at=timezone.now()
+            )
+            call.status, call.result, call.arguments = status, result, arguments
+            self._emit_tool_called(run, call)
+            self._answer(request, result)
 
     def _finish_call(
         self,
@@ -535,7 +622,7 @@ class AgentSession:
         )
 
     def _request_approval(
-        self, key: str, request: ToolRequest, tool: Tool, arguments: dict, kind: str
+        self, key: str, request: ToolRequest, tool: Tool, arguments: dict, verdict
     ) -> NeedsApproval | Failed:
         """Persist the pause: tool call, checkpoint, step and agent state in one transaction,
         so a decision arriving a moment later always finds the step waiting."""
@@ -562,11 +649,15 @@ class AgentSession:
                 timezone.now(),
                 None,
             )
-            checkpoint = Checkpoint.objects.create(
-                run=run,
+            checkpoint = open_checkpoint(
+                run,
+                kind=Checkpoint.Kind.DEPLOY
+                if tool.risk == Risk.DEPLOY
+                else Checkpoint.Kind.TOOL_CALL,
+                verdict=verdict,
+                actor=self.agent_run.role,
                 step=self.step,
                 tool_call=call,
-                kind=kind,
                 shown={
                     "tool": tool.name,
                     "risk": tool.risk.value,
@@ -576,33 +667,28 @@ class AgentSession:
                     "agent": self.agent_run.role,
                     "step": self.step.key,
                     "brief": self.agent_run.brief,
-                    **(
-                        {"diff": write_diff(self.workspace, arguments)}
-                        if tool.name == "write_file"
-                        else {}
-                    ),
+                    "policy": verdict.reason,
+                    **self._change_preview(tool, arguments),
                 },
             )
             Step.objects.filter(pk=self.step.pk).update(status=Step.Status.AWAITING_APPROVAL)
             AgentRun.objects.filter(pk=self.agent_run.pk).update(status=AgentRun.Status.PAUSED)
-            emit(
-                run,
-                "approval.requested",
-                step=self.step,
-                actor=self.agent_run.role,
-                data={
-                    "checkpoint": checkpoint.pk,
-                    "kind": kind,
-                    "tool": tool.name,
-                    "risk": tool.risk.value,
-                    "arguments": arguments,
-                },
-            )
         return NeedsApproval(checkpoint.pk)
+
+    def _change_preview(self, tool: Tool, arguments: dict) -> dict:
+        """What a file-changing call would do to the worktree, for the approver."""
+        if tool.name == "write_file":
+            return {"diff": write_diff(self.workspace, arguments)}
+        if tool.name == "apply_patch":
+            return {"diff": arguments.get("patch", "")}
+        return {}
 
     def _continue_recorded(self, call: ToolCall, request: ToolRequest) -> Outcome | None:
         """A call already recorded under this idempotency key: reuse its result, or act on
         the human decision it was waiting for. Never runs a finished side effect twice."""
+        if call.status == ToolCall.Status.RUNNING:
+            self._record_result(call, request, *self._interrupted(call), call.arguments)
+            return None
         if call.status != ToolCall.Status.AWAITING_APPROVAL:
             self._answer(request, call.result)
             return None
@@ -610,26 +696,45 @@ class AgentSession:
         if checkpoint.status == Checkpoint.Status.PENDING:
             return NeedsApproval(checkpoint.pk)
         who = checkpoint.decided_by.get_username() if checkpoint.decided_by else "the system"
-        if checkpoint.status == Checkpoint.Status.APPROVED:
-            tool = self.toolset.get(call.tool)
+        tool = self.toolset.get(call.tool)
+        if checkpoint.status == Checkpoint.Status.APPROVED and tool is not None:
             arguments = checkpoint.arguments if checkpoint.arguments is not None else call.arguments
-            if tool is None:
-                status, result = ToolCall.Status.REFUSED, f"refused: `{call.tool}` is unavailable"
-            else:
-                status, result = self._run_tool(tool, arguments)
+            note = ""
             if checkpoint.arguments is not None:
-                result = f"(run with arguments edited by {who}: {json.dumps(arguments)})\n{result}"
+                note = f"(run with arguments edited by {who}: {json.dumps(arguments)})\n"
+            ToolCall.objects.filter(pk=call.pk).update(status=ToolCall.Status.RUNNING)
+            self._run_side_effect(call, request, tool, arguments, note)
+            return None
+        if checkpoint.status == Checkpoint.Status.APPROVED:
+            status, result = ToolCall.Status.REFUSED, f"refused: `{call.tool}` is unavailable"
+        elif checkpoint.status == Checkpoint.Status.RESPONDED:
+            status = ToolCall.Status.RESPONDED
+            result = f"not run; {who} answered instead: {checkpoint.comment}"
         else:
-            arguments = call.arguments
             status = ToolCall.Status.REJECTED
             result = f"rejected by {who}" + (
                 f": {checkpoint.comment}" if checkpoint.comment else " (no comment)"
             )
-        with locked_run(self.agent_run.run_id) as run:
-            ToolCall.objects.filter(pk=call.pk).update(
-                status=status, result=result, arguments=arguments, finished_at=timezone.now()
-            )
-            call.status, call.result, call.arguments = status, result, arguments
-            self._emit_tool_called(run, call)
-            self._answer(request, result)
+        self._record_result(call, request, status, result, call.arguments)
         return None
+
+    def _interrupted(self, call: ToolCall) -> tuple[str, str]:
+        """A call found `running`: the worker that ran it stopped before recording how it
+        ended. It is never run a second time; a deploy's receipt tells if it finished."""
+        receipt = (
+            deploy_receipt(self.releases, call.idempotency_key)
+            if call.tool == "deploy" and self.releases is not None
+            else None
+        )
+        if receipt is not None:
+            return (
+                ToolCall.Status.SUCCEEDED,
+                "deployed; confirmed by its receipt after the worker that ran it stopped: "
+                + str(receipt.get("result", "")),
+            )
+        return (
+            ToolCall.Status.FAILED,
+            f"interrupted: the worker running `{call.tool}` stopped before it finished. It is "
+            "not run again automatically, so whatever it did stands; check the result before "
+            "trying anything like it again.",
+        )

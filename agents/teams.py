@@ -23,7 +23,7 @@ TEAMS: dict[str, list[dict]] = {
             "role": "orchestrator",
             "description": "Plans the work and writes the final report.",
             "system_prompt": ORCHESTRATOR_PROMPT,
-            "allowed_tools": ["list_files", "read_file"],
+            "allowed_tools": ["list_files", "read_file", "search_text"],
             "temperature": 0.1,
         },
         {
@@ -31,20 +31,34 @@ TEAMS: dict[str, list[dict]] = {
             "description": "Reads the codebase and gathers facts.",
             "system_prompt": "You are a research engineer. Read the workspace, report facts "
             "with file references, and write notes only where your brief says so.",
-            "allowed_tools": ["list_files", "read_file", "write_file"],
+            "allowed_tools": [
+                "list_files",
+                "read_file",
+                "search_text",
+                "write_file",
+                "apply_patch",
+            ],
         },
         {
             "role": "coder",
             "description": "Writes and tests code in the workspace.",
             "system_prompt": "You are a software engineer. Make the change your brief asks "
             "for, only in the files it claims, and run the tests.",
-            "allowed_tools": ["list_files", "read_file", "write_file", "run_command"],
+            "allowed_tools": [
+                "list_files",
+                "read_file",
+                "search_text",
+                "write_file",
+                "apply_patch",
+                "run_command",
+                "run_tests",
+            ],
         },
         {
             "role": "reviewer",
             "description": "Checks each output against its acceptance criteria.",
             "system_prompt": REVIEWER_PROMPT,
-            "allowed_tools": ["list_files", "read_file"],
+            "allowed_tools": ["list_files", "read_file", "search_text"],
             "temperature": 0.0,
         },
         {
@@ -52,7 +66,7 @@ TEAMS: dict[str, list[dict]] = {
             "description": "Ships the integrated result.",
             "system_prompt": "You are the release engineer. Deploy only what your brief "
             "names, to the environment it names, and report the release.",
-            "allowed_tools": ["list_files", "read_file", "deploy"],
+            "allowed_tools": ["list_files", "read_file", "search_text", "deploy"],
         },
     ],
     "content": [
@@ -60,7 +74,7 @@ TEAMS: dict[str, list[dict]] = {
             "role": "orchestrator",
             "description": "Plans the work and writes the final report.",
             "system_prompt": ORCHESTRATOR_PROMPT,
-            "allowed_tools": ["list_files", "read_file"],
+            "allowed_tools": ["list_files", "read_file", "search_text"],
             "temperature": 0.1,
         },
         {
@@ -68,37 +82,117 @@ TEAMS: dict[str, list[dict]] = {
             "description": "Collects sources and facts.",
             "system_prompt": "You are a researcher. Collect facts with their sources and "
             "write them as notes.",
-            "allowed_tools": ["list_files", "read_file", "write_file"],
+            "allowed_tools": [
+                "list_files",
+                "read_file",
+                "search_text",
+                "write_file",
+                "apply_patch",
+            ],
         },
         {
             "role": "writer",
             "description": "Drafts the piece from the research.",
             "system_prompt": "You are a writer. Draft clear prose from the research you are "
             "handed, in the voice and length your brief asks for.",
-            "allowed_tools": ["list_files", "read_file", "write_file"],
+            "allowed_tools": [
+                "list_files",
+                "read_file",
+                "search_text",
+                "write_file",
+                "apply_patch",
+            ],
         },
         {
             "role": "editor",
             "description": "Tightens and corrects the draft.",
             "system_prompt": "You are an editor. Correct facts, tighten the prose, keep the "
             "author's voice.",
-            "allowed_tools": ["list_files", "read_file", "write_file"],
+            "allowed_tools": [
+                "list_files",
+                "read_file",
+                "search_text",
+                "write_file",
+                "apply_patch",
+            ],
         },
         {
             "role": "formatter",
             "description": "Produces the final formatted document.",
             "system_prompt": "You are a formatter. Turn the edited text into the output "
             "format your brief names.",
-            "allowed_tools": ["list_files", "read_file", "write_file"],
+            "allowed_tools": [
+                "list_files",
+                "read_file",
+                "search_text",
+                "write_file",
+                "apply_patch",
+            ],
         },
         {
             "role": "reviewer",
             "description": "Checks each output against its acceptance criteria.",
             "system_prompt": REVIEWER_PROMPT,
-            "allowed_tools": ["list_files", "read_file"],
+            "allowed_tools": ["list_files", "read_file", "search_text"],
             "temperature": 0.0,
         },
     ],
+}
+
+
+# What a new project's repository starts with, and the commands its tools run.
+DEPLOY_SCRIPT = '''"""Ship this tree; Orchestra's deploy tool runs it from the integrated commit.
+
+Copies the tree into $ORCHESTRA_RELEASES/$ORCHESTRA_ENVIRONMENT/release-NNNN. The same deploy
+key ships once, and the receipt tells Orchestra the release exists even if its worker stops.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+environment = os.environ["ORCHESTRA_ENVIRONMENT"]
+commit = os.environ.get("ORCHESTRA_COMMIT", "")
+key = os.environ.get("ORCHESTRA_DEPLOY_KEY", "")
+releases = Path(os.environ["ORCHESTRA_RELEASES"]) / environment
+releases.mkdir(parents=True, exist_ok=True)
+made = sorted(releases.glob("release-*"))
+target = next(
+    (r for r in made if key and json.loads((r / "RELEASE.json").read_text()).get("key") == key),
+    None,
+)
+if target is None:
+    target = releases / f"release-{len(made) + 1:04d}"
+    shutil.copytree(".", target)
+    meta = {"commit": commit, "key": key, "environment": environment}
+    (target / "RELEASE.json").write_text(json.dumps(meta, indent=2))
+result = f"released {target.name} of {commit[:10]} to {environment}"
+if os.environ.get("ORCHESTRA_RECEIPT"):
+    receipt = {"key": key, "commit": commit, "environment": environment, "result": result}
+    Path(os.environ["ORCHESTRA_RECEIPT"]).write_text(json.dumps(receipt))
+print(result)
+'''
+
+STARTER_FILES: dict[str, dict[str, str]] = {
+    "software": {
+        "README.md": "# Workspace\n\nThe team's repository: src/ holds the code, tests/ its "
+        "unittest suite; deploy.py ships the integrated tree.\n",
+        "deploy.py": DEPLOY_SCRIPT,
+        "src/__init__.py": "",
+        "tests/__init__.py": "",
+        ".gitignore": "__pycache__/\n*.pyc\n",
+    },
+    "content": {
+        "README.md": "# Workspace\n\nNotes, drafts and the final piece.\n",
+    },
+}
+TEAM_COMMANDS: dict[str, dict[str, str]] = {
+    "software": {
+        "test_command": "python3 -m unittest discover -s tests -t . -v",
+        "deploy_command": "python3 deploy.py",
+    },
+    "content": {},
 }
 
 

@@ -367,10 +367,11 @@ def _files_with_conflict_markers(worktree: Path) -> list[str]:
     return sorted(paths)
 
 
-def commit_all(worktree: Path, message: str) -> str | None:
+def commit_all(worktree: Path, message: str, *, allow_empty: bool = False) -> str | None:
     """Stage every change (new, modified, deleted files) and commit it; return the new HEAD.
 
-    Returns None when nothing changed. During a merge (after `merge_into_worktree` reported
+    Returns None when nothing changed, unless `allow_empty` (then an empty commit records
+    the step all the same). During a merge (after `merge_into_worktree` reported
     conflicts) the commit concludes the merge, and it is refused with GitError while any file
     still holds conflict markers; nothing is staged then, so git still lists the conflicts.
     """
@@ -385,7 +386,10 @@ def commit_all(worktree: Path, message: str) -> str | None:
             )
     _git(worktree, "add", "--all")
     if not merging and _succeeds(worktree, "diff", "--cached", "--quiet"):
-        return None
+        if not allow_empty:
+            return None
+        _git(worktree, "commit", "--quiet", "--allow-empty", "--message", message)
+        return head_commit(worktree)
     _git(worktree, "commit", "--quiet", "--message", message)
     return head_commit(worktree)
 

@@ -1,24 +1,230 @@
-"""Which tool calls stop for a human.
+"""Which tool calls run, stop for a human, or are refused: a project's approval policy.
 
-Deploys always do. Otherwise the project's `gated_risks` decide, defaulting to `exec`; an
-empty list on the project means the default, never "nothing is gated".
+A policy is an ordered list of `PolicyRule`s; the first rule that matches a call decides it.
+Rules scoped to a run (an approver's "approve this tool for the rest of this run") come
+before the project's. The evaluation fails closed: a call no rule matches, or one whose
+arguments a rule cannot read, needs a human (and a deploy is refused outright).
 """
 
-from agents.tools import Risk, Tool
-from approvals.models import Checkpoint
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from agents.tools import REGISTRY, Risk, command_allowlisted, patch_paths
+from approvals.models import PolicyRule
 from orchestra.models import Project
 
-DEFAULT_GATED_RISKS = (Risk.EXEC.value, Risk.DEPLOY.value)
+Outcome = PolicyRule.Outcome
+
+# What a new project starts with. Each entry is the keyword arguments of one PolicyRule.
+DEFAULT_RULES: tuple[dict, ...] = (
+    {"name": "Reading is free", "risk": Risk.READ, "outcome": Outcome.ALLOW},
+    {
+        "name": "Writes inside the step's claimed files",
+        "risk": Risk.WRITE,
+        "within_claims": True,
+        "outcome": Outcome.ALLOW,
+    },
+    {"name": "Writes elsewhere", "risk": Risk.WRITE, "outcome": Outcome.REQUIRE_APPROVAL},
+    {"name": "The project's test command", "tool": "run_tests", "outcome": Outcome.ALLOW},
+    {"name": "Commands", "risk": Risk.EXEC, "outcome": Outcome.REQUIRE_APPROVAL},
+    {
+        "name": "Deploys: two people, neither the task's creator",
+        "risk": Risk.DEPLOY,
+        "outcome": Outcome.REQUIRE_APPROVAL,
+        "approvals_required": 2,
+        "exclude_task_creator": True,
+    },
+)
+
+# The seeded demo: one approver for everything, so a newcomer alone can finish a run.
+DEMO_RULES: tuple[dict, ...] = (
+    *DEFAULT_RULES[:-1],
+    {"name": "Deploys", "risk": Risk.DEPLOY, "outcome": Outcome.REQUIRE_APPROVAL},
+)
+
+TIMEOUT_OUTCOMES = ("reject", "reject_stop")
 
 
-def gated_risks(project: Project) -> set[str]:
-    return set(project.gated_risks or DEFAULT_GATED_RISKS) | {Risk.DEPLOY.value}
+@dataclass(frozen=True)
+class Call:
+    """What the policy looks at: the tool, its arguments as sent (None when they could not
+    be parsed into an object), the agent's role and the step's claims."""
+
+    tool: str
+    arguments: dict | None
+    role: str = ""
+    claims: tuple[str, ...] = ()
+
+    @property
+    def risk(self) -> str:
+        tool = REGISTRY.get(self.tool)
+        return tool.risk.value if tool else ""
 
 
-def checkpoint_kind_for(project: Project, tool: Tool) -> str | None:
-    """The checkpoint kind a call to `tool` needs in `project`, or None if it may run."""
-    if tool.risk == Risk.DEPLOY:
-        return Checkpoint.Kind.DEPLOY
-    if tool.risk.value in gated_risks(project):
-        return Checkpoint.Kind.TOOL_CALL
-    return None
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str
+    reason: str
+    rule: PolicyRule | None = None
+    approvals_required: int = 1
+    approver_group: str = ""
+    exclude_task_creator: bool = False
+    deadline_minutes: int | None = None
+    timeout_outcome: str = "reject"
+    remind_after_minutes: int | None = None
+    escalate_group: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == Outcome.ALLOW
+
+    @property
+    def denied(self) -> bool:
+        return self.outcome == Outcome.DENY
+
+
+class Unreadable(Exception):
+    """A rule's condition cannot be checked against these arguments."""
+
+
+def install_default_policy(project: Project, rules: Iterable[dict] = DEFAULT_RULES) -> None:
+    """Give a project with no rules the default policy. Idempotent."""
+    if project.policy_rules.filter(run__isnull=True).exists():
+        return
+    PolicyRule.objects.bulk_create(
+        PolicyRule(project=project, position=(index + 1) * 10, **spec)
+        for index, spec in enumerate(rules)
+    )
+
+
+def rules_for(project: Project, run_id: int | None = None) -> list[PolicyRule]:
+    """The rules in evaluation order: the run's own (unrevoked), then the project's."""
+    project_rules = list(
+        PolicyRule.objects.filter(project=project, run__isnull=True, revoked_at__isnull=True)
+    )
+    if run_id is None:
+        return project_rules
+    run_rules = list(
+        PolicyRule.objects.filter(run_id=run_id, revoked_at__isnull=True).order_by("position", "pk")
+    )
+    return run_rules + project_rules
+
+
+def evaluate(project: Project, call: Call, *, run_id: int | None = None, rules=None) -> Verdict:
+    """First match wins; no match, or arguments a rule cannot read, fail closed."""
+    if call.arguments is None:
+        return safe_outcome(call, "the arguments could not be read")
+    if call.tool not in REGISTRY:
+        return safe_outcome(call, f"the policy does not know the tool `{call.tool}`")
+    for rule in rules if rules is not None else rules_for(project, run_id):
+        try:
+            if not matches(rule, call):
+                continue
+        except Unreadable as exc:
+            return safe_outcome(call, f"rule {rule} cannot read the arguments: {exc}")
+        return _verdict_of(rule, call, project)
+    return safe_outcome(call, "no policy rule matches this call")
+
+
+def safe_outcome(call: Call, why: str) -> Verdict:
+    if call.risk == Risk.DEPLOY or not call.risk:
+        return Verdict(Outcome.DENY, f"denied: {why}")
+    return Verdict(Outcome.REQUIRE_APPROVAL, f"needs approval: {why}")
+
+
+def _verdict_of(rule: PolicyRule, call: Call, project: Project) -> Verdict:
+    if (
+        rule.outcome == Outcome.REQUIRE_APPROVAL
+        and call.risk == Risk.EXEC
+        and _allowlisted(call, project)
+    ):
+        return Verdict(Outcome.ALLOW, "the command is on the project's allowlist", rule)
+    return Verdict(
+        outcome=rule.outcome,
+        reason=f"rule “{rule}”",
+        rule=rule,
+        approvals_required=max(1, rule.approvals_required),
+        approver_group=rule.approver_group,
+        exclude_task_creator=rule.exclude_task_creator,
+        deadline_minutes=rule.deadline_minutes,
+        timeout_outcome=rule.timeout_outcome or "reject",
+        remind_after_minutes=rule.remind_after_minutes,
+        escalate_group=rule.escalate_group,
+    )
+
+
+def _allowlisted(call: Call, project: Project) -> bool:
+    if call.tool == "run_tests":
+        return bool(project.test_command)
+    command = (call.arguments or {}).get("command")
+    return isinstance(command, str) and command_allowlisted(
+        command, project.command_allowlist or [], project.test_command
+    )
+
+
+def matches(rule: PolicyRule, call: Call) -> bool:
+    if rule.tool and rule.tool != call.tool:
+        return False
+    if rule.risk and rule.risk != call.risk:
+        return False
+    if rule.agent_role and rule.agent_role != call.role:
+        return False
+    for name, pattern in (rule.arguments or {}).items():
+        if not _argument_matches(call, name, pattern):
+            return False
+    return not rule.within_claims or _within_claims(call)
+
+
+def _argument_matches(call: Call, name: str, pattern: str) -> bool:
+    """`pattern` is a glob (`*` also crosses `/`). An absent argument does not match; one
+    that is not text or a number cannot be read."""
+    arguments = call.arguments or {}
+    if name == "path" and call.tool == "apply_patch":
+        paths = _written_paths(call)
+        return bool(paths) and all(fnmatch.fnmatchcase(p, pattern) for p in paths)
+    if name not in arguments:
+        return False
+    value = arguments[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Unreadable(f"`{name}` is not text")
+    return fnmatch.fnmatchcase(str(value), str(pattern))
+
+
+def _written_paths(call: Call) -> list[str]:
+    arguments = call.arguments or {}
+    if call.tool == "apply_patch":
+        patch = arguments.get("patch")
+        if not isinstance(patch, str):
+            raise Unreadable("`patch` is not text")
+        try:
+            return patch_paths(patch)
+        except Exception as exc:
+            raise Unreadable(f"the patch cannot be parsed ({exc})") from None
+    path = arguments.get("path")
+    if not isinstance(path, str):
+        raise Unreadable("`path` is not text")
+    return [path]
+
+
+def _within_claims(call: Call) -> bool:
+    file_claims = [c for c in call.claims if ":" not in c]
+    if not file_claims:
+        return False
+    paths = _written_paths(call)
+    return bool(paths) and all(
+        any(_claim_covers(claim, path) for claim in file_claims) for path in paths
+    )
+
+
+def _claim_covers(claim: str, path: str) -> bool:
+    path = path.removeprefix("./")
+    claim = claim.removeprefix("./")
+    if ".." in path.split("/"):
+        return False
+    return (
+        path == claim
+        or path.startswith(claim.rstrip("/") + "/")
+        or (fnmatch.fnmatchcase(path, claim))
+    )

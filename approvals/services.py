@@ -1,22 +1,34 @@
-"""Human decisions on checkpoints. A decision is recorded exactly once.
+"""Human decisions on checkpoints, and what the clock decides when no human does.
 
-`decide_checkpoint` locks the run row (the engine's lock, taken first as everywhere) and
-moves the checkpoint out of `pending` with a conditional UPDATE; a second or concurrent
-decision finds no pending row and gets `AlreadyDecided`.
+Every decision goes through `decide_checkpoint`: it checks the approve permission in the one
+access function (`orchestra.access.decide_refusal`), locks the run row (the engine's lock,
+taken first as everywhere) and moves the checkpoint out of `pending` with a conditional
+UPDATE, so a second or concurrent decision gets `AlreadyDecided`. Only a person (a signed-in
+user of a view, the API, the CLI) reaches it: nothing an agent, a tool or a model produces is
+ever read as a decision.
 """
 
+import fnmatch
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.tools import REGISTRY
-from approvals.models import Checkpoint
+from approvals import audit
+from approvals.models import Checkpoint, PolicyRule, Vote
+from approvals.policies import TIMEOUT_OUTCOMES
 from orchestra import queue
-from orchestra.access import can_decide
+from orchestra.access import decide_refusal
 from orchestra.models import Plan, Run, Step
+from orchestra.plan_edits import InvalidEdit, apply_plan_edits
 from orchestra.services import engine
 from orchestra.services.events import emit, locked_run
 
-DECISIONS = ("approve", "reject")
+APPROVALS = ("approve", "approve_run", "approve_pattern")
+DECISIONS = (*APPROVALS, "reject", "reject_stop", "respond")
 MAX_COMMENT = 5000
 
 
@@ -27,8 +39,20 @@ class AlreadyDecided(Exception):
         self.checkpoint = checkpoint
 
 
+class AlreadyVoted(Exception):
+    """The same person approving twice counts once."""
+
+
 class InvalidDecision(Exception):
     """Bad input: the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """ "Approve this tool for arguments matching": argument name and glob."""
+
+    argument: str
+    glob: str
 
 
 def get_checkpoint_for_user(user, checkpoint_id: int) -> Checkpoint:
@@ -54,54 +78,100 @@ def decide_checkpoint(
     decision: str,
     comment: str = "",
     arguments: dict | None = None,
+    *,
+    pattern: Pattern | dict | None = None,
+    plan_edits: list | None = None,
 ) -> Checkpoint:
     """Record `user`'s decision and resume what waited on it, after commit.
 
-    Approving a tool call runs the tool (with `arguments`, if the approver edited them, after
-    validation against the tool's schema) and resumes the agent from the database; rejecting
-    hands the comment to the agent as the tool's result.
+    - approve: runs the tool (with `arguments` if the approver edited them: validated
+      against the tool's schema, the difference stored). A checkpoint that needs several
+      approvers stays pending until that many distinct eligible people approved.
+    - approve_run / approve_pattern: approve, and allow this tool for the rest of the run
+      (for arguments matching `pattern`), recorded as a revocable run-scoped policy rule.
+    - reject: the comment goes to the agent as the tool's result; reject_stop: the step
+      stops and the run fails; respond: the comment answers the agent, the tool never runs.
+    - On a plan checkpoint, approve may carry `plan_edits`: the edited plan is checked and
+      stored as a new version with its diff, and that version runs.
     """
-    if not can_decide(user, checkpoint.run.project):
-        raise PermissionDenied("You may not decide checkpoints in this project.")
+    refusal = decide_refusal(user, checkpoint.run.project, checkpoint)
+    if refusal:
+        raise PermissionDenied(refusal)
+    comment, pattern = _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits)
+    with locked_run(checkpoint.run_id) as run:
+        checkpoint = Checkpoint.objects.select_related("tool_call", "decided_by").get(
+            pk=checkpoint.pk
+        )
+        if checkpoint.status != Checkpoint.Status.PENDING:
+            raise AlreadyDecided(checkpoint)
+        plan = _edited_plan(run, checkpoint, user, plan_edits) if plan_edits else None
+        if decision in APPROVALS and not _enough_votes(run, checkpoint, user, comment, arguments):
+            return checkpoint
+        status = {
+            "respond": Checkpoint.Status.RESPONDED,
+            "reject": Checkpoint.Status.REJECTED,
+            "reject_stop": Checkpoint.Status.REJECTED,
+        }.get(decision, Checkpoint.Status.APPROVED)
+        _close(run, checkpoint, status, decision, comment, user=user, arguments=arguments)
+        if decision in ("approve_run", "approve_pattern"):
+            _allow_for_run(run, checkpoint, user, pattern)
+        _follow_up(run, checkpoint, decision, comment, plan)
+    if checkpoint.kind == Checkpoint.Kind.PLAN and status == Checkpoint.Status.APPROVED:
+        engine.dispatch_ready_steps(run.pk)
+    return checkpoint
+
+
+def _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits):
     if decision not in DECISIONS:
         raise InvalidDecision(f"decision must be one of {', '.join(DECISIONS)}")
     comment = (comment or "").strip()
     if len(comment) > MAX_COMMENT:
         raise InvalidDecision(f"the comment is longer than {MAX_COMMENT} characters")
+    is_tool = checkpoint.tool_call_id is not None
     if arguments is not None:
         _check_edited_arguments(checkpoint, decision, arguments)
-    status = Checkpoint.Status.APPROVED if decision == "approve" else Checkpoint.Status.REJECTED
-    with locked_run(checkpoint.run_id) as run:
-        now = timezone.now()
-        updated = Checkpoint.objects.filter(
-            pk=checkpoint.pk, status=Checkpoint.Status.PENDING
-        ).update(
-            status=status, decided_by=user, decided_at=now, comment=comment, arguments=arguments
+    if decision == "respond":
+        if not is_tool:
+            raise InvalidDecision("only a tool call can be answered with a response")
+        if not comment:
+            raise InvalidDecision("a response needs text: the answer the agent gets")
+    if decision in ("approve_run", "approve_pattern") and checkpoint.kind != "tool_call":
+        raise InvalidDecision(
+            "only tool calls (not deploys, plans or escalations) can be approved for the "
+            "rest of the run"
         )
-        checkpoint.refresh_from_db()
-        if not updated:
-            raise AlreadyDecided(checkpoint)
-        emit(
-            run,
-            "approval.decided",
-            step=checkpoint.step,
-            actor=user.get_username(),
-            data={
-                "checkpoint": checkpoint.pk,
-                "kind": checkpoint.kind,
-                "decision": decision,
-                "comment": comment,
-                "edited_arguments": arguments,
-            },
+    if decision == "approve_pattern":
+        pattern = _check_pattern(checkpoint, pattern)
+    elif pattern is not None:
+        raise InvalidDecision("a pattern only goes with approve_pattern")
+    if plan_edits is not None and (
+        checkpoint.kind != Checkpoint.Kind.PLAN or decision != "approve"
+    ):
+        raise InvalidDecision("plan edits only go with approving a plan checkpoint")
+    if decision == "reject_stop" and checkpoint.step_id is None:
+        raise InvalidDecision("reject_stop stops a step; reject a plan with reject")
+    return comment, pattern
+
+
+def _check_pattern(checkpoint: Checkpoint, pattern) -> Pattern:
+    if isinstance(pattern, dict):
+        pattern = Pattern(str(pattern.get("argument", "")), str(pattern.get("glob", "")))
+    if not isinstance(pattern, Pattern) or not pattern.argument or not pattern.glob:
+        raise InvalidDecision("approve_pattern needs an argument name and a glob pattern")
+    tool = REGISTRY.get(checkpoint.tool_call.tool)
+    if tool is None or pattern.argument not in tool.parameters.get("properties", {}):
+        raise InvalidDecision(f"`{checkpoint.tool_call.tool}` has no argument {pattern.argument!r}")
+    value = checkpoint.tool_call.arguments.get(pattern.argument)
+    if not isinstance(value, str) or not fnmatch.fnmatchcase(value, pattern.glob):
+        raise InvalidDecision(
+            f"the pattern {pattern.glob!r} does not match this call's {pattern.argument} "
+            f"({value!r}); approve_pattern approves this call too"
         )
-        _follow_up(run, checkpoint, decision, comment)
-    if checkpoint.kind == Checkpoint.Kind.PLAN and decision == "approve":
-        engine.dispatch_ready_steps(run.pk)
-    return checkpoint
+    return pattern
 
 
 def _check_edited_arguments(checkpoint: Checkpoint, decision: str, arguments: object) -> None:
-    if decision != "approve":
+    if decision not in APPROVALS:
         raise InvalidDecision("edited arguments only go with an approval")
     if checkpoint.tool_call is None:
         raise InvalidDecision("only tool-call checkpoints take edited arguments")
@@ -113,23 +183,278 @@ def _check_edited_arguments(checkpoint: Checkpoint, decision: str, arguments: ob
         raise InvalidDecision("the edited arguments do not fit the tool: " + "; ".join(errors))
 
 
-def _follow_up(run: Run, checkpoint: Checkpoint, decision: str, comment: str) -> None:
+def _enough_votes(run: Run, checkpoint: Checkpoint, user, comment: str, arguments) -> bool:
+    """Count `user`'s approval; True when the checkpoint has as many distinct approvers as it
+    needs. Caller holds the run lock. Editing the arguments restarts the count: earlier
+    approvers approved other arguments."""
+    if checkpoint.approvals_required <= 1:
+        return True
+    if arguments is not None:
+        checkpoint.votes.all().delete()
+        Checkpoint.objects.filter(pk=checkpoint.pk).update(arguments=arguments)
+        checkpoint.arguments = arguments
+    try:
+        with transaction.atomic():
+            Vote.objects.create(checkpoint=checkpoint, user=user, comment=comment)
+    except IntegrityError:
+        raise AlreadyVoted(
+            f"You already approved this checkpoint; it needs {checkpoint.approvals_required} "
+            "different approvers."
+        ) from None
+    votes = checkpoint.votes.count()
+    if votes >= checkpoint.approvals_required:
+        return True
+    emit(
+        run,
+        "approval.voted",
+        step=checkpoint.step,
+        actor=user.get_username(),
+        data={
+            "checkpoint": checkpoint.pk,
+            "approvals": votes,
+            "approvals_required": checkpoint.approvals_required,
+            "edited_arguments": arguments,
+        },
+    )
+    audit.record(
+        run.project,
+        "checkpoint.voted",
+        user.get_username(),
+        {"checkpoint": checkpoint.pk, "approvals": votes, "arguments": arguments},
+        run=run,
+    )
+    return False
+
+
+def _close(
+    run: Run,
+    checkpoint: Checkpoint,
+    status: str,
+    decision: str,
+    comment: str,
+    *,
+    user=None,
+    arguments=None,
+) -> None:
+    """Move the checkpoint out of pending, once; emit, audit and notify. Caller holds the
+    run lock."""
+    if arguments is None and checkpoint.approvals_required > 1:
+        arguments = checkpoint.arguments  # edited by an earlier approver
+    diff = []
+    if arguments is not None and checkpoint.tool_call is not None:
+        diff = arguments_diff(checkpoint.tool_call.arguments, arguments)
+    now = timezone.now()
+    updated = Checkpoint.objects.filter(pk=checkpoint.pk, status=Checkpoint.Status.PENDING).update(
+        status=status,
+        decision=decision,
+        decided_by=user,
+        decided_at=now,
+        comment=comment,
+        arguments=arguments,
+        arguments_diff=diff,
+    )
+    checkpoint.refresh_from_db()
+    if not updated:
+        raise AlreadyDecided(checkpoint)
+    actor = user.get_username() if user else "system"
+    approvers = list(checkpoint.votes.values_list("user__username", flat=True)) or (
+        [actor] if status == Checkpoint.Status.APPROVED else []
+    )
+    data = {
+        "checkpoint": checkpoint.pk,
+        "kind": checkpoint.kind,
+        "status": status,
+        "decision": decision,
+        "comment": comment,
+        "edited_arguments": arguments,
+        "arguments_diff": diff,
+        "approvers": approvers,
+    }
+    emit(run, "approval.decided", step=checkpoint.step, actor=actor, data=data)
+    audit.record(
+        run.project,
+        "checkpoint.expired" if status == Checkpoint.Status.EXPIRED else "checkpoint.decided",
+        actor,
+        {**data, "shown": checkpoint.shown},
+        run=run,
+    )
+    from approvals.notify import notify_checkpoint
+
+    notify_checkpoint(checkpoint, "expired" if status == Checkpoint.Status.EXPIRED else "decided")
+
+
+def arguments_diff(proposed, approved, path: str = "") -> list[dict]:
+    """Where the approved arguments differ from the proposed ones: [{path, proposed,
+    approved}], nested objects walked key by key."""
+    if isinstance(proposed, dict) and isinstance(approved, dict):
+        changes = []
+        for key in sorted(set(proposed) | set(approved)):
+            where = f"{path}/{key}" if path else key
+            if key not in approved:
+                changes.append({"path": where, "proposed": proposed[key], "approved": None})
+            elif key not in proposed:
+                changes.append({"path": where, "proposed": None, "approved": approved[key]})
+            else:
+                changes += arguments_diff(proposed[key], approved[key], where)
+        return changes
+    if proposed == approved:
+        return []
+    return [{"path": path or "/", "proposed": proposed, "approved": approved}]
+
+
+def _allow_for_run(run: Run, checkpoint: Checkpoint, user, pattern: Pattern | None) -> None:
+    tool = checkpoint.tool_call.tool
+    arguments = {pattern.argument: pattern.glob} if pattern else {}
+    described = f" with {pattern.argument} matching {pattern.glob!r}" if pattern else ""
+    rule = PolicyRule.objects.create(
+        project=run.project,
+        run=run,
+        position=0,
+        name=f"{tool}{described}: approved by {user.get_username()} for run {run.pk}",
+        tool=tool,
+        arguments=arguments,
+        outcome=PolicyRule.Outcome.ALLOW,
+        created_by=user,
+    )
+    data = {"rule": rule.pk, "name": rule.name, "tool": tool, "arguments": arguments}
+    emit(run, "policy.rule_added", actor=user.get_username(), data=data)
+    audit.record(run.project, "policy.created", user.get_username(), data, run=run)
+
+
+def revoke_run_rule(user, rule: PolicyRule) -> PolicyRule:
+    """Withdraw an approver's "for the rest of this run" rule; later calls ask again."""
+    if rule.run_id is None:
+        raise InvalidDecision("only run-scoped rules are revoked; edit the project's policy")
+    refusal = decide_refusal(user, rule.project)
+    if refusal:
+        raise PermissionDenied(refusal)
+    with locked_run(rule.run_id) as run:
+        updated = PolicyRule.objects.filter(pk=rule.pk, revoked_at__isnull=True).update(
+            revoked_at=timezone.now(), revoked_by=user
+        )
+        rule.refresh_from_db()
+        if updated:
+            data = {"rule": rule.pk, "name": rule.name}
+            emit(run, "policy.rule_revoked", actor=user.get_username(), data=data)
+            audit.record(run.project, "policy.revoked", user.get_username(), data, run=run)
+    return rule
+
+
+def _edited_plan(run: Run, checkpoint: Checkpoint, user, edits: list) -> Plan:
+    """The approver's edits as a new plan version. Caller holds the run lock."""
+    from orchestra.services.agents import known_roles
+
+    based_on = Plan.objects.get(pk=checkpoint.plan_id)
+    try:
+        data, diff = apply_plan_edits(
+            based_on.data,
+            edits,
+            known_agents=known_roles(run.project),
+            max_steps=settings.ORCHESTRA_MAX_PLAN_STEPS,
+        )
+    except InvalidEdit as exc:
+        raise InvalidDecision(str(exc)) from None
+    plan = Plan.objects.create(
+        run=run,
+        version=run.plans.count() + 1,
+        data=data,
+        based_on=based_on,
+        edited_by=user,
+        diff=diff,
+        added_orderings=based_on.added_orderings,
+    )
+    based_on.status = Plan.Status.REJECTED
+    based_on.errors = [f"superseded by version {plan.version}, edited by {user.get_username()}"]
+    based_on.save(update_fields=["status", "errors"])
+    data = {"plan": plan.pk, "version": plan.version, "based_on": based_on.version, "diff": diff}
+    emit(run, "plan.edited", actor=user.get_username(), data=data)
+    audit.record(run.project, "plan.edited", user.get_username(), data, run=run)
+    return plan
+
+
+def _follow_up(run: Run, checkpoint: Checkpoint, decision: str, comment: str, plan) -> None:
     """What the decision sets in motion. Caller holds the run lock."""
+    status = checkpoint.status
     if checkpoint.kind in (Checkpoint.Kind.TOOL_CALL, Checkpoint.Kind.DEPLOY):
-        queue.enqueue(_tasks().resume_step_task, checkpoint.step_id)
+        if decision == "reject_stop":
+            who = checkpoint.decided_by.get_username() if checkpoint.decided_by else "the system"
+            engine.stop_step(
+                run,
+                Step.objects.get(pk=checkpoint.step_id),
+                f"stopped by {who} at the `{checkpoint.shown.get('tool')}` checkpoint: "
+                + (comment or "no reason given"),
+            )
+        else:
+            queue.enqueue(_tasks().resume_step_task, checkpoint.step_id)
     elif checkpoint.kind == Checkpoint.Kind.PLAN:
-        plan = Plan.objects.get(pk=checkpoint.plan_id)
-        if decision == "approve":
-            engine._materialise_plan(run, plan)
+        if status == Checkpoint.Status.APPROVED:
+            engine._materialise_plan(run, plan or Plan.objects.get(pk=checkpoint.plan_id))
         else:
             engine._fail_run(run, f"The plan was rejected: {comment or 'no comment given'}")
     elif checkpoint.kind == Checkpoint.Kind.ESCALATION:
         step = Step.objects.get(pk=checkpoint.step_id)
-        if decision == "approve":
-            engine._complete_step(run, step)
-            queue.enqueue(_tasks().dispatch_task, run.pk)
+        if status == Checkpoint.Status.APPROVED:
+            if engine.accept_step(run, step):
+                queue.enqueue(_tasks().dispatch_task, run.pk)
+        elif decision == "reject_stop":
+            engine.stop_step(run, step, f"stopped at review: {comment or 'no reason given'}")
         else:
             engine.revise_with_human_feedback(run, step, comment or "Rejected by a human.")
+
+
+# --- the clock -----------------------------------------------------------------------------
+def expire_due(now=None) -> int:
+    """Apply the timeout outcome to every pending checkpoint past its deadline, as decided by
+    the system, and send the reminders that are due. Run by beat; tests pass `now`."""
+    now = now or timezone.now()
+    expired = 0
+    for checkpoint_id, run_id in Checkpoint.objects.filter(
+        status=Checkpoint.Status.PENDING, expires_at__lte=now
+    ).values_list("pk", "run_id"):
+        expired += _expire(checkpoint_id, run_id, now)
+    for checkpoint_id, run_id in Checkpoint.objects.filter(
+        status=Checkpoint.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True
+    ).values_list("pk", "run_id"):
+        _remind(checkpoint_id, run_id, now)
+    return expired
+
+
+def _expire(checkpoint_id: int, run_id: int, now) -> int:
+    with locked_run(run_id) as run:
+        checkpoint = Checkpoint.objects.select_related("tool_call").get(pk=checkpoint_id)
+        if checkpoint.status != Checkpoint.Status.PENDING or checkpoint.expires_at > now:
+            return 0
+        outcome = checkpoint.timeout_outcome
+        decision = outcome if outcome in TIMEOUT_OUTCOMES else "reject"
+        if decision == "reject_stop" and checkpoint.step_id is None:
+            decision = "reject"
+        waited = int((checkpoint.expires_at - checkpoint.requested_at).total_seconds() // 60)
+        reason = (
+            f"expired: no decision within {waited} minutes (deadline "
+            f"{checkpoint.expires_at.isoformat(timespec='seconds')})"
+        )
+        _close(run, checkpoint, Checkpoint.Status.EXPIRED, decision, reason)
+        _follow_up(run, checkpoint, decision, reason, None)
+        return 1
+
+
+def _remind(checkpoint_id: int, run_id: int, now) -> None:
+    with locked_run(run_id) as run:
+        updated = Checkpoint.objects.filter(
+            pk=checkpoint_id, status=Checkpoint.Status.PENDING, reminded_at__isnull=True
+        ).update(reminded_at=now)
+        if not updated:
+            return
+        checkpoint = Checkpoint.objects.get(pk=checkpoint_id)
+        emit(
+            run,
+            "approval.reminder",
+            step=checkpoint.step,
+            data={"checkpoint": checkpoint.pk, "escalated_to": checkpoint.escalate_group},
+        )
+        from approvals.notify import notify_checkpoint
+
+        notify_checkpoint(checkpoint, "reminder")
 
 
 def _tasks():

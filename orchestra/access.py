@@ -54,5 +54,27 @@ def get_run_for_user(user, run_id: int, *, write: bool = False) -> Run:
     return run
 
 
-def can_decide(user, project: Project) -> bool:
-    return role_in(user, project) in DECIDE_ROLES
+def decide_refusal(user, project: Project, checkpoint=None) -> str | None:
+    """Why `user` may not decide (this checkpoint in) `project`, or None if they may.
+
+    The one place the approve permission is checked: views, API, WebSocket and CLI all come
+    here, and only a signed-in person reaches it; agents and tool output never do.
+    """
+    if role_in(user, project) not in DECIDE_ROLES:
+        return "You may not decide checkpoints in this project."
+    if checkpoint is None:
+        return None
+    if user.pk in (checkpoint.excluded_approvers or []):
+        return "The person who created the task may not approve this checkpoint."
+    if checkpoint.approver_group:
+        # After a reminder, the escalation group may decide too.
+        groups = [checkpoint.approver_group]
+        if checkpoint.reminded_at and checkpoint.escalate_group:
+            groups.append(checkpoint.escalate_group)
+        if not user.groups.filter(name__in=groups).exists():
+            return f"Only members of the {' or '.join(map(repr, groups))} group may decide this."
+    return None
+
+
+def can_decide(user, project: Project, checkpoint=None) -> bool:
+    return decide_refusal(user, project, checkpoint) is None

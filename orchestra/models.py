@@ -25,8 +25,6 @@ class Project(models.Model):
     max_revisions = models.PositiveIntegerField(default=2)
     max_step_attempts = models.PositiveIntegerField(default=2)
     requires_plan_approval = models.BooleanField(default=False)
-    # Risk levels whose tool calls stop for a human; the default gates exec and deploy.
-    gated_risks = models.JSONField(default=list, blank=True)
     # The git repository the agents work in: empty means a fresh one under the data folder;
     # otherwise an existing local path or a clone URL, cloned once.
     repository = models.CharField(max_length=500, blank=True)

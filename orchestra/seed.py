@@ -6,7 +6,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from agents.teams import TEAMS, seed_team
+from agents.teams import TEAM_COMMANDS, TEAMS, seed_team
+from approvals.policies import DEMO_RULES, install_default_policy
 from orchestra.models import Membership, Project
 
 
@@ -21,8 +22,10 @@ def seed_demo() -> str | None:
             "name": "Demo",
             "team": Project.Team.SOFTWARE,
             "description": "A small Python workspace the demo team edits, tests and deploys.",
+            **TEAM_COMMANDS[Project.Team.SOFTWARE],
         },
     )
+    install_default_policy(project, DEMO_RULES)
     User = get_user_model()
     generated = None
     admin = User.objects.filter(username="admin").first()

@@ -243,6 +243,12 @@ ORCHESTRA_MAX_PLAN_ATTEMPTS = env_int("ORCHESTRA_MAX_PLAN_ATTEMPTS", 3)
 ORCHESTRA_MAX_TEXT = env_int("ORCHESTRA_MAX_TEXT", 20_000)
 ORCHESTRA_TOOL_OUTPUT_LIMIT = env_int("ORCHESTRA_TOOL_OUTPUT_LIMIT", 16_000)
 ORCHESTRA_COMMAND_TIMEOUT = env_float("ORCHESTRA_COMMAND_TIMEOUT", 60.0)
+# A running step's worker renews this lease with every model and tool call; past it, the
+# sweep hands the step to another worker. Longer than any one call may take.
+ORCHESTRA_STEP_LEASE = env_int("ORCHESTRA_STEP_LEASE", 900)
+# Bytes kept of each of a command's stdout and stderr (its start and end); the rest is cut.
+ORCHESTRA_COMMAND_OUTPUT_LIMIT = env_int("ORCHESTRA_COMMAND_OUTPUT_LIMIT", 64_000)
+ORCHESTRA_DEPLOY_TIMEOUT = env_float("ORCHESTRA_DEPLOY_TIMEOUT", 300.0)
 ORCHESTRA_WORKSPACES = Path(env_str("ORCHESTRA_WORKSPACES", str(DATA_DIR / "workspaces")))
 ORCHESTRA_ADMIN_PASSWORD = env_str("ORCHESTRA_ADMIN_PASSWORD")
 

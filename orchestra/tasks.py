@@ -50,6 +50,18 @@ def review_step_task(step_id: int) -> None:
     engine.review_step(step_id)
 
 
+@shared_task(name="orchestra.merge_step", time_limit=300)
+@_gone_is_done
+def merge_step_task(step_id: int) -> None:
+    engine.merge_step(step_id)
+
+
+@shared_task(name="orchestra.take_over_step", **STEP_LIMITS)
+@_gone_is_done
+def take_over_step_task(step_id: int, now: str | None = None) -> None:
+    engine.take_over_step(step_id, now)
+
+
 @shared_task(name="orchestra.dispatch", time_limit=60)
 @_gone_is_done
 def dispatch_task(run_id: int) -> None:

@@ -5,27 +5,16 @@ import socket
 import threading
 from pathlib import Path
 
-from django.conf import settings
-
 from agents.llm import client_for, model_for
 from agents.loop import AgentSession, OutputTool
 from agents.models import AgentProfile, AgentRun
 from agents.tools import toolset_for
 from orchestra.models import Project, Run, Step
+from orchestra.services import workspaces
 
 
 class UnknownAgent(Exception):
     pass
-
-
-def workspace_for(project: Project) -> Path:
-    path = (
-        Path(project.workspace_path)
-        if project.workspace_path
-        else (settings.ORCHESTRA_WORKSPACES / project.slug)
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def profile_for(project: Project, role: str) -> AgentProfile:
@@ -85,8 +74,15 @@ def session_for(
     output_tool: OutputTool | None = None,
     on_final=None,
 ) -> AgentSession:
-    project = agent_run.run.project
+    """The agent's session. A step's agent, and its reviewer, work in the step's git
+    worktree; the planner and the reporter read the project's repository."""
+    run = agent_run.run
+    project = run.project
     profile = getattr(agent_run, "profile", None) or profile_for(project, agent_run.role)
+    if step is not None and step.worktree:
+        workspace = Path(step.worktree)
+    else:
+        workspace = workspaces.repository_for(project)
     return AgentSession(
         agent_run,
         project=project,
@@ -96,6 +92,8 @@ def session_for(
         toolset=toolset_for(profile.role, profile.allowed_tools),
         turn_limit=profile.turn_limit,
         output_tool=output_tool,
-        workspace=workspace_for(project),
+        workspace=workspace,
         on_final=on_final,
+        releases=workspaces.releases_for(project),
+        integrated=workspaces.integrated_tree(run) if run.branch else None,
     )

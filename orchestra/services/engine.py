@@ -22,17 +22,21 @@ from django.db.models import Max
 from django.utils import timezone
 
 from agents.llm import uses_demo_model
-from agents.loop import Failed, FinalOutput, NeedsApproval, Outcome, OutputTool
+from agents.loop import Failed, FinalOutput, NeedsApproval, Outcome, OutputTool, lease_from_now
 from agents.models import AgentProfile, AgentRun
+from agents.workspace import GitError
+from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
 from orchestra import queue
 from orchestra.models import Plan, Project, Run, Step, Task
 from orchestra.plans import PLAN_SCHEMA, check_plan
+from orchestra.services import workspaces
 from orchestra.services.agents import (
     UnknownAgent,
     known_roles,
     new_agent_run,
     session_for,
+    worker_name,
 )
 from orchestra.services.events import emit, locked_run
 
@@ -207,28 +211,27 @@ def accept_plan(run_id: int) -> None:
             _fail_run(run, "Planning ended without a valid plan.")
             return
         if run.project.requires_plan_approval:
-            checkpoint = Checkpoint.objects.create(
-                run=run,
-                plan=plan,
+            open_checkpoint(
+                run,
                 kind=Checkpoint.Kind.PLAN,
+                plan=plan,
                 shown={"plan": plan.data, "version": plan.version},
             )
             run.status = Run.Status.AWAITING_APPROVAL
             run.save(update_fields=["status"])
-            emit(
-                run,
-                "approval.requested",
-                data={"checkpoint": checkpoint.pk, "kind": Checkpoint.Kind.PLAN},
-            )
             return
         _materialise_plan(run, plan)
     dispatch_ready_steps(run_id)
 
 
 def _materialise_plan(run: Run, plan: Plan) -> None:
-    """Create the steps of an accepted plan. Caller holds the run lock."""
+    """Create the steps of an accepted plan and cut the run's git branch. Caller holds the
+    run lock."""
     plan.status = Plan.Status.ACCEPTED
     plan.save(update_fields=["status"])
+    if not run.branch:
+        workspaces.start_run_branch(run)
+        run.save(update_fields=["branch", "base_commit", "head_commit"])
     # Orderings added for shared claims are already in the stored step dependencies.
     for position, spec in enumerate(plan.data["steps"]):
         Step.objects.create(
@@ -251,6 +254,8 @@ def _materialise_plan(run: Run, plan: Plan) -> None:
         data={
             "plan": plan.pk,
             "version": plan.version,
+            "branch": run.branch,
+            "base_commit": run.base_commit,
             "steps": [
                 {"key": s["key"], "agent": s["agent"], "depends_on": s.get("depends_on", [])}
                 for s in plan.data["steps"]
@@ -289,7 +294,8 @@ def _dispatch_locked(run: Run) -> bool:
         return True
     active = [s for s in steps if s.status in Step.ACTIVE]
     busy = sum(1 for s in active if s.status != Step.Status.AWAITING_APPROVAL)
-    held = {claim for s in active for claim in s.claims}
+    # Leases: what each active step claimed in the plan, widened by what it touched.
+    held = {path for s in active for path in (*s.claims, *s.touched)}
     now = timezone.now()
     for step in steps:
         if step.status != Step.Status.PENDING:
@@ -377,7 +383,11 @@ def execute_step(step_id: int) -> None:
         step.status = Step.Status.RUNNING
         step.attempts += 1
         step.started_at = step.started_at or timezone.now()
-        step.save(update_fields=["status", "attempts", "started_at"])
+        step.lease_expires_at = lease_from_now()
+        worktree_fields = workspaces.prepare_worktree(run, step)
+        step.save(
+            update_fields=["status", "attempts", "started_at", "lease_expires_at", *worktree_fields]
+        )
         brief = {
             **step.brief,
             "step": step.key,
@@ -398,7 +408,13 @@ def execute_step(step_id: int) -> None:
             "step.started",
             step=step,
             actor=step.agent_role,
-            data={"attempt": step.attempts, "agent_run": agent_run.pk, "worker": agent_run.worker},
+            data={
+                "attempt": step.attempts,
+                "agent_run": agent_run.pk,
+                "worker": agent_run.worker,
+                "branch": step.branch,
+                "base_commit": step.base_commit,
+            },
         )
         _sync_run_status(run)
     _drive_step(step, agent_run)
@@ -422,7 +438,8 @@ def resume_step(step_id: int) -> None:
         ).exists():
             return  # still waiting on a human
         step.status = Step.Status.RUNNING
-        step.save(update_fields=["status"])
+        step.lease_expires_at = lease_from_now()
+        step.save(update_fields=["status", "lease_expires_at"])
         agent_run.status = AgentRun.Status.RUNNING
         agent_run.save(update_fields=["status"])
         emit(run, "step.resumed", step=step, actor=step.agent_role)
@@ -448,6 +465,8 @@ def _drive_step(step: Step, agent_run: AgentRun) -> None:
     reviewer = session.final_result
     if reviewer is not None:
         _run_review(step, reviewer)
+    elif step.brief.get("checks"):
+        review_step(step.pk)
 
 
 def _hand_to_review(
@@ -462,14 +481,27 @@ def _hand_to_review(
         return None
     step.output = outcome.content
     step.status = Step.Status.IN_REVIEW
+    try:
+        fields = ["output", "status", *workspaces.commit_step(step)] if step.worktree else []
+    except GitError as exc:  # e.g. conflict markers left in a file
+        step.save(update_fields=["output", "status"])
+        _apply_verdict_locked(
+            run, step.pk, "revise", f"Your work cannot be committed: {exc}", actor="git"
+        )
+        return None
     emit(
         run,
         "step.output",
         step=step,
         actor=step.agent_role,
-        data={"chars": len(step.output)},
+        data={"chars": len(step.output), "commit": step.head_commit, "touched": step.touched},
     )
-    reviewer = _claim_review(run, step, extra_fields=["output", "status"])
+    if step.brief.get("checks"):
+        # Deterministic checks come before the reviewer, outside this transaction.
+        step.save(update_fields=fields or ["output", "status"])
+        _sync_run_status(run)
+        return None
+    reviewer = _claim_review(run, step, extra_fields=fields or ["output", "status"])
     _sync_run_status(run)
     return reviewer
 
@@ -521,6 +553,11 @@ def review_step(step_id: int) -> None:
     """The review gate: a reviewer agent judges the step's latest output, exactly once per
     attempt. Pass completes the step and dispatches its successors at once; revise re-runs
     it with the feedback (bounded); past the bound, or on escalate, a human decides."""
+    step = Step.objects.filter(pk=step_id).first()
+    if step is None:
+        return
+    if step.brief.get("checks") and not _checks_done(step) and not _run_checks(step):
+        return
     with _locked_run_of_step(step_id) as run:
         if run is None:
             return
@@ -530,6 +567,40 @@ def review_step(step_id: int) -> None:
         reviewer = _claim_review(run, step)
     if reviewer is not None:
         _run_review(step, reviewer)
+
+
+def _checks_done(step: Step) -> bool:
+    return bool(step.checks) and step.checks[-1].get("attempt") == step.attempts
+
+
+def _run_checks(step: Step) -> bool:
+    """Run the brief's checks in the step's worktree; a failure goes back to the agent as
+    review feedback (bounded like any revision). Returns True when review may go on."""
+    run = Run.objects.select_related("project").get(pk=step.run_id)
+    results = workspaces.run_checks(run, step)
+    passed = all(r["passed"] for r in results)
+    with locked_run(step.run_id) as run:
+        step.refresh_from_db()
+        if run.is_terminal or step.status != Step.Status.IN_REVIEW or _checks_done(step):
+            return False
+        step.checks = [*step.checks, {"attempt": step.attempts, "results": results}]
+        step.save(update_fields=["checks"])
+        emit(
+            run,
+            "step.checks",
+            step=step,
+            data={"attempt": step.attempts, "passed": passed, "results": results},
+        )
+        if not passed:
+            _apply_verdict_locked(
+                run,
+                step.pk,
+                "revise",
+                "The step's checks failed in its worktree; fix them:\n"
+                + workspaces.describe_checks(results),
+                actor="checks",
+            )
+    return passed
 
 
 def _claim_review(run: Run, step: Step, extra_fields: list[str] = ()) -> AgentRun | None:
@@ -552,10 +623,24 @@ def _claim_review(run: Run, step: Step, extra_fields: list[str] = ()) -> AgentRu
             f"Review the output of step {step.key} — {step.title}.\n\n"
             f"Brief:\n{json.dumps(step.brief, indent=2)}\n\n"
             f"Output (attempt {step.attempts}):\n{step.output}\n\n"
-            "Call `submit_verdict` with pass, revise or escalate."
+            + _review_evidence(step)
+            + "Call `submit_verdict` with pass, revise or escalate."
         ),
         attempt=step.attempts,
     )
+
+
+def _review_evidence(step: Step) -> str:
+    """What the reviewer gets besides the output: the files the step changed and the
+    results of its checks."""
+    parts = []
+    if step.touched:
+        parts.append(
+            "Files changed (commit " + step.head_commit[:10] + "): " + ", ".join(step.touched)
+        )
+    if _checks_done(step):
+        parts.append("Checks:\n" + workspaces.describe_checks(step.checks[-1]["results"]))
+    return "".join(part + "\n\n" for part in parts)
 
 
 def _run_review(step: Step, agent_run: AgentRun) -> None:
@@ -634,8 +719,7 @@ def _apply_verdict_locked(
             f"Still not accepted after {step.revisions} revision rounds. Last feedback: {feedback}"
         )
     if verdict == "pass":
-        _complete_step(run, step)
-        return _dispatch_locked(run)
+        return accept_step(run, step)
     if verdict == "revise":
         step.revisions += 1
         step.feedback = feedback
@@ -645,28 +729,133 @@ def _apply_verdict_locked(
         emit(run, "step.revising", step=step, data={"round": step.revisions})
         _sync_run_status(run)
         return False
-    checkpoint = Checkpoint.objects.create(
-        run=run,
-        step=step,
+    escalate(run, step, feedback)
+    return False
+
+
+def escalate(run: Run, step: Step, reason: str) -> None:
+    """A human decides about the step. Caller holds the run lock."""
+    open_checkpoint(
+        run,
         kind=Checkpoint.Kind.ESCALATION,
+        step=step,
         shown={
             "step": step.key,
             "title": step.title,
             "brief": step.brief,
             "output": step.output,
-            "reason": feedback,
+            "reason": reason,
         },
     )
     step.status = Step.Status.AWAITING_APPROVAL
     step.save(update_fields=["status"])
-    emit(
-        run,
-        "approval.requested",
-        step=step,
-        data={"checkpoint": checkpoint.pk, "kind": Checkpoint.Kind.ESCALATION},
-    )
+    _sync_run_status(run)
+
+
+def accept_step(run: Run, step: Step) -> bool:
+    """A step that passed review (or a human's approval) enters the merge queue; a step
+    without a worktree is done at once. Caller holds the run lock. Returns True when the
+    report is due."""
+    if not step.branch:
+        _complete_step(run, step)
+        return _dispatch_locked(run)
+    step.status = Step.Status.MERGING
+    step.task_id = queue.enqueue(_tasks().merge_step_task, step.pk)
+    step.save(update_fields=["status", "task_id"])
+    emit(run, "merge.queued", step=step, data={"branch": step.branch, "commit": step.head_commit})
     _sync_run_status(run)
     return False
+
+
+MAX_MERGE_ROUNDS = 2
+
+
+def merge_step(step_id: int) -> None:
+    """The merge queue: integrate the step's reviewed branch into the run branch, one merge
+    at a time per repository. A conflict goes back to the step's agent with the conflict as
+    feedback (bounded rounds, then a human decides); nothing is overwritten."""
+    step = Step.objects.select_related("run__project").filter(pk=step_id).first()
+    if step is None or step.status != Step.Status.MERGING or step.run.is_terminal:
+        return
+    outcome = workspaces.merge_step(step.run, step)
+    conflicts = [] if outcome.ok else workspaces.bring_run_head_into(step.run, step)
+    report = False
+    with locked_run(step.run_id) as run:
+        step.refresh_from_db()
+        if run.is_terminal or step.status != Step.Status.MERGING:
+            return
+        if outcome.ok:
+            step.merged_commit = outcome.commit
+            run.head_commit = workspaces.run_head(run)
+            run.save(update_fields=["head_commit"])
+            step.save(update_fields=["merged_commit"])
+            emit(
+                run,
+                "step.merged",
+                step=step,
+                data={
+                    "branch": step.branch,
+                    "commit": outcome.commit,
+                    "run_branch": run.branch,
+                    "files": step.touched,
+                },
+            )
+            _complete_step(run, step)
+            report = _dispatch_locked(run)
+        else:
+            emit(
+                run,
+                "merge.conflict",
+                step=step,
+                data={"files": outcome.conflicts, "round": step.merge_rounds + 1},
+            )
+            feedback = (
+                "Merging your branch into the run branch conflicted with work another step "
+                f"merged first, in: {', '.join(outcome.conflicts)}. Those files in your "
+                "worktree now hold conflict markers (<<<<<<< ======= >>>>>>>): resolve them so "
+                "that both changes are kept, then finish.\n\n" + outcome.detail
+            )
+            if step.merge_rounds >= MAX_MERGE_ROUNDS:
+                escalate(
+                    run, step, f"Still conflicting after {step.merge_rounds} rounds.\n{feedback}"
+                )
+            else:
+                step.merge_rounds += 1
+                step.feedback = feedback
+                step.status = Step.Status.REVISING
+                step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+                step.save(update_fields=["merge_rounds", "feedback", "status", "task_id"])
+                emit(
+                    run,
+                    "step.revising",
+                    step=step,
+                    data={
+                        "round": step.revisions,
+                        "merge_conflict": conflicts or outcome.conflicts,
+                    },
+                )
+                _sync_run_status(run)
+    if report:
+        report_run(step.run_id)
+
+
+def stop_step(run: Run, step: Step, reason: str) -> None:
+    """A human stopped the step at a checkpoint: it fails without another attempt, and the
+    run fails with it (completed outputs are kept). Caller holds the run lock."""
+    from agents.models import ToolCall
+
+    step.status = Step.Status.FAILED
+    step.error = reason
+    step.finished_at = timezone.now()
+    step.save(update_fields=["status", "error", "finished_at"])
+    ToolCall.objects.filter(step=step, status=ToolCall.Status.AWAITING_APPROVAL).update(
+        status=ToolCall.Status.REJECTED, result=reason, finished_at=step.finished_at
+    )
+    step.agent_runs.filter(status=AgentRun.Status.PAUSED).update(
+        status=AgentRun.Status.CANCELLED, error=reason, finished_at=step.finished_at
+    )
+    emit(run, "step.failed", step=step, data={"error": reason, "stopped": True})
+    _fail_run(run, f"Step {step.key!r} was {reason}")
 
 
 def _complete_step(run: Run, step: Step) -> None:
@@ -788,10 +977,16 @@ def recover_embedded_work() -> int:
     touched = 0
     for run_id in Run.objects.exclude(status__in=Run.TERMINAL).values_list("pk", flat=True):
         with locked_run(run_id) as run:
-            interrupted = AgentRun.objects.filter(run=run, status=AgentRun.Status.RUNNING).update(
-                status=AgentRun.Status.FAILED,
-                error="interrupted: the server stopped",
-                finished_at=timezone.now(),
+            # A step's agent carries on from its stored conversation (see take_over_step);
+            # planners and reviewers start again.
+            interrupted = (
+                AgentRun.objects.filter(run=run, status=AgentRun.Status.RUNNING)
+                .exclude(purpose=AgentRun.Purpose.STEP, step__status=Step.Status.RUNNING)
+                .update(
+                    status=AgentRun.Status.FAILED,
+                    error="interrupted: the server stopped",
+                    finished_at=timezone.now(),
+                )
             )
             requeued = _requeue_lost_work(run)
             if interrupted or requeued:
@@ -813,10 +1008,13 @@ def _requeue_lost_work(run: Run) -> int:
         return 1
     requeued = 0
     for step in run.steps.filter(status__in=Step.ACTIVE):
-        if step.status == Step.Status.RUNNING:  # caught mid-attempt: a new attempt
-            step.status = Step.Status.READY
-            step.save(update_fields=["status"])
-        elif step.status == Step.Status.IN_REVIEW:  # a review taken but maybe never finished
+        if step.status == Step.Status.RUNNING:  # caught mid-attempt: carry on with it
+            step.lease_expires_at = None
+            step.save(update_fields=["lease_expires_at"])
+            queue.enqueue(tasks.take_over_step_task, step.pk)
+            requeued += 1
+            continue
+        if step.status == Step.Status.IN_REVIEW:  # a review taken but maybe never finished
             step.reviewed_attempt = step.attempts - 1
             step.save(update_fields=["reviewed_attempt"])
         if _requeue_step(step):
@@ -836,6 +1034,9 @@ def _requeue_step(step: Step) -> bool:
         return True
     if step.status == Step.Status.IN_REVIEW and step.reviewed_attempt < step.attempts:
         queue.enqueue(tasks.review_step_task, step.pk)
+        return True
+    if step.status == Step.Status.MERGING:
+        queue.enqueue(tasks.merge_step_task, step.pk)
         return True
     if (
         step.status == Step.Status.AWAITING_APPROVAL
@@ -858,6 +1059,7 @@ def sweep_active_runs() -> int:
         status__in=[Run.Status.RUNNING, Run.Status.REVIEWING, Run.Status.AWAITING_APPROVAL]
     ).values_list("pk", flat=True)
     stale_before = timezone.now() - STALE_QUEUED_AFTER
+    reclaim_expired_leases()
     count = 0
     for run_id in active:
         with locked_run(run_id) as run:
@@ -882,3 +1084,61 @@ def _requeue_stale_work(run: Run, stale_before) -> list[str]:
         if last_move is not None and last_move <= stale_before and _requeue_step(step):
             requeued.append(step.key)
     return requeued
+
+
+def reclaim_expired_leases(now=None) -> int:
+    """Hand every running step whose worker stopped renewing its lease to another worker.
+    Run by the sweep; tests pass `now`. Returns the steps handed over."""
+    now = now or timezone.now()
+    expired = (
+        Step.objects.filter(status=Step.Status.RUNNING, lease_expires_at__lt=now)
+        .exclude(run__status__in=Run.TERMINAL)
+        .values_list("pk", flat=True)
+    )
+    for step_id in expired:
+        queue.enqueue(_tasks().take_over_step_task, step_id, now.isoformat())
+    return len(expired)
+
+
+def take_over_step(step_id: int, now: str | None = None) -> None:
+    """Carry on with a running step whose worker stopped: the same attempt, from the stored
+    conversation. A side effect caught mid-call is not run again (see the agent loop)."""
+    now_at = timezone.datetime.fromisoformat(now) if now else timezone.now()
+    with _locked_run_of_step(step_id) as run:
+        if run is None:
+            return
+        step = Step.objects.get(pk=step_id)
+        if run.is_terminal or step.status != Step.Status.RUNNING:
+            return
+        if step.lease_expires_at is not None and step.lease_expires_at >= now_at:
+            return  # renewed meanwhile: its worker is alive
+        agent_run = (
+            step.agent_runs.filter(purpose=AgentRun.Purpose.STEP, attempt=step.attempts)
+            .order_by("-pk")
+            .first()
+        )
+        if agent_run is None or agent_run.status not in (
+            AgentRun.Status.RUNNING,
+            AgentRun.Status.FAILED,
+        ):
+            # Nothing to carry on from: a new attempt.
+            step.status = Step.Status.READY
+            step.task_id = queue.enqueue(_tasks().execute_step_task, step.pk)
+            step.save(update_fields=["status", "task_id"])
+            emit(run, "step.retrying", step=step, data={"error": "its worker stopped"})
+            return
+        previous = agent_run.worker
+        agent_run.status = AgentRun.Status.RUNNING
+        agent_run.worker = worker_name()
+        agent_run.error = ""
+        agent_run.finished_at = None
+        agent_run.save(update_fields=["status", "worker", "error", "finished_at"])
+        step.lease_expires_at = lease_from_now()
+        step.save(update_fields=["lease_expires_at"])
+        emit(
+            run,
+            "step.taken_over",
+            step=step,
+            data={"agent_run": agent_run.pk, "from": previous, "to": agent_run.worker},
+        )
+    _drive_step(step, agent_run)

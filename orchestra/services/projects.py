@@ -4,7 +4,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 
-from agents.teams import TEAMS, seed_team
+from agents.teams import TEAM_COMMANDS, TEAMS, seed_team
+from approvals.policies import install_default_policy
 from orchestra.models import Membership, Project
 
 
@@ -17,8 +18,9 @@ class ProjectExists(Exception):
 
 
 def create_project(user, slug: str, name: str, team: str) -> Project:
-    """Create a project with its team's agent profiles; the creator becomes its admin.
-    Only superusers may create projects."""
+    """Create a project with its team's agent profiles, commands and the default approval
+    policy; the creator becomes its admin. Only superusers may create projects. Its git
+    repository is made on first use."""
     if not user.is_superuser:
         raise PermissionDenied("Only superusers may create projects.")
     slug, name = slug.strip(), name.strip()
@@ -36,8 +38,11 @@ def create_project(user, slug: str, name: str, team: str) -> Project:
         raise InvalidProject(f"team must be one of {', '.join(sorted(TEAMS))}.")
     try:
         with transaction.atomic():
-            project = Project.objects.create(slug=slug, name=name, team=team)
+            project = Project.objects.create(
+                slug=slug, name=name, team=team, **TEAM_COMMANDS.get(team, {})
+            )
             seed_team(team)
+            install_default_policy(project)
             Membership.objects.create(project=project, user=user, role=Membership.Role.ADMIN)
     except IntegrityError:
         raise ProjectExists(f"A project with slug {slug!r} already exists.") from None

@@ -2,16 +2,18 @@
 rejections reaching the agent, failures, cancellation, exactly-once decisions."""
 
 import json
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
 
 from agents.llm import override_client
 from agents.models import AgentRun, ToolCall
-from approvals.models import Checkpoint
+from agents import workspace as git
+from approvals.models import Checkpoint, PolicyRule
 from approvals.services import AlreadyDecided, InvalidDecision, decide_checkpoint
 from orchestra.models import Plan, Run, Step
-from orchestra.services.agents import workspace_for
+from orchestra.services.workspaces import repository_for
 from orchestra.services.engine import EngineError, cancel_run, start_run
 from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
 
@@ -97,7 +99,7 @@ def test_orchestrator_cannot_write_whatever_the_model_asks(demo, owner):
     refused = ToolCall.objects.get(run=run, tool="write_file")
     assert refused.status == ToolCall.Status.REFUSED
     assert "not available to the orchestrator" in refused.result
-    assert not (workspace_for(demo) / "pwned.txt").exists()
+    assert not (repository_for(demo) / "pwned.txt").exists()
     event = run.events.get(kind="tool.called", data__tool="write_file")
     assert event.data["status"] == "refused"
 
@@ -234,13 +236,14 @@ def test_step_sees_only_its_brief_and_dependency_outputs(demo, owner):
 
 
 def test_a_gated_file_write_shows_the_diff(demo, owner, approver):
-    demo.gated_risks = ["write", "exec"]
-    demo.save()
-    workspace = workspace_for(demo)
-    (workspace / "notes").mkdir(parents=True, exist_ok=True)
-    (workspace / "notes" / "research.md").write_text("# Old notes\n")
+    PolicyRule.objects.create(project=demo, position=1, risk="write", outcome="require_approval")
+    repo = repository_for(demo)
+    (repo / "notes").mkdir(parents=True, exist_ok=True)
+    (repo / "notes" / "research.md").write_text("# Old notes\n")
+    git.commit_all(repo, "Old notes")
     run = start_run(owner, demo, "Gate the writes")
     checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    workspace = Path(run.steps.get(key="research").worktree)
     assert checkpoint.shown["tool"] == "write_file"
     diff = checkpoint.shown["diff"]
     assert "--- a/notes/research.md" in diff and "+++ b/notes/research.md" in diff

@@ -1,0 +1,158 @@
+"""Where agents work: a git repository per project, a branch per run, a worktree per step.
+
+Layout under ORCHESTRA_WORKSPACES:
+  <slug>/                          the project's repository (branch `main`)
+  <slug>-releases/<env>/           what the built-in or the project's deploy ships
+  <slug>-worktrees/run-<id>/<key>  one worktree per step, on branch orchestra/run-<id>/<key>
+  <slug>-worktrees/run-<id>/_merge the run branch's integration worktree (the merge queue)
+"""
+
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+from agents import workspace as git
+from agents.teams import STARTER_FILES
+from orchestra.models import Project, Run, Step
+
+
+def repository_for(project: Project) -> Path:
+    """The project's repository, created (or cloned from `project.repository`) on first use."""
+    if project.workspace_path:
+        path = Path(project.workspace_path)
+    else:
+        path = settings.ORCHESTRA_WORKSPACES / project.slug
+    return git.ensure_repository(
+        path, source=project.repository, seed_files=STARTER_FILES.get(project.team)
+    )
+
+
+def releases_for(project: Project) -> Path:
+    repo = repository_for(project)
+    return repo.parent / f"{repo.name}-releases"
+
+
+def _worktrees(run: Run) -> Path:
+    repo = repository_for(run.project)
+    return repo.parent / f"{repo.name}-worktrees" / f"run-{run.pk}"
+
+
+def start_run_branch(run: Run) -> None:
+    """Cut the run's branch from main. Caller holds the run lock and saves the run."""
+    repo = repository_for(run.project)
+    run.branch, run.base_commit = git.start_run_branch(repo, run.pk)
+    run.head_commit = run.base_commit
+
+
+def run_head(run: Run) -> str:
+    """The run branch's integrated head, read from git (the source of truth)."""
+    return git.head_commit(repository_for(run.project), run.branch)
+
+
+def prepare_worktree(run: Run, step: Step) -> list[str]:
+    """Give the step its worktree, cut from the run branch's current head (which holds every
+    dependency's merged work); a revision keeps working in the one it has. Returns the
+    step fields it set. Caller holds the run lock and saves them."""
+    if step.worktree and Path(step.worktree).is_dir():
+        return []
+    repo = repository_for(run.project)
+    step.branch = git.step_branch_name(run.pk, step.key)
+    step.base_commit = run_head(run)
+    path = _worktrees(run) / step.key
+    git.add_worktree(repo, path, step.branch, step.base_commit)
+    step.worktree = str(path)
+    return ["branch", "base_commit", "worktree"]
+
+
+def commit_step(step: Step) -> list[str]:
+    """Commit what the step's agent changed (an empty commit when nothing, so every step
+    leaves one commit), and note the paths it touched. Returns the fields it set."""
+    worktree = Path(step.worktree)
+    message = f"{step.key}: {step.title} (attempt {step.attempts})"
+    step.head_commit = git.commit_all(worktree, message, allow_empty=True) or git.head_commit(
+        worktree
+    )
+    step.touched = git.changed_paths(worktree, step.base_commit)
+    return ["head_commit", "touched"]
+
+
+def merge_step(run: Run, step: Step) -> git.MergeOutcome:
+    """Integrate the step's branch into the run branch: the merge queue, one merge at a time
+    per repository (a lock inside the repository)."""
+    repo = repository_for(run.project)
+    return git.merge_step(
+        repo,
+        run.branch,
+        step.branch,
+        _worktrees(run) / "_merge",
+        f"Merge step {step.key}: {step.title}",
+    )
+
+
+def bring_run_head_into(run: Run, step: Step) -> list[str]:
+    """After a conflict: merge the run branch into the step's worktree, leaving conflict
+    markers for the agent to resolve. Returns the conflicting paths."""
+    return git.merge_into_worktree(Path(step.worktree), run_head(run))
+
+
+def integrated_tree(run: Run):
+    """What `deploy` ships: exports the run branch's head into a folder, returns the sha."""
+    repo = repository_for(run.project)
+
+    def export(target: Path) -> str:
+        commit = git.head_commit(repo, run.branch)
+        git.export_tree(repo, commit, target)
+        return commit
+
+    return export
+
+
+def remove_worktrees(run: Run) -> None:
+    """A finished run's worktrees go; its branches stay for history."""
+    if not run.branch:
+        return
+    repo = repository_for(run.project)
+    for step in run.steps.exclude(worktree=""):
+        git.remove_worktree(repo, Path(step.worktree))
+    git.remove_worktree(repo, _worktrees(run) / "_merge")
+
+
+# --- deterministic checks -------------------------------------------------------------------
+EXIT_CODE = re.compile(r"^exit code (-?\d+)")
+
+
+def run_checks(run: Run, step: Step) -> list[dict]:
+    """Run the commands the step's brief names under `checks` in its worktree ("tests"
+    means the project's test command). Each result: command, passed, output."""
+    results = []
+    for command in step.brief.get("checks") or []:
+        if command == "tests":
+            command = run.project.test_command
+        if not command:
+            results.append(
+                {"command": "tests", "passed": False, "output": "no test command configured"}
+            )
+            continue
+        code, output = _run(Path(step.worktree), command)
+        results.append({"command": command, "passed": code == 0, "output": output[-4000:]})
+    return results
+
+
+def _run(cwd: Path, command: str) -> tuple[int, str]:
+    from agents.tools import ToolContext, ToolError, run_command
+
+    context = ToolContext(workspace=cwd, run_id=0, step_key="", environment={})
+    try:
+        text = run_command(context, {"command": command})
+    except ToolError as exc:
+        return -1, str(exc)
+    match = EXIT_CODE.match(text)
+    return (int(match.group(1)) if match else -1), text
+
+
+def describe_checks(results: list[dict]) -> str:
+    return "\n".join(
+        f"- `{r['command']}`: {'passed' if r['passed'] else 'FAILED'}\n{r['output']}"
+        for r in results
+    )
