@@ -428,7 +428,7 @@ def _expire(checkpoint_id: int, run_id: int, now) -> int:
         decision = outcome if outcome in TIMEOUT_OUTCOMES else "reject"
         if decision == "reject_stop" and checkpoint.step_id is None:
             decision = "reject"
-        waited = int((checkpoint.expires_at - checkpoint.requested_at).total_seconds() // 60)
+        waited = round((checkpoint.expires_at - checkpoint.requested_at).total_seconds() / 60)
         reason = (
             f"expired: no decision within {waited} minutes (deadline "
             f"{checkpoint.expires_at.isoformat(timespec='seconds')})"

@@ -24,6 +24,7 @@ from approvals import audit
 from approvals.models import Checkpoint
 from approvals.services import (
     AlreadyDecided,
+    AlreadyVoted,
     InvalidDecision,
     decide_checkpoint,
     get_checkpoint_for_user,
@@ -223,6 +224,8 @@ class ApprovalOut(Schema):
     arguments: dict | None
     status: str
     requested_at: str
+    expires_at: str | None
+    approvals_required: int
     # Exactly what an approver is shown: tool and reason, the plan, or the escalated output.
     shown: dict
 
@@ -231,18 +234,35 @@ class ApprovalListOut(Schema):
     approvals: list[ApprovalOut]
 
 
+class PatternIn(Schema):
+    argument: str
+    glob: str
+
+
 class DecisionIn(Schema):
-    decision: Literal["approve", "reject"]
+    decision: Literal[
+        "approve", "approve_run", "approve_pattern", "reject", "reject_stop", "respond"
+    ]
+    # Feedback for a rejection, the answer for "respond", a note for an approval.
     comment: str = ""
-    # Only with "approve" on a tool call: the approver's edit, checked against the tool schema.
+    # With an approval of a tool call: the approver's edit, checked against the tool schema.
     arguments: dict | None = None
+    # With "approve_pattern": allow the tool for the rest of the run when `argument` matches.
+    pattern: PatternIn | None = None
+    # With "approve" on a plan checkpoint: edit_brief, edit_title, remove_step,
+    # add_dependency, remove_dependency operations; the edited plan runs.
+    plan_edits: list[dict] | None = None
 
 
 class DecisionOut(Schema):
     id: int
     status: str
+    decision: str
     decided_by: str | None
     decided_at: str | None
+    approvals: list[str]
+    approvals_required: int
+    arguments_diff: list
 
 
 # --- serialisation --------------------------------------------------------------------------
@@ -312,6 +332,8 @@ def _approval_json(checkpoint: Checkpoint) -> dict:
         "arguments": call.arguments if call else None,
         "status": checkpoint.status,
         "requested_at": _iso(checkpoint.requested_at),
+        "expires_at": _iso(checkpoint.expires_at),
+        "approvals_required": checkpoint.approvals_required,
         "shown": checkpoint.shown,
     }
 
@@ -320,8 +342,12 @@ def _decision_json(checkpoint: Checkpoint) -> dict:
     return {
         "id": checkpoint.pk,
         "status": checkpoint.status,
+        "decision": checkpoint.decision,
         "decided_by": checkpoint.decided_by.get_username() if checkpoint.decided_by else None,
         "decided_at": _iso(checkpoint.decided_at),
+        "approvals": list(checkpoint.votes.values_list("user__username", flat=True)),
+        "approvals_required": checkpoint.approvals_required,
+        "arguments_diff": checkpoint.arguments_diff,
     }
 
 
@@ -481,7 +507,13 @@ def decide(request: HttpRequest, checkpoint_id: int, payload: DecisionIn):
     user = _user(request)
     checkpoint = get_checkpoint_for_user(user, checkpoint_id)
     checkpoint = decide_checkpoint(
-        user, checkpoint, payload.decision, payload.comment, payload.arguments
+        user,
+        checkpoint,
+        payload.decision,
+        payload.comment,
+        payload.arguments,
+        pattern=payload.pattern.dict() if payload.pattern else None,
+        plan_edits=payload.plan_edits,
     )
     return _decision_json(checkpoint)
 
@@ -541,6 +573,11 @@ def _on_engine_error(request: HttpRequest, exc: EngineError) -> HttpResponse:
 @api.exception_handler(InvalidDecision)
 def _on_invalid_decision(request: HttpRequest, exc: InvalidDecision) -> HttpResponse:
     return _detail(request, str(exc), 400)
+
+
+@api.exception_handler(AlreadyVoted)
+def _on_already_voted(request: HttpRequest, exc: AlreadyVoted) -> HttpResponse:
+    return _detail(request, str(exc), 409)
 
 
 @api.exception_handler(AlreadyDecided)

@@ -46,6 +46,12 @@ PLAN_SCHEMA: dict = {
                                 "minItems": 1,
                                 "items": {"type": "string", "maxLength": 2000},
                             },
+                            # Commands run in the step's worktree before review
+                            # ("tests" is the project's test command).
+                            "checks": {
+                                "type": "array",
+                                "items": {"type": "string", "minLength": 1, "maxLength": 500},
+                            },
                         },
                     },
                     "depends_on": {

@@ -171,6 +171,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT 
 CELERY_BEAT_SCHEDULE = {
     "sweep-active-runs": {"task": "orchestra.sweep", "schedule": 30.0},
     "approvals.deliver_due": {"task": "approvals.deliver_due", "schedule": 10.0},
+    "approvals.expire_due": {"task": "approvals.expire_due", "schedule": 15.0},
 }
 # LLM steps wait on the network: threads, with many slots per worker process.
 ORCHESTRA_WORKER_POOL = env_str("ORCHESTRA_WORKER_POOL", "threads")

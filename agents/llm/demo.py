@@ -57,9 +57,10 @@ SOFTWARE_PLAN = [
         "agent": "coder",
         "depends_on": ["implement", "tests"],
         "brief": {
-            "objective": "Run the tests and report the result.",
+            "objective": "Check that the code compiles, run the tests and report the result.",
             "expected_output": "The test command's outcome.",
             "acceptance_criteria": ["The tests were run"],
+            "checks": ["tests"],
         },
     },
     {
@@ -281,7 +282,10 @@ class DemoModel:
             "tests": [
                 ("write_file", {"path": "tests/test_greeting.py", "content": GREETING_TESTS})
             ],
-            "verify": [("run_command", {"command": "python3 -m unittest discover -s tests -v"})],
+            "verify": [
+                ("run_command", {"command": "python3 -m compileall -q src tests"}),
+                ("run_tests", {}),
+            ],
             "deploy": [("deploy", {"environment": "demo", "note": "Demo release"})],
         }
         content_files = {

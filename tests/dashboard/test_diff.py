@@ -4,10 +4,11 @@ the step's checkpoint list, added lines green and removed lines red, each keepin
 import pytest
 from django.utils.html import escape
 
-from approvals.models import Checkpoint
+from agents import workspace as git
+from approvals.models import Checkpoint, PolicyRule
 from orchestra.dashboard.templatetags.diffs import diff_lines
-from orchestra.services.agents import workspace_for
 from orchestra.services.engine import start_run
+from orchestra.services.workspaces import repository_for
 
 from .conftest import client_for
 
@@ -102,11 +103,11 @@ def test_an_empty_diff_says_so_and_other_checkpoints_show_none(checkpoint, owner
 
 def test_the_engines_diff_of_a_gated_write_renders(demo, owner):
     """End to end: the diff the agent loop records for a gated write_file, as shown."""
-    demo.gated_risks = ["write", "exec"]
-    demo.save(update_fields=["gated_risks"])
-    notes = workspace_for(demo) / "notes"
-    notes.mkdir(parents=True, exist_ok=True)
-    (notes / "research.md").write_text("# Old notes\n")
+    PolicyRule.objects.create(project=demo, position=1, risk="write", outcome="require_approval")
+    repo = repository_for(demo)
+    (repo / "notes").mkdir(parents=True, exist_ok=True)
+    (repo / "notes" / "research.md").write_text("# Old notes\n")
+    git.commit_all(repo, "Old notes")
     run = start_run(owner, demo, "Gate the writes")
     checkpoint = Checkpoint.objects.get(run=run, status=Checkpoint.Status.PENDING)
     page = client_for(owner).get(f"/approvals/{checkpoint.pk}/").text
