@@ -246,9 +246,10 @@ class DemoModel:
             call = ToolRequest(f"call_{key}_{len(results) + 1}", name, json.dumps(arguments))
             return (f"Next I call {name} for step {key}.", [call])
         last = results[-1] if results else ""
-        if last.startswith("rejected by"):
+        rejected = next((r for r in results if r.startswith("rejected by")), None)
+        if rejected:
             return (
-                f"Step {key}: a human rejected my request ({last}). I did not run it and "
+                f"Step {key}: a human rejected my request ({rejected}). I did not run it and "
                 "leave the decision to the reviewer.",
                 [],
             )

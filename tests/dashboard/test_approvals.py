@@ -37,7 +37,7 @@ def test_approval_page_shows_exactly_what_is_asked(checkpoint, approver):
     assert "risk: exec" in page
     assert json.dumps(shown["arguments"], indent=2).replace('"', "&quot;") in page
     assert shown["reason"] and shown["reason"] in page
-    assert "Run the tests and report the result." in page  # the step's brief
+    assert "Check that the code compiles, run the tests and report the result." in page
     for button in (">Approve</button>", ">Edit and approve</button>", ">Reject</button>"):
         assert button in page
 

@@ -330,6 +330,8 @@ def test_approvals_are_listed_over_visible_runs(viewer, outsider, started):
         "arguments": checkpoint.tool_call.arguments,
         "status": "pending",
         "requested_at": checkpoint.requested_at.isoformat(),
+        "expires_at": None,
+        "approvals_required": 1,
         "shown": checkpoint.shown,
     }
     assert approval["shown"]["brief"]["acceptance_criteria"] == ["The tests were run"]
@@ -420,7 +422,7 @@ def test_edited_arguments_that_do_not_fit_are_400(approver, started, body, fragm
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ({"decision": "maybe"}, "decision: Input should be 'approve' or 'reject'"),
+        ({"decision": "maybe"}, "decision: Input should be 'approve', 'approve_run'"),
         ({"comment": "hm"}, "decision: Field required"),
         ({"decision": "approve", "arguments": ["ls"]}, "arguments: Input should be a valid"),
         ({"decision": "approve", "comment": "c" * 5001}, "longer than 5000 characters"),
