@@ -10,7 +10,8 @@ from django.conf import settings
 from django.core.validators import MaxLengthValidator
 
 from agents.models import AgentProfile
-from approvals.models import Checkpoint
+from agents.tools import REGISTRY, Risk
+from approvals.models import Checkpoint, PolicyRule
 from approvals.services import MAX_COMMENT
 from orchestra.models import Project, Run
 
@@ -41,17 +42,41 @@ class NewTaskForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
-    """One form, three buttons: Approve, Edit and approve, Reject."""
+    """A decision on a tool-call, deploy or escalation checkpoint: one form, one button per
+    decision (the `action`). Which actions a checkpoint offers depends on its kind."""
 
-    ACTIONS = ("approve", "edit", "reject")
+    # action -> the service's decision ("edit" is an approval with edited arguments).
+    DECISIONS = {
+        "approve": "approve",
+        "edit": "approve",
+        "reject": "reject",
+        "reject_stop": "reject_stop",
+        "respond": "respond",
+        "approve_run": "approve_run",
+        "approve_pattern": "approve_pattern",
+    }
+    # What the messages say after a decision that closed the checkpoint.
+    DONE = {
+        "approve": "Approved",
+        "edit": "Approved with edited arguments",
+        "reject": "Rejected",
+        "reject_stop": "Rejected; the step was stopped",
+        "respond": "Answered; the tool did not run",
+        "approve_run": "Approved, and allowed for the rest of this run",
+        "approve_pattern": "Approved, and allowed for matching arguments in this run",
+    }
 
-    action = forms.ChoiceField(choices=[(a, a) for a in ACTIONS])
+    action = forms.ChoiceField(choices=[])
     comment = forms.CharField(
         required=False,
         strip=True,
         max_length=MAX_COMMENT,
+        label="Comment, feedback or answer",
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Required to reject: the agent receives it as the answer to its request.",
+        help_text=(
+            "Required to reject (the agent reads it as feedback) and to respond (the agent "
+            "gets it as the answer, and the tool does not run)."
+        ),
     )
     arguments = forms.CharField(
         required=False,
@@ -59,26 +84,59 @@ class DecisionForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
         help_text="Edit the JSON, then choose “Edit and approve”.",
     )
+    pattern_argument = forms.ChoiceField(required=False, label="Argument")
+    pattern_glob = forms.CharField(
+        required=False,
+        max_length=500,
+        label="Matches (glob)",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "class": "code"}),
+        help_text="* matches anything, ? one character; e.g. src/* or pytest*.",
+    )
 
     def __init__(self, *args, checkpoint: Checkpoint, **kwargs):
         super().__init__(*args, **kwargs)
         self.checkpoint = checkpoint
-        if checkpoint.tool_call_id is None:
+        actions = ["approve"]
+        if self.edits_arguments:
+            actions.append("edit")
+        actions.append("reject")
+        if checkpoint.step_id is not None:
+            actions.append("reject_stop")
+        if self.edits_arguments:
+            actions.append("respond")
+        if self.offers_run_approval:
+            actions += ["approve_run", "approve_pattern"]
+            call = checkpoint.tool_call.arguments or {}
+            self.fields["pattern_argument"].choices = [
+                (name, f"{name} (now: {value if len(value) <= 60 else value[:59] + '…'})")
+                for name, value in call.items()
+                if isinstance(value, str)
+            ]
+        else:
+            del self.fields["pattern_argument"], self.fields["pattern_glob"]
+        if not self.edits_arguments:
             del self.fields["arguments"]
+        self.fields["action"].choices = [(a, a) for a in actions]
+        self.actions = actions
 
     @property
     def edits_arguments(self) -> bool:
-        return "arguments" in self.fields
+        return self.checkpoint.tool_call_id is not None
+
+    @property
+    def offers_run_approval(self) -> bool:
+        """“For the rest of this run” is for tool calls only: never a deploy."""
+        return self.edits_arguments and self.checkpoint.kind == Checkpoint.Kind.TOOL_CALL
 
     def clean(self):
         data = super().clean()
         action = data.get("action")
         if action == "reject" and not data.get("comment"):
             self.add_error("comment", "Say why you reject it: the agent will read this.")
+        if action == "respond" and not data.get("comment"):
+            self.add_error("comment", "Write the answer the agent will get instead of the tool.")
         data["parsed_arguments"] = None
         if action == "edit":
-            if not self.edits_arguments:
-                raise forms.ValidationError("This checkpoint has no arguments to edit.")
             raw = data.get("arguments") or ""
             try:
                 parsed = json.loads(raw)
@@ -89,11 +147,181 @@ class DecisionForm(forms.Form):
                     data["parsed_arguments"] = parsed
                 else:
                     self.add_error("arguments", "The arguments must be a JSON object.")
+        data["pattern"] = None
+        if action == "approve_pattern":
+            if not data.get("pattern_argument"):
+                self.add_error("pattern_argument", "Choose the argument the pattern applies to.")
+            elif not data.get("pattern_glob"):
+                self.add_error("pattern_glob", "Give the pattern the argument must match.")
+            else:
+                data["pattern"] = {
+                    "argument": data["pattern_argument"],
+                    "glob": data["pattern_glob"],
+                }
         return data
 
     @property
     def decision(self) -> str:
-        return "reject" if self.cleaned_data["action"] == "reject" else "approve"
+        return self.DECISIONS[self.cleaned_data["action"]]
+
+    def error_field(self) -> str | None:
+        """Where a refusal from the service belongs on the page."""
+        return {"edit": "arguments", "approve_pattern": "pattern_glob"}.get(
+            self.cleaned_data.get("action")
+        )
+
+
+class PlanReviewForm(forms.Form):
+    """Review of a proposed plan: per step its objective (editable) and a “Remove step” box,
+    one dependency to add, and Approve plan / Reject plan. The edits go to the service as
+    `plan_edits` (orchestra.plan_edits); the service has the last word (cycles, unknown
+    agents...)."""
+
+    action = forms.ChoiceField(choices=[("approve", "approve"), ("reject", "reject")])
+    comment = forms.CharField(
+        required=False,
+        strip=True,
+        max_length=MAX_COMMENT,
+        label="Comment",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Required to reject the plan: the run stops with it.",
+    )
+    dep_step = forms.ChoiceField(required=False, label="Step")
+    dep_on = forms.ChoiceField(required=False, label="Depends on")
+
+    def __init__(self, *args, plan: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = list(plan.get("steps") or [])
+        keys = [("", "—")] + [(s["key"], f"{s['key']}: {s.get('title', '')}") for s in self.steps]
+        self.fields["dep_step"].choices = keys
+        self.fields["dep_on"].choices = keys
+        for step in self.steps:
+            key = step["key"]
+            self.fields[f"objective-{key}"] = forms.CharField(
+                required=False,
+                strip=True,
+                label="Objective",
+                initial=(step.get("brief") or {}).get("objective", ""),
+                widget=forms.Textarea(attrs={"rows": 3}),
+            )
+            self.fields[f"remove-{key}"] = forms.BooleanField(required=False, label="Remove step")
+
+    def rows(self) -> list[tuple[dict, forms.BoundField, forms.BoundField]]:
+        """Each step with its objective and “Remove step” fields, in plan order."""
+        return [(s, self[f"objective-{s['key']}"], self[f"remove-{s['key']}"]) for s in self.steps]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("action") == "reject":
+            if not data.get("comment"):
+                self.add_error("comment", "Say why you reject the plan: the run stops with it.")
+            data["edits"] = None
+            return data
+        removed = [s["key"] for s in self.steps if data.get(f"remove-{s['key']}")]
+        edits = []
+        for step in self.steps:
+            key = step["key"]
+            if f"objective-{key}" not in self.data:
+                continue  # not posted: unchanged
+            brief = step.get("brief") or {}
+            objective = (data.get(f"objective-{key}") or "").replace("\r\n", "\n").strip()
+            if key in removed or objective == (brief.get("objective") or "").strip():
+                continue
+            if not objective:
+                self.add_error(f"objective-{key}", "A step needs an objective.")
+                continue
+            edits.append(
+                {"op": "edit_brief", "step": key, "brief": {**brief, "objective": objective}}
+            )
+        step, on = data.get("dep_step"), data.get("dep_on")
+        if step or on:
+            if not (step and on):
+                self.add_error("dep_on", "Choose both the step and the step it depends on.")
+            elif step == on:
+                self.add_error("dep_on", "A step cannot depend on itself.")
+            elif step in removed or on in removed:
+                self.add_error("dep_on", "That dependency involves a step you remove.")
+            else:
+                edits.append({"op": "add_dependency", "step": step, "on": on})
+        edits += [{"op": "remove_step", "step": key} for key in removed]
+        data["edits"] = edits or None
+        return data
+
+
+class RuleForm(forms.Form):
+    """One rule of a project's approval policy, as a person fills it in. Shape only: the
+    rules service (approvals.rules) validates the rule and names the field at fault."""
+
+    name = forms.CharField(required=False, max_length=200)
+    tool = forms.ChoiceField(required=False, help_text="Empty: any tool.")
+    risk = forms.ChoiceField(
+        required=False,
+        choices=[("", "any"), *((r.value, r.value) for r in Risk)],
+    )
+    agent_role = forms.CharField(
+        required=False, max_length=64, label="Agent role", help_text="Empty: any agent."
+    )
+    arguments = forms.CharField(
+        required=False,
+        label="Arguments matching",
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "class": "code"}),
+        help_text="One per line: argument = glob, e.g. path = src/*. Empty: any arguments.",
+    )
+    within_claims = forms.BooleanField(
+        required=False, label="Only writes inside the step's claimed files"
+    )
+    outcome = forms.ChoiceField(choices=PolicyRule.Outcome.choices, initial="require_approval")
+    approvals_required = forms.IntegerField(
+        min_value=1, max_value=5, initial=1, label="Approvals required"
+    )
+    approver_group = forms.CharField(
+        required=False, max_length=150, label="Approver group", help_text="Empty: any approver."
+    )
+    exclude_task_creator = forms.BooleanField(
+        required=False, label="The task's creator may not approve"
+    )
+    deadline_minutes = forms.IntegerField(
+        required=False, min_value=1, label="Deadline (minutes)", help_text="Empty: no deadline."
+    )
+    timeout_outcome = forms.ChoiceField(
+        choices=[("reject", "reject"), ("reject_stop", "reject and stop the step")],
+        label="At the deadline",
+    )
+    remind_after_minutes = forms.IntegerField(
+        required=False, min_value=1, label="Reminder after (minutes)"
+    )
+    escalate_group = forms.CharField(
+        required=False,
+        max_length=150,
+        label="Escalate to group",
+        help_text="After the reminder, this group may decide too.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tool"].choices = [("", "any"), *((name, name) for name in sorted(REGISTRY))]
+
+    @classmethod
+    def for_rule(cls, rule: PolicyRule) -> RuleForm:
+        initial = {name: getattr(rule, name) for name in cls.base_fields}
+        initial["arguments"] = "\n".join(f"{k} = {v}" for k, v in (rule.arguments or {}).items())
+        return cls(initial=initial)
+
+    def clean_arguments(self) -> dict:
+        conditions = {}
+        for number, line in enumerate(self.cleaned_data["arguments"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, equals, glob = line.partition("=")
+            if not equals or not name.strip() or not glob.strip():
+                raise forms.ValidationError(
+                    f"Line {number} should read: argument = glob (for example path = src/*)."
+                )
+            conditions[name.strip()] = glob.strip()
+        return conditions
+
+    def rule_fields(self) -> dict:
+        return dict(self.cleaned_data)
 
 
 class HistoryFilterForm(forms.Form):

@@ -14,6 +14,16 @@ from orchestra.models import Run
 
 SUMMARY_LIMIT = 160
 
+# How each decision reads after "checkpoint #n" (and on the approval page).
+DECISIONS = {
+    "approve": "approved",
+    "approve_run": "approved for the rest of the run",
+    "approve_pattern": "approved for matching arguments",
+    "reject": "rejected",
+    "reject_stop": "rejected and the step stopped",
+    "respond": "answered without running the tool",
+}
+
 PHASES = [
     (Run.Phase.PLAN, "Plan"),
     (Run.Phase.DISPATCH, "Dispatch"),
@@ -71,12 +81,60 @@ def describe_event(kind: str, data: dict | None) -> str:
             if d.get("tool"):
                 text += f" for {d['tool']}"
         case "approval.decided":
-            verb = "approved" if d.get("decision") == "approve" else "rejected"
+            verb = DECISIONS.get(d.get("decision", ""), status_label(d.get("status", "")))
+            if d.get("status") == "expired":
+                verb = f"expired and was {verb}"
             text = f"checkpoint #{d.get('checkpoint')} {verb}"
             if d.get("edited_arguments") is not None:
                 text += " with edited arguments"
             if d.get("comment"):
                 text += f": {d['comment']}"
+        case "approval.voted":
+            text = (
+                f"checkpoint #{d.get('checkpoint')}: {d.get('approvals')} of "
+                f"{d.get('approvals_required')} approvals"
+            )
+            if d.get("edited_arguments") is not None:
+                text += " (arguments edited: earlier approvals reset)"
+        case "approval.reminder":
+            text = f"checkpoint #{d.get('checkpoint')} is still waiting"
+            if d.get("escalated_to"):
+                text += f"; the {d['escalated_to']} group may decide too"
+        case "policy.rule_added":
+            text = f"rule “{d.get('name', '')}”"
+        case "policy.rule_revoked":
+            text = f"rule “{d.get('name', '')}” revoked"
+        case "plan.edited":
+            changes = len(d.get("diff") or [])
+            text = (
+                f"version {d.get('version')} from version {d.get('based_on')}: "
+                f"{changes} change{'' if changes == 1 else 's'}"
+            )
+        case "merge.queued":
+            text = f"{d.get('branch', '?')} waits to merge"
+        case "step.merged":
+            files = len(d.get("files") or [])
+            text = (
+                f"{d.get('branch', '?')} merged as {str(d.get('commit') or '')[:10]} "
+                f"({files} file{'' if files == 1 else 's'})"
+            )
+        case "merge.conflict":
+            text = f"conflict in {', '.join(d.get('files') or [])} (round {d.get('round')})"
+        case "step.checks":
+            if d.get("passed"):
+                text = "checks passed"
+            else:
+                failed = [
+                    r.get("command", "?") for r in d.get("results") or [] if not r.get("passed")
+                ]
+                text = "checks failed: " + ", ".join(failed)
+        case "step.taken_over":
+            text = f"taken over from {d.get('from') or 'a lost worker'} by {d.get('to', '?')}"
+        case "notification.failed":
+            text = (
+                f"{d.get('channel', '?')} to {d.get('target', '?')} failed after "
+                f"{d.get('attempts')} attempts: {d.get('error', '')}"
+            )
         case "review.verdict":
             text = f"{d.get('verdict')}: {d.get('feedback', '')}"
         case "report.published":
@@ -135,3 +193,82 @@ def humanize_duration(value: timedelta | float | None) -> str:
 
 def pretty_json(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+# --- approval policy -------------------------------------------------------------------------
+TIMEOUT_OUTCOMES = {"reject": "rejected", "reject_stop": "rejected and the step stopped"}
+
+
+def rule_conditions(rule) -> list[str]:
+    """What a call must be for `rule` to decide it, one plain phrase per condition; empty
+    when the rule matches every call."""
+    conditions = []
+    if rule.tool:
+        conditions.append(f"the tool is {rule.tool}")
+    if rule.risk:
+        conditions.append(f"the tool's risk is {rule.risk}")
+    if rule.agent_role:
+        conditions.append(f"the agent's role is {rule.agent_role}")
+    for name, glob in (rule.arguments or {}).items():
+        conditions.append(f"its {name} matches {glob}")
+    if rule.within_claims:
+        conditions.append("every path it writes lies inside the step's claimed files")
+    return conditions
+
+
+def rule_outcome(rule) -> str:
+    """What happens to a call the rule matches, in plain words."""
+    if rule.outcome == "allow":
+        return "Runs without asking anyone."
+    if rule.outcome == "deny":
+        return "Refused: the agent is told it may not."
+    count = rule.approvals_required or 1
+    text = "Needs one approver" if count == 1 else f"Needs {count} different approvers"
+    if rule.approver_group:
+        text += f" from the {rule.approver_group} group"
+    if rule.exclude_task_creator:
+        text += ", none of them the task's creator"
+    text += "."
+    if rule.deadline_minutes:
+        outcome = TIMEOUT_OUTCOMES.get(rule.timeout_outcome, "rejected")
+        text += f" Undecided after {rule.deadline_minutes} min, it is {outcome}."
+    if rule.remind_after_minutes:
+        text += f" A reminder goes out after {rule.remind_after_minutes} min"
+        if rule.escalate_group:
+            text += f", and then the {rule.escalate_group} group may decide too"
+        text += "."
+    elif rule.escalate_group:
+        text += f" (Escalates to the {rule.escalate_group} group after a reminder; none is set.)"
+    return text
+
+
+def decision_label(checkpoint) -> str:
+    """“Approved for the rest of the run”, “Expired and was rejected”…"""
+    verb = DECISIONS.get(checkpoint.decision, status_label(checkpoint.status))
+    if checkpoint.status == "expired":
+        verb = f"expired and was {verb}"
+    return verb[:1].upper() + verb[1:]
+
+
+# --- plan review -----------------------------------------------------------------------------
+def describe_plan_change(change: dict) -> str:
+    """One entry of an edited plan's diff (orchestra.plan_edits) in plain words."""
+    step, op = change.get("step", "?"), change.get("op")
+    match op:
+        case "edit_brief":
+            return f"Changed the brief of {step}"
+        case "edit_title":
+            return f"Renamed {step}: “{change.get('before')}” → “{change.get('after')}”"
+        case "remove_step":
+            text = f"Removed step {step}"
+            if change.get("rewired"):
+                text += (
+                    f"; {', '.join(change['rewired'])} now wait"
+                    f"{'s' if len(change['rewired']) == 1 else ''} for what it waited for"
+                )
+            return text
+        case "add_dependency":
+            return f"{step} now waits for {change.get('on')}"
+        case "remove_dependency":
+            return f"{step} no longer waits for {change.get('on')}"
+    return f"{op} on {step}"

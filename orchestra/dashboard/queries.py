@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents.models import AgentRun, ModelCall, ToolCall
-from approvals.models import Checkpoint
+from approvals.models import Checkpoint, PolicyRule, Vote
 from orchestra.access import visible_projects
 from orchestra.models import Event, Plan, Project, Run, Step
 
@@ -50,6 +50,65 @@ def recently_decided(user, limit: int = RECENT_LIMIT) -> list[Checkpoint]:
         .exclude(status=Checkpoint.Status.PENDING)
         .select_related("run__task", "step", "tool_call", "decided_by")
         .order_by("-decided_at", "-pk")[:limit]
+    )
+
+
+def checkpoint_votes(checkpoint: Checkpoint) -> list[Vote]:
+    return list(checkpoint.votes.select_related("user").order_by("at", "pk"))
+
+
+def excluded_approvers(checkpoint: Checkpoint) -> list[str]:
+    """Usernames of the people who may not approve this checkpoint (the task's creator)."""
+    from django.contrib.auth import get_user_model
+
+    ids = checkpoint.excluded_approvers or []
+    if not ids:
+        return []
+    users = get_user_model().objects.filter(pk__in=ids)
+    return sorted(user.get_username() for user in users)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step of a proposed plan (not yet a Step row), shaped for the graph layout."""
+
+    key: str
+    title: str
+    agent_role: str
+    depends_on: list
+    status: str = "proposed"
+
+
+def planned_steps(plan: dict) -> list[PlannedStep]:
+    return [
+        PlannedStep(
+            key=s["key"],
+            title=s.get("title", ""),
+            agent_role=s.get("agent", ""),
+            depends_on=list(s.get("depends_on") or []),
+        )
+        for s in plan.get("steps") or []
+    ]
+
+
+def edited_plan(checkpoint: Checkpoint) -> Plan | None:
+    """The version an approver made from the checkpoint's plan, if they edited it."""
+    if checkpoint.plan_id is None:
+        return None
+    return (
+        Plan.objects.filter(based_on_id=checkpoint.plan_id)
+        .select_related("edited_by")
+        .order_by("version")
+        .first()
+    )
+
+
+def run_rules(run: Run) -> list[PolicyRule]:
+    """The run's own rules (“approved for the rest of this run”), revoked ones included."""
+    return list(
+        PolicyRule.objects.filter(run=run)
+        .select_related("created_by", "revoked_by")
+        .order_by("position", "pk")
     )
 
 

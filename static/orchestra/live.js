@@ -15,6 +15,19 @@
 (function () {
   "use strict";
 
+  // How each decision reads after "checkpoint #n": present.DECISIONS.
+  var DECISIONS = {
+    approve: "approved",
+    approve_run: "approved for the rest of the run",
+    approve_pattern: "approved for matching arguments",
+    reject: "rejected",
+    reject_stop: "rejected and the step stopped",
+    respond: "answered without running the tool"
+  };
+
+  // Also on pages without a live run: the tests compare it with describe_event.
+  window.orchestraDescribe = describe;
+
   var root = document.querySelector("[data-live-run]");
   if (!root || !window.WebSocket) return;
 
@@ -165,9 +178,43 @@
         if (d.tool) text += " for " + d.tool;
         break;
       case "approval.decided":
-        text = "checkpoint #" + d.checkpoint + (d.decision === "approve" ? " approved" : " rejected");
+        var verb = DECISIONS[d.decision] || label(d.status);
+        if (d.status === "expired") verb = "expired and was " + verb;
+        text = "checkpoint #" + d.checkpoint + " " + verb;
         if (d.edited_arguments !== null && d.edited_arguments !== undefined) text += " with edited arguments";
         if (d.comment) text += ": " + d.comment;
+        break;
+      case "approval.voted":
+        text = "checkpoint #" + d.checkpoint + ": " + d.approvals + " of " + d.approvals_required + " approvals";
+        if (d.edited_arguments !== null && d.edited_arguments !== undefined) text += " (arguments edited: earlier approvals reset)";
+        break;
+      case "approval.reminder":
+        text = "checkpoint #" + d.checkpoint + " is still waiting";
+        if (d.escalated_to) text += "; the " + d.escalated_to + " group may decide too";
+        break;
+      case "policy.rule_added": text = "rule “" + (d.name || "") + "”"; break;
+      case "policy.rule_revoked": text = "rule “" + (d.name || "") + "” revoked"; break;
+      case "plan.edited":
+        var changes = (d.diff || []).length;
+        text = "version " + d.version + " from version " + d.based_on + ": " + changes +
+          " change" + (changes === 1 ? "" : "s");
+        break;
+      case "merge.queued": text = (d.branch || "?") + " waits to merge"; break;
+      case "step.merged":
+        var files = (d.files || []).length;
+        text = (d.branch || "?") + " merged as " + String(d.commit || "").slice(0, 10) + " (" +
+          files + " file" + (files === 1 ? "" : "s") + ")";
+        break;
+      case "merge.conflict": text = "conflict in " + (d.files || []).join(", ") + " (round " + d.round + ")"; break;
+      case "step.checks":
+        if (d.passed) { text = "checks passed"; break; }
+        text = "checks failed: " + (d.results || []).filter(function (r) { return !r.passed; })
+          .map(function (r) { return r.command || "?"; }).join(", ");
+        break;
+      case "step.taken_over": text = "taken over from " + (d.from || "a lost worker") + " by " + (d.to || "?"); break;
+      case "notification.failed":
+        text = (d.channel || "?") + " to " + (d.target || "?") + " failed after " + d.attempts +
+          " attempts: " + (d.error || "");
         break;
       case "review.verdict": text = d.verdict + ": " + (d.feedback || ""); break;
       case "report.published": text = d.chars + " characters"; break;

@@ -4,19 +4,20 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from approvals.models import Checkpoint
+from approvals.notify import failures_for
 from approvals.services import (
     AlreadyDecided,
+    AlreadyVoted,
     InvalidDecision,
     decide_checkpoint,
     get_checkpoint_for_user,
 )
-from orchestra.access import can_decide
+from orchestra.access import DECIDE_ROLES, decide_refusal, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
-from orchestra.dashboard.forms import DecisionForm
+from orchestra.dashboard.forms import DecisionForm, PlanReviewForm
 
 INBOX_LIMIT = 200
-VERBS = {"approve": "Approved", "edit": "Approved with edited arguments", "reject": "Rejected"}
 
 
 @login_required
@@ -39,49 +40,136 @@ def badge(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def approval(request, checkpoint_id: int):
-    """What is asked, exactly as recorded for the approver, and the decision controls."""
+    """What is asked, exactly as recorded for the approver, what the policy asks of the
+    decision, and the decision controls for those who may decide (the refusal otherwise).
+
+    A decision that closes the checkpoint returns to the run; an approval that still needs
+    other approvers comes back here. Refusals from the service are shown on the page: beside
+    the field they concern, or as a message (403 not allowed, 409 already decided/voted)."""
     checkpoint = get_checkpoint_for_user(request.user, checkpoint_id)
-    may_decide = can_decide(request.user, checkpoint.run.project)
-    already = None
-    status = 200
-    form = None
+    refusal = decide_refusal(request.user, checkpoint.run.project, checkpoint)
+    pending = checkpoint.status == Checkpoint.Status.PENDING
+    form = _form(checkpoint, request.POST if request.method == "POST" else None)
+    problem, status = None, 200
     if request.method == "POST":
-        if not may_decide:
-            raise PermissionDenied("You may not decide checkpoints in this project.")
-        form = DecisionForm(request.POST, checkpoint=checkpoint)
-        if form.is_valid():
+        if refusal:
+            problem, status = refusal, 403
+        elif not pending:
+            problem, status = str(AlreadyDecided(checkpoint)), 409
+        elif not form.is_valid():
+            status = 400
+        else:
             try:
-                decide_checkpoint(
-                    request.user,
-                    checkpoint,
-                    form.decision,
-                    form.cleaned_data["comment"],
-                    form.cleaned_data["parsed_arguments"],
-                )
+                decided = _decide(request.user, checkpoint, form)
             except InvalidDecision as exc:
-                field = "arguments" if form.cleaned_data["action"] == "edit" else None
-                form.add_error(field, f"Not accepted: {exc}.")
+                form.add_error(_error_field(form), f"Not accepted: {exc}.")
+                status = 400
             except AlreadyDecided as exc:
-                already, checkpoint, form = str(exc), exc.checkpoint, None
+                problem, status, checkpoint = str(exc), 409, exc.checkpoint
+            except AlreadyVoted as exc:
+                problem, status = str(exc), 409
+            except PermissionDenied as exc:
+                problem, status = str(exc) or "You may not decide this checkpoint.", 403
             else:
-                messages.success(request, f"{VERBS[form.cleaned_data['action']]}.")
-                return redirect("dashboard:run", checkpoint.run_id)
-        status = 409 if already else 400
-    elif may_decide and checkpoint.status == Checkpoint.Status.PENDING:
-        initial = {}
-        if checkpoint.tool_call_id:
-            initial["arguments"] = present.pretty_json(checkpoint.shown.get("arguments", {}))
-        form = DecisionForm(checkpoint=checkpoint, initial=initial)
+                return _after_decision(request, decided, form)
+        pending = checkpoint.status == Checkpoint.Status.PENDING
+    if refusal or not pending:
+        form = None
     return render(
         request,
         "dashboard/approval.html",
-        {
-            "checkpoint": checkpoint,
-            "run": checkpoint.run,
-            "shown": checkpoint.shown,
-            "form": form,
-            "may_decide": may_decide,
-            "already": already,
-        },
+        _context(request.user, checkpoint, form, refusal, problem),
         status=status,
     )
+
+
+def _form(checkpoint: Checkpoint, data):
+    """The decision form (bound to `data` when posted). Fields a post leaves out keep their
+    prefilled value, so a refused pattern approval does not blank the arguments."""
+    if checkpoint.kind == Checkpoint.Kind.PLAN:
+        return PlanReviewForm(data, plan=checkpoint.shown.get("plan") or {})
+    initial = {}
+    call = checkpoint.tool_call.arguments if checkpoint.tool_call_id else None
+    if call is not None:
+        initial["arguments"] = present.pretty_json(checkpoint.shown.get("arguments", call))
+        text_arguments = [name for name, value in call.items() if isinstance(value, str)]
+        if text_arguments:
+            initial["pattern_argument"] = text_arguments[0]
+            initial["pattern_glob"] = call[text_arguments[0]]
+    if data is not None:
+        data = data.copy()
+        for name, value in initial.items():
+            data.setdefault(name, value)
+    return DecisionForm(data, checkpoint=checkpoint, initial=initial)
+
+
+def _decide(user, checkpoint: Checkpoint, form) -> Checkpoint:
+    data = form.cleaned_data
+    if isinstance(form, PlanReviewForm):
+        return decide_checkpoint(
+            user, checkpoint, data["action"], data["comment"], plan_edits=data["edits"]
+        )
+    return decide_checkpoint(
+        user,
+        checkpoint,
+        form.decision,
+        data["comment"],
+        data["parsed_arguments"],
+        pattern=data["pattern"],
+    )
+
+
+def _error_field(form) -> str | None:
+    if isinstance(form, PlanReviewForm):
+        return None
+    return form.error_field()
+
+
+def _after_decision(request, checkpoint: Checkpoint, form):
+    if checkpoint.status == Checkpoint.Status.PENDING:
+        votes = checkpoint.votes.count()
+        messages.success(
+            request,
+            f"Your approval is counted: {votes} of {checkpoint.approvals_required}. "
+            "The checkpoint waits for the others.",
+        )
+        return redirect("dashboard:approval", checkpoint.pk)
+    if isinstance(form, PlanReviewForm):
+        done = "Plan approved" if checkpoint.status == Checkpoint.Status.APPROVED else "Rejected"
+        if form.cleaned_data.get("edits"):
+            done += " with your edits"
+    else:
+        done = DecisionForm.DONE[form.cleaned_data["action"]]
+    messages.success(request, f"{done}.")
+    return redirect("dashboard:run", checkpoint.run_id)
+
+
+def _context(user, checkpoint: Checkpoint, form, refusal: str | None, problem) -> dict:
+    run = checkpoint.run
+    context = {
+        "checkpoint": checkpoint,
+        "run": run,
+        "shown": checkpoint.shown,
+        "form": form,
+        "refusal": refusal,
+        "is_approver": role_in(user, run.project) in DECIDE_ROLES,
+        "problem": problem,
+        "votes": queries.checkpoint_votes(checkpoint),
+        "excluded": queries.excluded_approvers(checkpoint),
+        "failures": failures_for(checkpoint),
+        "decision_label": present.decision_label(checkpoint),
+    }
+    if checkpoint.kind == Checkpoint.Kind.PLAN:
+        steps = queries.planned_steps(checkpoint.shown.get("plan") or {})
+        edited = queries.edited_plan(checkpoint)
+        context |= {
+            "graph": queries.plan_graph(steps, "lr") if steps else None,
+            "graph_tb": queries.plan_graph(steps, "tb") if steps else None,
+            "edited_plan": edited,
+            "plan_changes": [
+                (present.describe_plan_change(change), change) for change in edited.diff
+            ]
+            if edited
+            else [],
+        }
+    return context
