@@ -1,0 +1,339 @@
+"""Runs on git: a branch per run, a worktree per step, the merge queue and its conflicts,
+claims keeping steps apart, tools confined to the worktree, checks before review, and a
+deploy that ships the integrated commit only once a human approved it."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from agents import workspace as git
+from agents.llm import override_client
+from agents.llm.demo import GREETING_TESTS, GREETING_V2
+from agents.models import AgentRun, ToolCall
+from approvals.models import Checkpoint, PolicyRule
+from approvals.services import decide_checkpoint
+from orchestra.models import Plan, Run, Step
+from orchestra.services.engine import start_run
+from orchestra.services.workspaces import releases_for, repository_for
+from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STEP_KEY = re.compile(r"^Step: (?P<key>[a-z0-9_-]+) — ")
+DEMO_STEPS = ["research", "implement", "tests", "verify", "deploy"]
+
+
+def spec(key: str, **extra) -> dict:
+    return {
+        "key": key,
+        "title": f"Step {key}",
+        "agent": "coder",
+        "brief": {
+            "objective": f"Do {key}.",
+            "expected_output": "A summary.",
+            "acceptance_criteria": ["It is done"],
+        },
+        **extra,
+    }
+
+
+def scripted_run(plan: dict, agents: dict) -> ScriptedModel:
+    """The orchestrator submits `plan`; the agent of step `key` plays `agents[key](message,
+    results)`, which returns the next tool call as (name, arguments) or the final text.
+    Reviewers and the report are the demo model's (it passes every step but `implement`)."""
+
+    def answer(messages, tools):
+        if "submit_plan" in tools:
+            return tool_reply(call("submit_plan", plan, "call_plan"))
+        if role_of(messages) != "specialist":
+            return None
+        message = next(m["content"] for m in messages if m["role"] == "user")
+        key = STEP_KEY.match(message)["key"]
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        move = agents[key](message, results)
+        if isinstance(move, str):
+            return text_reply(move)
+        name, arguments = move
+        return tool_reply(call(name, arguments, f"call_{key}_{len(results) + 1}"))
+
+    return ScriptedModel(answer)
+
+
+def pending(run: Run) -> Checkpoint:
+    [checkpoint] = Checkpoint.objects.filter(run=run, status=Checkpoint.Status.PENDING)
+    return checkpoint
+
+
+def releases(project) -> list[str]:
+    folder = releases_for(project) / "demo"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("release-"))
+
+
+def allow_every_write(project) -> None:
+    PolicyRule.objects.create(project=project, position=0, tool="write_file", outcome="allow")
+
+
+def commit_on_main(project, relative: str, text: str) -> None:
+    repo = repository_for(project)
+    (repo / relative).write_text(text)
+    git.commit_all(repo, f"Add {relative}")
+
+
+# --- the demo run ------------------------------------------------------------------------
+def test_the_demo_run_merges_each_step_once_and_ships_the_integrated_commit(demo, owner, approver):
+    repo = repository_for(demo)
+    initial = git.head_commit(repo, "main")
+    run = start_run(owner, demo, "Add a greeting module")
+    assert pending(run).kind == Checkpoint.Kind.TOOL_CALL
+    decide_checkpoint(approver, pending(run), "approve")
+    assert pending(run).kind == Checkpoint.Kind.DEPLOY
+    decide_checkpoint(approver, pending(run), "approve")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    steps = {s.key: s for s in run.steps.all()}
+    assert sorted(steps) == sorted(DEMO_STEPS)
+    for step in steps.values():
+        assert step.head_commit and step.merged_commit, step.key
+        assert step.branch == f"orchestra/run-{run.pk}-steps/{step.key}"
+    subjects = git.log_subjects(repo, run.branch)
+    merges = [s for s in subjects if s.startswith("Merge step ")]
+    assert sorted(merges) == sorted(f"Merge step {k}: {steps[k].title}" for k in DEMO_STEPS)
+    assert run.head_commit == git.head_commit(repo, run.branch) == steps["deploy"].merged_commit
+
+    assert git.file_at(repo, run.branch, "src/greeting.py") == GREETING_V2
+    assert git.file_at(repo, run.branch, "tests/test_greeting.py") == GREETING_TESTS
+    assert git.file_at(repo, run.branch, "notes/research.md").startswith("# Research")
+
+    # The deploy shipped what was integrated when it ran: the run head its step started from.
+    assert releases(demo) == ["release-0001"]
+    release = releases_for(demo) / "demo" / "release-0001"
+    shipped = json.loads((release / "RELEASE.json").read_text())
+    assert shipped["commit"] == steps["deploy"].base_commit == steps["verify"].merged_commit
+    assert (release / "src" / "greeting.py").read_text() == GREETING_V2
+
+    assert git.head_commit(repo, "main") == initial == run.base_commit
+    assert git.log_subjects(repo, "main") == [git.INITIAL_COMMIT_MESSAGE]
+
+
+def test_nothing_is_deployed_before_the_deploy_is_approved(demo, owner, approver):
+    run = start_run(owner, demo, "Ship only when approved")
+    decide_checkpoint(approver, pending(run), "approve")
+    deploy = pending(run)
+    assert deploy.kind == Checkpoint.Kind.DEPLOY
+    assert releases(demo) == []
+    assert ToolCall.objects.get(run=run, tool="deploy").status == ToolCall.Status.AWAITING_APPROVAL
+    assert not list((releases_for(demo) / ".receipts").glob("*.json"))
+
+    decide_checkpoint(approver, deploy, "approve")
+    assert releases(demo) == ["release-0001"]
+    assert ToolCall.objects.get(run=run, tool="deploy").status == ToolCall.Status.SUCCEEDED
+
+
+# --- the merge queue -----------------------------------------------------------------------
+def test_a_merge_conflict_goes_back_to_the_agent_who_keeps_both_changes(demo, owner):
+    allow_every_write(demo)
+    commit_on_main(demo, "shared.txt", "header\nline: base\nfooter\n")
+    resolved = "header\nline: from a\nline: from b\nfooter\n"
+    seen_by_resolver: list[str] = []
+
+    def writer(key):
+        def play(message, results):
+            if "conflicted" not in message:  # the first round: change the shared line
+                if not results:
+                    content = f"header\nline: from {key}\nfooter\n"
+                    return "write_file", {"path": "shared.txt", "content": content}
+                return f"{key} changed the line"
+            if not results:
+                return "read_file", {"path": "shared.txt"}
+            if len(results) == 1:
+                seen_by_resolver.append(results[0])
+                return "write_file", {"path": "shared.txt", "content": resolved}
+            return f"{key} kept both lines"
+
+        return play
+
+    def reader(message, results):
+        return ("read_file", {"path": "shared.txt"}) if not results else results[0]
+
+    plan = {"steps": [spec("a"), spec("b"), spec("c", depends_on=["a", "b"])]}
+    agents = {"a": writer("a"), "b": writer("b"), "c": reader}
+    with override_client(scripted_run(plan, agents)):
+        run = start_run(owner, demo, "Both edit one line")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    [conflict] = run.events.filter(kind="merge.conflict")
+    assert conflict.data["files"] == ["shared.txt"]
+    loser = conflict.step
+    winner = run.steps.get(key="b" if loser.key == "a" else "a")
+    assert loser.merge_rounds == 1 and winner.merge_rounds == 0
+    assert "shared.txt" in loser.feedback
+    assert "<<<<<<<" in loser.feedback and ">>>>>>>" in loser.feedback
+    assert "line: from a" in loser.feedback and "line: from b" in loser.feedback
+    revision = loser.agent_runs.get(purpose=AgentRun.Purpose.STEP, attempt=2)
+    assert "<<<<<<<" in revision.messages[1]["content"]
+    [read] = seen_by_resolver
+    assert "<<<<<<<" in read and "line: from a" in read and "line: from b" in read
+
+    verdicts = run.events.filter(kind="review.verdict", step=loser).order_by("seq")
+    assert [(v.data["attempt"], v.data["verdict"]) for v in verdicts] == [(1, "pass"), (2, "pass")]
+    merged = run.events.filter(kind="step.merged").order_by("seq")
+    assert [e.step.key for e in merged] == [winner.key, loser.key, "c"]
+    assert merged[0].seq < conflict.seq < merged[1].seq
+
+    repo = repository_for(demo)
+    assert git.file_at(repo, run.branch, "shared.txt") == resolved
+    assert run.steps.get(key="c").output == resolved  # c started from both merged
+
+
+def test_two_steps_claiming_one_file_run_one_after_the_other(demo, owner):
+    def first(message, results):
+        if not results:
+            return "write_file", {"path": "shared.txt", "content": "from a\n"}
+        return "a wrote"
+
+    def second(message, results):
+        if not results:
+            return "read_file", {"path": "shared.txt"}
+        if len(results) == 1:
+            before = "" if results[0].startswith("error:") else results[0]
+            return "write_file", {"path": "shared.txt", "content": before + "from b\n"}
+        return "b appended"
+
+    plan = {
+        "steps": [spec("a", claims=["shared.txt"]), spec("b", claims=["shared.txt"])],
+    }
+    with override_client(scripted_run(plan, {"a": first, "b": second})):
+        run = start_run(owner, demo, "Same claim")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    plan_record = run.plans.get(status=Plan.Status.ACCEPTED)
+    assert plan_record.added_orderings == [["a", "b", "shared.txt"]]
+    a, b = run.steps.get(key="a"), run.steps.get(key="b")
+    assert b.depends_on == ["a"]
+    assert a.finished_at <= b.started_at  # the running intervals do not overlap
+    assert b.base_commit == a.merged_commit  # b started from a's merged work
+    a_merged = run.events.get(kind="step.merged", step=a)
+    b_dispatched = run.events.get(kind="step.dispatched", step=b)
+    assert a_merged.seq < b_dispatched.seq
+    assert not run.events.filter(kind="merge.conflict").exists()
+    assert run.events.filter(kind="step.merged").count() == 2
+    repo = repository_for(demo)
+    assert git.file_at(repo, run.branch, "shared.txt") == "from a\nfrom b\n"
+
+
+# --- confinement ---------------------------------------------------------------------------
+def test_paths_leading_out_of_the_worktree_are_refused(demo, owner, tmp_path):
+    # Even with every write allowed by the policy, the tools themselves refuse.
+    allow_every_write(demo)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("top secret")
+    link_target = tmp_path / "link-target.txt"
+    repository_for(demo)  # the workspaces folder, inside tmp_path, exists before the run
+    before = sorted(p.name for p in tmp_path.iterdir())
+    attempts = [
+        ("write_file", "../outside.txt", "'..' would lead out of the workspace"),
+        ("read_file", "../../../../outside/secret.txt", "'..' would lead out of the workspace"),
+        ("write_file", str(tmp_path / "absolute.txt"), "it is absolute"),
+        ("read_file", str(outside / "secret.txt"), "it is absolute"),
+        ("write_file", ".git/config", "'.git' holds the repository's own data"),
+        ("read_file", ".git/config", "'.git' holds the repository's own data"),
+        ("write_file", "linked/planted.txt", "resolves outside the workspace"),
+        ("read_file", "linked/secret.txt", "resolves outside the workspace"),
+        ("write_file", "escape.txt", "resolves outside the workspace"),
+    ]
+    worktree_files: dict[str, str] = {}
+
+    def escaper(message, results):
+        if not results:
+            # The worktree exists once the step started: plant the links now.
+            worktree = Path(Step.objects.get(key="escape").worktree)
+            (worktree / "linked").symlink_to(outside, target_is_directory=True)
+            (worktree / "escape.txt").symlink_to(link_target)
+            worktree_files[".git"] = (worktree / ".git").read_text()
+            worktree_files["path"] = str(worktree)
+        if len(results) < len(attempts):
+            tool, path, _ = attempts[len(results)]
+            arguments = {"path": path}
+            if tool == "write_file":
+                arguments["content"] = "planted"
+            return tool, arguments
+        return "every path was refused"
+
+    plan = {"steps": [spec("escape", claims=["inside.txt"])]}
+    with override_client(scripted_run(plan, {"escape": escaper})):
+        run = start_run(owner, demo, "Escape the worktree")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    calls = list(
+        ToolCall.objects.filter(run=run, agent_run__purpose=AgentRun.Purpose.STEP).order_by("pk")
+    )
+    assert [(c.tool, c.arguments["path"]) for c in calls] == [(t, p) for t, p, _ in attempts]
+    for record, (_, path, reason) in zip(calls, attempts, strict=True):
+        assert record.status == ToolCall.Status.FAILED, path
+        assert record.result.startswith(f"error: path {path!r} refused"), record.result
+        assert reason in record.result, record.result
+        assert "top secret" not in record.result
+        event = run.events.get(kind="tool.called", data__tool_call=record.pk)
+        assert event.data["status"] == "failed" and reason in event.data["result"]
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing new beside the test
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert not link_target.exists()
+    worktree = Path(worktree_files["path"])
+    assert not (worktree.parent / "outside.txt").exists()
+    assert (worktree / ".git").read_text() == worktree_files[".git"]
+
+
+# --- checks before review ------------------------------------------------------------------
+CHECK = (
+    "python3 -c \"import os, sys; ok = os.path.exists('fixed.txt'); "
+    "print('fixed.txt is there' if ok else 'fixed.txt is missing'); sys.exit(0 if ok else 1)\""
+)
+
+
+def test_a_failing_check_sends_the_step_back_before_any_review(demo, owner):
+    def fixer(message, results):
+        if "Reviewer feedback to address" not in message:
+            return "nothing to change, I think"
+        if not results:
+            return "write_file", {"path": "fixed.txt", "content": "fixed\n"}
+        return "wrote fixed.txt"
+
+    step = spec("fix", claims=["fixed.txt"])
+    step["brief"]["checks"] = [CHECK]
+    model = scripted_run({"steps": [step]}, {"fix": fixer})
+    with override_client(model):
+        run = start_run(owner, demo, "Checks first")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    fix = run.steps.get(key="fix")
+    assert fix.attempts == 2 and fix.revisions == 1
+    checks = run.events.filter(kind="step.checks").order_by("seq")
+    assert [(e.data["attempt"], e.data["passed"]) for e in checks] == [(1, False), (2, True)]
+    assert "fixed.txt is missing" in checks[0].data["results"][0]["output"]
+    sent_back = run.events.get(kind="review.verdict", data__attempt=1)
+    assert sent_back.actor == "checks" and sent_back.data["verdict"] == "revise"
+    assert "fixed.txt is missing" in sent_back.data["feedback"]
+    second = fix.agent_runs.get(purpose=AgentRun.Purpose.STEP, attempt=2)
+    assert "fixed.txt is missing" in second.messages[1]["content"]
+
+    # The reviewer saw only the attempt whose checks passed, with their results.
+    [review] = fix.agent_runs.filter(purpose=AgentRun.Purpose.REVIEW)
+    assert review.attempt == 2
+    reviewer_inputs = [r for r in model.requests if role_of(r) == "reviewer"]
+    assert reviewer_inputs
+    for messages in reviewer_inputs:
+        text = messages[1]["content"]
+        assert "Output (attempt 2)" in text
+        assert "Checks:\n- `" + CHECK + "`: passed" in text
+        assert "fixed.txt is there" in text
