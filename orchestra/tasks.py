@@ -50,7 +50,7 @@ def review_step_task(step_id: int) -> None:
     engine.review_step(step_id)
 
 
-@shared_task(name="orchestra.merge_step", time_limit=300)
+@shared_task(name="orchestra.merge_step", soft_time_limit=270, time_limit=300)
 @_gone_is_done
 def merge_step_task(step_id: int) -> None:
     engine.merge_step(step_id)
@@ -62,7 +62,7 @@ def take_over_step_task(step_id: int, now: str | None = None) -> None:
     engine.take_over_step(step_id, now)
 
 
-@shared_task(name="orchestra.dispatch", time_limit=60)
+@shared_task(name="orchestra.dispatch", soft_time_limit=50, time_limit=60)
 @_gone_is_done
 def dispatch_task(run_id: int) -> None:
     engine.dispatch_ready_steps(run_id)
@@ -74,7 +74,7 @@ def report_run_task(run_id: int) -> None:
     engine.report_run(run_id)
 
 
-@shared_task(name="orchestra.sweep", time_limit=120)
+@shared_task(name="orchestra.sweep", soft_time_limit=100, time_limit=120)
 def sweep_task() -> int:
     """Periodic (beat): dispatch again for every active run. Dispatch is idempotent, so this
     only matters when a dispatch was lost with a broker restart; it then costs one query."""

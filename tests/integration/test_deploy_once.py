@@ -103,13 +103,6 @@ def approve(approver, run_id: int, kind: str, check) -> None:
     decide_checkpoint(approver, wait_until(waiting, 90, f"the {kind} checkpoint"), "approve")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="orchestra/tasks.py: merge_step_task sets time_limit=300 without a soft limit, so "
-    "it inherits CELERY_TASK_SOFT_TIME_LIMIT (1770) and apply_async raises 'soft_time_limit "
-    "must be less than or equal to time_limit': on a Celery worker no step ever merges",
-)
 def test_a_deploy_whose_worker_is_killed_is_not_run_again(
     demo, owner, approver, processes, tmp_path
 ):
