@@ -26,6 +26,7 @@ from agents.tools import (
     ToolContext,
     ToolError,
     deploy_receipt,
+    patch_paths,
     schema_errors,
     write_diff,
 )
@@ -530,7 +531,21 @@ class AgentSession:
             self._run_side_effect(call, request, tool, arguments)
             return
         status, result = self._run_tool(tool, arguments, key)
+        if tool.risk == Risk.WRITE and status == ToolCall.Status.SUCCEEDED:
+            self._widen_lease(tool, arguments)
         self._finish_call(key, request, tool, arguments, status, result, started_at=started_at)
+
+    def _widen_lease(self, tool: Tool, arguments: dict) -> None:
+        """A step leases what it touches, not only what it claimed: the dispatcher keeps
+        other steps off these paths until this one is merged."""
+        if self.step is None:
+            return
+        paths = patch_paths(arguments["patch"]) if tool.name == "apply_patch" else []
+        paths = paths or [arguments.get("path", "")]
+        touched = Step.objects.filter(pk=self.step.pk).values_list("touched", flat=True).first()
+        widened = sorted(set(touched or []) | {p for p in paths if p})
+        if widened != touched:
+            Step.objects.filter(pk=self.step.pk).update(touched=widened)
 
     def _run_side_effect(
         self, call: ToolCall, request: ToolRequest, tool: Tool, arguments: dict, note: str = ""

@@ -337,3 +337,44 @@ def test_a_failing_check_sends_the_step_back_before_any_review(demo, owner):
         assert "Output (attempt 2)" in text
         assert "Checks:\n- `" + CHECK + "`: passed" in text
         assert "fixed.txt is there" in text
+
+
+def test_a_path_a_step_touched_is_leased_until_it_merges(demo, owner, approver):
+    """Step `a` claimed nothing but wrote notes.txt, then waits for a human; step `c`, which
+    claims notes.txt, becomes ready meanwhile and is held back until `a` merged."""
+    PolicyRule.objects.create(project=demo, position=0, tool="write_file", outcome="allow")
+    plan = {
+        "steps": [
+            spec("a"),
+            spec("d"),
+            spec("c", depends_on=["d"], claims=["notes.txt"]),
+        ]
+    }
+
+    def a(message, results):
+        if not results:
+            return ("write_file", {"path": "notes.txt", "content": "from a\n"})
+        if len(results) == 1:
+            return ("run_command", {"command": "true"})
+        return "a done"
+
+    def c(message, results):
+        if not results:
+            return ("read_file", {"path": "notes.txt"})
+        if len(results) == 1:
+            return ("write_file", {"path": "notes.txt", "content": results[0] + "from c\n"})
+        return "c done"
+
+    agents = {"a": a, "d": lambda message, results: "d done", "c": c}
+    with override_client(scripted_run(plan, agents)):
+        run = start_run(owner, demo, "Leases widen")
+        steps = {s.key: s for s in run.steps.all()}
+        assert steps["a"].status == Step.Status.AWAITING_APPROVAL
+        assert steps["a"].touched == ["notes.txt"]
+        assert steps["d"].status == Step.Status.DONE
+        assert steps["c"].status == Step.Status.PENDING  # ready, but notes.txt is leased
+        decide_checkpoint(approver, Checkpoint.objects.get(run=run, status="pending"), "approve")
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED
+    tree = git.file_at(repository_for(demo), run.branch, "notes.txt")
+    assert tree == "from a\nfrom c\n"  # c started from a's merged work
