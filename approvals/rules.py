@@ -74,7 +74,7 @@ def rule_fields(rule: PolicyRule) -> dict:
 # --- changes --------------------------------------------------------------------------------
 def create_rule(user, project: Project, **fields) -> PolicyRule:
     """Add a rule at the end of the project's policy (tried after every existing rule)."""
-    _require_admin(user, project)
+    require_admin(user, project)
     values = _validated({f: getattr(PolicyRule(), f) for f in FIELDS}, fields)
     with transaction.atomic():
         _lock(project)
@@ -152,7 +152,7 @@ def move_rule(user, rule: PolicyRule, direction: str) -> list[PolicyRule]:
 
 def reset_to_default(user, project: Project) -> list[PolicyRule]:
     """Replace the project's rules with Orchestra's default policy."""
-    _require_admin(user, project)
+    require_admin(user, project)
     with transaction.atomic():
         _lock(project)
         old = project_rules(project)
@@ -182,14 +182,14 @@ def _actor(user) -> str:
     return user.get_username()
 
 
-def _require_admin(user, project: Project) -> None:
+def require_admin(user, project: Project) -> None:
     if not may_edit_policy(user, project):
         raise PermissionDenied("Only the project's admins may change its approval policy.")
 
 
 def _editable(user, rule: PolicyRule) -> Project:
     project = rule.project
-    _require_admin(user, project)
+    require_admin(user, project)
     if rule.run_id is not None:
         raise InvalidRule("this rule belongs to one run; revoke it on the run's page")
     return project

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import approvals, history, home, metrics, projects, runs, steps, trace
+from .views import approvals, history, home, metrics, policy, projects, runs, steps, trace
 
 app_name = "dashboard"
 
@@ -15,10 +15,25 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(next_page="dashboard:login"), name="logout"),
     path("projects/<slug:slug>/", projects.project, name="project"),
     path("projects/<slug:slug>/tasks/", projects.new_task, name="new-task"),
+    path("projects/<slug:slug>/policy/", policy.policy_page, name="policy"),
+    path("projects/<slug:slug>/policy/rules/", policy.add_rule, name="policy-add"),
+    path("projects/<slug:slug>/policy/rules/<int:rule_id>/", policy.edit_rule, name="policy-edit"),
+    path(
+        "projects/<slug:slug>/policy/rules/<int:rule_id>/delete/",
+        policy.delete_rule,
+        name="policy-delete",
+    ),
+    path(
+        "projects/<slug:slug>/policy/rules/<int:rule_id>/move/",
+        policy.move_rule,
+        name="policy-move",
+    ),
+    path("projects/<slug:slug>/policy/reset/", policy.reset_policy, name="policy-reset"),
     path("runs/", history.history, name="history"),
     path("runs/<int:run_id>/", runs.run, name="run"),
     path("runs/<int:run_id>/part/<slug:name>/", runs.run_partial, name="run-partial"),
     path("runs/<int:run_id>/cancel/", runs.cancel, name="cancel"),
+    path("runs/<int:run_id>/rules/<int:rule_id>/revoke/", runs.revoke_rule, name="revoke-rule"),
     path("runs/<int:run_id>/trace/", trace.trace, name="trace"),
     path("runs/<int:run_id>/calls/<int:call_id>/", trace.model_call, name="model-call"),
     path("runs/<int:run_id>/steps/<slug:key>/", steps.step, name="step"),

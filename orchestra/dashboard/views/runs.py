@@ -1,8 +1,10 @@
 from django.contrib import messages
 from django.http import Http404
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from approvals.models import PolicyRule
+from approvals.services import revoke_run_rule
 from orchestra.access import CREATE_ROLES, can_decide, get_run_for_user, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
@@ -50,6 +52,10 @@ def _steps(run: Run, user) -> dict:
     return {"step_views": queries.step_views(run)}
 
 
+def _rules(run: Run, user) -> dict:
+    return {"run_rules": queries.run_rules(run), "can_decide": can_decide(user, run.project)}
+
+
 def _nothing(run: Run, user) -> dict:
     return {}
 
@@ -61,6 +67,7 @@ PARTIALS = {
     "graph": _graph,
     "steps": _steps,
     "usage": _nothing,
+    "rules": _rules,
     "report": _nothing,
 }
 
@@ -99,4 +106,17 @@ def cancel(request, run_id: int):
         messages.error(request, str(exc))
     else:
         messages.success(request, "The run was cancelled.")
+    return redirect("dashboard:run", run.pk)
+
+
+@login_required
+@require_POST
+def revoke_rule(request, run_id: int, rule_id: int):
+    """Withdraw a “for the rest of this run” rule: later calls ask a human again."""
+    run = get_run_for_user(request.user, run_id)
+    rule = get_object_or_404(PolicyRule, pk=rule_id, run=run)
+    revoke_run_rule(request.user, rule)  # PermissionDenied (403) for who may not decide
+    if request.htmx:
+        return render(request, f"{TEMPLATE}#rules", {"run": run, **_rules(run, request.user)})
+    messages.success(request, f"Revoked: {rule.name}. Later calls ask again.")
     return redirect("dashboard:run", run.pk)
