@@ -913,9 +913,19 @@ def report_run(run_id: int) -> None:
             run.finished_at = timezone.now()
             run.save(update_fields=["report", "status", "finished_at"])
             emit(run, "report.published", actor="orchestrator", data={"chars": len(run.report)})
-            emit(run, "run.completed", data=_usage(run))
+            emit(run, "run.completed", data={**_usage(run), "branch": run.branch})
+            transaction.on_commit(lambda: _remove_worktrees(run))
         else:
             _fail_run(run, f"Writing the report failed: {outcome.error}")
+
+
+def _remove_worktrees(run: Run) -> None:
+    """A completed run's work lives on its branches; its worktrees go. (A failed or
+    cancelled run keeps them for inspection.)"""
+    try:
+        workspaces.remove_worktrees(run)
+    except GitError:
+        logger.exception("could not remove the worktrees of run %s", run.pk)
 
 
 def _usage(run: Run) -> dict:
