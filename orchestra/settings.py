@@ -259,6 +259,19 @@ ORCHESTRA_BASE_URL = env_str("ORCHESTRA_BASE_URL", "http://127.0.0.1:8000")
 ORCHESTRA_WEBHOOK_TIMEOUT = env_float("ORCHESTRA_WEBHOOK_TIMEOUT", 10.0)
 # Attempts per delivery (webhook or email) before it is marked failed.
 ORCHESTRA_WEBHOOK_MAX_ATTEMPTS = env_int("ORCHESTRA_WEBHOOK_MAX_ATTEMPTS", 6)
+# Email goes out through SMTP once EMAIL_HOST is set; until then each message is written to
+# a file under the data folder, so nothing is lost and no failing SMTP fills the trace.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "orchestra@localhost")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(DATA_DIR / "mail")
 
 LOGGING = {
     "version": 1,

@@ -17,15 +17,24 @@ from agents.teams import STARTER_FILES
 from orchestra.models import Project, Run, Step
 
 
+# Repositories this process has checked: each agent session asks for its repository, and
+# the check is a git command.
+_checked: set[Path] = set()
+
+
 def repository_for(project: Project) -> Path:
     """The project's repository, created (or cloned from `project.repository`) on first use."""
     if project.workspace_path:
         path = Path(project.workspace_path)
     else:
         path = settings.ORCHESTRA_WORKSPACES / project.slug
-    return git.ensure_repository(
+    if path in _checked and (path / ".git").exists():
+        return path
+    git.ensure_repository(
         path, source=project.repository, seed_files=STARTER_FILES.get(project.team)
     )
+    _checked.add(path)
+    return path
 
 
 def releases_for(project: Project) -> Path:
