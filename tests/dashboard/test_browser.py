@@ -282,10 +282,10 @@ def test_a_rejected_command_reaches_the_agent(admin):
     run_id = create_task(page, "Reject the command")
     expect(status(page)).to_have_text("awaiting approval", timeout=LONG)
     open_pending_checkpoint(page, "run_command")
-    page.get_by_role("button", name="Reject").click()
+    page.get_by_role("button", name="Reject", exact=True).click()
     expect(page.locator("#comment-errors")).to_contain_text("Say why you reject it")
     page.get_by_label("Comment").fill("No commands on Fridays.")
-    page.get_by_role("button", name="Reject").click()
+    page.get_by_role("button", name="Reject", exact=True).click()
     expect(page).to_have_url(re.compile(rf"/runs/{run_id}/$"))
 
     page.locator("#run-steps").get_by_role("link", name="Run the test suite").click()
