@@ -1,5 +1,8 @@
 FROM python:3.11-slim
 WORKDIR /app
+# git: each project's repository, run branches and step worktrees.
+RUN apt-get update && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
 COPY . /app
 # Editable install: templates/ and static/ stay beside the code, where settings look for them.
 RUN pip install --no-cache-dir -e . \

@@ -50,3 +50,12 @@ def test_configuration_comes_from_the_environment():
 def test_the_console_script_is_declared():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'orchestra = "orchestra.cli:main"' in pyproject
+
+
+def test_the_image_has_git_and_every_process_shares_the_workspaces():
+    """Workers and the web process both run git on the same repositories."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "apt-get install" in dockerfile and " git" in dockerfile
+    services = compose()["services"]
+    for name in ("web", "worker", "beat"):
+        assert "workspaces:/data" in services[name]["volumes"], name
