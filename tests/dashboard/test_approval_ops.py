@@ -617,3 +617,66 @@ def test_live_js_describes_events_like_present(db):
         ["node", "-e", script], input=json.dumps(EVENTS), capture_output=True, text=True, check=True
     )
     assert json.loads(done.stdout) == [present.describe_event(k, d) for k, d in EVENTS]
+
+
+# --- in a real browser ----------------------------------------------------------------------
+@pytest.fixture
+def browser_page(transactional_db, tmp_path_factory):
+    """An admin signed in to a real `orchestra up` (see test_browser.py), in Chromium.
+
+    Function-scoped, after the test database: Playwright's sync API runs an event loop in
+    this thread, and Django refuses database work (this module's setup and flush) inside one.
+    """
+    from tests.dashboard import test_browser as setup
+
+    if setup.sync_playwright is None or not Path(setup.CHROMIUM).exists():
+        pytest.skip("needs playwright and /usr/bin/chromium (see test_browser.py)")
+    setup.ARTIFACTS.mkdir(exist_ok=True)
+    tmp = tmp_path_factory.mktemp("approval-ops")
+    with (
+        setup.embedded_server(tmp, ORCHESTRA_ADMIN_PASSWORD=setup.ADMIN_PASSWORD) as running,
+        setup.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=setup.CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = setup.sign_in(browser, running.base, "admin", setup.ADMIN_PASSWORD)
+        yield page
+        browser.close()
+
+
+def test_in_the_browser_move_a_rule_then_edit_and_approve(browser_page):
+    from playwright.sync_api import expect
+
+    from tests.dashboard import test_browser as setup
+
+    page = browser_page
+    page.goto("/projects/demo/")
+    page.get_by_role("link", name="Approval policy").click()
+    expect(page.get_by_role("heading", name="Approval policy")).to_be_visible()
+    first_row = page.locator("#policy-rules tbody tr").first
+    expect(first_row).to_contain_text("Reading is free")
+    setup.mark_page(page)
+    page.get_by_role("button", name="Move down Reading is free").click()
+    expect(page.locator("#policy-notice")).to_have_text("Rule “Reading is free” moved down.")
+    expect(first_row).not_to_contain_text("Reading is free")
+    expect(page.locator("#policy-rules tbody tr").nth(1)).to_contain_text("Reading is free")
+    setup.assert_not_reloaded(page)  # htmx swapped the table
+    page.screenshot(path=setup.ARTIFACTS / "policy-page.png", full_page=True)
+
+    run_id = setup.create_task(page, "Edit the command")
+    expect(setup.status(page)).to_have_text("awaiting approval", timeout=setup.LONG)
+    setup.open_pending_checkpoint(page, "run_command")
+    expect(page.locator("#policy-reason")).to_have_text("rule “Commands”")
+    arguments = page.get_by_label("Arguments (JSON)")
+    arguments.fill('{"command": ')
+    page.get_by_role("button", name="Edit and approve").click()
+    expect(page.locator("#arguments-errors")).to_contain_text("not valid JSON")
+    expect(arguments).to_have_value('{"command": ')  # nothing the person typed is lost
+    page.screenshot(path=setup.ARTIFACTS / "approval-ops.png", full_page=True)
+    arguments.fill('{"command": "python3 -m compileall src"}')
+    page.get_by_role("button", name="Edit and approve").click()
+    expect(page).to_have_url(re.compile(rf"/runs/{run_id}/$"))
+    expect(page.locator(".messages")).to_contain_text("Approved with edited arguments.")
+    expect(page.locator("#feed")).to_contain_text("with edited arguments")
+    setup.cancel(page, run_id)
