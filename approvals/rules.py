@@ -122,9 +122,9 @@ def move_rule(user, rule: PolicyRule, direction: str) -> list[PolicyRule]:
     """Swap a rule with its neighbour ("up": tried earlier, "down": later) and renumber the
     policy 10, 20, 30...; returns the rules in their new order. Moving the first rule up or
     the last one down changes nothing and records nothing."""
+    project = _editable(user, rule)
     if direction not in ("up", "down"):
         raise InvalidRule("direction must be up or down")
-    project = _editable(user, rule)
     with transaction.atomic():
         _lock(project)
         rule = _current(rule)
