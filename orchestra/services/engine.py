@@ -777,8 +777,17 @@ def merge_step(step_id: int) -> None:
     step = Step.objects.select_related("run__project").filter(pk=step_id).first()
     if step is None or step.status != Step.Status.MERGING or step.run.is_terminal:
         return
-    outcome = workspaces.merge_step(step.run, step)
-    conflicts = [] if outcome.ok else workspaces.bring_run_head_into(step.run, step)
+    try:
+        outcome = workspaces.merge_step(step.run, step)
+        conflicts = [] if outcome.ok else workspaces.bring_run_head_into(step.run, step)
+    except GitError as exc:
+        # Not a conflict: git itself failed. A human looks; the branch is intact.
+        with locked_run(step.run_id) as run:
+            step.refresh_from_db()
+            if not run.is_terminal and step.status == Step.Status.MERGING:
+                emit(run, "merge.failed", step=step, data={"error": str(exc)[:2000]})
+                escalate(run, step, f"Merging the step's branch failed: {exc}")
+        return
     report = False
     with locked_run(step.run_id) as run:
         step.refresh_from_db()

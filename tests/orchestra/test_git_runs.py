@@ -4,6 +4,7 @@ deploy that ships the integrated commit only once a human approved it."""
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -379,3 +380,39 @@ def test_a_path_a_step_touched_is_leased_until_it_merges(demo, owner, approver):
     assert run.status == Run.Status.COMPLETED
     tree = git.file_at(repository_for(demo), run.branch, "notes.txt")
     assert tree == "from a\nfrom c\n"  # c started from a's merged work
+
+
+def test_a_merge_git_cannot_make_goes_to_a_human_not_into_a_loop(demo, owner):
+    """The step's branch vanishes between review and merge: not a conflict, so no agent round;
+    the step waits for a human with git's message, and the run branch is untouched."""
+    plan = {"steps": [spec("lost", claims=["lost.txt"])]}
+
+    def lost(message, results):
+        if not results:
+            return ("write_file", {"path": "lost.txt", "content": "x\n"})
+        return "done"
+
+    model = scripted_run(plan, {"lost": lost})
+    demo_answer = model.answer
+
+    def answer(messages, tools):
+        if "submit_verdict" in tools:
+            step = Step.objects.get(key="lost")
+            subprocess.run(
+                ["git", "update-ref", "-d", f"refs/heads/{step.branch}"],
+                cwd=repository_for(demo),
+                check=True,
+            )
+        return demo_answer(messages, tools)
+
+    model.answer = answer
+    with override_client(model):
+        run = start_run(owner, demo, "Lose the branch")
+    step = run.steps.get(key="lost")
+    assert step.status == Step.Status.AWAITING_APPROVAL
+    failed = run.events.get(kind="merge.failed")
+    assert "lost" in failed.data["error"]
+    escalation = Checkpoint.objects.get(run=run, kind="escalation", status="pending")
+    assert "Merging the step's branch failed" in escalation.shown["reason"]
+    run.refresh_from_db()
+    assert git.head_commit(repository_for(demo), run.branch) == run.base_commit
