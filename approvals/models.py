@@ -93,6 +93,9 @@ class Vote(models.Model):
             models.UniqueConstraint(fields=["checkpoint", "user"], name="one_vote_per_approver"),
         ]
 
+    def __str__(self) -> str:
+        return f"approval of checkpoint #{self.checkpoint_id} by user #{self.user_id}"
+
 
 class PolicyRule(models.Model):
     """One rule of a project's approval policy; rules are evaluated by `position`, first
@@ -173,6 +176,9 @@ class Delivery(models.Model):
         ordering = ["created_at", "pk"]
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
 
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.target} ({self.status})"
+
 
 class AuditRecord(models.Model):
     """One link of a project's tamper-evident audit chain: `hash` covers this record's
@@ -197,3 +203,6 @@ class AuditRecord(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "seq"], name="unique_audit_seq"),
         ]
+
+    def __str__(self) -> str:
+        return f"audit #{self.seq} {self.kind}"

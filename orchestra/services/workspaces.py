@@ -16,7 +16,6 @@ from agents import workspace as git
 from agents.teams import STARTER_FILES
 from orchestra.models import Project, Run, Step
 
-
 # Repositories this process has checked: each agent session asks for its repository, and
 # the check is a git command.
 _checked: set[Path] = set()

@@ -6,7 +6,6 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.utils import timezone
 
 from agents.llm import override_client
 from agents.models import AgentRun, ToolCall
