@@ -446,18 +446,42 @@ def merge_step(
 ) -> MergeOutcome:
     """Integrate `step_branch` into `run_branch` with a merge commit: the merge queue.
 
-    Works in the integration worktree at `integration_path` (created on `run_branch` if
-    missing; leftovers of an interrupted merge there are discarded first). On conflict the
-    merge is aborted, so the run branch is untouched, and the outcome lists the conflicts. A
-    step branch that is already merged is a no-op returning the current head. Holds the
-    repository lock for the whole merge: one merge at a time per repository.
+    A clean merge is computed with `git merge-tree` and committed without a checkout. On
+    conflict the merge is replayed in the integration worktree at `integration_path`
+    (created on `run_branch` if missing; leftovers of an interrupted merge there are
+    discarded first) to collect the conflict hunks, then aborted, so the run branch is
+    untouched, and the outcome lists the conflicts. A step branch that is already merged is a
+    no-op returning the current head. Holds the repository lock for the whole merge: one
+    merge at a time per repository.
     """
     integration_path = Path(integration_path)
     with _repository_lock(repo):
+        run_head, step_head = _git(
+            repo, "rev-parse", f"refs/heads/{run_branch}", f"refs/heads/{step_branch}"
+        ).split()
+        if _is_ancestor(repo, step_head, run_head):
+            return MergeOutcome(ok=True, commit=run_head)
+        # The clean case, in git's object store alone: no files are checked out or written.
+        tree = _run(repo, "merge-tree", "--write-tree", run_head, step_head, check=False)
+        if tree.returncode == 0:
+            commit = _git(
+                repo,
+                "commit-tree",
+                _text(tree.stdout).split()[0],
+                "-p",
+                run_head,
+                "-p",
+                step_head,
+                "-m",
+                message,
+            ).strip()
+            # Compare-and-swap: the branch moves only from the head this merge was made on.
+            _git(repo, "update-ref", f"refs/heads/{run_branch}", commit, run_head)
+            return MergeOutcome(ok=True, commit=commit)
+        # A conflict (or an error): a real merge in the integration worktree shows the
+        # conflict hunks as git writes them, then is aborted.
         _add_worktree_locked(repo, integration_path, run_branch, run_branch)
         _reset_integration_worktree(integration_path)
-        if _is_ancestor(integration_path, step_branch, "HEAD"):
-            return MergeOutcome(ok=True, commit=head_commit(integration_path))
         result = _run(
             integration_path,
             "merge",
