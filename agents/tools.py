@@ -602,7 +602,7 @@ class _Capture:
 
 
 @dataclass(frozen=True)
-class _Finished:
+class Finished:
     returncode: int
     stdout: str
     stderr: str
@@ -643,7 +643,7 @@ def _drain(
             return
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, what: str) -> _Finished:
+def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, what: str) -> Finished:
     """Run `argv` (no shell) in its own session, keeping a capped part of its output. On
     timeout, or once it exits, its whole process group is killed: nothing it started in the
     background outlives the call."""
@@ -688,7 +688,7 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, what: 
         stdout.close()
         stderr.close()
     out, err = captures.values()  # in insertion order: stdout, then stderr
-    finished = _Finished(process.returncode, out.text(), err.text())
+    finished = Finished(process.returncode, out.text(), err.text())
     if timed_out:
         raise ToolError(
             f"{what} timed out after {timeout:g} s (its process group was killed); "
@@ -697,16 +697,21 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, what: 
     return finished
 
 
-def _run_in_workspace(context: ToolContext, command: str, what: str) -> str:
+def run_in_workspace(context: ToolContext, command: str, what: str) -> Finished:
+    """Run `command` (no shell) in the workspace with the tools' environment, timeout and
+    output cap; also what the engine's pre-review checks run through."""
     try:
         argv = shlex.split(command)
     except ValueError as exc:
         raise ToolError(f"cannot parse the {what}: {exc}") from None
     if not argv:
         raise ToolError(f"the {what} is empty")
-    finished = _run(
+    return _run(
         argv, context.workspace, _command_env(context), settings.ORCHESTRA_COMMAND_TIMEOUT, what
     )
+
+
+def _command_result(finished: Finished) -> str:
     return f"exit code {finished.returncode}\n{finished.output()}"
 
 
@@ -722,7 +727,7 @@ def _run_in_workspace(context: ToolContext, command: str, what: str) -> str:
     },
 )
 def run_command(context: ToolContext, arguments: dict) -> str:
-    return _run_in_workspace(context, arguments["command"], "command")
+    return _command_result(run_in_workspace(context, arguments["command"], "command"))
 
 
 @register(
@@ -734,7 +739,7 @@ def run_command(context: ToolContext, arguments: dict) -> str:
 def run_tests(context: ToolContext, arguments: dict) -> str:
     if not context.test_command.strip():
         raise ToolError("this project has no test command configured")
-    return _run_in_workspace(context, context.test_command, "test command")
+    return _command_result(run_in_workspace(context, context.test_command, "test command"))
 
 
 # --- Deploying -----------------------------------------------------------------------------

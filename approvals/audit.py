@@ -117,7 +117,15 @@ def _parse_float(text: str) -> float | int:
 # --- hashing and verifying ------------------------------------------------------------------
 def record_hash(entry: AuditRecord) -> str:
     """The SHA-256 (hex) of the record's canonical JSON, recomputed from its stored fields."""
-    content = {
+    canonical = json.dumps(
+        _hashed_content(entry), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _hashed_content(entry: AuditRecord) -> dict:
+    """Every field the hash covers (all stored fields but the id and the hash itself)."""
+    return {
         "project": entry.project.slug,
         "seq": entry.seq,
         "kind": entry.kind,
@@ -127,8 +135,6 @@ def record_hash(entry: AuditRecord) -> str:
         "at": _iso(entry.at),
         "prev_hash": entry.prev_hash,
     }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _iso(moment: datetime) -> str:
@@ -180,18 +186,7 @@ def _broken(entry: AuditRecord, expected_seq: int, prev_hash: str) -> str:
 # --- exporting ------------------------------------------------------------------------------
 def as_json(entry: AuditRecord) -> dict:
     """Every stored field, hashes included: enough to re-verify the chain elsewhere."""
-    return {
-        "id": entry.pk,
-        "project": entry.project.slug,
-        "seq": entry.seq,
-        "kind": entry.kind,
-        "actor": entry.actor,
-        "run": entry.run_id,
-        "data": entry.data,
-        "at": _iso(entry.at),
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
+    return {"id": entry.pk, **_hashed_content(entry), "hash": entry.hash}
 
 
 def export_jsonl(project: Project, stream: TextIO) -> int:

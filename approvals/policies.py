@@ -8,7 +8,9 @@ arguments a rule cannot read, needs a human (and a deploy is refused outright).
 
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from django.db.models import F, Q
 
 from agents.tools import REGISTRY, Risk, command_allowlisted, patch_paths
 from approvals.models import PolicyRule
@@ -74,7 +76,6 @@ class Verdict:
     timeout_outcome: str = "reject"
     remind_after_minutes: int | None = None
     escalate_group: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def allowed(self) -> bool:
@@ -100,16 +101,16 @@ def install_default_policy(project: Project, rules: Iterable[dict] = DEFAULT_RUL
 
 
 def rules_for(project: Project, run_id: int | None = None) -> list[PolicyRule]:
-    """The rules in evaluation order: the run's own (unrevoked), then the project's."""
-    project_rules = list(
-        PolicyRule.objects.filter(project=project, run__isnull=True, revoked_at__isnull=True)
+    """The rules in evaluation order: the run's own (unrevoked), then the project's. One
+    query: this runs for every tool call."""
+    scope = Q(project=project, run__isnull=True)
+    if run_id is not None:
+        scope |= Q(run_id=run_id)
+    return list(
+        PolicyRule.objects.filter(scope, revoked_at__isnull=True).order_by(
+            F("run_id").asc(nulls_last=True), "position", "pk"
+        )
     )
-    if run_id is None:
-        return project_rules
-    run_rules = list(
-        PolicyRule.objects.filter(run_id=run_id, revoked_at__isnull=True).order_by("position", "pk")
-    )
-    return run_rules + project_rules
 
 
 def evaluate(project: Project, call: Call, *, run_id: int | None = None, rules=None) -> Verdict:

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -481,8 +481,10 @@ def _hand_to_review(
         return None
     step.output = outcome.content
     step.status = Step.Status.IN_REVIEW
+    fields = ["output", "status"]
     try:
-        fields = ["output", "status", *workspaces.commit_step(step)] if step.worktree else []
+        if step.worktree:
+            fields += workspaces.commit_step(step)
     except GitError as exc:  # e.g. conflict markers left in a file
         step.save(update_fields=["output", "status"])
         _apply_verdict_locked(
@@ -498,10 +500,10 @@ def _hand_to_review(
     )
     if step.brief.get("checks"):
         # Deterministic checks come before the reviewer, outside this transaction.
-        step.save(update_fields=fields or ["output", "status"])
+        step.save(update_fields=fields)
         _sync_run_status(run)
         return None
-    reviewer = _claim_review(run, step, extra_fields=fields or ["output", "status"])
+    reviewer = _claim_review(run, step, extra_fields=fields)
     _sync_run_status(run)
     return reviewer
 
@@ -1122,7 +1124,7 @@ def reclaim_expired_leases(now=None) -> int:
 def take_over_step(step_id: int, now: str | None = None) -> None:
     """Carry on with a running step whose worker stopped: the same attempt, from the stored
     conversation. A side effect caught mid-call is not run again (see the agent loop)."""
-    now_at = timezone.datetime.fromisoformat(now) if now else timezone.now()
+    now_at = datetime.fromisoformat(now) if now else timezone.now()
     with _locked_run_of_step(step_id) as run:
         if run is None:
             return

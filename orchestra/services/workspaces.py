@@ -7,13 +7,13 @@ Layout under ORCHESTRA_WORKSPACES:
   <slug>-worktrees/run-<id>/_merge the run branch's integration worktree (the merge queue)
 """
 
-import re
 from pathlib import Path
 
 from django.conf import settings
 
 from agents import workspace as git
 from agents.teams import STARTER_FILES
+from agents.tools import ToolContext, ToolError, run_in_workspace
 from orchestra.models import Project, Run, Step
 
 # Repositories this process has checked: each agent session asks for its repository, and
@@ -127,9 +127,6 @@ def remove_worktrees(run: Run) -> None:
 
 
 # --- deterministic checks -------------------------------------------------------------------
-EXIT_CODE = re.compile(r"^exit code (-?\d+)")
-
-
 def run_checks(run: Run, step: Step) -> list[dict]:
     """Run the commands the step's brief names under `checks` in its worktree ("tests"
     means the project's test command). Each result: command, passed, output."""
@@ -148,15 +145,12 @@ def run_checks(run: Run, step: Step) -> list[dict]:
 
 
 def _run(cwd: Path, command: str) -> tuple[int, str]:
-    from agents.tools import ToolContext, ToolError, run_command
-
     context = ToolContext(workspace=cwd, run_id=0, step_key="", environment={})
     try:
-        text = run_command(context, {"command": command})
+        finished = run_in_workspace(context, command, "check")
     except ToolError as exc:
         return -1, str(exc)
-    match = EXIT_CODE.match(text)
-    return (int(match.group(1)) if match else -1), text
+    return finished.returncode, f"exit code {finished.returncode}\n{finished.output()}"
 
 
 def describe_checks(results: list[dict]) -> str:
