@@ -33,7 +33,8 @@ def test_the_default_policy(project):
     assert folder.outcome == "allow"
     outside = outcome(project, "write_file", {"path": "setup.py", "content": ""}, ["src/a.py"])
     assert outside.outcome == "require_approval"
-    patch = "--- a/src/a.py\n+++ b/src/a.py\n@@ -1 +1 @@\n-x\n+y\n--- a/b.py\n+++ b/b.py\n"
+    patch = "--- a/src/a.py\n+++ b/src/a.py\n@@ -1 +1 @@\n-x\n+y\n"
+    patch += "--- a/b.py\n+++ b/b.py\n@@ -1 +1 @@\n-x\n+y\n"
     assert outcome(project, "apply_patch", {"patch": patch}, ["src/a.py"]).outcome == (
         "require_approval"
     )  # one of the two files lies outside the claims
