@@ -1,6 +1,27 @@
+"""Orchestra in the Django admin.
+
+Configuration (projects, memberships, tokens) is edited here. What the engine records (runs,
+plans, steps, events) is only viewed: it changes through the engine's actions, which lock,
+emit events and keep the audit chain; an admin form would bypass all of that.
+"""
+
 from django.contrib import admin
 
 from orchestra.models import ApiToken, Event, Membership, Plan, Project, Run, Step, Task
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows staff may view but not add, change or delete: the change page has no save button
+    and a POST to it is refused (403)."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class MembershipInline(admin.TabularInline):
@@ -31,31 +52,28 @@ class StepInline(admin.TabularInline):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "task", "project", "status", "phase", "cost_usd", "created_at"]
     list_filter = ["status", "project"]
     inlines = [StepInline]
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(ReadOnlyAdmin):
     list_display = ["run", "version", "status", "created_at"]
 
 
 @admin.register(Step)
-class StepAdmin(admin.ModelAdmin):
+class StepAdmin(ReadOnlyAdmin):
     list_display = ["key", "run", "agent_role", "status", "attempts", "revisions"]
     list_filter = ["status", "agent_role"]
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdmin):
     list_display = ["run", "seq", "kind", "actor", "at"]
     list_filter = ["kind"]
     raw_id_fields = ["run", "step"]
-
-    def has_change_permission(self, request, obj=None):
-        return False  # append-only
 
 
 @admin.register(Membership)
