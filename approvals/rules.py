@@ -22,6 +22,7 @@ from approvals.models import PolicyRule
 from approvals.policies import DEFAULT_RULES, TIMEOUT_OUTCOMES
 from orchestra.access import role_in
 from orchestra.models import Membership, Project
+from orchestra.text import text_problem
 
 # The fields a person sets; everything else (project, run, position, who and when) is ours.
 FIELDS = (
@@ -41,6 +42,12 @@ FIELDS = (
     "escalate_group",
 )
 MAX_APPROVALS = 5
+# Deadlines and reminders: whole minutes, at most 30 days. A larger value is a typo, and one
+# past what a datetime can hold would leave the checkpoint unable to get its deadline.
+MAX_MINUTES = 30 * 24 * 60
+MAX_ARGUMENT_CONDITIONS = 20
+MAX_GLOB = 500
+MAX_ARGUMENT_NAME = 100
 POSITION_STEP = 10
 
 
@@ -249,8 +256,12 @@ def _validated(current: dict, changes: dict) -> dict:
         )
     for name in ("deadline_minutes", "remind_after_minutes"):
         minutes = values[name]
-        if minutes is not None and (not _is_int(minutes) or minutes <= 0):
-            raise InvalidRule(f"{name} must be a positive number of minutes, or empty", name)
+        if minutes is not None and (not _is_int(minutes) or not 1 <= minutes <= MAX_MINUTES):
+            raise InvalidRule(
+                f"{name} must be a whole number of minutes from 1 to {MAX_MINUTES} "
+                "(30 days), or empty",
+                name,
+            )
     deadline, remind = values["deadline_minutes"], values["remind_after_minutes"]
     if deadline and remind and remind >= deadline:
         raise InvalidRule(
@@ -269,6 +280,8 @@ def _text(name: str, value) -> str:
     value = value.strip()
     if len(value) > limit:
         raise InvalidRule(f"{name} is longer than {limit} characters", name)
+    if problem := text_problem(value):
+        raise InvalidRule(f"{name} {problem}", name)
     return value
 
 
@@ -277,13 +290,29 @@ def _arguments(value) -> dict:
         return {}
     if not isinstance(value, dict):
         raise InvalidRule("arguments must map argument names to glob patterns", "arguments")
+    if len(value) > MAX_ARGUMENT_CONDITIONS:
+        raise InvalidRule(
+            f"at most {MAX_ARGUMENT_CONDITIONS} argument conditions per rule", "arguments"
+        )
     for key, pattern in value.items():
         if not isinstance(key, str) or not key.strip():
             raise InvalidRule("every argument condition needs an argument name", "arguments")
+        if len(key) > MAX_ARGUMENT_NAME:
+            raise InvalidRule(
+                f"an argument name is longer than {MAX_ARGUMENT_NAME} characters", "arguments"
+            )
+        if problem := text_problem(key):
+            raise InvalidRule(f"an argument name {problem}", "arguments")
         if not isinstance(pattern, str) or not pattern:
             raise InvalidRule(
                 f"the condition on argument {key!r} needs a glob pattern (text)", "arguments"
             )
+        if len(pattern) > MAX_GLOB:
+            raise InvalidRule(
+                f"the pattern for {key!r} is longer than {MAX_GLOB} characters", "arguments"
+            )
+        if problem := text_problem(pattern):
+            raise InvalidRule(f"the pattern for {key!r} {problem}", "arguments")
     return dict(value)
 
 

@@ -2,14 +2,19 @@
 
 An edit list is applied to a copy of the plan; the result is checked like any proposal
 (`check_plan`: known agents, existing dependencies, no cycles), and the diff records what
-the approver changed, one entry per change.
+the approver changed, one entry per change. Edits arrive as JSON from people and scripts, so
+every value is type-checked before it is used (a list where a step key belongs is refused,
+not hashed) and text that cannot be stored is refused (`orchestra.text`).
 """
 
 import copy
 
 from orchestra.plans import check_plan
+from orchestra.text import json_problem
 
 EDIT_OPS = ("edit_brief", "edit_title", "remove_step", "add_dependency", "remove_dependency")
+# More edits than any plan has steps times operations is not a review, it is a flood.
+MAX_EDITS = 200
 
 
 class InvalidEdit(Exception):
@@ -23,13 +28,22 @@ def apply_plan_edits(
     reason the edited plan is refused."""
     if not isinstance(edits, list) or not edits:
         raise InvalidEdit("edits must be a non-empty list")
+    if len(edits) > MAX_EDITS:
+        raise InvalidEdit(f"at most {MAX_EDITS} edits at once")
+    problem = json_problem(edits)
+    if problem:
+        raise InvalidEdit(f"edits: {problem}")
     data = copy.deepcopy(plan)
     diff: list[dict] = []
     for index, edit in enumerate(edits, start=1):
-        if not isinstance(edit, dict) or edit.get("op") not in EDIT_OPS:
+        if not isinstance(edit, dict) or not isinstance(edit.get("op"), str):
+            raise InvalidEdit(f"edit {index}: op must be one of {', '.join(EDIT_OPS)}")
+        if edit["op"] not in EDIT_OPS:
             raise InvalidEdit(f"edit {index}: op must be one of {', '.join(EDIT_OPS)}")
         steps = {step["key"]: step for step in data["steps"]}
         key = edit.get("step")
+        if not isinstance(key, str):
+            raise InvalidEdit(f"edit {index}: step must be a step key (text)")
         if key not in steps:
             raise InvalidEdit(f"edit {index}: no step {key!r} in the plan")
         diff.append(_apply(data, steps, steps[key], edit, index))
@@ -69,6 +83,8 @@ def _apply(data: dict, steps: dict, step: dict, edit: dict, index: int) -> dict:
                 rewired.append(other["key"])
         return {"op": op, "step": key, "removed": step, "rewired": rewired}
     on = edit.get("on")
+    if not isinstance(on, str):
+        raise InvalidEdit(f"edit {index}: on must be a step key (text)")
     if on not in steps:
         raise InvalidEdit(f"edit {index}: no step {on!r} to depend on")
     deps = step.setdefault("depends_on", [])

@@ -1,5 +1,9 @@
 """Dashboard forms. They validate shape only; the services keep the last word (their
-errors are attached to the form, so the person sees them beside the field)."""
+errors are attached to the form, so the person sees them beside the field).
+
+Every form derives from `CleanForm`: no text field takes NUL, other control characters or
+lone surrogates (`orchestra.text`), and numbers have bounds, so bad input is a message beside
+the field, never a 500 or a row that cannot be read back."""
 
 from __future__ import annotations
 
@@ -12,13 +16,26 @@ from django.core.validators import MaxLengthValidator
 from agents.models import AgentProfile
 from agents.tools import REGISTRY, Risk
 from approvals.models import Checkpoint, PolicyRule
+from approvals.rules import MAX_APPROVALS, MAX_MINUTES
 from approvals.services import MAX_COMMENT
 from orchestra.models import Project, Run
+from orchestra.text import json_problem, reject_control_text
 
 TITLE_MAX = 300  # Task.title
 
 
-class NewTaskForm(forms.Form):
+class CleanForm(forms.Form):
+    """A form whose text fields, those added in `__init__` included, refuse text that cannot
+    be stored."""
+
+    def full_clean(self):
+        for field in self.fields.values():
+            if isinstance(field, forms.CharField) and reject_control_text not in field.validators:
+                field.validators.append(reject_control_text)
+        super().full_clean()
+
+
+class NewTaskForm(CleanForm):
     title = forms.CharField(
         max_length=TITLE_MAX,
         widget=forms.TextInput(attrs={"placeholder": "Add a greeting module"}),
@@ -41,7 +58,7 @@ class NewTaskForm(forms.Form):
             field.widget.attrs.pop("maxlength", None)
 
 
-class DecisionForm(forms.Form):
+class DecisionForm(CleanForm):
     """A decision on a tool-call, deploy or escalation checkpoint: one form, one button per
     decision (the `action`). Which actions a checkpoint offers depends on its kind."""
 
@@ -143,10 +160,14 @@ class DecisionForm(forms.Form):
             except ValueError as exc:
                 self.add_error("arguments", f"The arguments are not valid JSON: {exc}.")
             else:
-                if isinstance(parsed, dict):
-                    data["parsed_arguments"] = parsed
-                else:
+                # JSON escapes can spell what the text field itself refused (\u0000, \ud800).
+                problem = json_problem(parsed)
+                if not isinstance(parsed, dict):
                     self.add_error("arguments", "The arguments must be a JSON object.")
+                elif problem:
+                    self.add_error("arguments", f"The arguments cannot be stored: {problem}.")
+                else:
+                    data["parsed_arguments"] = parsed
         data["pattern"] = None
         if action == "approve_pattern":
             if not data.get("pattern_argument"):
@@ -171,7 +192,7 @@ class DecisionForm(forms.Form):
         )
 
 
-class PlanReviewForm(forms.Form):
+class PlanReviewForm(CleanForm):
     """Review of a proposed plan: per step its objective (editable) and a “Remove step” box,
     one dependency to add, and Approve plan / Reject plan. The edits go to the service as
     `plan_edits` (orchestra.plan_edits); the service has the last word (cycles, unknown
@@ -248,7 +269,7 @@ class PlanReviewForm(forms.Form):
         return data
 
 
-class RuleForm(forms.Form):
+class RuleForm(CleanForm):
     """One rule of a project's approval policy, as a person fills it in. Shape only: the
     rules service (approvals.rules) validates the rule and names the field at fault."""
 
@@ -272,7 +293,7 @@ class RuleForm(forms.Form):
     )
     outcome = forms.ChoiceField(choices=PolicyRule.Outcome.choices, initial="require_approval")
     approvals_required = forms.IntegerField(
-        min_value=1, max_value=5, initial=1, label="Approvals required"
+        min_value=1, max_value=MAX_APPROVALS, initial=1, label="Approvals required"
     )
     approver_group = forms.CharField(
         required=False, max_length=150, label="Approver group", help_text="Empty: any approver."
@@ -281,14 +302,18 @@ class RuleForm(forms.Form):
         required=False, label="The task's creator may not approve"
     )
     deadline_minutes = forms.IntegerField(
-        required=False, min_value=1, label="Deadline (minutes)", help_text="Empty: no deadline."
+        required=False,
+        min_value=1,
+        max_value=MAX_MINUTES,
+        label="Deadline (minutes)",
+        help_text="Empty: no deadline.",
     )
     timeout_outcome = forms.ChoiceField(
         choices=[("reject", "reject"), ("reject_stop", "reject and stop the step")],
         label="At the deadline",
     )
     remind_after_minutes = forms.IntegerField(
-        required=False, min_value=1, label="Reminder after (minutes)"
+        required=False, min_value=1, max_value=MAX_MINUTES, label="Reminder after (minutes)"
     )
     escalate_group = forms.CharField(
         required=False,
@@ -324,7 +349,7 @@ class RuleForm(forms.Form):
         return dict(self.cleaned_data)
 
 
-class HistoryFilterForm(forms.Form):
+class HistoryFilterForm(CleanForm):
     q = forms.CharField(required=False, max_length=200, label="Search task titles")
     project = forms.ModelChoiceField(
         queryset=Project.objects.none(), required=False, to_field_name="slug", empty_label="All"
