@@ -244,6 +244,8 @@ ORCHESTRA_MAX_PLAN_ATTEMPTS = env_int("ORCHESTRA_MAX_PLAN_ATTEMPTS", 3)
 ORCHESTRA_MAX_TEXT = env_int("ORCHESTRA_MAX_TEXT", 20_000)
 ORCHESTRA_TOOL_OUTPUT_LIMIT = env_int("ORCHESTRA_TOOL_OUTPUT_LIMIT", 16_000)
 ORCHESTRA_COMMAND_TIMEOUT = env_float("ORCHESTRA_COMMAND_TIMEOUT", 60.0)
+# Seconds one search_text call may take, its regular expression included.
+ORCHESTRA_SEARCH_TIMEOUT = env_float("ORCHESTRA_SEARCH_TIMEOUT", 2.0)
 # A running step's worker renews this lease with every model and tool call; past it, the
 # sweep hands the step to another worker. Longer than any one call may take.
 ORCHESTRA_STEP_LEASE = env_int("ORCHESTRA_STEP_LEASE", 900)

@@ -164,7 +164,7 @@ def test_search_text_cuts_results_and_skips_git_binary_and_large_files(context):
         "long.txt:1: needle" + "y" * 294,
         "many.txt:1: needle",
         "many.txt:2: needle",
-        "[results cut at 3; narrow the pattern or the folder]",
+        "[results cut at 3: 8 more not shown; narrow the pattern or the folder]",
         "[1 files over 1 MB not searched]",
     ]
 
