@@ -5,12 +5,15 @@ parser of our own: git accepts header forms a home-made parser misses, and the p
 "within the step's claims" rule is only as good as its agreement with what git will write.
 """
 
+import functools
 import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from django.conf import settings
 
@@ -44,7 +47,7 @@ class PatchSummary:
     copies: tuple[tuple[str, str], ...] = ()
     created: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
-    modes: dict[str, str] = field(default_factory=dict)
+    modes: Mapping[str, str] = field(default_factory=dict)
     binary: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
 
@@ -194,6 +197,9 @@ def _refuse_mode(mode: str, path: str) -> None:
         raise ToolError(f"patch refused: {path!r} would get mode {mode}, not a regular file's")
 
 
+# The policy reads a patch once or twice for each call and apply_patch once more: a few
+# summaries are kept, so git reads each patch once and every reader gets the same answer.
+@functools.lru_cache(maxsize=32)
 def patch_summary(patch: str) -> PatchSummary:
     """What git reads `patch` to touch: asked of `git apply` in an empty folder, so nothing of
     a workspace (its configuration, its files) changes the answer. A patch git cannot read,
@@ -205,14 +211,16 @@ def patch_summary(patch: str) -> PatchSummary:
         if forward.returncode != 0:
             raise ToolError(f"patch refused: git cannot read it: {_git_message(forward)}")
         changes, summary = _numstat_names(forward.stdout.decode(errors="surrogateescape"))
+        # Read forwards git names each file by its new name (a deleted one by its old);
+        # read in reverse, by its old name. Both readings name every file touched: a rename's
+        # source too, even one git reads from `---`/`+++` names that differ, with no header
+        # saying "rename".
+        backward = _git(folder, ["apply", "--numstat", "-z", "-R"], data)
+        if backward.returncode != 0:
+            raise ToolError(f"patch refused: git cannot read it: {_git_message(backward)}")
+        sources, _ = _numstat_names(backward.stdout.decode(errors="surrogateescape"))
         names = [path for _, _, path in changes]
-        if any(line.startswith((" rename ", " copy ")) for line in summary.split("\n")):
-            # A rename's or copy's source is named only when the patch is read in reverse.
-            backward = _git(folder, ["apply", "--numstat", "-z", "-R"], data)
-            if backward.returncode != 0:
-                raise ToolError(f"patch refused: git cannot read it: {_git_message(backward)}")
-            sources, _ = _numstat_names(backward.stdout.decode(errors="surrogateescape"))
-            names += [path for _, _, path in sources if path not in names]
+        names += [path for _, _, path in sources if path not in names]
     if not changes:
         raise ToolError("patch refused: it names no files (give ---/+++ headers)")
     if any("\n" in name for name in names):
@@ -227,7 +235,7 @@ def patch_summary(patch: str) -> PatchSummary:
             kind, mode, path = match[1], match[2], match[3]
             modes[path] = mode
             (created if kind == "create" else deleted).append(path)
-        elif match := _SUMMARY_NAME.fullmatch(line):
+        elif (match := _SUMMARY_NAME.fullmatch(line)) and match[2] in names:
             kind, path = match[1], match[2]
             (created if kind == "create" else deleted).append(path)
         elif match := _SUMMARY_MODE_CHANGE.fullmatch(line):
@@ -265,7 +273,7 @@ def patch_summary(patch: str) -> PatchSummary:
         copies=tuple(copies),
         created=tuple(created),
         deleted=tuple(deleted),
-        modes=modes,
+        modes=MappingProxyType(modes),
         binary=tuple(path for added, removed, path in changes if (added, removed) == ("-", "-")),
         paths=tuple(dict.fromkeys(ordered)),
     )

@@ -86,6 +86,17 @@ ACCEPTED = {
         "rename old src/app.py\nrename new src/backdoor.py\n",
         ["src/app.py", "src/backdoor.py"],
     ),
+    "---/+++ names that differ, no rename header": (
+        {"src/app.py": "x\n"},
+        "diff --git a/src/app.py b/src/app.py\n--- a/src/app.py\n+++ b/src/backdoor.py\n"
+        "@@ -1 +1 @@\n-x\n+y\n",
+        ["src/backdoor.py", "src/app.py"],
+    ),
+    "traditional names that differ": (  # git picks one name and patches that file
+        {"src/backdoor.py": "x\n"},
+        "--- a/src/app.py\n+++ b/src/backdoor.py\n@@ -1 +1 @@\n-x\n+y\n",
+        ["src/backdoor.py"],
+    ),
     "rename with a hunk": (
         {"old.sql": "-- a/not-a-header\nselect 1;\n"},
         "diff --git a/old.sql b/new.sql\nsimilarity index 50%\nrename from old.sql\n"
@@ -304,7 +315,9 @@ def test_apply_patch_reports_renames_and_applies_what_git_read(context):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["rename from/to", "rename old/new"])
+@pytest.mark.parametrize(
+    "name", ["rename from/to", "rename old/new", "---/+++ names that differ, no rename header"]
+)
 def test_a_rename_out_of_the_claims_is_not_within_them(demo, name):
     """A coder claiming src/app.py may patch it freely, but renaming it to src/backdoor.py
     writes outside the claims: the policy stops for a human."""
