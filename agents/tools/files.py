@@ -108,7 +108,8 @@ class _SearchTimeout(Exception):
     "search_text",
     Risk.READ,
     "Search the workspace's text files (or those under a folder) for a literal, case-sensitive "
-    "string, or a Python regular expression with regex=true. Returns `path:line: text` lines.",
+    "string, or a Python regular expression with regex=true. Returns `path:line: text` lines. "
+    "The search has a time limit of a few seconds.",
     {
         "type": "object",
         "properties": {

@@ -309,7 +309,8 @@ def _confined_target(workspace: Path, path: str) -> None:
     "apply_patch",
     Risk.WRITE,
     "Apply a unified diff (as `git diff` writes it, paths prefixed a/ and b/) to the workspace. "
-    "All of it applies or none of it does.",
+    "All of it applies or none of it does. Regular files only: a patch that makes or changes a "
+    "symbolic link or submodule is refused.",
     {
         "type": "object",
         "properties": {"patch": {"type": "string", "minLength": 1, "maxLength": 200_000}},
