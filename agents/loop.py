@@ -33,8 +33,8 @@ from agents.tools import (
 from approvals import policies
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
+from orchestra.events import add_usage, emit, locked_run
 from orchestra.models import Project, Run, Step
-from orchestra.services.events import add_usage, emit, locked_run
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Team templates shipped with Orchestra; `seed_team` copies one into AgentProfile rows."""
 
 from agents.models import AgentProfile
+from orchestra.models import Project
 
 ORCHESTRATOR_PROMPT = (
     "You are the orchestrator of a team of specialist agents. You plan, you never do the "
@@ -212,3 +213,23 @@ def seed_team(team: str) -> list[AgentProfile]:
         )
         profiles.append(profile)
     return profiles
+
+
+class UnknownAgent(Exception):
+    pass
+
+
+def profile_for(project: Project, role: str) -> AgentProfile:
+    profile = AgentProfile.objects.filter(team=project.team, role=role).first()
+    if profile is None:
+        raise UnknownAgent(f"the {project.team} team has no {role!r} agent")
+    return profile
+
+
+def known_roles(project: Project) -> set[str]:
+    """Roles a plan may assign steps to: every agent of the team except the orchestrator."""
+    return set(
+        AgentProfile.objects.filter(team=project.team)
+        .exclude(role="orchestrator")
+        .values_list("role", flat=True)
+    )

@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from approvals.models import Checkpoint
 from approvals.policies import Verdict
+from orchestra.events import emit
 from orchestra.models import Run
-from orchestra.services.events import emit
 
 
 def open_checkpoint(

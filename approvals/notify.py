@@ -30,8 +30,8 @@ from django.utils import timezone
 from approvals.models import Checkpoint, Delivery
 from orchestra import queue
 from orchestra.access import DECIDE_ROLES
+from orchestra.events import emit, locked_run
 from orchestra.models import Membership
-from orchestra.services.events import emit, locked_run
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def notify_checkpoint(checkpoint: Checkpoint, event: str) -> list[Delivery]:
         )
     for delivery in deliveries:
         delivery.save()
-        queue.enqueue(_tasks().deliver_task, delivery.pk)
+        queue.enqueue("approvals.deliver", delivery.pk)
     return deliveries
 
 
@@ -384,9 +384,3 @@ def email_message(payload: dict) -> tuple[str, str]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def _tasks():
-    from approvals import tasks
-
-    return tasks

@@ -1,6 +1,8 @@
 """Human decisions on checkpoints, and what the clock decides when no human does.
 
-Every decision goes through `decide_checkpoint`: it checks the approve permission in the one
+Every decision goes through `record_decision` (called by the engine's `decide_checkpoint`,
+which then sets in motion what the decision means for the run, in the same transaction): it
+checks the approve permission in the one
 access function (`orchestra.access.decide_refusal`), locks the run row (the engine's lock,
 taken first as everywhere) and moves the checkpoint out of `pending` with a conditional
 UPDATE, so a second or concurrent decision gets `AlreadyDecided`. Only a person (a signed-in
@@ -14,18 +16,19 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
+from django.http import Http404
 from django.utils import timezone
 
+from agents.teams import known_roles
 from agents.tools import REGISTRY
 from approvals import audit
 from approvals.models import Checkpoint, PolicyRule, Vote
+from approvals.notify import notify_checkpoint
 from approvals.policies import TIMEOUT_OUTCOMES
-from orchestra import queue
-from orchestra.access import decide_refusal
-from orchestra.models import Plan, Run, Step
+from orchestra.access import decide_refusal, get_run_for_user
+from orchestra.events import emit, locked_run
+from orchestra.models import Plan, Run
 from orchestra.plan_edits import InvalidEdit, apply_plan_edits
-from orchestra.services import engine
-from orchestra.services.events import emit, locked_run
 
 APPROVALS = ("approve", "approve_run", "approve_pattern")
 DECISIONS = (*APPROVALS, "reject", "reject_stop", "respond")
@@ -48,6 +51,18 @@ class InvalidDecision(Exception):
 
 
 @dataclass(frozen=True)
+class Decided:
+    """A decision as recorded: what the engine acts on. `closed` is False while a checkpoint
+    that needs several approvers waits for more; `plan` is the edited plan version, if any."""
+
+    checkpoint: Checkpoint
+    decision: str
+    comment: str
+    plan: Plan | None = None
+    closed: bool = True
+
+
+@dataclass(frozen=True)
 class Pattern:
     """ "Approve this tool for arguments matching": argument name and glob."""
 
@@ -57,10 +72,6 @@ class Pattern:
 
 def get_checkpoint_for_user(user, checkpoint_id: int) -> Checkpoint:
     """The checkpoint if `user` may see its run (404 otherwise, via get_run_for_user)."""
-    from django.http import Http404
-
-    from orchestra.access import get_run_for_user
-
     checkpoint = (
         Checkpoint.objects.select_related("run", "step", "tool_call", "decided_by")
         .filter(pk=checkpoint_id)
@@ -72,7 +83,7 @@ def get_checkpoint_for_user(user, checkpoint_id: int) -> Checkpoint:
     return checkpoint
 
 
-def decide_checkpoint(
+def record_decision(
     user,
     checkpoint: Checkpoint,
     decision: str,
@@ -81,8 +92,8 @@ def decide_checkpoint(
     *,
     pattern: Pattern | dict | None = None,
     plan_edits: list | None = None,
-) -> Checkpoint:
-    """Record `user`'s decision and resume what waited on it, after commit.
+) -> Decided:
+    """Check and record `user`'s decision; the engine's `decide_checkpoint` acts on it.
 
     - approve: runs the tool (with `arguments` if the approver edited them: validated
       against the tool's schema, the difference stored). A checkpoint that needs several
@@ -106,7 +117,7 @@ def decide_checkpoint(
             raise AlreadyDecided(checkpoint)
         plan = _edited_plan(run, checkpoint, user, plan_edits) if plan_edits else None
         if decision in APPROVALS and not _enough_votes(run, checkpoint, user, comment, arguments):
-            return checkpoint
+            return Decided(checkpoint, decision, comment, plan, closed=False)
         status = {
             "respond": Checkpoint.Status.RESPONDED,
             "reject": Checkpoint.Status.REJECTED,
@@ -115,10 +126,7 @@ def decide_checkpoint(
         _close(run, checkpoint, status, decision, comment, user=user, arguments=arguments)
         if decision in ("approve_run", "approve_pattern"):
             _allow_for_run(run, checkpoint, user, pattern)
-        _follow_up(run, checkpoint, decision, comment, plan)
-    if checkpoint.kind == Checkpoint.Kind.PLAN and status == Checkpoint.Status.APPROVED:
-        engine.dispatch_ready_steps(run.pk)
-    return checkpoint
+    return Decided(checkpoint, decision, comment, plan)
 
 
 def _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits):
@@ -278,8 +286,6 @@ def _close(
         {**data, "shown": checkpoint.shown},
         run=run,
     )
-    from approvals.notify import notify_checkpoint
-
     notify_checkpoint(checkpoint, "expired" if status == Checkpoint.Status.EXPIRED else "decided")
 
 
@@ -342,8 +348,6 @@ def revoke_run_rule(user, rule: PolicyRule) -> PolicyRule:
 
 def _edited_plan(run: Run, checkpoint: Checkpoint, user, edits: list) -> Plan:
     """The approver's edits as a new plan version. Caller holds the run lock."""
-    from orchestra.services.agents import known_roles
-
     based_on = Plan.objects.get(pk=checkpoint.plan_id)
     try:
         data, diff = apply_plan_edits(
@@ -372,58 +376,32 @@ def _edited_plan(run: Run, checkpoint: Checkpoint, user, edits: list) -> Plan:
     return plan
 
 
-def _follow_up(run: Run, checkpoint: Checkpoint, decision: str, comment: str, plan) -> None:
-    """What the decision sets in motion. Caller holds the run lock."""
-    status = checkpoint.status
-    if checkpoint.kind in (Checkpoint.Kind.TOOL_CALL, Checkpoint.Kind.DEPLOY):
-        if decision == "reject_stop":
-            who = checkpoint.decided_by.get_username() if checkpoint.decided_by else "the system"
-            engine.stop_step(
-                run,
-                Step.objects.get(pk=checkpoint.step_id),
-                f"stopped by {who} at the `{checkpoint.shown.get('tool')}` checkpoint: "
-                + (comment or "no reason given"),
-            )
-        else:
-            queue.enqueue(_tasks().resume_step_task, checkpoint.step_id)
-    elif checkpoint.kind == Checkpoint.Kind.PLAN:
-        if status == Checkpoint.Status.APPROVED:
-            engine._materialise_plan(run, plan or Plan.objects.get(pk=checkpoint.plan_id))
-        else:
-            engine._fail_run(run, f"The plan was rejected: {comment or 'no comment given'}")
-    elif checkpoint.kind == Checkpoint.Kind.ESCALATION:
-        step = Step.objects.get(pk=checkpoint.step_id)
-        if status == Checkpoint.Status.APPROVED:
-            if engine.accept_step(run, step):
-                queue.enqueue(_tasks().dispatch_task, run.pk)
-        elif decision == "reject_stop":
-            engine.stop_step(run, step, f"stopped at review: {comment or 'no reason given'}")
-        else:
-            engine.revise_with_human_feedback(run, step, comment or "Rejected by a human.")
-
-
 # --- the clock -----------------------------------------------------------------------------
-def expire_due(now=None) -> int:
-    """Apply the timeout outcome to every pending checkpoint past its deadline, as decided by
-    the system, and send the reminders that are due. Run by beat; tests pass `now`."""
-    now = now or timezone.now()
-    expired = 0
-    for checkpoint_id, run_id in Checkpoint.objects.filter(
-        status=Checkpoint.Status.PENDING, expires_at__lte=now
-    ).values_list("pk", "run_id"):
-        expired += _expire(checkpoint_id, run_id, now)
+def due_for_expiry(now) -> list[tuple[int, int]]:
+    """(checkpoint id, run id) of every pending checkpoint past its deadline."""
+    return list(
+        Checkpoint.objects.filter(status=Checkpoint.Status.PENDING, expires_at__lte=now)
+        .values_list("pk", "run_id")
+        .order_by("pk")
+    )
+
+
+def send_due_reminders(now) -> None:
+    """Remind (and escalate to the reminder's group) every pending checkpoint whose reminder
+    is due."""
     for checkpoint_id, run_id in Checkpoint.objects.filter(
         status=Checkpoint.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True
     ).values_list("pk", "run_id"):
         _remind(checkpoint_id, run_id, now)
-    return expired
 
 
-def _expire(checkpoint_id: int, run_id: int, now) -> int:
+def record_expiry(checkpoint_id: int, run_id: int, now) -> Decided | None:
+    """Decide an expired checkpoint as the system, with the policy's timeout outcome; None
+    when it was decided meanwhile or its deadline moved."""
     with locked_run(run_id) as run:
         checkpoint = Checkpoint.objects.select_related("tool_call").get(pk=checkpoint_id)
         if checkpoint.status != Checkpoint.Status.PENDING or checkpoint.expires_at > now:
-            return 0
+            return None
         outcome = checkpoint.timeout_outcome
         decision = outcome if outcome in TIMEOUT_OUTCOMES else "reject"
         if decision == "reject_stop" and checkpoint.step_id is None:
@@ -434,8 +412,7 @@ def _expire(checkpoint_id: int, run_id: int, now) -> int:
             f"{checkpoint.expires_at.isoformat(timespec='seconds')})"
         )
         _close(run, checkpoint, Checkpoint.Status.EXPIRED, decision, reason)
-        _follow_up(run, checkpoint, decision, reason, None)
-        return 1
+        return Decided(checkpoint, decision, reason)
 
 
 def _remind(checkpoint_id: int, run_id: int, now) -> None:
@@ -452,12 +429,4 @@ def _remind(checkpoint_id: int, run_id: int, now) -> None:
             step=checkpoint.step,
             data={"checkpoint": checkpoint.pk, "escalated_to": checkpoint.escalate_group},
         )
-        from approvals.notify import notify_checkpoint
-
         notify_checkpoint(checkpoint, "reminder")
-
-
-def _tasks():
-    from orchestra import tasks
-
-    return tasks

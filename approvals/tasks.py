@@ -20,12 +20,3 @@ def deliver_task(delivery_id: int) -> None:
 def deliver_due_task() -> int:
     """Periodic (beat): retries that are due and first attempts that were lost."""
     return notify.deliver_due()
-
-
-@shared_task(name="approvals.expire_due", soft_time_limit=100, time_limit=120)
-def expire_due_task() -> int:
-    """Periodic (beat): checkpoints past their deadline get the policy's timeout outcome,
-    decided by the system; due reminders escalate."""
-    from approvals.services import expire_due
-
-    return expire_due()

@@ -50,9 +50,9 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
+    from orchestra.events import emit, locked_run
     from orchestra.models import ApiToken, Project, Run, Task
     from orchestra.seed import seed_demo
-    from orchestra.services.events import emit, locked_run
     from tests.integration.conftest import Processes, start_web
 
     call_command("migrate", verbosity=0)

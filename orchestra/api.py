@@ -26,13 +26,12 @@ from approvals.services import (
     AlreadyDecided,
     AlreadyVoted,
     InvalidDecision,
-    decide_checkpoint,
     get_checkpoint_for_user,
 )
 from orchestra.access import get_project_for_user, get_run_for_user, visible_projects
+from orchestra.engine import EngineError, cancel_run, decide_checkpoint, start_run
+from orchestra.engine import projects as project_services
 from orchestra.models import ApiToken, Project, Run, Step
-from orchestra.services import projects as project_services
-from orchestra.services.engine import EngineError, cancel_run, start_run
 
 try:
     from ninja import Status

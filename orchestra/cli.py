@@ -62,7 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     _seed()
     if settings.ORCHESTRA_EMBEDDED_WORKER == "thread":
         # This process is the only worker, so nothing else can be running the lost work.
-        from orchestra.services.engine import recover_embedded_work
+        from orchestra.engine import recover_embedded_work
 
         recovered = recover_embedded_work()
         if recovered:
@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from django.http import Http404
 
     from orchestra.access import get_project_for_user
-    from orchestra.services.engine import EngineError, start_run
+    from orchestra.engine import EngineError, start_run
 
     user = _get_user(args.user)
     if settings.ORCHESTRA_EMBEDDED_WORKER == "thread":

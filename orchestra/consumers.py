@@ -26,8 +26,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from orchestra.access import get_run_for_user
+from orchestra.events import register_embedded_loop, run_group
 from orchestra.models import ApiToken, Event
-from orchestra.services.events import register_embedded_loop, run_group
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Core records: projects, tasks, runs, plans, steps and the append-only event log.
 
-State changes live in `orchestra.services`; nothing here saves a row on its own initiative.
+State changes live in the service modules (`orchestra.engine`, `approvals.services`); nothing
+here saves a row on its own initiative.
 """
 
 import hashlib

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from orchestra.celery import app
+
 logger = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
@@ -22,13 +24,16 @@ _sync_queue: deque = deque()
 _sync_state = threading.local()
 
 
-def enqueue(task, *args, task_id: str | None = None) -> str:
-    """Run `task(*args)` on a worker once the surrounding transaction commits.
+def enqueue(name: str, *args, task_id: str | None = None) -> str:
+    """Run the task registered as `name` (e.g. "orchestra.execute_step") with `args` on a
+    worker once the surrounding transaction commits. Tasks are named, not imported: the
+    layers that enqueue work sit below the task modules that call them.
 
     Returns the task id, which `cancel_run` can revoke. Outside a transaction the task is
     sent at once.
     """
     task_id = task_id or uuid.uuid4().hex
+    task = app.tasks[name]
     mode = settings.ORCHESTRA_EMBEDDED_WORKER
     if mode == "thread":
         transaction.on_commit(lambda: _thread_pool().submit(_run_here, task, args))
@@ -43,8 +48,6 @@ def revoke(task_ids: list[str]) -> None:
     """Drop queued work that has not started; running tasks re-check state and stop."""
     ids = [tid for tid in task_ids if tid]
     if ids and not settings.ORCHESTRA_EMBEDDED_WORKER:
-        from orchestra.celery import app
-
         try:
             app.control.revoke(ids)
         except Exception:  # the run is cancelled in the database either way

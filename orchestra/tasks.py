@@ -6,7 +6,7 @@ import functools
 from celery import shared_task
 from django.core.exceptions import ObjectDoesNotExist
 
-from orchestra.services import engine
+from orchestra import engine
 
 
 def _gone_is_done(func):
@@ -79,3 +79,10 @@ def sweep_task() -> int:
     """Periodic (beat): dispatch again for every active run. Dispatch is idempotent, so this
     only matters when a dispatch was lost with a broker restart; it then costs one query."""
     return engine.sweep_active_runs()
+
+
+@shared_task(name="approvals.expire_due", soft_time_limit=100, time_limit=120)
+def expire_due_task() -> int:
+    """Periodic (beat): checkpoints past their deadline get the policy's timeout outcome,
+    decided by the system, and what waited on them moves on; due reminders escalate."""
+    return engine.expire_due()

@@ -8,9 +8,8 @@ import pytest
 from agents.llm import reset_clients
 from agents.llm.demo import DemoModel
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
+from orchestra.engine import decide_checkpoint, start_run
 from orchestra.models import Plan, Run
-from orchestra.services.engine import start_run
 from tests.llm_server import ScriptedLLMServer, error, reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,13 +15,11 @@ from approvals.policies import DEFAULT_RULES
 from approvals.services import (
     AlreadyVoted,
     InvalidDecision,
-    decide_checkpoint,
-    expire_due,
     revoke_run_rule,
 )
 from orchestra import cli
+from orchestra.engine import decide_checkpoint, expire_due, start_run
 from orchestra.models import Plan, Run, Step
-from orchestra.services.engine import start_run
 from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 
 from approvals.models import Checkpoint
+from orchestra.engine import start_run
 from orchestra.models import Run
-from orchestra.services.engine import start_run
 
 
 @pytest.fixture(autouse=True)

@@ -14,10 +14,9 @@ from django.utils import timezone
 
 from approvals import audit
 from approvals.models import AuditRecord, Checkpoint, Delivery, PolicyRule
-from approvals.services import decide_checkpoint
 from orchestra.dashboard import present
+from orchestra.engine import decide_checkpoint, start_run
 from orchestra.models import Run, Step
-from orchestra.services.engine import start_run
 
 from .conftest import client_for
 

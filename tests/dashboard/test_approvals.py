@@ -6,9 +6,8 @@ import json
 import pytest
 
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
+from orchestra.engine import decide_checkpoint, start_run
 from orchestra.models import Run, Step
-from orchestra.services.engine import start_run
 
 from .conftest import client_for
 
@@ -131,7 +130,7 @@ def test_a_decided_checkpoint_shows_the_decision_without_controls(checkpoint, ap
 
 
 def test_a_cancelled_runs_checkpoint_says_nobody_decided(waiting_run, checkpoint, owner):
-    from orchestra.services.engine import cancel_run
+    from orchestra.engine import cancel_run
 
     cancel_run(owner, waiting_run)
     page = client_for(owner).get(f"/approvals/{checkpoint.pk}/").text

@@ -7,8 +7,8 @@ from django.utils.html import escape
 from agents import workspace as git
 from approvals.models import Checkpoint, PolicyRule
 from orchestra.dashboard.templatetags.diffs import diff_lines
-from orchestra.services.engine import start_run
-from orchestra.services.workspaces import repository_for
+from orchestra.engine import start_run
+from orchestra.engine.workspaces import repository_for
 
 from .conftest import client_for
 

@@ -16,11 +16,10 @@ from django.utils import timezone
 
 from agents.models import AgentRun
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
 from orchestra.dashboard import charts, metrics
 from orchestra.dashboard.templatetags.dashboard import tokens, usd
+from orchestra.engine import cancel_run, decide_checkpoint, start_run
 from orchestra.models import Membership, Plan, Project, Run, Step, Task
-from orchestra.services.engine import cancel_run, start_run
 
 from .conftest import client_for
 

@@ -10,9 +10,8 @@ from django.utils import timezone
 
 from agents.models import ModelCall
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
+from orchestra.engine import decide_checkpoint, start_run
 from orchestra.models import Run, Task
-from orchestra.services.engine import start_run
 
 from .conftest import client_for
 
@@ -65,7 +64,7 @@ def test_csrf_is_enforced(owner):
 # --- home and the header badge -----------------------------------------------------------------
 def test_home_lists_active_runs_pending_checkpoints_and_recent_runs(waiting_run, checkpoint, owner):
     finished = start_run(owner, waiting_run.project, "An older task")
-    from orchestra.services.engine import cancel_run
+    from orchestra.engine import cancel_run
 
     cancel_run(owner, finished)
     page = client_for(owner).get("/").text

@@ -8,9 +8,10 @@ from django.db import connection
 
 from agents.models import AgentRun
 from approvals.models import Checkpoint
-from approvals.services import AlreadyDecided, decide_checkpoint
+from approvals.services import AlreadyDecided
+from orchestra import engine
+from orchestra.engine import decide_checkpoint
 from orchestra.models import Run, Step
-from orchestra.services import engine
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,7 +73,7 @@ def test_a_step_is_claimed_once_when_two_workers_race(demo, owner, settings):
 
 
 def test_concurrent_events_get_distinct_consecutive_seqs(demo, owner):
-    from orchestra.services.events import emit, locked_run
+    from orchestra.events import emit, locked_run
 
     run = Run.objects.create(task=demo.tasks.create(title="t"), project=demo)
 

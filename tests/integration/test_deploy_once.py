@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from agents.models import ToolCall
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
+from orchestra import engine
+from orchestra.engine import decide_checkpoint
+from orchestra.engine.workspaces import releases_for
 from orchestra.models import Project, Run
-from orchestra.services import engine
-from orchestra.services.workspaces import releases_for
 
 from .conftest import ROOT, Processes, start_worker, wait_until
 

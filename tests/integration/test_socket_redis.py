@@ -21,9 +21,9 @@ from django.test import Client
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
+from orchestra import events
+from orchestra.events import emit, locked_run
 from orchestra.models import ApiToken, Event, Run, Task
-from orchestra.services import events
-from orchestra.services.events import emit, locked_run
 
 from .conftest import start_web
 

@@ -8,10 +8,9 @@ import pytest
 from django.test import Client
 
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
 from orchestra import cli
+from orchestra.engine import cancel_run, decide_checkpoint
 from orchestra.models import ApiToken, Run
-from orchestra.services.engine import cancel_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,9 +4,8 @@ gated tool calls, approvals, report."""
 import pytest
 
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
+from orchestra.engine import decide_checkpoint, start_run
 from orchestra.models import Run, Step
-from orchestra.services.engine import start_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +56,7 @@ def test_demo_run_reaches_completed_through_approvals(demo, owner, approver):
 
 
 def test_content_team_runs_two_research_steps_side_by_side(db, owner):
-    from orchestra.services.projects import create_project
+    from orchestra.engine.projects import create_project
 
     owner.is_superuser = True
     owner.save()

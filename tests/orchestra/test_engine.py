@@ -11,10 +11,10 @@ from agents import workspace as git
 from agents.llm import override_client
 from agents.models import AgentRun, ToolCall
 from approvals.models import Checkpoint, PolicyRule
-from approvals.services import AlreadyDecided, InvalidDecision, decide_checkpoint
+from approvals.services import AlreadyDecided, InvalidDecision
+from orchestra.engine import EngineError, cancel_run, decide_checkpoint, start_run
+from orchestra.engine.workspaces import repository_for
 from orchestra.models import Plan, Run, Step
-from orchestra.services.engine import EngineError, cancel_run, start_run
-from orchestra.services.workspaces import repository_for
 from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -5,9 +5,8 @@ import pytest
 
 from agents.llm import override_client
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
+from orchestra.engine import decide_checkpoint, start_run
 from orchestra.models import Run, Step
-from orchestra.services.engine import start_run
 from tests.scripted import ScriptedModel, call, tool_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

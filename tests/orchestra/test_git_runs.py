@@ -14,10 +14,9 @@ from agents.llm import override_client
 from agents.llm.demo import GREETING_TESTS, GREETING_V2
 from agents.models import AgentRun, ToolCall
 from approvals.models import Checkpoint, PolicyRule
-from approvals.services import decide_checkpoint
+from orchestra.engine import decide_checkpoint, start_run
+from orchestra.engine.workspaces import releases_for, repository_for
 from orchestra.models import Plan, Run, Step
-from orchestra.services.engine import start_run
-from orchestra.services.workspaces import releases_for, repository_for
 from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -3,9 +3,8 @@
 import pytest
 
 from approvals.models import Checkpoint
-from approvals.services import decide_checkpoint
+from orchestra.engine import decide_checkpoint, recover_embedded_work, start_run
 from orchestra.models import Run, Step
-from orchestra.services.engine import recover_embedded_work, start_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,8 +50,8 @@ def test_the_sweep_requeues_work_whose_task_was_lost(demo, owner, approver, sett
 
     from django.utils import timezone
 
+    from orchestra.engine import sweep_active_runs
     from orchestra.models import Event
-    from orchestra.services.engine import sweep_active_runs
 
     run = start_run(owner, demo, "Lost in the broker")
     checkpoint = Checkpoint.objects.get(run=run, status="pending")

@@ -16,12 +16,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
-from orchestra import consumers
+from orchestra import consumers, events
 from orchestra.asgi import application
 from orchestra.consumers import BATCH, RunConsumer
+from orchestra.events import broadcast, emit, locked_run
 from orchestra.models import ApiToken, Event, Run, Task
-from orchestra.services import events
-from orchestra.services.events import broadcast, emit, locked_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

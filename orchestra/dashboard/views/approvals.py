@@ -9,13 +9,13 @@ from approvals.services import (
     AlreadyDecided,
     AlreadyVoted,
     InvalidDecision,
-    decide_checkpoint,
     get_checkpoint_for_user,
 )
 from orchestra.access import DECIDE_ROLES, decide_refusal, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
 from orchestra.dashboard.forms import DecisionForm, PlanReviewForm
+from orchestra.engine import decide_checkpoint
 
 INBOX_LIMIT = 200
 

@@ -5,7 +5,7 @@ from orchestra.access import CREATE_ROLES, get_project_for_user, role_in
 from orchestra.dashboard import queries
 from orchestra.dashboard.auth import login_required
 from orchestra.dashboard.forms import NewTaskForm
-from orchestra.services.engine import EngineError, start_run
+from orchestra.engine import EngineError, start_run
 
 
 @login_required

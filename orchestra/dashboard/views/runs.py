@@ -8,8 +8,8 @@ from approvals.services import revoke_run_rule
 from orchestra.access import CREATE_ROLES, can_decide, get_run_for_user, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
+from orchestra.engine import EngineError, cancel_run
 from orchestra.models import Run
-from orchestra.services.engine import EngineError, cancel_run
 
 TEMPLATE = "dashboard/run.html"
 # Fields of the run the partials show; re-read after the feed (see `run`).

@@ -1,4 +1,4 @@
-"""Starting and continuing agents on behalf of the engine."""
+"""The agent loop's host: starting and continuing agents on behalf of the engine."""
 
 import os
 import socket
@@ -7,30 +7,11 @@ from pathlib import Path
 
 from agents.llm import client_for, model_for
 from agents.loop import AgentSession, OutputTool
-from agents.models import AgentProfile, AgentRun
+from agents.models import AgentRun
+from agents.teams import profile_for
 from agents.tools import toolset_for
-from orchestra.models import Project, Run, Step
-from orchestra.services import workspaces
-
-
-class UnknownAgent(Exception):
-    pass
-
-
-def profile_for(project: Project, role: str) -> AgentProfile:
-    profile = AgentProfile.objects.filter(team=project.team, role=role).first()
-    if profile is None:
-        raise UnknownAgent(f"the {project.team} team has no {role!r} agent")
-    return profile
-
-
-def known_roles(project: Project) -> set[str]:
-    """Roles a plan may assign steps to: every agent of the team except the orchestrator."""
-    return set(
-        AgentProfile.objects.filter(team=project.team)
-        .exclude(role="orchestrator")
-        .values_list("role", flat=True)
-    )
+from orchestra.engine import workspaces
+from orchestra.models import Run, Step
 
 
 def worker_name() -> str:

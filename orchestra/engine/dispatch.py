@@ -1,0 +1,61 @@
+"""Dispatch: deterministic code, not a model, decides which steps start."""
+
+import logging
+
+from django.utils import timezone
+
+from orchestra import queue
+from orchestra.engine.report import report_run
+from orchestra.engine.runs import sync_run_status
+from orchestra.events import emit, locked_run
+from orchestra.models import Run, Step
+
+logger = logging.getLogger(__name__)
+
+
+def dispatch_ready_steps(run_id: int) -> None:
+    """Enqueue every step whose dependencies are done and whose claims are free, within the
+    project's concurrency cap; report the run when every step is done. Deterministic: no
+    model is asked."""
+    with locked_run(run_id) as run:
+        report = dispatch_locked(run)
+    if report:
+        report_run(run_id)
+
+
+def dispatch_locked(run: Run) -> bool:
+    """The dispatch decision. Caller holds the run lock. Returns True when every step is
+    done and the report is due."""
+    if run.status not in (
+        Run.Status.RUNNING,
+        Run.Status.REVIEWING,
+        Run.Status.AWAITING_APPROVAL,
+    ):
+        return False
+    steps = list(run.steps.all())
+    if not steps:
+        return False
+    done = {s.key for s in steps if s.status == Step.Status.DONE}
+    if len(done) == len(steps):
+        return True
+    active = [s for s in steps if s.status in Step.ACTIVE]
+    busy = sum(1 for s in active if s.status != Step.Status.AWAITING_APPROVAL)
+    # Leases: what each active step claimed in the plan, widened by what it touched.
+    held = {path for s in active for path in (*s.claims, *s.touched)}
+    now = timezone.now()
+    for step in steps:
+        if step.status != Step.Status.PENDING:
+            continue
+        if busy >= run.project.concurrency_cap:
+            break
+        if not set(step.depends_on) <= done or held & set(step.claims):
+            continue
+        step.status = Step.Status.READY
+        step.dispatched_at = now
+        step.task_id = queue.enqueue("orchestra.execute_step", step.pk)
+        step.save(update_fields=["status", "dispatched_at", "task_id"])
+        held |= set(step.claims)
+        busy += 1
+        emit(run, "step.dispatched", step=step, data={"agent": step.agent_role})
+    sync_run_status(run, steps)
+    return False

@@ -1,0 +1,103 @@
+"""The merge queue: a reviewed step's branch joins the run branch, one merge at a time."""
+
+import logging
+
+from agents.workspace import GitError
+from orchestra import queue
+from orchestra.engine import workspaces
+from orchestra.engine.dispatch import dispatch_locked
+from orchestra.engine.report import report_run
+from orchestra.engine.runs import sync_run_status
+from orchestra.engine.transitions import complete_step, escalate, send_back
+from orchestra.events import emit, locked_run
+from orchestra.models import Run, Step
+
+logger = logging.getLogger(__name__)
+
+
+def accept_step(run: Run, step: Step) -> bool:
+    """A step that passed review (or a human's approval) enters the merge queue; a step
+    without a worktree is done at once. Caller holds the run lock. Returns True when the
+    report is due."""
+    if not step.branch:
+        complete_step(run, step)
+        return dispatch_locked(run)
+    step.status = Step.Status.MERGING
+    step.task_id = queue.enqueue("orchestra.merge_step", step.pk)
+    step.save(update_fields=["status", "task_id"])
+    emit(run, "merge.queued", step=step, data={"branch": step.branch, "commit": step.head_commit})
+    sync_run_status(run)
+    return False
+
+
+MAX_MERGE_ROUNDS = 2
+
+
+def merge_step(step_id: int) -> None:
+    """The merge queue: integrate the step's reviewed branch into the run branch, one merge
+    at a time per repository. A conflict goes back to the step's agent with the conflict as
+    feedback (bounded rounds, then a human decides); nothing is overwritten."""
+    step = Step.objects.select_related("run__project").filter(pk=step_id).first()
+    if step is None or step.status != Step.Status.MERGING or step.run.is_terminal:
+        return
+    try:
+        outcome = workspaces.merge_step(step.run, step)
+        conflicts = [] if outcome.ok else workspaces.bring_run_head_into(step.run, step)
+    except GitError as exc:
+        # Not a conflict: git itself failed. A human looks; the branch is intact.
+        with locked_run(step.run_id) as run:
+            step.refresh_from_db()
+            if not run.is_terminal and step.status == Step.Status.MERGING:
+                emit(run, "merge.failed", step=step, data={"error": str(exc)[:2000]})
+                escalate(run, step, f"Merging the step's branch failed: {exc}")
+        return
+    report = False
+    with locked_run(step.run_id) as run:
+        step.refresh_from_db()
+        if run.is_terminal or step.status != Step.Status.MERGING:
+            return
+        if outcome.ok:
+            step.merged_commit = outcome.commit
+            run.head_commit = workspaces.run_head(run)
+            run.save(update_fields=["head_commit"])
+            step.save(update_fields=["merged_commit"])
+            emit(
+                run,
+                "step.merged",
+                step=step,
+                data={
+                    "branch": step.branch,
+                    "commit": outcome.commit,
+                    "run_branch": run.branch,
+                    "files": step.touched,
+                },
+            )
+            complete_step(run, step)
+            report = dispatch_locked(run)
+        else:
+            emit(
+                run,
+                "merge.conflict",
+                step=step,
+                data={"files": outcome.conflicts, "round": step.merge_rounds + 1},
+            )
+            feedback = (
+                "Merging your branch into the run branch conflicted with work another step "
+                f"merged first, in: {', '.join(outcome.conflicts)}. Those files in your "
+                "worktree now hold conflict markers (<<<<<<< ======= >>>>>>>): resolve them so "
+                "that both changes are kept, then finish.\n\n" + outcome.detail
+            )
+            if step.merge_rounds >= MAX_MERGE_ROUNDS:
+                escalate(
+                    run, step, f"Still conflicting after {step.merge_rounds} rounds.\n{feedback}"
+                )
+            else:
+                send_back(
+                    run,
+                    step,
+                    feedback,
+                    event_data={"merge_conflict": conflicts or outcome.conflicts},
+                    merge_conflict=True,
+                )
+    if report:
+        report_run(step.run_id)

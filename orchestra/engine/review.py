@@ -1,0 +1,215 @@
+"""The review gate: no output is integrated unverified. A step's deterministic checks run in
+its worktree first; then a reviewer agent judges the output against its brief."""
+
+import json
+import logging
+
+from agents.loop import FinalOutput, Outcome, OutputTool
+from agents.models import AgentRun
+from orchestra.engine import workspaces
+from orchestra.engine.host import new_agent_run, session_for
+from orchestra.engine.merge import accept_step
+from orchestra.engine.report import report_run
+from orchestra.engine.runs import close_agent_run, locked_run_of_step
+from orchestra.engine.transitions import escalate, send_back
+from orchestra.events import emit, locked_run
+from orchestra.models import Run, Step
+
+logger = logging.getLogger(__name__)
+
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "required": ["verdict", "feedback"],
+    "additionalProperties": False,
+    "properties": {
+        "verdict": {"enum": ["pass", "revise", "escalate"]},
+        "feedback": {"type": "string", "maxLength": 8000},
+        "criteria": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["criterion", "met"],
+                "properties": {"criterion": {"type": "string"}, "met": {"type": "boolean"}},
+            },
+        },
+    },
+}
+
+
+def review_step(step_id: int) -> None:
+    """The review gate: a reviewer agent judges the step's latest output, exactly once per
+    attempt. Pass completes the step and dispatches its successors at once; revise re-runs
+    it with the feedback (bounded); past the bound, or on escalate, a human decides."""
+    step = Step.objects.filter(pk=step_id).first()
+    if step is None:
+        return
+    if step.brief.get("checks") and not checks_done(step) and not run_checks(step):
+        return
+    with locked_run_of_step(step_id) as run:
+        if run is None:
+            return
+        step = Step.objects.get(pk=step_id)
+        if run.is_terminal or step.status != Step.Status.IN_REVIEW:
+            return
+        reviewer = claim_review(run, step)
+    if reviewer is not None:
+        run_review(step, reviewer)
+
+
+def checks_done(step: Step) -> bool:
+    return bool(step.checks) and step.checks[-1].get("attempt") == step.attempts
+
+
+def run_checks(step: Step) -> bool:
+    """Run the brief's checks in the step's worktree; a failure goes back to the agent as
+    review feedback (bounded like any revision). Returns True when review may go on."""
+    run = Run.objects.select_related("project").get(pk=step.run_id)
+    results = workspaces.run_checks(run, step)
+    passed = all(r["passed"] for r in results)
+    with locked_run(step.run_id) as run:
+        step.refresh_from_db()
+        if run.is_terminal or step.status != Step.Status.IN_REVIEW or checks_done(step):
+            return False
+        step.checks = [*step.checks, {"attempt": step.attempts, "results": results}]
+        step.save(update_fields=["checks"])
+        emit(
+            run,
+            "step.checks",
+            step=step,
+            data={"attempt": step.attempts, "passed": passed, "results": results},
+        )
+        if not passed:
+            apply_verdict_locked(
+                run,
+                step.pk,
+                "revise",
+                "The step's checks failed in its worktree; fix them:\n"
+                + workspaces.describe_checks(results),
+                actor="checks",
+            )
+    return passed
+
+
+def claim_review(run: Run, step: Step, extra_fields: list[str] = ()) -> AgentRun | None:
+    """Take the review of the step's current attempt, once (saving `extra_fields` of the step
+    with it). Caller holds the run lock."""
+    if step.reviewed_attempt >= step.attempts:
+        if extra_fields:
+            step.save(update_fields=list(extra_fields))
+        return None
+    step.reviewed_attempt = step.attempts
+    step.save(update_fields=["reviewed_attempt", *extra_fields])
+    emit(run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts})
+    return new_agent_run(
+        run,
+        step=step,
+        purpose=AgentRun.Purpose.REVIEW,
+        role="reviewer",
+        brief={"step": step.key, **step.brief},
+        user_message=(
+            f"Review the output of step {step.key} — {step.title}.\n\n"
+            f"Brief:\n{json.dumps(step.brief, indent=2)}\n\n"
+            f"Output (attempt {step.attempts}):\n{step.output}\n\n"
+            + _review_evidence(step)
+            + "Call `submit_verdict` with pass, revise or escalate."
+        ),
+        attempt=step.attempts,
+    )
+
+
+def _review_evidence(step: Step) -> str:
+    """What the reviewer gets besides the output: the files the step changed and the
+    results of its checks."""
+    parts = []
+    if step.touched:
+        parts.append(
+            "Files changed (commit " + step.head_commit[:10] + "): " + ", ".join(step.touched)
+        )
+    if checks_done(step):
+        parts.append("Checks:\n" + workspaces.describe_checks(step.checks[-1]["results"]))
+    return "".join(part + "\n\n" for part in parts)
+
+
+def run_review(step: Step, agent_run: AgentRun) -> None:
+    output = OutputTool(
+        name="submit_verdict",
+        description="Submit the review verdict for this step's output.",
+        parameters=VERDICT_SCHEMA,
+    )
+
+    def on_verdict(run: Run, outcome: FinalOutput) -> bool:
+        close_agent_run(agent_run, outcome)
+        data = outcome.data or {}
+        return apply_verdict_locked(
+            run, step.pk, data["verdict"], data.get("feedback", ""), actor="reviewer"
+        )
+
+    session = session_for(agent_run, step=step, output_tool=output, on_final=on_verdict)
+    outcome = session.run()
+    if isinstance(outcome, FinalOutput):
+        if session.final_result:  # every step is done: the report is due
+            report_run(step.run_id)
+        return
+    if outcome.cancelled:
+        close_agent_run(agent_run, outcome)
+        return
+    apply_verdict(
+        step.pk,
+        "escalate",
+        f"The reviewer could not decide: {outcome.error}",
+        reviewer=(agent_run, outcome),
+        run_id=step.run_id,
+    )
+
+
+def apply_verdict(
+    step_id: int,
+    verdict: str,
+    feedback: str,
+    *,
+    actor: str = "reviewer",
+    reviewer: tuple[AgentRun, Outcome] | None = None,
+    run_id: int | None = None,
+) -> None:
+    """Act on a verdict in its own transaction (see `apply_verdict_locked`)."""
+    report = False
+    with locked_run_of_step(step_id, run_id) as run:
+        if run is None:
+            return
+        if reviewer is not None:
+            close_agent_run(*reviewer)
+        report = apply_verdict_locked(run, step_id, verdict, feedback, actor=actor)
+    if report:
+        report_run(run.pk)
+
+
+def apply_verdict_locked(
+    run: Run, step_id: int, verdict: str, feedback: str, *, actor: str
+) -> bool:
+    """Pass completes the step and dispatches its successors in this same transaction, so
+    they start the moment their last dependency is done; revise re-runs it (bounded); past the
+    bound, or on escalate, a human decides. Caller holds the run lock. Returns True when the
+    report is due."""
+    step = Step.objects.get(pk=step_id)
+    if run.is_terminal or step.status != Step.Status.IN_REVIEW:
+        return False
+    emit(
+        run,
+        "review.verdict",
+        step=step,
+        actor=actor,
+        data={"verdict": verdict, "feedback": feedback, "attempt": step.attempts},
+    )
+    if verdict == "revise" and step.revisions >= run.project.max_revisions:
+        verdict = "escalate"
+        feedback = (
+            f"Still not accepted after {step.revisions} revision rounds. Last feedback: {feedback}"
+        )
+    if verdict == "pass":
+        return accept_step(run, step)
+    if verdict == "revise":
+        send_back(run, step, feedback, event_data={})
+        return False
+    escalate(run, step, feedback)
+    return False

@@ -1,0 +1,162 @@
+"""A run's lifecycle: start, the status derived from its steps, failure and cancel.
+
+Locking rule: every transaction in the engine is a `locked_run(run_id)` block: it starts with
+SELECT ... FOR UPDATE on the run row before touching the run's steps, checkpoints or events.
+That one lock per run makes each transition happen exactly once when workers or requests race,
+and keeps event sequence numbers committed in order. Model calls, git and processes never run
+inside a transaction.
+"""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.llm import uses_demo_model
+from agents.loop import FinalOutput, NeedsApproval, Outcome
+from agents.models import AgentRun
+from approvals.models import Checkpoint
+from orchestra import queue
+from orchestra.events import emit, locked_run
+from orchestra.models import Project, Run, Step, Task
+
+logger = logging.getLogger(__name__)
+
+
+class EngineError(Exception):
+    """A request the engine refuses, with a message fit for the person who made it."""
+
+
+def start_run(user, project: Project, title: str, description: str = "") -> Run:
+    """Create the task and its run, and enqueue planning after commit."""
+    title = (title or "").strip()
+    description = (description or "").strip()
+    if not title:
+        raise EngineError("A task needs a title.")
+    if len(title) > 300:
+        raise EngineError("The title is longer than 300 characters.")
+    if len(description) > settings.ORCHESTRA_MAX_TEXT:
+        raise EngineError(
+            f"The description is longer than {settings.ORCHESTRA_MAX_TEXT} characters."
+        )
+    with transaction.atomic():
+        task = Task.objects.create(
+            project=project,
+            title=title,
+            description=description,
+            created_by=user if user and user.is_authenticated else None,
+        )
+        created = Run.objects.create(task=task, project=project, uses_demo_model=uses_demo_model())
+    with locked_run(created.pk) as run:
+        emit(
+            run,
+            "run.created",
+            actor=_actor(user),
+            data={"task": task.pk, "title": title, "demo_model": run.uses_demo_model},
+        )
+        queue.enqueue("orchestra.plan_run", run.pk)
+    return run
+
+
+def _actor(user) -> str:
+    return user.get_username() if user and user.is_authenticated else "system"
+
+
+def sync_run_status(run: Run, steps: list[Step] | None = None) -> None:
+    """Derive the run's status and phase from its steps. Caller holds the run lock."""
+    if run.is_terminal or run.status in (Run.Status.PLANNING, Run.Status.REPORTING):
+        return
+    if steps is not None:
+        statuses = {s.status for s in steps}
+    else:
+        statuses = set(run.steps.values_list("status", flat=True))
+    if statuses & {Step.Status.READY, Step.Status.RUNNING, Step.Status.REVISING}:
+        status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
+    elif Step.Status.IN_REVIEW in statuses:
+        status, phase = Run.Status.REVIEWING, Run.Phase.REVIEW
+    elif Step.Status.AWAITING_APPROVAL in statuses:
+        status, phase = Run.Status.AWAITING_APPROVAL, run.phase
+    else:
+        status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
+    if (status, phase) != (run.status, run.phase):
+        phase_changed = phase != run.phase
+        run.status, run.phase = status, phase  # written when the locked_run transaction ends
+        if phase_changed:
+            emit(run, "phase.changed", data={"phase": phase})
+
+
+@contextmanager
+def locked_run_of_step(step_id: int, run_id: int | None = None) -> Iterator[Run | None]:
+    """`locked_run` for the run owning `step_id`; None if the step is gone (a stale task)."""
+    if run_id is None:
+        run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        yield None
+        return
+    with locked_run(run_id) as run:
+        yield run
+
+
+def close_agent_run(agent_run: AgentRun, outcome: Outcome) -> None:
+    if isinstance(outcome, NeedsApproval):
+        return  # paused in the same transaction that opened the checkpoint
+    if isinstance(outcome, FinalOutput):
+        status, detail = AgentRun.Status.COMPLETED, {"final_output": outcome.content[:20_000]}
+    elif outcome.cancelled:
+        status, detail = AgentRun.Status.CANCELLED, {"error": outcome.error}
+    else:
+        status, detail = AgentRun.Status.FAILED, {"error": outcome.error}
+    AgentRun.objects.filter(pk=agent_run.pk).update(
+        status=status,
+        outcome={"kind": type(outcome).__name__, **detail},
+        error=detail.get("error", ""),
+        finished_at=timezone.now(),
+    )
+
+
+def usage(run: Run) -> dict:
+    run.refresh_from_db(fields=["input_tokens", "output_tokens", "cost_usd"])
+    return {
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cost_usd": str(run.cost_usd),
+    }
+
+
+def fail_run(run: Run, message: str) -> None:
+    """Fail the run, keeping finished steps' outputs. Caller holds the run lock."""
+    run.status = Run.Status.FAILED
+    run.error = message
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "finished_at"])
+    kept = list(run.steps.filter(status=Step.Status.DONE).values_list("key", flat=True))
+    run.steps.filter(status__in=[Step.Status.PENDING, Step.Status.READY]).update(
+        status=Step.Status.SKIPPED
+    )
+    run.checkpoints.filter(status=Checkpoint.Status.PENDING).update(
+        status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
+    )
+    emit(run, "run.failed", data={"error": message, "completed_steps": kept, **usage(run)})
+
+
+def cancel_run(user, run: Run) -> Run:
+    """Stop dispatch, revoke queued work, cancel waiting checkpoints; running agents stop at
+    their next turn. Refused for a run that already ended."""
+    with locked_run(run.pk) as run:
+        if run.is_terminal:
+            raise EngineError(f"The run already ended ({run.status}).")
+        run.status = Run.Status.CANCELLED
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "finished_at"])
+        waiting = run.steps.exclude(status__in=[*Step.FINISHED, Step.Status.RUNNING])
+        task_ids = list(waiting.values_list("task_id", flat=True))
+        waiting.update(status=Step.Status.CANCELLED, finished_at=timezone.now())
+        run.checkpoints.filter(status=Checkpoint.Status.PENDING).update(
+            status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
+        )
+        emit(run, "run.cancelled", actor=_actor(user))
+        transaction.on_commit(lambda: queue.revoke(task_ids))
+    return run
