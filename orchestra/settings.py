@@ -6,6 +6,7 @@ deployment. `.env.example` lists every variable.
 """
 
 import os
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -53,10 +54,24 @@ def env_float(name: str, default: float) -> float:
 
 DATA_DIR = Path(env_str("ORCHESTRA_DATA_DIR", str(BASE_DIR / "var")))
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "orchestra-local-development-key-change-me-in-production")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [h for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# A site that answers only to loopback names is someone's own machine (`make up`, the tests);
+# any other name is a deployment, and a deployment must bring its own key: the development
+# key and the .env.example placeholder are public.
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]", ".localhost"}
+DEVELOPMENT_SECRET_KEY = "django-insecure-orchestra-local-development-only"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if SECRET_KEY in ("", "change-me", DEVELOPMENT_SECRET_KEY):
+    if not DEBUG and not set(ALLOWED_HOSTS) <= LOCAL_HOSTS:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set to a long random value when the site serves "
+            f"{', '.join(ALLOWED_HOSTS)} (generate one with: python -c 'from "
+            "django.core.management.utils import get_random_secret_key as k; print(k())')"
+        )
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 INSTALLED_APPS = [
     "daphne",
@@ -68,6 +83,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    # As an app, django-ninja serves the API docs from its own static files (Swagger UI and a
+    # script file) instead of a CDN and an inline script, which the CSP would block.
+    "ninja",
+    "csp",
+    "axes",
     # Named partials ({% partialdef %}): one per htmx target on the dashboard pages.
     "template_partials",
     "orchestra",
@@ -84,7 +104,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its refusal.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "orchestra.urls"
@@ -139,6 +162,73 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+
+# --- Security ------------------------------------------------------------------------------
+# Off by default so `make up` works over plain http://127.0.0.1; a deployment behind TLS turns
+# them on (the production block of .env.example; `manage.py check --deploy` is then clean).
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# The load balancer's health check may come over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+
+
+def env_proxy_header(name: str) -> tuple[str, str] | None:
+    """`X-Forwarded-Proto: https` (the header the TLS proxy sets, and its value for HTTPS) as
+    Django's SECURE_PROXY_SSL_HEADER. Only set it when a proxy always sets or strips that
+    header: otherwise a client could claim HTTPS itself."""
+    raw = env_str(name).strip()
+    if not raw:
+        return None
+    header, colon, value = raw.partition(":")
+    if not colon or not header.strip() or not value.strip():
+        raise ImproperlyConfigured(f"{name}={raw!r} should read 'Header-Name: value'")
+    return "HTTP_" + header.strip().upper().replace("-", "_"), value.strip()
+
+
+SECURE_PROXY_SSL_HEADER = env_proxy_header("ORCHESTRA_PROXY_SSL_HEADER")
+
+# Content-Security-Policy: scripts and styles come only from this site (vendored, no CDN) and
+# no inline script runs. Styles allow 'unsafe-inline' because templates position bars with
+# computed style attributes (the trace waterfall) and htmx and the API docs' Swagger UI add
+# inline styles; a style cannot run code. WebSockets are same-origin ('self').
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Failed-login throttling (django-axes) on the dashboard and admin sign-in forms: after
+# ORCHESTRA_LOGIN_FAILURE_LIMIT failures for one username from one address, that pair is
+# refused (429) for ORCHESTRA_LOGIN_COOLOFF_MINUTES, even with the right password. Keyed on
+# the pair so nobody can lock a colleague out from elsewhere. API bearer tokens never go
+# through a password and are unaffected.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ORCHESTRA_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("ORCHESTRA_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Successful sign-ins are not logged by axes: the audit trail has what matters.
+AXES_DISABLE_ACCESS_LOG = True
+
+# An open run-event WebSocket asks again, at most this many seconds apart, whether its user
+# may still see the run (membership, token, active account); it closes when not.
+ORCHESTRA_SOCKET_RECHECK = env_float("ORCHESTRA_SOCKET_RECHECK", 5.0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
