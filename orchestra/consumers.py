@@ -12,15 +12,27 @@ run (the same code for a run that does not exist, so existence does not leak); 4
 `after` is not a non-negative integer. The consumer accepts and then closes with the code:
 closing before the handshake completes makes daphne answer a bare HTTP 403, and the client
 would never see why.
+
+Access is not only checked at the handshake: at most every `ORCHESTRA_SOCKET_RECHECK` seconds
+(before forwarding, and on a timer so an idle socket is checked too) the consumer asks again,
+from the database, whether the credential still stands (the token still exists, the session
+is still signed in, the user is still active) and whether the user may still see the run.
+When not, it closes with 4403 and forwards nothing more (1011 if the check itself failed:
+access that cannot be confirmed is not assumed).
 """
 
 import asyncio
 import contextlib
 import logging
+import time
+from importlib import import_module
+from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
 from django.http import Http404
 from django.utils import timezone
@@ -33,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
+CLOSE_INTERNAL_ERROR = 1011
 # Events read from the database per query, for replays and gap fills.
 BATCH = 500
 
@@ -49,11 +62,37 @@ def user_for_token(raw: str):
 
 @database_sync_to_async
 def may_see_run(user, run_id: int) -> bool:
+    return _may_see_run(user, run_id)
+
+
+def _may_see_run(user, run_id: int) -> bool:
     try:
         get_run_for_user(user, run_id)
     except Http404:
         return False
     return True
+
+
+@database_sync_to_async
+def still_allowed(credential: tuple[str, str], run_id: int) -> bool:
+    """Whether the credential a socket opened with still stands and its user may still see
+    the run, read afresh from the database.
+
+    `credential` is ("token", digest) or ("session", session key): a deleted token, a session
+    that was signed out (or whose password hash changed), and a deactivated user all fail.
+    """
+    kind, value = credential
+    if kind == "token":
+        token = ApiToken.objects.select_related("user").filter(digest=value).first()
+        user = token.user if token is not None and token.user.is_active else None
+    else:
+        store = import_module(settings.SESSION_ENGINE).SessionStore(value)
+        # The same check Django makes on each request: session, backend, password hash,
+        # and the backend refusing inactive users.
+        user = get_user(SimpleNamespace(session=store))
+        if not (user.is_authenticated and user.is_active):
+            user = None
+    return user is not None and _may_see_run(user, run_id)
 
 
 @database_sync_to_async
@@ -87,6 +126,11 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self._lock = asyncio.Lock()
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settle_task: asyncio.Task | None = None
+        self._recheck_task: asyncio.Task | None = None
+        self._credential: tuple[str, str] | None = None
+        self._checked_at = time.monotonic()
+        self._revoked = False
+        self.recheck_interval = float(settings.ORCHESTRA_SOCKET_RECHECK)
         query = parse_qs(
             self.scope.get("query_string", b"").decode("latin1"), keep_blank_values=True
         )
@@ -112,6 +156,8 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         self.groups = [group]  # discarded by websocket_disconnect
         await self.accept()
         self.last_seq = after
+        self._checked_at = time.monotonic()
+        self._recheck_task = asyncio.get_running_loop().create_task(self._recheck_forever())
         async with self._lock:
             await self._send_stored()
         self._arm_settle()
@@ -120,6 +166,8 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         """Live events from the group (those one transaction committed): drop duplicates,
         fill gaps from the DB, forward."""
         async with self._lock:
+            if not await self._access_holds():
+                return
             for event in message["events"]:
                 seq = event["seq"]
                 if seq > self.last_seq:
@@ -133,12 +181,14 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         malformed one cannot kill the connection)."""
 
     async def disconnect(self, code: int) -> None:
+        self._revoked = True
         if self._settle_timer is not None:
             self._settle_timer.cancel()
-        if self._settle_task is not None:
-            self._settle_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._settle_task
+        for task in (self._settle_task, self._recheck_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _user(self, query: dict[str, list[str]]):
         """The authenticated user, or None."""
@@ -151,9 +201,56 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         if raw is None and "token" in query:
             raw = query["token"][-1]
         if raw is not None:
+            self._credential = ("token", ApiToken.digest_of(raw))
             return await user_for_token(raw)
         user = self.scope.get("user") or AnonymousUser()
-        return user if user.is_authenticated and user.is_active else None
+        if not (user.is_authenticated and user.is_active):
+            return None
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        if not session_key:
+            return None
+        self._credential = ("session", session_key)
+        return user
+
+    async def _access_holds(self) -> bool:
+        """False once access is gone (the socket is then closing). Asks the database again
+        when the last check is `recheck_interval` old. Hold the lock."""
+        if self._revoked:
+            return False
+        if time.monotonic() - self._checked_at < self.recheck_interval:
+            return True
+        try:
+            allowed = self._credential is not None and await still_allowed(
+                self._credential, self.run_id
+            )
+        except Exception:
+            # Fail closed: a stream whose access cannot be confirmed stops; the client may
+            # reconnect, and is checked again at the handshake.
+            logger.warning("run %s: access re-check failed", self.run_id, exc_info=True)
+            await self._revoke(CLOSE_INTERNAL_ERROR)
+            return False
+        self._checked_at = time.monotonic()
+        if not allowed:
+            logger.info("run %s: access withdrawn, closing the socket", self.run_id)
+            await self._revoke(CLOSE_FORBIDDEN)
+        return allowed
+
+    async def _revoke(self, code: int) -> None:
+        """Stop forwarding for good: leave the group, then close with `code`."""
+        self._revoked = True
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.close(code=code)
+
+    async def _recheck_forever(self) -> None:
+        """Check an idle socket too: nothing forwarded must not mean nothing checked."""
+        while not self._revoked:
+            due = self._checked_at + self.recheck_interval - time.monotonic()
+            await asyncio.sleep(max(due, 0.01))
+            async with self._lock:
+                await self._access_holds()
 
     async def _refuse(self, code: int) -> None:
         await self.accept()
@@ -171,6 +268,8 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
 
     def _arm_settle(self) -> None:
         """(Re)start the quiet-period timer after which `_settle` re-reads the database."""
+        if self._revoked:
+            return
         if self._settle_timer is not None:
             self._settle_timer.cancel()
         self._settle_timer = asyncio.get_running_loop().call_later(
@@ -186,6 +285,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     async def _settle(self) -> None:
         try:
             async with self._lock:
-                await self._send_stored()
+                if await self._access_holds():
+                    await self._send_stored()
         except Exception:
             logger.warning("run %s: settle read failed", self.run_id, exc_info=True)
