@@ -258,7 +258,7 @@ def _validated(current: dict, changes: dict) -> dict:
         minutes = values[name]
         if minutes is not None and (not _is_int(minutes) or not 1 <= minutes <= MAX_MINUTES):
             raise InvalidRule(
-                f"{name} must be a whole number of minutes from 1 to {MAX_MINUTES} "
+                f"{name} must be a positive number of minutes, at most {MAX_MINUTES} "
                 "(30 days), or empty",
                 name,
             )

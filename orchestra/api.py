@@ -12,8 +12,9 @@ Two ways in: `Authorization: Bearer <token>` for scripts and the CLI, and the Dj
 from datetime import datetime, timedelta
 from typing import Literal
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import NinjaAPI, Schema
@@ -32,6 +33,7 @@ from orchestra.access import get_project_for_user, get_run_for_user, visible_pro
 from orchestra.engine import EngineError, cancel_run, decide_checkpoint, start_run
 from orchestra.engine import projects as project_services
 from orchestra.models import ApiToken, Project, Run, Step
+from orchestra.text import CleanInput, CleanText
 
 try:
     from ninja import Status
@@ -100,7 +102,9 @@ class ErrorOut(Schema):
     detail: str
 
 
-class TaskIn(Schema):
+# Input schemas derive from CleanInput: text with NUL, control characters or lone surrogates,
+# and numbers that are not finite, are refused with a 400 before any view runs.
+class TaskIn(CleanInput):
     project: str
     title: str
     description: str = ""
@@ -129,7 +133,7 @@ class TaskCreatedOut(Schema):
     run: RunRef
 
 
-class ProjectIn(Schema):
+class ProjectIn(CleanInput):
     slug: str
     name: str
     team: str = Project.Team.SOFTWARE.value
@@ -233,18 +237,20 @@ class ApprovalListOut(Schema):
     approvals: list[ApprovalOut]
 
 
-class PatternIn(Schema):
+class PatternIn(CleanInput):
     argument: str
     glob: str
 
 
-class DecisionIn(Schema):
+class DecisionIn(CleanInput):
     decision: Literal[
-        "approve", "approve_run", "approve_pattern", "reject", "reject_stop", "respond"
+        "approve", "approve_run", "approve_pattern", "reject", "reject_stop", "respond", "edit"
     ]
     # Feedback for a rejection, the answer for "respond", a note for an approval.
     comment: str = ""
-    # With an approval of a tool call: the approver's edit, checked against the tool schema.
+    # With "edit": the approver's edited arguments, which run instead of the proposed ones
+    # (checked against the tool's schema and the project's policy). Any other approval runs
+    # the call as proposed: arguments sent with it must be the proposed ones (400 otherwise).
     arguments: dict | None = None
     # With "approve_pattern": allow the tool for the rest of the run when `argument` matches.
     pattern: PatternIn | None = None
@@ -401,7 +407,7 @@ def _create_project(user: AbstractBaseUser, slug: str, name: str, team: str) -> 
     response={200: None, 403: ErrorOut, 404: ErrorOut},
     summary="The project's audit chain as JSON lines (admins and approvers)",
 )
-def export_audit(request: HttpRequest, slug: str):
+def export_audit(request: HttpRequest, slug: CleanText):
     """One record per line in seq order, hashes included, to verify the chain elsewhere."""
     project = audit.get_audit_project_for_user(_user(request), slug)
     response = HttpResponse(content_type="application/x-ndjson; charset=utf-8")
@@ -415,7 +421,7 @@ def export_audit(request: HttpRequest, slug: str):
     response={200: AuditVerifyOut, 403: ErrorOut, 404: ErrorOut},
     summary="Check the project's audit chain (admins and approvers)",
 )
-def verify_audit(request: HttpRequest, slug: str):
+def verify_audit(request: HttpRequest, slug: CleanText):
     result = audit.verify(audit.get_audit_project_for_user(_user(request), slug))
     bad = result.first_bad
     return {
@@ -428,7 +434,9 @@ def verify_audit(request: HttpRequest, slug: str):
 
 # --- runs -----------------------------------------------------------------------------------
 @api.get("/runs", response={200: RunListOut, 400: ErrorOut, 404: ErrorOut}, summary="Runs")
-def list_runs(request: HttpRequest, project: str | None = None, status: str | None = None):
+def list_runs(
+    request: HttpRequest, project: CleanText | None = None, status: CleanText | None = None
+):
     """Newest first, at most 100, only in projects the user can see."""
     user = _user(request)
     runs = Run.objects.filter(project__in=visible_projects(user))
@@ -483,7 +491,7 @@ def list_events(
     response={200: ApprovalListOut, 400: ErrorOut, 404: ErrorOut},
     summary="Checkpoints in runs you can see",
 )
-def list_approvals(request: HttpRequest, status: str | None = None, run: int | None = None):
+def list_approvals(request: HttpRequest, status: CleanText | None = None, run: int | None = None):
     """Newest first, at most 100."""
     user = _user(request)
     checkpoints = Checkpoint.objects.filter(run__project__in=visible_projects(user))
@@ -543,6 +551,25 @@ def _validation_message(errors: list[dict]) -> str:
 @api.exception_handler(ValidationError)
 def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return _detail(request, _validation_message(exc.errors), 400)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return _detail(request, f"The request body is larger than {limit} bytes.", 413)
+
+
+@api.exception_handler(SuspiciousOperation)
+def _on_suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    # Django's other refusals of a request's shape (too many fields, a bad header...).
+    return _detail(request, "The request is malformed.", 400)
+
+
+@api.exception_handler(UnicodeError)
+def _on_unicode_error(request: HttpRequest, exc: UnicodeError) -> HttpResponse:
+    # A last guard: input schemas refuse such text first, but a path or header that still
+    # carries it must not become a 500.
+    return _detail(request, "The request contains text that is not valid Unicode.", 400)
 
 
 @api.exception_handler(AuthenticationError)
