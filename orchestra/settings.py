@@ -216,7 +216,7 @@ CONTENT_SECURITY_POLICY = {
 # the pair so nobody can lock a colleague out from elsewhere. API bearer tokens never go
 # through a password and are unaffected.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "orchestra.throttle.LoginThrottle",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("ORCHESTRA_LOGIN_FAILURE_LIMIT", 5)
