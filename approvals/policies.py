@@ -2,8 +2,9 @@
 
 A policy is an ordered list of `PolicyRule`s; the first rule that matches a call decides it.
 Rules scoped to a run (an approver's "approve this tool for the rest of this run") come
-before the project's. The evaluation fails closed: a call no rule matches, or one whose
-arguments a rule cannot read, needs a human (and a deploy is refused outright).
+before the project's, but a call the project's rules deny stays denied. The evaluation fails
+closed: a call no rule matches, or one whose arguments a rule cannot read, needs a human (and
+a deploy is refused outright).
 """
 
 import fnmatch
@@ -114,12 +115,25 @@ def rules_for(project: Project, run_id: int | None = None) -> list[PolicyRule]:
 
 
 def evaluate(project: Project, call: Call, *, run_id: int | None = None, rules=None) -> Verdict:
-    """First match wins; no match, or arguments a rule cannot read, fail closed."""
+    """First match wins; no match, or arguments a rule cannot read, fail closed.
+
+    A run's own rules are tried first, but they only spare a person's approval: when the
+    project's rules alone deny the call, the denial stands, whoever made the run rule."""
+    rules = list(rules) if rules is not None else rules_for(project, run_id)
+    verdict = _first_match(project, call, rules)
+    if verdict.rule is not None and verdict.rule.run_id is not None and not verdict.denied:
+        project_verdict = _first_match(project, call, [r for r in rules if r.run_id is None])
+        if project_verdict.denied:
+            return project_verdict
+    return verdict
+
+
+def _first_match(project: Project, call: Call, rules: Iterable[PolicyRule]) -> Verdict:
     if call.arguments is None:
         return safe_outcome(call, "the arguments could not be read")
     if call.tool not in REGISTRY:
         return safe_outcome(call, f"the policy does not know the tool `{call.tool}`")
-    for rule in rules if rules is not None else rules_for(project, run_id):
+    for rule in rules:
         try:
             if not matches(rule, call):
                 continue

@@ -24,13 +24,15 @@ from agents.tools import REGISTRY
 from approvals import audit
 from approvals.models import Checkpoint, PolicyRule, Vote
 from approvals.notify import notify_checkpoint
-from approvals.policies import TIMEOUT_OUTCOMES
+from approvals.policies import TIMEOUT_OUTCOMES, Call, evaluate
 from orchestra.access import decide_refusal, get_run_for_user
 from orchestra.events import emit, locked_run
 from orchestra.models import Plan, Run
 from orchestra.plan_edits import InvalidEdit, apply_plan_edits
 
-APPROVALS = ("approve", "approve_run", "approve_pattern")
+# "edit" is the one approval that changes the call's arguments: approving with arguments that
+# differ from the proposal under any other decision is refused, so no edit is ever dropped.
+APPROVALS = ("approve", "edit", "approve_run", "approve_pattern")
 DECISIONS = (*APPROVALS, "reject", "reject_stop", "respond")
 MAX_COMMENT = 5000
 
@@ -95,9 +97,11 @@ def record_decision(
 ) -> Decided:
     """Check and record `user`'s decision; the engine's `decide_checkpoint` acts on it.
 
-    - approve: runs the tool (with `arguments` if the approver edited them: validated
-      against the tool's schema, the difference stored). A checkpoint that needs several
-      approvers stays pending until that many distinct eligible people approved.
+    - approve: runs the tool as proposed (`arguments`, if given, must be the proposed ones).
+      A checkpoint that needs several approvers stays pending until that many distinct
+      eligible people approved.
+    - edit: approve with edited `arguments`: validated against the tool's schema and the
+      project's policy (see `_check_policy`), the difference stored.
     - approve_run / approve_pattern: approve, and allow this tool for the rest of the run
       (for arguments matching `pattern`), recorded as a revocable run-scoped policy rule.
     - reject: the comment goes to the agent as the tool's result; reject_stop: the step
@@ -108,7 +112,9 @@ def record_decision(
     refusal = decide_refusal(user, checkpoint.run.project, checkpoint)
     if refusal:
         raise PermissionDenied(refusal)
-    comment, pattern = _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits)
+    decision, comment, arguments, pattern = _check_input(
+        checkpoint, decision, comment, arguments, pattern, plan_edits
+    )
     with locked_run(checkpoint.run_id) as run:
         checkpoint = Checkpoint.objects.select_related("tool_call", "decided_by").get(
             pk=checkpoint.pk
@@ -136,8 +142,16 @@ def _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits):
     if len(comment) > MAX_COMMENT:
         raise InvalidDecision(f"the comment is longer than {MAX_COMMENT} characters")
     is_tool = checkpoint.tool_call_id is not None
-    if arguments is not None:
-        _check_edited_arguments(checkpoint, decision, arguments)
+    given = arguments is not None
+    if given:
+        arguments = _check_edited_arguments(checkpoint, decision, arguments)
+    if decision == "edit":
+        if not given:
+            raise InvalidDecision("edit needs the edited arguments")
+        if arguments is None:
+            decision = "approve"  # "edited" into the arguments it already has
+    if decision in APPROVALS and is_tool:
+        _check_policy(checkpoint, arguments)
     if decision == "respond":
         if not is_tool:
             raise InvalidDecision("only a tool call can be answered with a response")
@@ -158,7 +172,7 @@ def _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits):
         raise InvalidDecision("plan edits only go with approving a plan checkpoint")
     if decision == "reject_stop" and checkpoint.step_id is None:
         raise InvalidDecision("reject_stop stops a step; reject a plan with reject")
-    return comment, pattern
+    return decision, comment, arguments, pattern
 
 
 def _check_pattern(checkpoint: Checkpoint, pattern) -> Pattern:
@@ -178,7 +192,12 @@ def _check_pattern(checkpoint: Checkpoint, pattern) -> Pattern:
     return pattern
 
 
-def _check_edited_arguments(checkpoint: Checkpoint, decision: str, arguments: object) -> None:
+def _check_edited_arguments(
+    checkpoint: Checkpoint, decision: str, arguments: object
+) -> dict | None:
+    """The arguments an approval carries, checked: None when they are the ones the call has
+    now (as proposed, or as an earlier approver of a several-approver checkpoint edited them),
+    the edit otherwise, which only the "edit" decision may make."""
     if decision not in APPROVALS:
         raise InvalidDecision("edited arguments only go with an approval")
     if checkpoint.tool_call is None:
@@ -189,6 +208,86 @@ def _check_edited_arguments(checkpoint: Checkpoint, decision: str, arguments: ob
     errors = tool.schema_errors(arguments)
     if errors:
         raise InvalidDecision("the edited arguments do not fit the tool: " + "; ".join(errors))
+    if arguments == current_arguments(checkpoint):
+        return None
+    if decision != "edit":
+        raise InvalidDecision(
+            f"these arguments differ from the proposed ones, and {decision} runs the call as "
+            "proposed: to run your edit, decide edit (Edit and approve); to approve the call "
+            "as proposed, leave the arguments out"
+        )
+    return arguments
+
+
+def current_arguments(checkpoint: Checkpoint) -> dict:
+    """The arguments the call runs with if approved now: as proposed, or as an earlier
+    approver of a checkpoint that needs several edited them."""
+    if checkpoint.arguments is not None:
+        return checkpoint.arguments
+    return checkpoint.tool_call.arguments
+
+
+def _check_policy(checkpoint: Checkpoint, edited: dict | None) -> None:
+    """The policy keeps the last word over an approval: what would run (the edit, or the
+    call as it stands) must not be what the project's policy denies (deny always wins, also
+    over an approver and over the run's own rules), and an edit must not need more than this
+    checkpoint asks for.
+
+    An edit the policy would send to a person anyway is fine: the approver is that person.
+    But an edit that falls under a rule asking for more approvers, another approver group or
+    excluding the task's creator is refused, not re-voted under the stricter rule: moving the
+    requirement under a checkpoint already being decided would change who may decide it in
+    the middle of the decision (the approver asking might not be eligible any more) and would
+    leave it without the rule's deadline and reminder. Rejecting with feedback makes the agent
+    propose the call again, and that checkpoint opens with everything the rule asks."""
+    call = checkpoint.tool_call
+    arguments = edited if edited is not None else current_arguments(checkpoint)
+    agent_run = call.agent_run
+    step = checkpoint.step
+    verdict = evaluate(
+        checkpoint.run.project,
+        Call(
+            call.tool,
+            arguments,
+            agent_run.role if agent_run else "",
+            tuple(step.claims) if step else (),
+        ),
+        run_id=checkpoint.run_id,
+    )
+    if verdict.denied:
+        if edited is not None:
+            raise InvalidDecision(
+                f"the project's policy denies the edited arguments ({verdict.reason}); the call "
+                "stays pending: approve it as proposed, edit it into what the policy allows, or "
+                "reject it"
+            )
+        raise InvalidDecision(
+            f"the project's policy now denies this call ({verdict.reason}); reject it"
+        )
+    if edited is None or verdict.allowed:
+        return
+    stricter = []
+    if verdict.approvals_required > checkpoint.approvals_required:
+        stricter.append(
+            f"{verdict.approvals_required} approvers (this checkpoint: "
+            f"{checkpoint.approvals_required})"
+        )
+    if verdict.approver_group and verdict.approver_group != checkpoint.approver_group:
+        stricter.append(f"approvers of the {verdict.approver_group!r} group")
+    creator = checkpoint.run.task.created_by_id
+    if (
+        verdict.exclude_task_creator
+        and creator
+        and creator not in (checkpoint.excluded_approvers or [])
+    ):
+        stricter.append("approvers other than the task's creator")
+    if stricter:
+        raise InvalidDecision(
+            f"the edited arguments fall under {verdict.reason}, which needs "
+            + " and ".join(stricter)
+            + "; this checkpoint cannot approve them: reject it with your edit as feedback, "
+            "and the agent's next call is asked under that rule"
+        )
 
 
 def _enough_votes(run: Run, checkpoint: Checkpoint, user, comment: str, arguments) -> bool:

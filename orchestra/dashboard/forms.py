@@ -62,10 +62,10 @@ class DecisionForm(CleanForm):
     """A decision on a tool-call, deploy or escalation checkpoint: one form, one button per
     decision (the `action`). Which actions a checkpoint offers depends on its kind."""
 
-    # action -> the service's decision ("edit" is an approval with edited arguments).
+    # action -> the service's decision ("edit" is the approval with edited arguments).
     DECISIONS = {
         "approve": "approve",
-        "edit": "approve",
+        "edit": "edit",
         "reject": "reject",
         "reject_stop": "reject_stop",
         "respond": "respond",
@@ -99,7 +99,10 @@ class DecisionForm(CleanForm):
         required=False,
         strip=False,
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
-        help_text="Edit the JSON, then choose “Edit and approve”.",
+        help_text=(
+            "Edit the JSON, then choose “Edit and approve”. Once edited, plain “Approve” is "
+            "refused: it would run the call as proposed."
+        ),
     )
     pattern_argument = forms.ChoiceField(required=False, label="Argument")
     pattern_glob = forms.CharField(
@@ -133,6 +136,11 @@ class DecisionForm(CleanForm):
             del self.fields["pattern_argument"], self.fields["pattern_glob"]
         if not self.edits_arguments:
             del self.fields["arguments"]
+        else:
+            # The arguments as they are, for the page's script to tell an edit (a re-shown
+            # form holds the edit as its text).
+            widget = self.fields["arguments"].widget
+            widget.attrs["data-arguments-box"] = self.initial.get("arguments", "")
         self.fields["action"].choices = [(a, a) for a in actions]
         self.actions = actions
 
@@ -153,7 +161,9 @@ class DecisionForm(CleanForm):
         if action == "respond" and not data.get("comment"):
             self.add_error("comment", "Write the answer the agent will get instead of the tool.")
         data["parsed_arguments"] = None
-        if action == "edit":
+        # A plain approve carries the arguments box too, so the service can refuse it when
+        # the box was edited: an edit is never dropped silently.
+        if action in ("approve", "edit") and "arguments" in self.fields:
             raw = data.get("arguments") or ""
             try:
                 parsed = json.loads(raw)
@@ -186,10 +196,11 @@ class DecisionForm(CleanForm):
         return self.DECISIONS[self.cleaned_data["action"]]
 
     def error_field(self) -> str | None:
-        """Where a refusal from the service belongs on the page."""
-        return {"edit": "arguments", "approve_pattern": "pattern_glob"}.get(
-            self.cleaned_data.get("action")
-        )
+        """Where a refusal from the service belongs on the page (a plain approve is refused
+        for its arguments: edited, or denied by the policy)."""
+        field = {"approve": "arguments", "edit": "arguments", "approve_pattern": "pattern_glob"}
+        name = field.get(self.cleaned_data.get("action"))
+        return name if name in self.fields else None
 
 
 class PlanReviewForm(CleanForm):

@@ -1,7 +1,18 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import approvals, history, home, metrics, policy, projects, runs, steps, trace
+from .views import (
+    approvals,
+    commits,
+    history,
+    home,
+    metrics,
+    policy,
+    projects,
+    runs,
+    steps,
+    trace,
+)
 
 app_name = "dashboard"
 
@@ -34,6 +45,7 @@ urlpatterns = [
     path("runs/<int:run_id>/part/<slug:name>/", runs.run_partial, name="run-partial"),
     path("runs/<int:run_id>/cancel/", runs.cancel, name="cancel"),
     path("runs/<int:run_id>/rules/<int:rule_id>/revoke/", runs.revoke_rule, name="revoke-rule"),
+    path("runs/<int:run_id>/diff/", commits.run_diff, name="run-diff"),
     path("runs/<int:run_id>/trace/", trace.trace, name="trace"),
     path("runs/<int:run_id>/calls/<int:call_id>/", trace.model_call, name="model-call"),
     path("runs/<int:run_id>/steps/<slug:key>/", steps.step, name="step"),

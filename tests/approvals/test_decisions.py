@@ -44,7 +44,7 @@ def test_edit_and_approve_checks_the_schema_then_runs_the_edit(demo, owner, appr
         decide_checkpoint(approver, checkpoint, "approve", arguments={"command": 42})
     assert pending(run).pk == checkpoint.pk  # nothing decided, nothing lost
     edited = {"command": "python3 -c \"print('edited by ada')\""}
-    decide_checkpoint(approver, checkpoint, "approve", arguments=edited)
+    decide_checkpoint(approver, checkpoint, "edit", arguments=edited)
     checkpoint.refresh_from_db()
     assert checkpoint.status == "approved" and checkpoint.arguments == edited
     assert checkpoint.arguments_diff == [

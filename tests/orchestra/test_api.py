@@ -441,7 +441,7 @@ def test_edited_arguments_that_fit_are_recorded(approver, started):
     status, body = post(
         client_for(approver),
         f"/api/approvals/{approval['id']}/decision",
-        {"decision": "approve", "comment": "quieter", "arguments": edited},
+        {"decision": "edit", "comment": "quieter", "arguments": edited},
     )
     assert status == 200, body
     checkpoint = Checkpoint.objects.get(pk=approval["id"])

@@ -1,23 +1,28 @@
+import logging
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from agents.workspace import GitError
 from approvals.models import Checkpoint
 from approvals.notify import failures_for
 from approvals.services import (
     AlreadyDecided,
     AlreadyVoted,
     InvalidDecision,
+    current_arguments,
     get_checkpoint_for_user,
 )
 from orchestra.access import DECIDE_ROLES, decide_refusal, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
 from orchestra.dashboard.forms import DecisionForm, PlanReviewForm
-from orchestra.engine import decide_checkpoint
+from orchestra.engine import decide_checkpoint, shipping
 
 INBOX_LIMIT = 200
+logger = logging.getLogger(__name__)
 
 
 @login_required
@@ -91,7 +96,8 @@ def _form(checkpoint: Checkpoint, data):
     initial = {}
     call = checkpoint.tool_call.arguments if checkpoint.tool_call_id else None
     if call is not None:
-        initial["arguments"] = present.pretty_json(checkpoint.shown.get("arguments", call))
+        # What approving runs now: an earlier approver's edit (several approvers) or the call.
+        initial["arguments"] = present.pretty_json(current_arguments(checkpoint))
         text_arguments = [name for name, value in call.items() if isinstance(value, str)]
         if text_arguments:
             initial["pattern_argument"] = text_arguments[0]
@@ -138,6 +144,8 @@ def _after_decision(request, checkpoint: Checkpoint, form):
         done = "Plan approved" if checkpoint.status == Checkpoint.Status.APPROVED else "Rejected"
         if form.cleaned_data.get("edits"):
             done += " with your edits"
+    elif checkpoint.decision == "approve":
+        done = DecisionForm.DONE["approve"]  # "edited" into the arguments it had
     else:
         done = DecisionForm.DONE[form.cleaned_data["action"]]
     messages.success(request, f"{done}.")
@@ -159,6 +167,8 @@ def _context(user, checkpoint: Checkpoint, form, refusal: str | None, problem) -
         "failures": failures_for(checkpoint),
         "decision_label": present.decision_label(checkpoint),
     }
+    if checkpoint.kind == Checkpoint.Kind.DEPLOY:
+        context["ships"], context["ships_problem"] = deploy_ships(checkpoint)
     if checkpoint.kind == Checkpoint.Kind.PLAN:
         steps = queries.planned_steps(checkpoint.shown.get("plan") or {})
         edited = queries.edited_plan(checkpoint)
@@ -173,3 +183,22 @@ def _context(user, checkpoint: Checkpoint, form, refusal: str | None, problem) -
             else [],
         }
     return context
+
+
+def deploy_ships(checkpoint: Checkpoint) -> tuple[dict | None, str | None]:
+    """What a deploy checkpoint ships, and why it cannot be said if it cannot: as recorded
+    when the checkpoint opened (`shown["ships"]`), else, while it is pending, read from git
+    now (checkpoints opened before the preview was recorded)."""
+    if ships := checkpoint.shown.get("ships"):
+        return ships, None
+    if checkpoint.status != Checkpoint.Status.PENDING or checkpoint.tool_call_id is None:
+        return None, None
+    run = checkpoint.run
+    if not run.branch:
+        return None, "The run has no branch: there is nothing to ship yet."
+    environment = str(current_arguments(checkpoint).get("environment", ""))
+    try:
+        return shipping.deploy_preview(run, environment), None
+    except GitError:
+        logger.exception("deploy preview of run %s failed", run.pk)
+        return None, "What the deploy would ship could not be read from the repository."
