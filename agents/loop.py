@@ -3,7 +3,8 @@
 A turn returns exactly one of `FinalOutput`, `RunAgain`, `NeedsApproval` or `Failed`. The
 conversation is saved after every change, so a paused agent (waiting for a human) holds no
 worker: `AgentSession(...).run()` on the same AgentRun, in any process, days later, carries
-on from the first tool call that has no answer yet.
+on from the first tool call that has no answer yet. Policy, checkpoints and the step belong to
+the loop's host (`agents.host.Host`); the loop records its own model and tool calls.
 """
 
 import json
@@ -11,13 +12,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from agents.host import Gate, Host
 from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
 from agents.models import AgentRun, ModelCall, ToolCall
 from agents.tools import (
@@ -30,9 +31,6 @@ from agents.tools import (
     schema_errors,
     write_diff,
 )
-from approvals import policies
-from approvals.checkpoints import open_checkpoint
-from approvals.models import Checkpoint
 from orchestra.events import add_usage, emit, locked_run
 from orchestra.models import Project, Run, Step
 
@@ -92,12 +90,6 @@ class OutputTool:
         }
 
 
-def lease_from_now():
-    """Until when a worker holds a running step: renewed with every model and tool call,
-    and longer than any single call may take. Past it, the sweep hands the step on."""
-    return timezone.now() + timedelta(seconds=settings.ORCHESTRA_STEP_LEASE)
-
-
 def cost_of(model: str, input_tokens: int, output_tokens: int) -> Decimal:
     prices = settings.ORCHESTRA_PRICES.get(model)
     if prices is None:
@@ -111,6 +103,7 @@ class AgentSession:
         self,
         agent_run: AgentRun,
         *,
+        host: Host,
         project: Project,
         step: Step | None,
         client: ModelClient,
@@ -129,6 +122,7 @@ class AgentSession:
         self.on_final = on_final
         self.final_result: object = None
         self.agent_run = agent_run
+        self.host = host
         self.project = project
         self.step = step
         self.client = client
@@ -338,8 +332,7 @@ class AgentSession:
             turns=self.agent_run.turns, messages=self.agent_run.messages, **usage
         )
         add_usage(run, input_tokens, output_tokens, cost)
-        if self.step is not None:
-            Step.objects.filter(pk=self.step.pk).update(lease_expires_at=lease_from_now(), **usage)
+        self.host.record_usage(input_tokens, output_tokens, cost)
         emit(
             run,
             "model.called",
@@ -413,27 +406,18 @@ class AgentSession:
                 "invalid arguments: " + "; ".join(errors),
             )
             return None
-        verdict = policies.evaluate(
-            self.project,
-            policies.Call(
-                tool.name,
-                arguments,
-                self.agent_run.role,
-                tuple(self.step.claims) if self.step else (),
-            ),
-            run_id=self.agent_run.run_id,
-        )
-        if verdict.denied:
+        gate = self.host.gate(tool, arguments)
+        if gate.denied:
             self._finish_call(
                 key,
                 request,
                 tool,
                 arguments,
                 ToolCall.Status.DENIED,
-                f"denied by the project's policy ({verdict.reason}); do not try this call again",
+                f"denied by the project's policy ({gate.reason}); do not try this call again",
             )
             return None
-        if not verdict.allowed:
+        if not gate.allowed:
             if self.step is None:
                 self._finish_call(
                     key,
@@ -444,7 +428,7 @@ class AgentSession:
                     f"refused: `{tool.name}` needs a human approval, which only a step can ask",
                 )
                 return None
-            return self._request_approval(key, request, tool, arguments, verdict)
+            return self._request_approval(key, request, tool, arguments, gate)
         self._execute(key, request, tool, arguments)
         return None
 
@@ -526,8 +510,7 @@ class AgentSession:
                     started_at,
                     None,
                 )
-                if self.step is not None:
-                    Step.objects.filter(pk=self.step.pk).update(lease_expires_at=lease_from_now())
+                self.host.renew_lease()
             self._run_side_effect(call, request, tool, arguments)
             return
         status, result = self._run_tool(tool, arguments, key)
@@ -538,14 +521,9 @@ class AgentSession:
     def _widen_lease(self, tool: Tool, arguments: dict) -> None:
         """A step leases what it touches, not only what it claimed: the dispatcher keeps
         other steps off these paths until this one is merged."""
-        if self.step is None:
-            return
         paths = patch_paths(arguments["patch"]) if tool.name == "apply_patch" else []
         paths = paths or [arguments.get("path", "")]
-        touched = Step.objects.filter(pk=self.step.pk).values_list("touched", flat=True).first()
-        widened = sorted(set(touched or []) | {p for p in paths if p})
-        if widened != touched:
-            Step.objects.filter(pk=self.step.pk).update(touched=widened)
+        self.host.touched([p for p in paths if p])
 
     def _run_side_effect(
         self, call: ToolCall, request: ToolRequest, tool: Tool, arguments: dict, note: str = ""
@@ -637,7 +615,7 @@ class AgentSession:
         )
 
     def _request_approval(
-        self, key: str, request: ToolRequest, tool: Tool, arguments: dict, verdict
+        self, key: str, request: ToolRequest, tool: Tool, arguments: dict, gate: Gate
     ) -> NeedsApproval | Failed:
         """Persist the pause: tool call, checkpoint, step and agent state in one transaction,
         so a decision arriving a moment later always finds the step waiting."""
@@ -664,16 +642,11 @@ class AgentSession:
                 timezone.now(),
                 None,
             )
-            checkpoint = open_checkpoint(
+            checkpoint_id = self.host.pause(
                 run,
-                kind=Checkpoint.Kind.DEPLOY
-                if tool.risk == Risk.DEPLOY
-                else Checkpoint.Kind.TOOL_CALL,
-                verdict=verdict,
-                actor=self.agent_run.role,
-                step=self.step,
-                tool_call=call,
-                shown={
+                call,
+                gate,
+                {
                     "tool": tool.name,
                     "risk": tool.risk.value,
                     "description": tool.description,
@@ -682,13 +655,12 @@ class AgentSession:
                     "agent": self.agent_run.role,
                     "step": self.step.key,
                     "brief": self.agent_run.brief,
-                    "policy": verdict.reason,
+                    "policy": gate.reason,
                     **self._change_preview(tool, arguments),
                 },
             )
-            Step.objects.filter(pk=self.step.pk).update(status=Step.Status.AWAITING_APPROVAL)
             AgentRun.objects.filter(pk=self.agent_run.pk).update(status=AgentRun.Status.PAUSED)
-        return NeedsApproval(checkpoint.pk)
+        return NeedsApproval(checkpoint_id)
 
     def _change_preview(self, tool: Tool, arguments: dict) -> dict:
         """What a file-changing call would do to the worktree, for the approver."""
@@ -702,36 +674,92 @@ class AgentSession:
         """A call already recorded under this idempotency key: reuse its result, or act on
         the human decision it was waiting for. Never runs a finished side effect twice."""
         if call.status == ToolCall.Status.RUNNING:
+            if self._outcome_unknown(call):
+                return self._ask_about_lost_deploy(call)
             self._record_result(call, request, *self._interrupted(call), call.arguments)
             return None
         if call.status != ToolCall.Status.AWAITING_APPROVAL:
             self._answer(request, call.result)
             return None
-        checkpoint = Checkpoint.objects.select_related("decided_by").get(tool_call=call)
-        if checkpoint.status == Checkpoint.Status.PENDING:
-            return NeedsApproval(checkpoint.pk)
-        who = checkpoint.decided_by.get_username() if checkpoint.decided_by else "the system"
+        decision = self.host.decision_for(call)
+        if decision.status == "pending":
+            return NeedsApproval(decision.checkpoint_id)
+        who = decision.who or "the system"
         tool = self.toolset.get(call.tool)
-        if checkpoint.status == Checkpoint.Status.APPROVED and tool is not None:
-            arguments = checkpoint.arguments if checkpoint.arguments is not None else call.arguments
+        if decision.status == "approved" and tool is not None:
+            arguments = decision.arguments if decision.arguments is not None else call.arguments
+            # Approved by a person, and still checked: a deny rule wins whoever asks, and
+            # edited arguments are what runs.
+            gate = self.host.gate(tool, arguments)
+            if gate.denied:
+                status = ToolCall.Status.DENIED
+                result = f"denied by the project's policy ({gate.reason}); not run"
+                self._record_result(call, request, status, result, arguments)
+                return None
             note = ""
-            if checkpoint.arguments is not None:
+            if decision.arguments is not None:
                 note = f"(run with arguments edited by {who}: {json.dumps(arguments)})\n"
             ToolCall.objects.filter(pk=call.pk).update(status=ToolCall.Status.RUNNING)
             self._run_side_effect(call, request, tool, arguments, note)
             return None
-        if checkpoint.status == Checkpoint.Status.APPROVED:
+        if decision.status == "approved":
             status, result = ToolCall.Status.REFUSED, f"refused: `{call.tool}` is unavailable"
-        elif checkpoint.status == Checkpoint.Status.RESPONDED:
+        elif decision.status == "responded":
             status = ToolCall.Status.RESPONDED
-            result = f"not run; {who} answered instead: {checkpoint.comment}"
+            result = f"not run; {who} answered instead: {decision.comment}"
         else:
             status = ToolCall.Status.REJECTED
             result = f"rejected by {who}" + (
-                f": {checkpoint.comment}" if checkpoint.comment else " (no comment)"
+                f": {decision.comment}" if decision.comment else " (no comment)"
             )
         self._record_result(call, request, status, result, call.arguments)
         return None
+
+    def _outcome_unknown(self, call: ToolCall) -> bool:
+        """A deploy found `running` with no receipt: it may or may not have shipped."""
+        return (
+            call.tool == "deploy"
+            and self.step is not None
+            and (
+                self.releases is None or deploy_receipt(self.releases, call.idempotency_key) is None
+            )
+        )
+
+    def _ask_about_lost_deploy(self, call: ToolCall) -> NeedsApproval | Failed:
+        """A deploy whose worker stopped mid-call is a question for a person, never a success
+        or a silent failure: run it again, say it ran, or stop."""
+        with locked_run(self.agent_run.run_id) as run:
+            if run.is_terminal:
+                return Failed("the run was stopped", cancelled=True)
+            ToolCall.objects.filter(pk=call.pk).update(status=ToolCall.Status.AWAITING_APPROVAL)
+            call.status = ToolCall.Status.AWAITING_APPROVAL
+            tool = self.toolset.get(call.tool)
+            checkpoint_id = self.host.pause(
+                run,
+                call,
+                Gate("ask", "the deploy may not have run: its worker stopped mid-call"),
+                {
+                    "tool": call.tool,
+                    "risk": call.risk,
+                    "description": tool.description if tool else "",
+                    "arguments": call.arguments,
+                    "reason": "",
+                    "agent": self.agent_run.role,
+                    "step": self.step.key,
+                    "brief": self.agent_run.brief,
+                    "policy": "the deploy may not have run: its worker stopped mid-call",
+                    "outcome_unknown": True,
+                    "question": (
+                        "The worker running this deploy stopped before it recorded how the "
+                        "deploy ended, and no receipt says it finished. Approve to run it "
+                        "again, respond to say it ran (your comment goes to the agent), or "
+                        "reject and stop."
+                    ),
+                    "started_at": call.started_at.isoformat() if call.started_at else None,
+                },
+            )
+            AgentRun.objects.filter(pk=self.agent_run.pk).update(status=AgentRun.Status.PAUSED)
+        return NeedsApproval(checkpoint_id)
 
     def _interrupted(self, call: ToolCall) -> tuple[str, str]:
         """A call found `running`: the worker that ran it stopped before recording how it

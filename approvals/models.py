@@ -28,12 +28,14 @@ class Checkpoint(models.Model):
         on_delete=models.CASCADE,
         related_name="checkpoints",
     )
-    tool_call = models.OneToOneField(
+    # Usually one per call; a call whose outcome was lost (a deploy whose worker stopped
+    # mid-call) gets a second one asking what happened.
+    tool_call = models.ForeignKey(
         "agents.ToolCall",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
-        related_name="checkpoint",
+        related_name="checkpoints",
     )
     plan = models.ForeignKey(
         "orchestra.Plan", null=True, blank=True, on_delete=models.CASCADE, related_name="+"

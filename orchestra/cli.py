@@ -62,11 +62,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     _seed()
     if settings.ORCHESTRA_EMBEDDED_WORKER == "thread":
         # This process is the only worker, so nothing else can be running the lost work.
+        from orchestra import queue
         from orchestra.engine import recover_embedded_work
 
         recovered = recover_embedded_work()
         if recovered:
             _print(f"Checked {recovered} unfinished run(s) for work lost at the last stop.")
+        queue.start_embedded_beat()
     elif not settings.ORCHESTRA_EMBEDDED_WORKER:
         _print("Steps run on Celery workers: start `orchestra worker` next to this server.")
     wildcard = args.host in ("0.0.0.0", "::")  # noqa: S104 - only to print a usable URL

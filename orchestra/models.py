@@ -229,8 +229,6 @@ class Step(models.Model):
     merge_rounds = models.PositiveIntegerField(default=0)
     # Deterministic checks (e.g. the test command) run before review, with their results.
     checks = models.JSONField(default=list, blank=True)
-    # A worker running the step renews this; past it, the sweep hands the step to another.
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -244,6 +242,48 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
+
+
+class Activity(models.Model):
+    """A durable unit of work: planning, a step's attempt (and its resume after a decision),
+    its checks and review, its merge, the report. Written in the transaction that makes the
+    work due, so nothing is lost between the database and the broker; claimed by one worker
+    at a time with a conditional update; kept alive by its owner's heartbeat. One rule takes
+    over any kind whose lease expired (see `orchestra.activities`)."""
+
+    class Kind(models.TextChoices):
+        PLAN = "plan"
+        STEP = "step"
+        REVIEW = "review"
+        MERGE = "merge"
+        REPORT = "report"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"  # sent (or due to be sent) to a worker; the lease bounds the wait
+        RUNNING = "running"  # an owner holds it and renews the lease
+        DONE = "done"
+
+    key = models.CharField(max_length=80, unique=True)  # "<kind>:<run or step id>"
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="activities")
+    step = models.ForeignKey(
+        "Step", null=True, blank=True, on_delete=models.CASCADE, related_name="activities"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    # The Celery task (by name) and arguments that carry the work on from what was stored.
+    task = models.CharField(max_length=80)
+    args = models.JSONField(default=list)
+    owner = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(default=0)  # times claimed
+    lease_expires_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "lease_expires_at"], name="activity_due")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status}, attempt {self.attempt})"
 
 
 class Event(models.Model):

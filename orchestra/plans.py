@@ -8,7 +8,7 @@ engine orders them (earlier in the plan first) and records the ordering it added
 
 from dataclasses import dataclass, field
 
-from agents.tools import schema_errors
+from orchestra.schema import schema_errors
 
 STEP_KEY_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
 

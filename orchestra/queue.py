@@ -22,15 +22,19 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _sync_queue: deque = deque()
 _sync_state = threading.local()
+_beat: threading.Thread | None = None
+_beat_stop = threading.Event()
 
 
-def enqueue(name: str, *args, task_id: str | None = None) -> str:
+def enqueue(name: str, *args, task_id: str | None = None, on_failure=None) -> str:
     """Run the task registered as `name` (e.g. "orchestra.execute_step") with `args` on a
     worker once the surrounding transaction commits. Tasks are named, not imported: the
     layers that enqueue work sit below the task modules that call them.
 
     Returns the task id, which `cancel_run` can revoke. Outside a transaction the task is
-    sent at once.
+    sent at once. A broker that refuses the task is logged, never raised: the request that
+    recorded the work has committed, and the sweep sends due work again (`on_failure` is
+    called to say so).
     """
     task_id = task_id or uuid.uuid4().hex
     task = app.tasks[name]
@@ -40,8 +44,17 @@ def enqueue(name: str, *args, task_id: str | None = None) -> str:
     elif mode == "sync":
         transaction.on_commit(lambda: _run_sync(task, args))
     else:
-        transaction.on_commit(lambda: task.apply_async(args=args, task_id=task_id))
+        transaction.on_commit(lambda: _send(task, args, task_id, on_failure))
     return task_id
+
+
+def _send(task, args, task_id: str, on_failure) -> None:
+    try:
+        task.apply_async(args=args, task_id=task_id, retry=False)
+    except Exception:
+        logger.warning("the broker refused %s%r; the sweep will send it again", task.name, args)
+        if on_failure is not None:
+            on_failure()
 
 
 def revoke(task_ids: list[str]) -> None:
@@ -52,6 +65,25 @@ def revoke(task_ids: list[str]) -> None:
             app.control.revoke(ids)
         except Exception:  # the run is cancelled in the database either way
             logger.warning("could not revoke tasks %s", ids, exc_info=True)
+
+
+def start_embedded_beat() -> None:
+    """The embedded server's beat: every ORCHESTRA_SWEEP_INTERVAL seconds, the sweep runs on
+    the in-process pool, so work a failed in-process task left behind (a task that raised,
+    SQLite "database is locked" under load) is taken over while the server runs, as Celery
+    beat does in a deployment. Idempotent."""
+    global _beat
+    with _pool_lock:
+        if _beat is not None:
+            return
+        _beat = threading.Thread(target=_beat_forever, name="orchestra-beat", daemon=True)
+    _beat.start()
+
+
+def _beat_forever() -> None:
+    interval = settings.ORCHESTRA_SWEEP_INTERVAL
+    while not _beat_stop.wait(interval):
+        _thread_pool().submit(_run_here, app.tasks["orchestra.sweep"], ())
 
 
 def _thread_pool() -> ThreadPoolExecutor:

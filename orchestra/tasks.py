@@ -59,7 +59,8 @@ def merge_step_task(step_id: int) -> None:
 @shared_task(name="orchestra.take_over_step", **STEP_LIMITS)
 @_gone_is_done
 def take_over_step_task(step_id: int, now: str | None = None) -> None:
-    engine.take_over_step(step_id, now)
+    # `now` is accepted from messages queued by earlier versions; the claim decides.
+    engine.take_over_step(step_id)
 
 
 @shared_task(name="orchestra.dispatch", soft_time_limit=50, time_limit=60)

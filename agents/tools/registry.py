@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import jsonschema
+from orchestra.schema import schema_errors
 
 
 class Risk(StrEnum):
@@ -26,15 +26,6 @@ READ_ONLY_ROLES = frozenset({"orchestrator", "reviewer"})
 
 class ToolError(Exception):
     """A tool refused or failed; the message goes back to the model as the tool's result."""
-
-
-def schema_errors(schema: dict, value: object, root: str = "arguments") -> list[str]:
-    """Every way `value` breaks the JSON `schema`, as "path: reason" sentences in path order."""
-    errors = jsonschema.Draft202012Validator(schema).iter_errors(value)
-    return [
-        f"{'/'.join(str(p) for p in error.absolute_path) or root}: {error.message}"
-        for error in sorted(errors, key=lambda e: ([str(p) for p in e.absolute_path], e.message))
-    ]
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,11 @@ from orchestra.engine.recovery import (
     reclaim_expired_leases,
     recover_embedded_work,
     sweep_active_runs,
-    take_over_step,
 )
 from orchestra.engine.report import report_run
 from orchestra.engine.review import apply_verdict, review_step
 from orchestra.engine.runs import EngineError, cancel_run, start_run
-from orchestra.engine.steps import execute_step, resume_step
+from orchestra.engine.steps import execute_step, resume_step, take_over_step
 
 __all__ = [
     "EngineError",

@@ -10,14 +10,14 @@ from django.utils import timezone
 from approvals import services as approvals
 from approvals.models import Checkpoint
 from approvals.services import Decided, Pattern
-from orchestra import queue
+from orchestra import activities, queue
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.merge import accept_step
 from orchestra.engine.planning import materialise_plan
 from orchestra.engine.runs import fail_run
 from orchestra.engine.transitions import send_back, stop_step
 from orchestra.events import locked_run
-from orchestra.models import Plan, Run, Step
+from orchestra.models import Activity, Plan, Run, Step
 
 
 def decide_checkpoint(
@@ -77,7 +77,12 @@ def follow_up(run: Run, decided: Decided) -> None:
                 + (comment or "no reason given"),
             )
         else:
-            queue.enqueue("orchestra.resume_step", checkpoint.step_id)
+            activities.schedule(
+                Activity.Kind.STEP,
+                "orchestra.resume_step",
+                run_id=run.pk,
+                step_id=checkpoint.step_id,
+            )
     elif checkpoint.kind == Checkpoint.Kind.PLAN:
         if status == Checkpoint.Status.APPROVED:
             materialise_plan(run, decided.plan or Plan.objects.get(pk=checkpoint.plan_id))

@@ -4,9 +4,9 @@ import logging
 
 from django.utils import timezone
 
-from orchestra import queue
 from orchestra.engine.report import report_run
 from orchestra.engine.runs import sync_run_status
+from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
 from orchestra.models import Run, Step
 
@@ -52,7 +52,7 @@ def dispatch_locked(run: Run) -> bool:
             continue
         step.status = Step.Status.READY
         step.dispatched_at = now
-        step.task_id = queue.enqueue("orchestra.execute_step", step.pk)
+        schedule_step(step)
         step.save(update_fields=["status", "dispatched_at", "task_id"])
         held |= set(step.claims)
         busy += 1

@@ -1,21 +1,21 @@
 """The agent loop's host: starting and continuing agents on behalf of the engine."""
 
-import os
-import socket
-import threading
 from pathlib import Path
 
+from django.db.models import F
+
+from agents.host import Decision, Gate
 from agents.llm import client_for, model_for
 from agents.loop import AgentSession, OutputTool
-from agents.models import AgentRun
+from agents.models import AgentRun, ToolCall
 from agents.teams import profile_for
-from agents.tools import toolset_for
+from agents.tools import Risk, Tool, toolset_for
+from approvals import policies
+from approvals.checkpoints import open_checkpoint
+from approvals.models import Checkpoint
+from orchestra.activities import owner_name
 from orchestra.engine import workspaces
-from orchestra.models import Run, Step
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+from orchestra.models import Project, Run, Step
 
 
 def new_agent_run(
@@ -42,7 +42,7 @@ def new_agent_run(
             {"role": "system", "content": profile.system_prompt},
             {"role": "user", "content": user_message},
         ],
-        worker=worker_name(),
+        worker=owner_name(),
     )
     agent_run.profile = profile  # spares session_for a second lookup
     return agent_run
@@ -66,6 +66,7 @@ def session_for(
         workspace = workspaces.repository_for(project)
     return AgentSession(
         agent_run,
+        host=EngineHost(project, agent_run, step),
         project=project,
         step=step,
         client=client_for(profile),
@@ -78,3 +79,84 @@ def session_for(
         releases=workspaces.releases_for(project),
         integrated=workspaces.integrated_tree(run) if run.branch else None,
     )
+
+
+class EngineHost:
+    """The agent loop's host for one agent run: the project's policy gates each call,
+    checkpoints pause a step, and the step records its usage and what it touched."""
+
+    def __init__(self, project: Project, agent_run: AgentRun, step: Step | None):
+        self.project = project
+        self.agent_run = agent_run
+        self.step = step
+
+    def gate(self, tool: Tool, arguments: dict) -> Gate:
+        verdict = policies.evaluate(
+            self.project,
+            policies.Call(
+                tool.name,
+                arguments,
+                self.agent_run.role,
+                tuple(self.step.claims) if self.step else (),
+            ),
+            run_id=self.agent_run.run_id,
+        )
+        outcome = "deny" if verdict.denied else "allow" if verdict.allowed else "ask"
+        return Gate(outcome, verdict.reason, verdict)
+
+    def pause(self, run: Run, call: ToolCall, gate: Gate, shown: dict) -> int:
+        """Open the checkpoint and park the step. Caller holds the run lock."""
+        verdict = gate.detail if isinstance(gate.detail, policies.Verdict) else None
+        deploy = call.risk == Risk.DEPLOY
+        checkpoint = open_checkpoint(
+            run,
+            kind=Checkpoint.Kind.DEPLOY if deploy else Checkpoint.Kind.TOOL_CALL,
+            verdict=verdict,
+            actor=self.agent_run.role,
+            step=self.step,
+            tool_call=call,
+            shown=shown,
+        )
+        Step.objects.filter(pk=self.step.pk).update(status=Step.Status.AWAITING_APPROVAL)
+        return checkpoint.pk
+
+    def decision_for(self, call: ToolCall) -> Decision:
+        checkpoint = (
+            Checkpoint.objects.select_related("decided_by")
+            .filter(tool_call=call)
+            .order_by("-pk")
+            .first()
+        )
+        status = {
+            Checkpoint.Status.PENDING: "pending",
+            Checkpoint.Status.APPROVED: "approved",
+            Checkpoint.Status.RESPONDED: "responded",
+        }.get(checkpoint.status, "rejected")
+        return Decision(
+            status,
+            checkpoint.pk,
+            who=checkpoint.decided_by.get_username() if checkpoint.decided_by else "",
+            comment=checkpoint.comment,
+            arguments=checkpoint.arguments,
+        )
+
+    def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
+        if self.step is not None:
+            Step.objects.filter(pk=self.step.pk).update(
+                input_tokens=F("input_tokens") + input_tokens,
+                output_tokens=F("output_tokens") + output_tokens,
+                cost_usd=F("cost_usd") + cost,
+            )
+
+    def renew_lease(self) -> None:
+        """The activity's heartbeat thread renews its lease; nothing to do per call."""
+
+    def touched(self, paths: list[str]) -> None:
+        """A step leases what it touches, not only what it claimed: the dispatcher keeps
+        other steps off these paths until this one is merged."""
+        if self.step is None or not paths:
+            return
+        touched = Step.objects.filter(pk=self.step.pk).values_list("touched", flat=True).first()
+        widened = sorted(set(touched or []) | set(paths))
+        if widened != touched:
+            Step.objects.filter(pk=self.step.pk).update(touched=widened)

@@ -3,14 +3,14 @@
 import logging
 
 from agents.workspace import GitError
-from orchestra import queue
+from orchestra import activities
 from orchestra.engine import workspaces
 from orchestra.engine.dispatch import dispatch_locked
 from orchestra.engine.report import report_run
-from orchestra.engine.runs import sync_run_status
+from orchestra.engine.runs import gave_up, sync_run_status
 from orchestra.engine.transitions import complete_step, escalate, send_back
 from orchestra.events import emit, locked_run
-from orchestra.models import Run, Step
+from orchestra.models import Activity, Run, Step
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ def accept_step(run: Run, step: Step) -> bool:
         complete_step(run, step)
         return dispatch_locked(run)
     step.status = Step.Status.MERGING
-    step.task_id = queue.enqueue("orchestra.merge_step", step.pk)
+    step.task_id = activities.schedule(
+        Activity.Kind.MERGE, "orchestra.merge_step", run_id=run.pk, step_id=step.pk
+    )
     step.save(update_fields=["status", "task_id"])
     emit(run, "merge.queued", step=step, data={"branch": step.branch, "commit": step.head_commit})
     sync_run_status(run)
@@ -36,13 +38,29 @@ MAX_MERGE_ROUNDS = 2
 def merge_step(step_id: int) -> None:
     """The merge queue: integrate the step's reviewed branch into the run branch, one merge
     at a time per repository. A conflict goes back to the step's agent with the conflict as
-    feedback (bounded rounds, then a human decides); nothing is overwritten."""
+    feedback (bounded rounds, then a human decides); nothing is overwritten. Its activity
+    makes a merge whose worker stopped run again: merging an already merged branch changes
+    nothing."""
     step = Step.objects.select_related("run__project").filter(pk=step_id).first()
-    if step is None or step.status != Step.Status.MERGING or step.run.is_terminal:
+    if step is None:
         return
+    activity = activities.claim(Activity.Kind.MERGE, run_id=step.run_id, step_id=step_id)
+    if activity is None or gave_up(activity, f"the merge of step {step.key!r}"):
+        return
+    with activities.held(activity):
+        report = _merge(step)
+    if report:
+        report_run(step.run_id)
+
+
+def _merge(step: Step) -> bool:
+    """Returns True when the report is due."""
+    if step.status != Step.Status.MERGING or step.run.is_terminal:
+        return False
     try:
         outcome = workspaces.merge_step(step.run, step)
         conflicts = [] if outcome.ok else workspaces.bring_run_head_into(step.run, step)
+        head = workspaces.run_head(step.run) if outcome.ok else ""
     except GitError as exc:
         # Not a conflict: git itself failed. A human looks; the branch is intact.
         with locked_run(step.run_id) as run:
@@ -50,15 +68,15 @@ def merge_step(step_id: int) -> None:
             if not run.is_terminal and step.status == Step.Status.MERGING:
                 emit(run, "merge.failed", step=step, data={"error": str(exc)[:2000]})
                 escalate(run, step, f"Merging the step's branch failed: {exc}")
-        return
+        return False
     report = False
     with locked_run(step.run_id) as run:
         step.refresh_from_db()
         if run.is_terminal or step.status != Step.Status.MERGING:
-            return
+            return False
         if outcome.ok:
             step.merged_commit = outcome.commit
-            run.head_commit = workspaces.run_head(run)
+            run.head_commit = head
             run.save(update_fields=["head_commit"])
             step.save(update_fields=["merged_commit"])
             emit(
@@ -99,5 +117,4 @@ def merge_step(step_id: int) -> None:
                     event_data={"merge_conflict": conflicts or outcome.conflicts},
                     merge_conflict=True,
                 )
-    if report:
-        report_run(step.run_id)
+    return report

@@ -10,13 +10,15 @@ from agents.models import AgentRun
 from agents.teams import UnknownAgent, known_roles
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
+from orchestra import activities
+from orchestra.activities import owner_name
 from orchestra.engine import workspaces
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.host import new_agent_run, session_for
 from orchestra.engine.prompts import planning_message
-from orchestra.engine.runs import close_agent_run, fail_run
+from orchestra.engine.runs import close_agent_run, fail_run, gave_up
 from orchestra.events import emit, locked_run
-from orchestra.models import Plan, Run, Step
+from orchestra.models import Activity, Plan, Run, Step
 from orchestra.plans import PLAN_SCHEMA, check_plan
 
 logger = logging.getLogger(__name__)
@@ -24,28 +26,32 @@ logger = logging.getLogger(__name__)
 
 def plan_run(run_id: int) -> None:
     """Ask the orchestrator for a plan, validate it (sending reasons back a bounded number
-    of times), and accept it or fail the run naming the problem."""
+    of times), and accept it or fail the run naming the problem. Planning is an activity:
+    a planner whose worker stopped is taken over from its stored conversation."""
+    activity = activities.claim(Activity.Kind.PLAN, run_id=run_id)
+    if activity is None or gave_up(activity, "planning"):
+        return
+    with activities.held(activity):
+        _plan(run_id)
+
+
+def _plan(run_id: int) -> None:
     with locked_run(run_id) as run:
         if run.status != Run.Status.PLANNING:
             return
-        if AgentRun.objects.filter(
-            run=run, purpose=AgentRun.Purpose.PLAN, status=AgentRun.Status.RUNNING
-        ).exists():
-            return  # another worker is planning
-        try:
-            agent_run = new_agent_run(
-                run,
-                step=None,
-                purpose=AgentRun.Purpose.PLAN,
-                role="orchestrator",
-                brief={"task": run.task.title, "description": run.task.description},
-                user_message=planning_message(run),
-                attempt=run.plans.count() + 1,
+        agent_run = (
+            AgentRun.objects.filter(
+                run=run, purpose=AgentRun.Purpose.PLAN, status=AgentRun.Status.RUNNING
             )
-        except UnknownAgent as exc:
-            fail_run(run, f"Cannot plan: {exc}.")
-            return
-        emit(run, "phase.changed", data={"phase": Run.Phase.PLAN})
+            .order_by("-pk")
+            .first()
+        )
+        if agent_run is not None:
+            _take_over(run, agent_run)
+        else:
+            agent_run = _new_planner(run)
+            if agent_run is None:
+                return
     roles = known_roles(run.project)
 
     def check(plan: dict) -> list[str]:
@@ -66,6 +72,40 @@ def plan_run(run_id: int) -> None:
         with locked_run(run_id) as run:
             if run.status == Run.Status.PLANNING:
                 fail_run(run, f"Planning failed: {outcome.error}")
+
+
+def _take_over(run: Run, agent_run: AgentRun) -> None:
+    """The planner whose worker stopped carries on here. Caller holds the run lock and the
+    planning activity."""
+    previous = agent_run.worker
+    agent_run.worker = owner_name()
+    agent_run.save(update_fields=["worker"])
+    emit(
+        run,
+        "plan.taken_over",
+        actor="orchestrator",
+        data={"agent_run": agent_run.pk, "from": previous, "to": agent_run.worker},
+    )
+
+
+def _new_planner(run: Run) -> AgentRun | None:
+    """The orchestrator's planning attempt; None (and the run failed) when the team has no
+    orchestrator. Caller holds the run lock."""
+    try:
+        agent_run = new_agent_run(
+            run,
+            step=None,
+            purpose=AgentRun.Purpose.PLAN,
+            role="orchestrator",
+            brief={"task": run.task.title, "description": run.task.description},
+            user_message=planning_message(run),
+            attempt=run.plans.count() + 1,
+        )
+    except UnknownAgent as exc:
+        fail_run(run, f"Cannot plan: {exc}.")
+        return None
+    emit(run, "phase.changed", data={"phase": Run.Phase.PLAN})
+    return agent_run
 
 
 def _record_proposal(run_id: int, plan: dict, roles: set[str]) -> list[str]:

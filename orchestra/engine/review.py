@@ -6,14 +6,18 @@ import logging
 
 from agents.loop import FinalOutput, Outcome, OutputTool
 from agents.models import AgentRun
+from orchestra import activities
+from orchestra.activities import owner_name
 from orchestra.engine import workspaces
 from orchestra.engine.host import new_agent_run, session_for
 from orchestra.engine.merge import accept_step
 from orchestra.engine.report import report_run
-from orchestra.engine.runs import close_agent_run, locked_run_of_step
+from orchestra.engine.runs import close_agent_run, gave_up, locked_run_of_step
 from orchestra.engine.transitions import escalate, send_back
 from orchestra.events import emit, locked_run
-from orchestra.models import Run, Step
+from orchestra.models import Activity, Run, Step
+
+REVIEW = Activity.Kind.REVIEW
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +44,65 @@ VERDICT_SCHEMA = {
 def review_step(step_id: int) -> None:
     """The review gate: a reviewer agent judges the step's latest output, exactly once per
     attempt. Pass completes the step and dispatches its successors at once; revise re-runs
-    it with the feedback (bounded); past the bound, or on escalate, a human decides."""
+    it with the feedback (bounded); past the bound, or on escalate, a human decides. The
+    review (its checks included) is an activity: a review whose worker stopped is taken over
+    from the reviewer's stored conversation."""
     step = Step.objects.filter(pk=step_id).first()
     if step is None:
         return
-    if step.brief.get("checks") and not checks_done(step) and not run_checks(step):
+    activity = activities.claim(REVIEW, run_id=step.run_id, step_id=step_id)
+    if activity is None or gave_up(activity, f"the review of step {step.key!r}"):
         return
-    with locked_run_of_step(step_id) as run:
+    with activities.held(activity):
+        report = _review(step)
+    if report:
+        report_run(step.run_id)
+
+
+def _review(step: Step) -> bool:
+    """Checks, then the reviewer. Returns True when the report is due."""
+    if step.brief.get("checks") and not checks_done(step) and not run_checks(step):
+        return False
+    with locked_run_of_step(step.pk) as run:
         if run is None:
-            return
-        step = Step.objects.get(pk=step_id)
+            return False
+        step = Step.objects.get(pk=step.pk)
         if run.is_terminal or step.status != Step.Status.IN_REVIEW:
-            return
-        reviewer = claim_review(run, step)
-    if reviewer is not None:
-        run_review(step, reviewer)
+            return False
+        reviewer = claim_review(run, step) or _abandoned_review(run, step)
+    if reviewer is None:
+        return False
+    return _judge(step, reviewer)
+
+
+def _abandoned_review(run: Run, step: Step) -> AgentRun | None:
+    """The reviewer of the current attempt whose worker stopped mid-review, taken over.
+    Caller holds the run lock and the review's activity."""
+    reviewer = (
+        step.agent_runs.filter(
+            purpose=AgentRun.Purpose.REVIEW,
+            attempt=step.attempts,
+            status__in=[AgentRun.Status.RUNNING, AgentRun.Status.FAILED],
+        )
+        .order_by("-pk")
+        .first()
+    )
+    if reviewer is None:
+        return None
+    previous = reviewer.worker
+    reviewer.status = AgentRun.Status.RUNNING
+    reviewer.worker = owner_name()
+    reviewer.error = ""
+    reviewer.finished_at = None
+    reviewer.save(update_fields=["status", "worker", "error", "finished_at"])
+    emit(
+        run,
+        "review.taken_over",
+        step=step,
+        actor="reviewer",
+        data={"agent_run": reviewer.pk, "from": previous, "to": reviewer.worker},
+    )
+    return reviewer
 
 
 def checks_done(step: Step) -> bool:
@@ -132,6 +180,19 @@ def _review_evidence(step: Step) -> str:
 
 
 def run_review(step: Step, agent_run: AgentRun) -> None:
+    """Run a review claimed inline (right after the step's final output, in the same
+    worker) under its activity."""
+    activity = activities.claim(REVIEW, run_id=step.run_id, step_id=step.pk)
+    if activity is None:
+        return
+    with activities.held(activity):
+        report = _judge(step, agent_run)
+    if report:
+        report_run(step.run_id)
+
+
+def _judge(step: Step, agent_run: AgentRun) -> bool:
+    """The reviewer's session to its verdict. Returns True when the report is due."""
     output = OutputTool(
         name="submit_verdict",
         description="Submit the review verdict for this step's output.",
@@ -148,12 +209,10 @@ def run_review(step: Step, agent_run: AgentRun) -> None:
     session = session_for(agent_run, step=step, output_tool=output, on_final=on_verdict)
     outcome = session.run()
     if isinstance(outcome, FinalOutput):
-        if session.final_result:  # every step is done: the report is due
-            report_run(step.run_id)
-        return
+        return bool(session.final_result)  # every step is done: the report is due
     if outcome.cancelled:
         close_agent_run(agent_run, outcome)
-        return
+        return False
     apply_verdict(
         step.pk,
         "escalate",
@@ -161,6 +220,7 @@ def run_review(step: Step, agent_run: AgentRun) -> None:
         reviewer=(agent_run, outcome),
         run_id=step.run_id,
     )
+    return False
 
 
 def apply_verdict(

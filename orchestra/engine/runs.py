@@ -19,9 +19,9 @@ from agents.llm import uses_demo_model
 from agents.loop import FinalOutput, NeedsApproval, Outcome
 from agents.models import AgentRun
 from approvals.models import Checkpoint
-from orchestra import queue
+from orchestra import activities, queue
 from orchestra.events import emit, locked_run
-from orchestra.models import Project, Run, Step, Task
+from orchestra.models import Activity, Project, Run, Step, Task
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,26 @@ def start_run(user, project: Project, title: str, description: str = "") -> Run:
             actor=_actor(user),
             data={"task": task.pk, "title": title, "demo_model": run.uses_demo_model},
         )
-        queue.enqueue("orchestra.plan_run", run.pk)
+        activities.schedule(Activity.Kind.PLAN, "orchestra.plan_run", run_id=run.pk)
     return run
+
+
+def gave_up(activity: Activity, what: str) -> bool:
+    """True (and the run failed, naming the work) when the activity was claimed more times
+    than ORCHESTRA_ACTIVITY_ATTEMPTS: work that kills or crashes every worker that takes it
+    must end the run with a reason, not loop forever."""
+    limit = settings.ORCHESTRA_ACTIVITY_ATTEMPTS
+    if activity.attempt <= limit:
+        return False
+    with locked_run(activity.run_id) as run:
+        activities.finish_now(activity)
+        if not run.is_terminal:
+            fail_run(
+                run,
+                f"The work on {what} ({activity.kind}) was interrupted {activity.attempt - 1} "
+                f"times; it is not tried again. Look at its last attempt in the trace.",
+            )
+    return True
 
 
 def _actor(user) -> str:

@@ -1,44 +1,97 @@
-"""A step's attempts: claimed once, driven through the agent loop, handed to review."""
+"""A step's attempts: claimed once, driven through the agent loop, handed to review.
+
+Every way into a step (a first attempt, a revision, the resume after a decision, a take-over
+from a worker that stopped) is the step's one activity: `carry_on_step` claims it and does
+what the stored state calls for, so any of its tasks, delivered twice or late, is safe.
+"""
 
 import logging
 
 from django.utils import timezone
 
-from agents.loop import Failed, FinalOutput, NeedsApproval, lease_from_now
+from agents.loop import Failed, FinalOutput, NeedsApproval
 from agents.models import AgentRun
 from agents.workspace import GitError
 from approvals.models import Checkpoint
-from orchestra import queue
+from orchestra import activities
+from orchestra.activities import owner_name
 from orchestra.engine import workspaces
 from orchestra.engine.host import new_agent_run, session_for
 from orchestra.engine.prompts import step_message
-from orchestra.engine.review import apply_verdict_locked, claim_review, review_step, run_review
-from orchestra.engine.runs import close_agent_run, fail_run, locked_run_of_step, sync_run_status
+from orchestra.engine.review import (
+    apply_verdict_locked,
+    claim_review,
+    review_step,
+    run_review,
+)
+from orchestra.engine.runs import (
+    close_agent_run,
+    fail_run,
+    gave_up,
+    locked_run_of_step,
+    sync_run_status,
+)
+from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
-from orchestra.models import Run, Step
+from orchestra.models import Activity, Run, Step
 
 logger = logging.getLogger(__name__)
 
+STEP = Activity.Kind.STEP
 
-def execute_step(step_id: int) -> None:
-    """Claim a ready (or revising) step exactly once and run a new attempt of its agent."""
+
+def carry_on_step(step_id: int) -> None:
+    """Claim the step's activity and carry the step on from what is stored: a new attempt
+    for a ready or revising step, the same attempt for a running one whose worker stopped,
+    the resume for one whose checkpoint was decided. Nothing when another worker holds it."""
+    run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return
+    activity = activities.claim(STEP, run_id=run_id, step_id=step_id)
+    if activity is None or gave_up(activity, f"step #{step_id}"):
+        return
+    reviewer = None
+    with activities.held(activity):
+        started = _start(step_id)
+        if started is not None:
+            reviewer = drive_step(*started)
+    if reviewer is not None:
+        run_review(*reviewer)
+
+
+# The three ways in share one activity and one path; their names say why they were sent.
+execute_step = resume_step = take_over_step = carry_on_step
+
+
+def _start(step_id: int) -> tuple[Step, AgentRun] | None:
+    step = Step.objects.select_related("run").get(pk=step_id)
+    if step.run.is_terminal:
+        return None
+    if step.status in (Step.Status.READY, Step.Status.REVISING):
+        # Git before the transaction: only the holder of the step's activity gets here.
+        fields = workspaces.prepare_worktree(step.run, step)
+        return _new_attempt(step_id, {field: getattr(step, field) for field in fields})
+    if step.status == Step.Status.RUNNING:
+        return _take_over(step_id)
+    if step.status == Step.Status.AWAITING_APPROVAL:
+        return _resume(step_id)
+    return None
+
+
+def _new_attempt(step_id: int, worktree_fields: dict) -> tuple[Step, AgentRun] | None:
     with locked_run_of_step(step_id) as run:
-        if run is None:
-            return
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
-            return
+            return None
         dependency_outputs = dict(
             run.steps.filter(key__in=step.depends_on).values_list("key", "output")
         )
         step.status = Step.Status.RUNNING
         step.attempts += 1
         step.started_at = step.started_at or timezone.now()
-        step.lease_expires_at = lease_from_now()
-        worktree_fields = workspaces.prepare_worktree(run, step)
-        step.save(
-            update_fields=["status", "attempts", "started_at", "lease_expires_at", *worktree_fields]
-        )
+        for field, value in worktree_fields.items():
+            setattr(step, field, value)
+        step.save(update_fields=["status", "attempts", "started_at", *worktree_fields])
         brief = {
             **step.brief,
             "step": step.key,
@@ -68,37 +121,74 @@ def execute_step(step_id: int) -> None:
             },
         )
         sync_run_status(run)
-    drive_step(step, agent_run)
+    return step, agent_run
 
 
-def resume_step(step_id: int) -> None:
+def _resume(step_id: int) -> tuple[Step, AgentRun] | None:
     """Continue a step whose checkpoint was decided, from the conversation in the database."""
     with locked_run_of_step(step_id) as run:
-        if run is None:
-            return
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status != Step.Status.AWAITING_APPROVAL:
-            return
+            return None
         agent_run = step.agent_runs.filter(
             purpose=AgentRun.Purpose.STEP, status=AgentRun.Status.PAUSED
         ).last()
         if agent_run is None:
-            return  # an escalation, decided through its own path
+            return None  # an escalation, decided through its own path
         if step.checkpoints.filter(
-            status=Checkpoint.Status.PENDING, kind__in=[Checkpoint.Kind.TOOL_CALL, "deploy"]
+            status=Checkpoint.Status.PENDING,
+            kind__in=[Checkpoint.Kind.TOOL_CALL, Checkpoint.Kind.DEPLOY],
         ).exists():
-            return  # still waiting on a human
+            return None  # still waiting on a human
         step.status = Step.Status.RUNNING
-        step.lease_expires_at = lease_from_now()
-        step.save(update_fields=["status", "lease_expires_at"])
+        step.save(update_fields=["status"])
         agent_run.status = AgentRun.Status.RUNNING
         agent_run.save(update_fields=["status"])
         emit(run, "step.resumed", step=step, actor=step.agent_role)
         sync_run_status(run)
-    drive_step(step, agent_run)
+    return step, agent_run
 
 
-def drive_step(step: Step, agent_run: AgentRun) -> None:
+def _take_over(step_id: int) -> tuple[Step, AgentRun] | None:
+    """Carry on with a running step whose worker stopped: the same attempt, from the stored
+    conversation. A side effect caught mid-call is not run again (see the agent loop)."""
+    with locked_run_of_step(step_id) as run:
+        step = Step.objects.get(pk=step_id)
+        if run.is_terminal or step.status != Step.Status.RUNNING:
+            return None
+        agent_run = (
+            step.agent_runs.filter(purpose=AgentRun.Purpose.STEP, attempt=step.attempts)
+            .order_by("-pk")
+            .first()
+        )
+        if agent_run is None or agent_run.status not in (
+            AgentRun.Status.RUNNING,
+            AgentRun.Status.FAILED,
+        ):
+            # Nothing to carry on from: a new attempt.
+            step.status = Step.Status.READY
+            schedule_step(step)
+            step.save(update_fields=["status", "task_id"])
+            emit(run, "step.retrying", step=step, data={"error": "its worker stopped"})
+            return None
+        previous = agent_run.worker
+        agent_run.status = AgentRun.Status.RUNNING
+        agent_run.worker = owner_name()
+        agent_run.error = ""
+        agent_run.finished_at = None
+        agent_run.save(update_fields=["status", "worker", "error", "finished_at"])
+        emit(
+            run,
+            "step.taken_over",
+            step=step,
+            data={"agent_run": agent_run.pk, "from": previous, "to": agent_run.worker},
+        )
+    return step, agent_run
+
+
+def drive_step(step: Step, agent_run: AgentRun) -> tuple[Step, AgentRun] | None:
+    """Run the step's agent to an outcome. Returns the review to run next (already claimed
+    as its own activity), if any."""
     session = session_for(
         agent_run,
         step=step,
@@ -108,24 +198,26 @@ def drive_step(step: Step, agent_run: AgentRun) -> None:
     if isinstance(outcome, NeedsApproval):
         with locked_run(step.run_id) as run:
             sync_run_status(run)
-        return
+        return None
     if not isinstance(outcome, FinalOutput):
         close_agent_run(agent_run, outcome)
         _step_attempt_failed(step, outcome)
-        return
+        return None
     reviewer = session.final_result
     if reviewer is not None:
-        run_review(step, reviewer)
-    elif step.brief.get("checks"):
+        return step, reviewer
+    if step.brief.get("checks"):
         review_step(step.pk)
+    return None
 
 
 def hand_to_review(
     run: Run, step: Step, agent_run: AgentRun, outcome: FinalOutput
 ) -> AgentRun | None:
-    """The step's final output goes to the review gate, and the review is claimed, in the
-    transaction that recorded the final reply (the run is locked). Returns the reviewer's
-    attempt, or None when the step moved on meanwhile (cancelled)."""
+    """The step's final output goes to the review gate, and the review is claimed as its own
+    activity, in the transaction that recorded the final reply (the run is locked). Returns
+    the reviewer's attempt, or None when the step moved on meanwhile (cancelled) or its
+    checks run first."""
     close_agent_run(agent_run, outcome)
     step.refresh_from_db()
     if run.is_terminal or step.status != Step.Status.RUNNING:
@@ -149,6 +241,7 @@ def hand_to_review(
         actor=step.agent_role,
         data={"chars": len(step.output), "commit": step.head_commit, "touched": step.touched},
     )
+    activities.begin(Activity.Kind.REVIEW, run_id=run.pk, step_id=step.pk)
     if step.brief.get("checks"):
         # Deterministic checks come before the reviewer, outside this transaction.
         step.save(update_fields=fields)
@@ -172,7 +265,7 @@ def _step_attempt_failed(step: Step, outcome: Failed) -> None:
         if step.attempts < run.project.max_step_attempts:
             step.status = Step.Status.READY
             step.error = outcome.error
-            step.task_id = queue.enqueue("orchestra.execute_step", step.pk)
+            schedule_step(step)
             step.save(update_fields=["status", "error", "task_id"])
             emit(run, "step.retrying", step=step, data={"error": outcome.error})
             return

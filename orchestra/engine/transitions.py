@@ -8,10 +8,10 @@ from django.utils import timezone
 from agents.models import AgentRun, ToolCall
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
-from orchestra import queue
+from orchestra import activities
 from orchestra.engine.runs import fail_run, sync_run_status
 from orchestra.events import emit
-from orchestra.models import Run, Step
+from orchestra.models import Activity, Run, Step
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ def stop_step(run: Run, step: Step, reason: str) -> None:
     fail_run(run, f"Step {step.key!r} was {reason}")
 
 
+def schedule_step(step: Step, task: str = "orchestra.execute_step") -> None:
+    """Make the step's activity due (its task sent after commit). Caller holds the run lock
+    and saves `task_id`."""
+    step.task_id = activities.schedule(
+        Activity.Kind.STEP, task, run_id=step.run_id, step_id=step.pk
+    )
+
+
 def send_back(
     run: Run, step: Step, feedback: str, *, event_data: dict, merge_conflict: bool = False
 ) -> None:
@@ -71,7 +79,7 @@ def send_back(
         step.revisions += 1
     step.feedback = feedback
     step.status = Step.Status.REVISING
-    step.task_id = queue.enqueue("orchestra.execute_step", step.pk)
+    schedule_step(step)
     step.save(update_fields=["revisions", "merge_rounds", "feedback", "status", "task_id"])
     emit(run, "step.revising", step=step, data={"round": step.revisions, **event_data})
     sync_run_status(run)

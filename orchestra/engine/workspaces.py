@@ -61,7 +61,8 @@ def run_head(run: Run) -> str:
 def prepare_worktree(run: Run, step: Step) -> list[str]:
     """Give the step its worktree, cut from the run branch's current head (which holds every
     dependency's merged work); a revision keeps working in the one it has. Returns the
-    step fields it set. Caller holds the run lock and saves them."""
+    step fields it set, for the caller to save. Caller holds the step's activity, not a
+    database transaction (git runs here)."""
     if step.worktree and Path(step.worktree).is_dir():
         return []
     repo = repository_for(run.project)

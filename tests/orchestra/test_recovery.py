@@ -51,7 +51,7 @@ def test_the_sweep_requeues_work_whose_task_was_lost(demo, owner, approver, sett
     from django.utils import timezone
 
     from orchestra.engine import sweep_active_runs
-    from orchestra.models import Event
+    from orchestra.models import Activity
 
     run = start_run(owner, demo, "Lost in the broker")
     checkpoint = Checkpoint.objects.get(run=run, status="pending")
@@ -59,14 +59,21 @@ def test_the_sweep_requeues_work_whose_task_was_lost(demo, owner, approver, sett
     settings.CELERY_BROKER_URL = "memory://"
     decide_checkpoint(approver, checkpoint, "approve")
     settings.ORCHESTRA_EMBEDDED_WORKER = "sync"
+    verify = run.steps.get(key="verify")
+    resume = Activity.objects.get(step=verify, kind=Activity.Kind.STEP)
+    assert resume.status == Activity.Status.QUEUED
 
-    sweep_active_runs()  # too recent to call lost
+    sweep_active_runs()  # queued within its lease: not lost yet
     assert run.steps.get(key="verify").status == Step.Status.AWAITING_APPROVAL
 
-    Event.objects.filter(run=run).update(at=timezone.now() - timedelta(minutes=5))
+    Activity.objects.filter(pk=resume.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     sweep_active_runs()
-    assert run.events.get(kind="run.requeued").data == {"steps": ["verify"]}
+    reclaimed = run.events.get(kind="activity.reclaimed")
+    assert reclaimed.step == verify
+    assert reclaimed.data["activity"] == "step" and reclaimed.data["was"] == "queued"
     deploy = Checkpoint.objects.get(run=run, status="pending")
     assert deploy.kind == Checkpoint.Kind.DEPLOY
-    sweep_active_runs()  # waiting for a human: nothing to requeue
-    assert run.events.filter(kind="run.requeued").count() == 1
+    sweep_active_runs()  # waiting for a human: nothing to take over
+    assert run.events.filter(kind="activity.reclaimed").count() == 1

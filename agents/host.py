@@ -1,0 +1,66 @@
+"""What the agent loop asks of whoever runs it: the loop's only way out of the agents layer.
+
+The loop decides nothing about policy, checkpoints or steps. For each tool call it asks its
+host for a `Gate` (allow, deny, or ask a person); to pause it hands the recorded call to
+`pause`; on resume it asks for the `Decision` taken; with every model call it reports usage
+(which also renews the lease on its unit of work); after a write it reports the paths
+touched. The engine implements this (`orchestra.engine.host`); tests may script it.
+"""
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from agents.models import ToolCall
+from agents.tools import Tool
+from orchestra.models import Run
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The policy's answer for one call: `allow`, `deny` or `ask` (a person decides).
+    `detail` is the host's own record of why, handed back to `pause`."""
+
+    outcome: Literal["allow", "deny", "ask"]
+    reason: str
+    detail: object = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == "allow"
+
+    @property
+    def denied(self) -> bool:
+        return self.outcome == "deny"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a person (or the clock) decided about a paused call. `arguments` are the
+    approved arguments when they were edited, else None."""
+
+    status: Literal["pending", "approved", "rejected", "responded"]
+    checkpoint_id: int
+    who: str = ""
+    comment: str = ""
+    arguments: dict | None = None
+
+
+class Host(Protocol):
+    def gate(self, tool: Tool, arguments: dict) -> Gate:
+        """The policy's verdict for running `tool` with `arguments` now."""
+
+    def pause(self, run: Run, call: ToolCall, gate: Gate, shown: dict) -> int:
+        """Ask a person about `call` (recorded, awaiting approval): returns the checkpoint's
+        id. Inside the caller's `locked_run`."""
+
+    def decision_for(self, call: ToolCall) -> Decision:
+        """The latest decision about `call`."""
+
+    def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
+        """A model call's usage; renews the lease. Inside the caller's `locked_run`."""
+
+    def renew_lease(self) -> None:
+        """The unit of work is still alive (before a long side effect)."""
+
+    def touched(self, paths: list[str]) -> None:
+        """Paths a successful write changed."""

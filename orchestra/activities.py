@@ -1,0 +1,237 @@
+"""Durable units of work: scheduled with the state change, claimed once, kept alive, taken over.
+
+The lifecycle of an `Activity`:
+- `schedule` (inside the transaction that makes the work due) upserts it `queued`, with the
+  task that carries it on and a deadline to start, and enqueues that task after commit. If
+  the broker refuses, the activity is marked due at once and the sweep sends it again: a
+  broker outage delays work and never fails the request that recorded it.
+- `claim` (first thing a task does) takes it with a conditional UPDATE: a queued activity,
+  or a running one whose lease expired. A duplicate delivery finds it held and returns.
+- `begin` takes it directly, for work a worker carries on inline (a review right after the
+  step it reviews, the report right after the last merge).
+- `held` keeps the lease alive with a heartbeat thread while the work runs and marks it done
+  when the block ends; an exception leaves it due for the sweep.
+- `expired` lists what the sweep must take over: queued work nobody started within its
+  lease, running work whose owner stopped renewing.
+
+No git, no subprocess and no model call happens inside these transactions.
+"""
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import F, Q
+from django.utils import timezone
+
+from orchestra import queue
+from orchestra.models import Activity, Step
+
+logger = logging.getLogger(__name__)
+
+
+def owner_name() -> str:
+    """This worker: host, process and thread."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def lease_from(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.ORCHESTRA_LEASE)
+
+
+def key_for(kind: str, *, run_id: int, step_id: int | None = None) -> str:
+    return f"{kind}:{step_id if step_id is not None else run_id}"
+
+
+def schedule(kind: str, task: str, *, run_id: int, step_id: int | None = None) -> str:
+    """Make the activity due and send its task after commit; returns the task id. Inside the
+    transaction that records why it is due (the caller's `locked_run`)."""
+    key = key_for(kind, run_id=run_id, step_id=step_id)
+    args = [step_id if step_id is not None else run_id]
+    now = timezone.now()
+    Activity.objects.update_or_create(
+        key=key,
+        defaults={
+            "run_id": run_id,
+            "step_id": step_id,
+            "kind": kind,
+            "status": Activity.Status.QUEUED,
+            "task": task,
+            "args": args,
+            "owner": "",
+            "attempt": 0,
+            "lease_expires_at": lease_from(now),
+        },
+    )
+    return queue.enqueue(task, *args, on_failure=lambda: _due_now(key))
+
+
+def _due_now(key: str) -> None:
+    """The broker refused the task: the sweep sends it again on its next pass."""
+    try:
+        Activity.objects.filter(key=key, status=Activity.Status.QUEUED).update(
+            lease_expires_at=timezone.now()
+        )
+    except Exception:  # the database is down too; the lease runs out on its own
+        logger.warning("could not mark %s due again", key, exc_info=True)
+
+
+def claim(kind: str, *, run_id: int | None, step_id: int | None = None) -> Activity | None:
+    """Take the activity for this worker: queued, or running under an expired lease. None
+    when another worker holds it (a duplicate delivery) or it is done. An activity that never
+    was scheduled (work from before activities existed, a test's hand-made state) is made."""
+    key = key_for(kind, run_id=run_id, step_id=step_id)
+    now = timezone.now()
+    owner = owner_name()
+    # Work this worker began inline (see `begin`) is already its own.
+    if Activity.objects.filter(key=key, status=Activity.Status.RUNNING, owner=owner).update(
+        lease_expires_at=lease_from(now), heartbeat_at=now
+    ):
+        return Activity.objects.get(key=key)
+    takeable = Q(status=Activity.Status.QUEUED) | Q(
+        status=Activity.Status.RUNNING, lease_expires_at__lt=now
+    )
+    taken = Activity.objects.filter(takeable, key=key).update(
+        status=Activity.Status.RUNNING,
+        owner=owner,
+        attempt=F("attempt") + 1,
+        lease_expires_at=lease_from(now),
+        heartbeat_at=now,
+    )
+    if not taken:
+        if Activity.objects.filter(key=key).exists():
+            return None
+        if run_id is None:
+            run_id = Step.objects.values_list("run_id", flat=True).get(pk=step_id)
+        return begin(kind, run_id=run_id, step_id=step_id)
+    return Activity.objects.get(key=key)
+
+
+def begin(kind: str, *, run_id: int, step_id: int | None = None, task: str = "") -> Activity:
+    """Hold the activity from here on, without a queue hop: the worker that made it due
+    carries it on at once."""
+    key = key_for(kind, run_id=run_id, step_id=step_id)
+    now = timezone.now()
+    activity, _ = Activity.objects.update_or_create(
+        key=key,
+        defaults={
+            "run_id": run_id,
+            "step_id": step_id,
+            "kind": kind,
+            "status": Activity.Status.RUNNING,
+            "task": task or TASKS[kind],
+            "args": [step_id if step_id is not None else run_id],
+            "owner": owner_name(),
+            "attempt": 1,
+            "lease_expires_at": lease_from(now),
+            "heartbeat_at": now,
+        },
+    )
+    return activity
+
+
+# The task that carries each kind on from what was stored, whatever state it was left in.
+TASKS = {
+    Activity.Kind.PLAN: "orchestra.plan_run",
+    Activity.Kind.STEP: "orchestra.take_over_step",
+    Activity.Kind.REVIEW: "orchestra.review_step",
+    Activity.Kind.MERGE: "orchestra.merge_step",
+    Activity.Kind.REPORT: "orchestra.report_run",
+}
+
+
+@contextmanager
+def held(activity: Activity) -> Iterator[Activity]:
+    """Run the activity's work: renew its lease every third of it from a heartbeat thread,
+    mark it done at the end. An exception leaves it due, so the sweep hands it on (bounded
+    by ORCHESTRA_ACTIVITY_ATTEMPTS)."""
+    stop = threading.Event()
+    beat = None
+    if settings.ORCHESTRA_EMBEDDED_WORKER != "sync":
+        beat = threading.Thread(
+            target=_heartbeat, args=(activity.pk, activity.owner, stop), daemon=True
+        )
+        beat.start()
+    try:
+        yield activity
+    except BaseException:
+        _stop(stop, beat)
+        Activity.objects.filter(
+            pk=activity.pk, owner=activity.owner, status=Activity.Status.RUNNING
+        ).update(lease_expires_at=timezone.now())
+        raise
+    _stop(stop, beat)
+    finish(activity)
+
+
+def _stop(stop: threading.Event, beat: threading.Thread | None) -> None:
+    stop.set()
+    if beat is not None:
+        beat.join()
+
+
+def finish(activity: Activity) -> None:
+    """Done, unless another worker took it over meanwhile (then it is theirs)."""
+    Activity.objects.filter(
+        pk=activity.pk, owner=activity.owner, status=Activity.Status.RUNNING
+    ).update(status=Activity.Status.DONE)
+
+
+def finish_now(activity: Activity) -> None:
+    """Done whoever holds it: the run is over or the work was given up."""
+    Activity.objects.filter(pk=activity.pk).update(status=Activity.Status.DONE)
+
+
+def _heartbeat(activity_id: int, owner: str, stop: threading.Event) -> None:
+    every = max(settings.ORCHESTRA_LEASE / 3, 0.05)
+    try:
+        while not stop.wait(every):
+            close_old_connections()
+            now = timezone.now()
+            renewed = Activity.objects.filter(
+                pk=activity_id, owner=owner, status=Activity.Status.RUNNING
+            ).update(lease_expires_at=lease_from(now), heartbeat_at=now)
+            if not renewed:
+                return  # done, or taken over by another worker
+    except Exception:  # a missed beat only shortens the lease
+        logger.warning("heartbeat of activity %s failed", activity_id, exc_info=True)
+    finally:
+        connection.close()
+
+
+def expired(now: datetime) -> list[Activity]:
+    """Queued work nobody started within its lease, and running work whose owner stopped
+    renewing it."""
+    return list(
+        Activity.objects.filter(
+            status__in=[Activity.Status.QUEUED, Activity.Status.RUNNING],
+            lease_expires_at__lt=now,
+        ).order_by("pk")
+    )
+
+
+def resend(activity: Activity) -> str:
+    """Queue an expired activity's task again (it re-checks state, so a duplicate does
+    nothing). Caller holds the run lock."""
+    Activity.objects.filter(pk=activity.pk).update(
+        status=Activity.Status.QUEUED, owner="", lease_expires_at=lease_from(timezone.now())
+    )
+    return queue.enqueue(
+        TASKS.get(activity.kind, activity.task),
+        *activity.args,
+        on_failure=lambda: _due_now(activity.key),
+    )
+
+
+def forget_owners() -> int:
+    """At the start of an embedded server, no other process can hold anything: every
+    unfinished activity is due."""
+    return Activity.objects.exclude(status=Activity.Status.DONE).update(
+        status=Activity.Status.QUEUED, owner="", lease_expires_at=timezone.now()
+    )
