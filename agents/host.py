@@ -49,6 +49,10 @@ class Host(Protocol):
     def gate(self, tool: Tool, arguments: dict) -> Gate:
         """The policy's verdict for running `tool` with `arguments` now."""
 
+    def preview(self, tool: Tool, arguments: dict) -> dict:
+        """What a person deciding about this call should also see (e.g. what a deploy
+        ships), merged into what the checkpoint shows. Outside any transaction."""
+
     def pause(self, run: Run, call: ToolCall, gate: Gate, shown: dict) -> int:
         """Ask a person about `call` (recorded, awaiting approval): returns the checkpoint's
         id. Inside the caller's `locked_run`."""

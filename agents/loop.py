@@ -627,6 +627,7 @@ class AgentSession:
             ),
             "",
         )
+        preview = {**self._change_preview(tool, arguments), **self.host.preview(tool, arguments)}
         with locked_run(self.agent_run.run_id) as run:
             if run.is_terminal:
                 # Cancelled while the model was answering: no checkpoint for a dead run.
@@ -656,7 +657,7 @@ class AgentSession:
                     "step": self.step.key,
                     "brief": self.agent_run.brief,
                     "policy": gate.reason,
-                    **self._change_preview(tool, arguments),
+                    **preview,
                 },
             )
             AgentRun.objects.filter(pk=self.agent_run.pk).update(status=AgentRun.Status.PAUSED)

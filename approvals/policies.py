@@ -174,8 +174,10 @@ def _allowlisted(call: Call, project: Project) -> bool:
     if call.tool == "run_tests":
         return bool(project.test_command)
     command = (call.arguments or {}).get("command")
+    # The project's named checks are commands its admin allows, like the allowlist.
+    allowed = [*(project.command_allowlist or []), *project.check_commands().values()]
     return isinstance(command, str) and command_allowlisted(
-        command, project.command_allowlist or [], project.test_command
+        command, allowed, project.test_command
     )
 
 

@@ -454,6 +454,7 @@ def _edited_plan(run: Run, checkpoint: Checkpoint, user, edits: list) -> Plan:
             edits,
             known_agents=known_roles(run.project),
             max_steps=settings.ORCHESTRA_MAX_PLAN_STEPS,
+            known_checks=run.project.check_commands(),
         )
     except InvalidEdit as exc:
         raise InvalidDecision(str(exc)) from None

@@ -34,6 +34,9 @@ class Project(models.Model):
     deploy_command = models.CharField(max_length=500, blank=True)
     # Command prefixes `run_command` may run without a human (the test command always may).
     command_allowlist = models.JSONField(default=list, blank=True)
+    # Named checks a plan may ask for before review, {name: command}, defined by an admin;
+    # "tests" is always the test command. A plan names checks; it never gives commands.
+    checks = models.JSONField(default=dict, blank=True)
     # Notifications when a checkpoint opens, is decided or expires.
     webhook_url = models.URLField(max_length=500, blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
@@ -45,6 +48,11 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def check_commands(self) -> dict[str, str]:
+        """The checks a plan may name, and the command each runs."""
+        named = {str(k): str(v) for k, v in (self.checks or {}).items() if str(v).strip()}
+        return {**named, "tests": self.test_command} if self.test_command else named
 
 
 class Membership(models.Model):

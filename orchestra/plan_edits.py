@@ -8,6 +8,7 @@ not hashed) and text that cannot be stored is refused (`orchestra.text`).
 """
 
 import copy
+from collections.abc import Collection
 
 from orchestra.plans import check_plan
 from orchestra.text import json_problem
@@ -22,7 +23,12 @@ class InvalidEdit(Exception):
 
 
 def apply_plan_edits(
-    plan: dict, edits: list, *, known_agents: set[str], max_steps: int
+    plan: dict,
+    edits: list,
+    *,
+    known_agents: set[str],
+    max_steps: int,
+    known_checks: Collection[str] = ("tests",),
 ) -> tuple[dict, list[dict]]:
     """The edited plan and its diff. Raises InvalidEdit naming the first bad edit or every
     reason the edited plan is refused."""
@@ -47,7 +53,9 @@ def apply_plan_edits(
         if key not in steps:
             raise InvalidEdit(f"edit {index}: no step {key!r} in the plan")
         diff.append(_apply(data, steps, steps[key], edit, index))
-    result = check_plan(data, known_agents=known_agents, max_steps=max_steps)
+    result = check_plan(
+        data, known_agents=known_agents, max_steps=max_steps, known_checks=known_checks
+    )
     if not result.ok:
         raise InvalidEdit("the edited plan is not valid: " + "; ".join(result.errors))
     return data, diff

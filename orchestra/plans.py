@@ -6,6 +6,7 @@ steps that could run at the same time and claim the same resource are not an err
 engine orders them (earlier in the plan first) and records the ordering it added.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from orchestra.schema import schema_errors
@@ -46,11 +47,12 @@ PLAN_SCHEMA: dict = {
                                 "minItems": 1,
                                 "items": {"type": "string", "maxLength": 2000},
                             },
-                            # Commands run in the step's worktree before review
-                            # ("tests" is the project's test command).
+                            # Names of the project's checks, run in the step's worktree
+                            # before review ("tests" is the project's test command).
                             "checks": {
                                 "type": "array",
                                 "items": {"type": "string", "minLength": 1, "maxLength": 500},
+                                "maxItems": 20,
                             },
                         },
                     },
@@ -82,8 +84,16 @@ class PlanCheck:
         return not self.errors
 
 
-def check_plan(plan: object, *, known_agents: set[str], max_steps: int) -> PlanCheck:
-    """Every reason `plan` cannot run, and the orderings needed to keep claims apart."""
+def check_plan(
+    plan: object,
+    *,
+    known_agents: set[str],
+    max_steps: int,
+    known_checks: Collection[str] = ("tests",),
+) -> PlanCheck:
+    """Every reason `plan` cannot run, and the orderings needed to keep claims apart. A step's
+    checks must name checks the project defines (`known_checks`): a plan never carries a
+    command of its own."""
     result = PlanCheck()
     shape_errors = schema_errors(PLAN_SCHEMA, plan, root="plan")
     if shape_errors:
@@ -104,6 +114,14 @@ def check_plan(plan: object, *, known_agents: set[str], max_steps: int) -> PlanC
                 f"step {step['key']!r} is assigned to unknown agent {step['agent']!r}; "
                 f"available agents: {', '.join(sorted(known_agents))}"
             )
+        for check in step["brief"].get("checks", []):
+            if check not in known_checks:
+                result.errors.append(
+                    f"step {step['key']!r} asks for the check {check[:80]!r}, which this "
+                    "project does not define; checks name the project's checks ("
+                    + (", ".join(sorted(known_checks)) or "none defined")
+                    + "), never commands"
+                )
         for dependency in step.get("depends_on", []):
             if dependency == step["key"]:
                 result.errors.append(f"step {step['key']!r} depends on itself")

@@ -10,11 +10,13 @@ from agents.loop import AgentSession, OutputTool
 from agents.models import AgentRun, ToolCall
 from agents.teams import profile_for
 from agents.tools import Risk, Tool, toolset_for
+from agents.workspace import GitError
 from approvals import policies
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
 from orchestra.activities import owner_name
 from orchestra.engine import workspaces
+from orchestra.engine.shipping import deploy_preview
 from orchestra.models import Project, Run, Step
 
 
@@ -81,6 +83,18 @@ def session_for(
     )
 
 
+def gate_command(project: Project, run_id: int, command: str, *, role: str) -> Gate:
+    """The policy's verdict on a command the engine itself would run for a run (a step's
+    checks), evaluated as a `run_command` call: the same enforcement point as an agent's."""
+    return _gate(project, run_id, policies.Call("run_command", {"command": command}, role))
+
+
+def _gate(project: Project, run_id: int, call: policies.Call) -> Gate:
+    verdict = policies.evaluate(project, call, run_id=run_id)
+    outcome = "deny" if verdict.denied else "allow" if verdict.allowed else "ask"
+    return Gate(outcome, verdict.reason, verdict)
+
+
 class EngineHost:
     """The agent loop's host for one agent run: the project's policy gates each call,
     checkpoints pause a step, and the step records its usage and what it touched."""
@@ -91,18 +105,19 @@ class EngineHost:
         self.step = step
 
     def gate(self, tool: Tool, arguments: dict) -> Gate:
-        verdict = policies.evaluate(
-            self.project,
-            policies.Call(
-                tool.name,
-                arguments,
-                self.agent_run.role,
-                tuple(self.step.claims) if self.step else (),
-            ),
-            run_id=self.agent_run.run_id,
-        )
-        outcome = "deny" if verdict.denied else "allow" if verdict.allowed else "ask"
-        return Gate(outcome, verdict.reason, verdict)
+        claims = tuple(self.step.claims) if self.step else ()
+        call = policies.Call(tool.name, arguments, self.agent_run.role, claims)
+        return _gate(self.project, self.agent_run.run_id, call)
+
+    def preview(self, tool: Tool, arguments: dict) -> dict:
+        """A deploy's checkpoint shows what would ship: the commit and the files changed
+        since the environment's last deploy (or the run's base)."""
+        if tool.risk != Risk.DEPLOY or "environment" not in arguments:
+            return {}
+        try:
+            return {"ships": deploy_preview(self.agent_run.run, arguments["environment"])}
+        except GitError as exc:
+            return {"ships": {"error": f"cannot tell what would ship: {exc}"}}
 
     def pause(self, run: Run, call: ToolCall, gate: Gate, shown: dict) -> int:
         """Open the checkpoint and park the step. Caller holds the run lock."""

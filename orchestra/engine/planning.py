@@ -110,7 +110,13 @@ def _new_planner(run: Run) -> AgentRun | None:
 
 def _record_proposal(run_id: int, plan: dict, roles: set[str]) -> list[str]:
     """Store one proposed plan version; returns the reasons it is refused (empty if valid)."""
-    result = check_plan(plan, known_agents=roles, max_steps=settings.ORCHESTRA_MAX_PLAN_STEPS)
+    project = Run.objects.select_related("project").get(pk=run_id).project
+    result = check_plan(
+        plan,
+        known_agents=roles,
+        max_steps=settings.ORCHESTRA_MAX_PLAN_STEPS,
+        known_checks=project.check_commands(),
+    )
     with locked_run(run_id) as run:
         version = run.plans.count() + 1
         record = Plan.objects.create(

@@ -9,7 +9,7 @@ from agents.models import AgentRun
 from orchestra import activities
 from orchestra.activities import owner_name
 from orchestra.engine import workspaces
-from orchestra.engine.host import new_agent_run, session_for
+from orchestra.engine.host import gate_command, new_agent_run, session_for
 from orchestra.engine.merge import accept_step
 from orchestra.engine.report import report_run
 from orchestra.engine.runs import close_agent_run, gave_up, locked_run_of_step
@@ -113,8 +113,11 @@ def run_checks(step: Step) -> bool:
     """Run the brief's checks in the step's worktree; a failure goes back to the agent as
     review feedback (bounded like any revision). Returns True when review may go on."""
     run = Run.objects.select_related("project").get(pk=step.run_id)
-    results = workspaces.run_checks(run, step)
+    results = workspaces.run_checks(
+        run, step, lambda command: gate_command(run.project, run.pk, command, role="checks")
+    )
     passed = all(r["passed"] for r in results)
+    waiting = [r for r in results if r.get("needs_person")]
     with locked_run(step.run_id) as run:
         step.refresh_from_db()
         if run.is_terminal or step.status != Step.Status.IN_REVIEW or checks_done(step):
@@ -127,6 +130,16 @@ def run_checks(step: Step) -> bool:
             step=step,
             data={"attempt": step.attempts, "passed": passed, "results": results},
         )
+        if waiting:
+            # Not run: a person decides whether the step passes without them.
+            escalate(
+                run,
+                step,
+                "The step's checks did not run: "
+                + "; ".join(f"`{r['command']}` {r['needs_person']}" for r in waiting)
+                + ". Approve to accept the step without them, or reject with feedback.",
+            )
+            return False
         if not passed:
             apply_verdict_locked(
                 run,

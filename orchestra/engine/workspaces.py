@@ -7,11 +7,13 @@ Layout under ORCHESTRA_WORKSPACES:
   <slug>-worktrees/run-<id>/_merge the run branch's integration worktree (the merge queue)
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 
 from agents import workspace as git
+from agents.host import Gate
 from agents.teams import STARTER_FILES
 from agents.tools import ToolContext, ToolError, run_in_workspace
 from orchestra.models import Project, Run, Step
@@ -128,20 +130,27 @@ def remove_worktrees(run: Run) -> None:
 
 
 # --- deterministic checks -------------------------------------------------------------------
-def run_checks(run: Run, step: Step) -> list[dict]:
-    """Run the commands the step's brief names under `checks` in its worktree ("tests"
-    means the project's test command). Each result: command, passed, output."""
+def run_checks(run: Run, step: Step, gate: Callable[[str], Gate]) -> list[dict]:
+    """Run the checks the step's brief names, in its worktree: each name is one of the
+    project's checks ("tests" is its test command), and each command meets the policy first
+    (`gate`), like any command an agent causes. Each result: check, command, passed, output;
+    a check the policy sends to a person is not run and carries `needs_person` (the reason)."""
+    commands = run.project.check_commands()
     results = []
-    for command in step.brief.get("checks") or []:
-        if command == "tests":
-            command = run.project.test_command
+    for name in step.brief.get("checks") or []:
+        command = commands.get(name, "")
+        result = {"check": name, "command": command or name, "passed": False}
         if not command:
-            results.append(
-                {"command": "tests", "passed": False, "output": "no test command configured"}
-            )
+            results.append(result | {"output": f"this project defines no check {name!r}"})
             continue
-        code, output = _run(Path(step.worktree), command)
-        results.append({"command": command, "passed": code == 0, "output": output[-4000:]})
+        verdict = gate(command)
+        if verdict.denied:
+            results.append(result | {"output": f"not run: denied by the policy ({verdict.reason})"})
+        elif not verdict.allowed:
+            results.append(result | {"output": "not run", "needs_person": verdict.reason})
+        else:
+            code, output = _run(Path(step.worktree), command)
+            results.append(result | {"passed": code == 0, "output": output[-4000:]})
     return results
 
 

@@ -16,7 +16,7 @@ from agents.models import AgentRun, ToolCall
 from approvals.models import Checkpoint, PolicyRule
 from orchestra.engine import decide_checkpoint, start_run
 from orchestra.engine.workspaces import releases_for, repository_for
-from orchestra.models import Plan, Run, Step
+from orchestra.models import Plan, Project, Run, Step
 from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -309,8 +309,9 @@ def test_a_failing_check_sends_the_step_back_before_any_review(demo, owner):
             return "write_file", {"path": "fixed.txt", "content": "fixed\n"}
         return "wrote fixed.txt"
 
+    Project.objects.filter(pk=demo.pk).update(checks={"fixed": CHECK})
     step = spec("fix", claims=["fixed.txt"])
-    step["brief"]["checks"] = [CHECK]
+    step["brief"]["checks"] = ["fixed"]
     model = scripted_run({"steps": [step]}, {"fix": fixer})
     with override_client(model):
         run = start_run(owner, demo, "Checks first")
@@ -415,3 +416,49 @@ def test_a_merge_git_cannot_make_goes_to_a_human_not_into_a_loop(demo, owner):
     assert "Merging the step's branch failed" in escalation.shown["reason"]
     run.refresh_from_db()
     assert git.head_commit(repository_for(demo), run.branch) == run.base_commit
+
+
+def test_a_plan_cannot_carry_a_command_of_its_own(demo, owner, tmp_path):
+    """A plan names the project's checks; a command in their place is refused when the plan
+    is validated (the orchestrator is read-only, and so is everything it proposes)."""
+    planted = tmp_path / "planted"
+    step = spec("fix", claims=["fixed.txt"])
+    step["brief"]["checks"] = [f"touch {planted}"]
+    model = scripted_run({"steps": [step]}, {"fix": lambda message, results: "done"})
+    with override_client(model):
+        run = start_run(owner, demo, "Checks that are commands")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED
+    assert not planted.exists()
+    refused = run.plans.filter(status=Plan.Status.REJECTED)
+    assert refused.exists() and not run.plans.exclude(status=Plan.Status.REJECTED).exists()
+    assert "does not define" in refused.first().errors[0]
+    assert str(planted) in refused.first().errors[0]
+    assert not run.steps.exists()
+
+
+def test_checks_without_a_sandbox_wait_for_a_person(demo, owner, approver, settings):
+    """Where no sandbox is in force, a check would run unconfined on the host: it does not
+    run; a person decides whether the step passes without it."""
+    from agents import sandbox
+
+    settings.ORCHESTRA_SANDBOX = "none"
+    sandbox.reset_sandbox()
+    try:
+        Project.objects.filter(pk=demo.pk).update(checks={"fixed": CHECK})
+        step = spec("fix", claims=["fixed.txt"])
+        step["brief"]["checks"] = ["fixed"]
+        model = scripted_run({"steps": [step]}, {"fix": lambda message, results: "done"})
+        with override_client(model):
+            run = start_run(owner, demo, "Checks with no sandbox")
+            checkpoint = pending(run)
+            assert checkpoint.kind == Checkpoint.Kind.ESCALATION
+            assert "unconfined" in checkpoint.shown["reason"]
+            [result] = run.steps.get(key="fix").checks[0]["results"]
+            assert result["output"] == "not run" and "fixed.txt" not in result["output"]
+            decide_checkpoint(approver, checkpoint, "approve")
+    finally:
+        sandbox.reset_sandbox()
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
