@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/scheduling.py
 	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/event_latency.py
+	$(BIN)/python bench/connections.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -130,16 +130,72 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
+
+
+def _process_role() -> str:
+    """The `orchestra` subcommand this process serves: up, web, worker or beat, else other."""
+    import sys
+
+    words = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    if program in {"orchestra", "cli.py"} and words and words[0] in {"up", "web", "worker", "beat"}:
+        return words[0]
+    return "other"
+
+
+ORCHESTRA_PROCESS_ROLE = _process_role()
 if DATABASE_URL:
-    # Persistent connections: a worker thread runs many short engine transactions, and a new
-    # PostgreSQL connection per task costs more than the transaction itself.
+    # Bounded connections (measured by bench/connections.py and
+    # tests/integration/test_connections.py). Under ASGI each request runs its sync code on a
+    # thread of its own, so a connection per thread means one per concurrent request: 50 at
+    # once with CONN_MAX_AGE=0, more with persistent connections, which outlive their request's
+    # thread until garbage collection. A pool (psycopg-pool, Django's OPTIONS["pool"]) caps
+    # each process at ORCHESTRA_DB_POOL_MAX: a request borrows a connection for its database
+    # work and waits up to ORCHESTRA_DB_POOL_TIMEOUT seconds when all are lent. Workers hold
+    # one connection per running task plus one per heartbeat, so a worker's pool is sized from
+    # its thread count, and Celery's close at task end hands the connection back, to be reused
+    # by the next task instead of reconnecting. ORCHESTRA_DB_POOL=0 turns the pool off (then
+    # DATABASE_CONN_MAX_AGE applies; keep it 0 under ASGI). Each process names itself in
+    # pg_stat_activity.application_name: orchestra-web, orchestra-worker, ...
+    DB_POOL = env_bool("ORCHESTRA_DB_POOL", True)
+    DB_POOL_MAX = env_int("ORCHESTRA_DB_POOL_MAX", 10)
+    # Same default as ORCHESTRA_WORKER_CONCURRENCY / ORCHESTRA_EMBEDDED_THREADS below.
+    if ORCHESTRA_PROCESS_ROLE == "worker":
+        DB_POOL_MAX = env_int(
+            "ORCHESTRA_DB_WORKER_POOL_MAX", 2 * env_int("ORCHESTRA_WORKER_CONCURRENCY", 64) + 2
+        )
+    elif ORCHESTRA_PROCESS_ROLE == "up":  # serves and, embedded, works
+        DB_POOL_MAX += 2 * env_int("ORCHESTRA_EMBEDDED_THREADS", 32)
+    DB_POOL_MIN = min(env_int("ORCHESTRA_DB_POOL_MIN", 2), DB_POOL_MAX)
+    DB_POOL_TIMEOUT = env_float("ORCHESTRA_DB_POOL_TIMEOUT", 30.0)
+    DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 0)
+    if DB_POOL and (DB_POOL_MAX < 1 or DB_POOL_TIMEOUT <= 0):
+        raise ImproperlyConfigured(
+            "ORCHESTRA_DB_POOL_MAX must be at least 1 and ORCHESTRA_DB_POOL_TIMEOUT positive"
+        )
+    if DB_POOL and DATABASE_CONN_MAX_AGE:
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE must be 0 with the connection pool (ORCHESTRA_DB_POOL=0 "
+            "turns the pool off)"
+        )
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL,
-            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 300),
+            conn_max_age=DATABASE_CONN_MAX_AGE,
             conn_health_checks=True,
         )
     }
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"]["application_name"] = f"orchestra-{ORCHESTRA_PROCESS_ROLE}"
+    if DB_POOL:
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": DB_POOL_MIN,
+            "max_size": DB_POOL_MAX,
+            "timeout": DB_POOL_TIMEOUT,
+            # Idle connections above min_size go back to the server after a minute (psycopg's
+            # default is ten): the server is often shared.
+            "max_idle": 60.0,
+        }
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

@@ -143,7 +143,10 @@ def _record_proposal(run_id: int, plan: dict, roles: set[str]) -> list[str]:
 
 
 def accept_plan(run_id: int) -> None:
-    """Turn the latest valid proposal into steps; then wait for plan approval or dispatch."""
+    """Turn the latest valid proposal into steps; then wait for plan approval or dispatch.
+    The run's git branch is cut first, outside the transaction that records it."""
+    run = Run.objects.select_related("project").get(pk=run_id)
+    cut = workspaces.cut_run_branch(run) if run.status == Run.Status.PLANNING else None
     with locked_run(run_id) as run:
         if run.status != Run.Status.PLANNING:
             return
@@ -151,6 +154,10 @@ def accept_plan(run_id: int) -> None:
         if plan is None:
             fail_run(run, "Planning ended without a valid plan.")
             return
+        if cut and not run.branch:
+            run.branch, run.base_commit = cut
+            run.head_commit = run.base_commit
+            run.save(update_fields=["branch", "base_commit", "head_commit"])
         if run.project.requires_plan_approval:
             open_checkpoint(
                 run,
@@ -166,13 +173,10 @@ def accept_plan(run_id: int) -> None:
 
 
 def materialise_plan(run: Run, plan: Plan) -> None:
-    """Create the steps of an accepted plan and cut the run's git branch. Caller holds the
-    run lock."""
+    """Create the steps of an accepted plan (its run branch was cut when the plan was
+    accepted). Caller holds the run lock."""
     plan.status = Plan.Status.ACCEPTED
     plan.save(update_fields=["status"])
-    if not run.branch:
-        workspaces.start_run_branch(run)
-        run.save(update_fields=["branch", "base_commit", "head_commit"])
     # Orderings added for shared claims are already in the stored step dependencies.
     for position, spec in enumerate(plan.data["steps"]):
         Step.objects.create(

@@ -48,11 +48,10 @@ def _worktrees(run: Run) -> Path:
     return repo.parent / f"{repo.name}-worktrees" / f"run-{run.pk}"
 
 
-def start_run_branch(run: Run) -> None:
-    """Cut the run's branch from main. Caller holds the run lock and saves the run."""
-    repo = repository_for(run.project)
-    run.branch, run.base_commit = git.start_run_branch(repo, run.pk)
-    run.head_commit = run.base_commit
+def cut_run_branch(run: Run) -> tuple[str, str]:
+    """Cut the run's branch from main (idempotent): its name and base commit. Git runs here,
+    so outside any database transaction; the caller records the result."""
+    return git.start_run_branch(repository_for(run.project), run.pk)
 
 
 def run_head(run: Run) -> str:

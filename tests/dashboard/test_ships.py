@@ -34,7 +34,8 @@ def test_the_deploy_page_shows_the_commit_and_the_changed_files(demo, owner, app
     run.refresh_from_db()
     head = workspaces.run_head(run)
     assert head != run.base_commit
-    assert "ships" not in deploy.shown  # opened before the engine records it: computed
+    # Recorded when the checkpoint opened: what the person approves is what was shown.
+    assert deploy.shown["ships"]["commit"] == head
 
     page = client_for(approver).get(f"/approvals/{deploy.pk}/")
     assert page.status_code == 200

@@ -121,10 +121,10 @@ def test_edited_arguments_are_validated_then_used(demo, owner, approver):
     run = start_run(owner, demo, "Edit the command")
     checkpoint = Checkpoint.objects.get(run=run, status="pending")
     with pytest.raises(InvalidDecision, match="command"):
-        decide_checkpoint(approver, checkpoint, "approve", "", {"command": 42})
+        decide_checkpoint(approver, checkpoint, "edit", "", {"command": 42})
     checkpoint.refresh_from_db()
     assert checkpoint.status == Checkpoint.Status.PENDING
-    decide_checkpoint(approver, checkpoint, "approve", "", {"command": "python3 -c print(7*6)"})
+    decide_checkpoint(approver, checkpoint, "edit", "", {"command": "python3 -c print(7*6)"})
     call_record = ToolCall.objects.get(pk=checkpoint.tool_call_id)
     assert call_record.arguments == {"command": "python3 -c print(7*6)"}
     assert "42" in call_record.result
