@@ -77,3 +77,35 @@ def test_the_sweep_requeues_work_whose_task_was_lost(demo, owner, approver, sett
     assert deploy.kind == Checkpoint.Kind.DEPLOY
     sweep_active_runs()  # waiting for a human: nothing to take over
     assert run.events.filter(kind="activity.reclaimed").count() == 1
+
+
+def test_work_whose_task_crashed_is_taken_over_by_the_sweep(demo, owner, approver):
+    """A task that raises (a bug, "database is locked") leaves its activity due, not lost:
+    the sweep sends it again and the run carries on."""
+    from agents.llm import override_client
+    from orchestra.engine import sweep_active_runs
+    from orchestra.models import Activity
+    from tests.scripted import ScriptedModel, role_of
+
+    crashes = []
+
+    def answer(messages, tools):
+        if role_of(messages) == "orchestrator" and "submit_plan" in tools and not crashes:
+            crashes.append(1)
+            raise RuntimeError("the worker broke mid-planning")
+        return None
+
+    with override_client(ScriptedModel(answer)):
+        with pytest.raises(RuntimeError, match="mid-planning"):
+            start_run(owner, demo, "Crash once")
+        run = Run.objects.get(task__title="Crash once")
+        planning = Activity.objects.get(run=run, kind=Activity.Kind.PLAN)
+        assert planning.status == Activity.Status.RUNNING  # held by nobody alive, and due
+        assert run.status == Run.Status.PLANNING
+
+        sweep_active_runs()
+        run.refresh_from_db()
+        assert run.events.get(kind="activity.reclaimed").data["activity"] == "plan"
+        assert run.events.filter(kind="plan.taken_over").count() == 1
+        checkpoint = Checkpoint.objects.get(run=run, status="pending")
+        assert checkpoint.kind == Checkpoint.Kind.TOOL_CALL
