@@ -229,7 +229,12 @@ def test_a_redis_outage_delays_work_and_fails_no_request(
     processes = durable_env
     port = free_port()
     redis_server = _redis(port, tmp_path)
-    processes.env = {**processes.env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    # No phase is caught here: the demo model may be quick.
+    processes.env = {
+        **processes.env,
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "ORCHESTRA_DEMO_LATENCY": "0.1",
+    }
     try:
         processes.start("beat", "beat")
         processes.start("worker", "worker", "--concurrency", "8")
