@@ -197,6 +197,7 @@ def _heartbeat(activity_id: int, owner: str, stop: threading.Event) -> None:
             renewed = Activity.objects.filter(
                 pk=activity_id, owner=owner, status=Activity.Status.RUNNING
             ).update(lease_expires_at=lease_from(now), heartbeat_at=now)
+            connection.close()  # back to the pool between beats: one borrowed at a time
             if not renewed:
                 return  # done, or taken over by another worker
     except Exception:  # a missed beat only shortens the lease

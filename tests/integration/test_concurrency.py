@@ -7,11 +7,11 @@ import pytest
 from django.db import connection
 
 from agents.models import AgentRun
+from approvals.errors import AlreadyDecided
 from approvals.models import Checkpoint
-from approvals.services import AlreadyDecided
 from orchestra import engine
 from orchestra.engine import decide_checkpoint
-from orchestra.models import Run, Step
+from orchestra.models import Activity, Run, Step
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,8 +60,11 @@ def test_a_step_is_claimed_once_when_two_workers_race(demo, owner, settings):
     settings.ORCHESTRA_EMBEDDED_WORKER = "sync"
     run = engine.start_run(owner, demo, "Race the workers")
     step = run.steps.get(key="research")
-    # Put the step back to `ready` as a duplicate delivery would find it.
+    # Put the step back to `ready`, its activity queued, as a duplicate delivery finds them.
     Step.objects.filter(pk=step.pk).update(status=Step.Status.READY)
+    Activity.objects.filter(step=step, kind=Activity.Kind.STEP).update(
+        status=Activity.Status.QUEUED, owner=""
+    )
     AgentRun.objects.filter(step=step).delete()
     before = step.attempts
     # Follow-up work goes to the broker, where no worker listens during this test.
