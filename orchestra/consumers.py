@@ -5,7 +5,10 @@ every event with `seq > after` exactly once and in order: the consumer joins the
 *before* it replays from the database, so nothing committed during the replay is missed;
 live messages it already replayed are dropped by seq; a jump in seq (a message the layer
 dropped, e.g. over capacity) is filled from the database before the live event is sent.
-Each WebSocket text frame is one event, exactly `Event.as_json()`.
+Each WebSocket text frame is one event: `Event.as_json()` plus `html`, the event's feed line
+as the run page renders it (the same partial and presenter, `present.render_event_line`), so
+the browser inserts it as is; the broadcast itself stays data, and other clients read the
+event's fields as before.
 
 Close codes: 4403 when the client is anonymous, its token is unknown, or it may not see the
 run (the same code for a run that does not exist, so existence does not leak); 4400 when
@@ -38,6 +41,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from orchestra.access import get_run_for_user
+from orchestra.dashboard.present import render_event_line
 from orchestra.events import register_embedded_loop, run_group
 from orchestra.models import ApiToken, Event
 
@@ -95,13 +99,25 @@ def still_allowed(credential: tuple[str, str], run_id: int) -> bool:
     return user is not None and _may_see_run(user, run_id)
 
 
+def with_line(event: dict) -> dict:
+    """The event as a frame: its data plus `html`, its feed line. A line that fails to
+    render is left out (and logged) rather than dropping the event."""
+    try:
+        return {**event, "html": render_event_line(event)}
+    except Exception:
+        logger.warning("event %s: feed line failed to render", event.get("seq"), exc_info=True)
+        return event
+
+
 @database_sync_to_async
 def events_between(run_id: int, after: int, upto: int | None = None) -> list[dict]:
-    """At most BATCH events of the run with `after < seq [<= upto]`, in seq order."""
+    """At most BATCH events of the run with `after < seq [<= upto]`, in seq order, as
+    frames (`with_line`)."""
     events = Event.objects.filter(run_id=run_id, seq__gt=after)
     if upto is not None:
         events = events.filter(seq__lte=upto)
-    return [event.as_json() for event in events.select_related("step").order_by("seq")[:BATCH]]
+    batch = events.select_related("step").order_by("seq")[:BATCH]
+    return [with_line(event.as_json()) for event in batch]
 
 
 class RunConsumer(AsyncJsonWebsocketConsumer):
@@ -263,7 +279,9 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
                 await self._send_event(event)
 
     async def _send_event(self, event: dict) -> None:
-        await self.send_json(event)
+        """Send one event as a frame; a live one (from the group) gets its line here: the
+        line reads no database, only the event."""
+        await self.send_json(event if "html" in event else with_line(event))
         self.last_seq = event["seq"]
 
     def _arm_settle(self) -> None:

@@ -1,22 +1,27 @@
-"""How records read on the dashboard: event one-liners, phases, durations, status labels.
+"""How records read on the dashboard: event lines, phases, durations, status labels.
 
-`describe_event` has a twin in static/orchestra/live.js (events arriving over the WebSocket
-are rendered in the browser); keep the two in step.
+An event's feed line is written here and drawn by one partial, `dashboard/run.html#event`:
+the run page renders it for its feed, and the run's WebSocket renders it for every event it
+pushes (`render_event_line`), so the browser inserts the server's HTML and never words an
+event itself.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from orchestra.models import Run
+from django.template.loader import render_to_string
+
+from orchestra.models import Event, Run
 
 SUMMARY_LIMIT = 160
 
 # How each decision reads after "checkpoint #n" (and on the approval page).
 DECISIONS = {
     "approve": "approved",
+    "edit": "approved with edited arguments",
     "approve_run": "approved for the rest of the run",
     "approve_pattern": "approved for matching arguments",
     "reject": "rejected",
@@ -41,8 +46,25 @@ def _clip(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
 
 
-def describe_event(kind: str, data: dict | None) -> str:
-    """One line saying what the event means; empty when the kind alone says it."""
+# What an activity (orchestra.models.Activity.Kind) or a taken-over piece of work is called.
+WORK = {
+    "plan": "the plan",
+    "step": "step {step}",
+    "review": "the review of step {step}",
+    "merge": "the merge of step {step}",
+    "report": "the report",
+}
+
+
+def _work(kind: str, step: str | None) -> str:
+    """“the review of step tests”; “the review of a step” when the step is not known."""
+    name = WORK.get(kind, f"the {kind or 'work'}")
+    return name.format(step=step) if step else name.replace("step {step}", "a step")
+
+
+def describe_event(kind: str, data: dict | None, step: str | None = None) -> str:
+    """One line saying what the event means; empty when the kind alone says it. `step` is
+    the key of the event's step, for the kinds whose line names it."""
     d = data or {}
     match kind:
         case "run.created":
@@ -85,7 +107,7 @@ def describe_event(kind: str, data: dict | None) -> str:
             if d.get("status") == "expired":
                 verb = f"expired and was {verb}"
             text = f"checkpoint #{d.get('checkpoint')} {verb}"
-            if d.get("edited_arguments") is not None:
+            if d.get("edited_arguments") is not None and d.get("decision") != "edit":
                 text += " with edited arguments"
             if d.get("comment"):
                 text += f": {d['comment']}"
@@ -128,8 +150,21 @@ def describe_event(kind: str, data: dict | None) -> str:
                     r.get("command", "?") for r in d.get("results") or [] if not r.get("passed")
                 ]
                 text = "checks failed: " + ", ".join(failed)
-        case "step.taken_over":
-            text = f"taken over from {d.get('from') or 'a lost worker'} by {d.get('to', '?')}"
+        case "plan.taken_over" | "step.taken_over" | "review.taken_over" | "report.taken_over":
+            work = _work(kind.partition(".")[0], step)
+            text = (
+                f"{work} was taken over from {d.get('from') or 'a lost worker'} "
+                f"by {d.get('to') or 'another worker'}"
+            )
+        case "activity.reclaimed":
+            work = _work(d.get("activity", ""), step)
+            if d.get("was") == "running":
+                text = (
+                    f"{work} was sent to another worker: {d.get('owner') or 'its worker'} "
+                    f"stopped during attempt {d.get('attempt')}"
+                )
+            else:
+                text = f"{work} was sent again: no worker had started it"
         case "notification.failed":
             text = (
                 f"{d.get('channel', '?')} to {d.get('target', '?')} failed after "
@@ -144,6 +179,40 @@ def describe_event(kind: str, data: dict | None) -> str:
         case _:
             text = ""
     return _clip(text)
+
+
+@dataclass(frozen=True)
+class EventLine:
+    """One line of the run page's feed."""
+
+    seq: int
+    kind: str
+    at: datetime
+    step: str | None  # the step's key
+    actor: str
+    what: str
+
+
+def event_line(event: Event | dict) -> EventLine:
+    """The feed line of a stored event, or of its JSON form (`Event.as_json()`, what the
+    WebSocket carries)."""
+    if isinstance(event, Event):
+        event = event.as_json()
+    at = event.get("at")
+    step = event.get("step")
+    return EventLine(
+        seq=event["seq"],
+        kind=event["kind"],
+        at=datetime.fromisoformat(at) if isinstance(at, str) else at,
+        step=step,
+        actor=event.get("actor") or "",
+        what=describe_event(event["kind"], event.get("data"), step),
+    )
+
+
+def render_event_line(event: Event | dict) -> str:
+    """The feed line's HTML, exactly as the run page renders it. Reads no database."""
+    return render_to_string("dashboard/run.html#event", {"line": event_line(event)}).strip()
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
  *
  * The page root carries data-live-run="<run id>" and data-last-seq="<last event seq
  * rendered>". We connect to /ws/runs/<id>/?after=<last seq>; the server replays what we
- * missed and then streams new events, one JSON event per frame. Each event is appended to
- * the feed (#feed) once, by seq; on a dropped connection we reconnect with exponential
- * backoff and resume after the last seq we saw, so nothing is missed or shown twice.
+ * missed and then streams new events, one JSON event per frame. Each frame carries the
+ * event's feed line as HTML the server rendered (`html`: the run page's `event` partial), and
+ * that line is inserted into the feed (#feed) once, by seq: this file never words an event.
+ * On a dropped connection we reconnect with exponential backoff and resume after the last seq
+ * we saw, so nothing is missed or shown twice.
  *
  * Elements with data-refresh-on="<kind prefixes>" are htmx partials: after an event whose
  * kind starts with one of the prefixes (and, with data-refresh-step, concerns that step),
@@ -14,19 +16,6 @@
  */
 (function () {
   "use strict";
-
-  // How each decision reads after "checkpoint #n": present.DECISIONS.
-  var DECISIONS = {
-    approve: "approved",
-    approve_run: "approved for the rest of the run",
-    approve_pattern: "approved for matching arguments",
-    reject: "rejected",
-    reject_stop: "rejected and the step stopped",
-    respond: "answered without running the tool"
-  };
-
-  // Also on pages without a live run: the tests compare it with describe_event.
-  window.orchestraDescribe = describe;
 
   var root = document.querySelector("[data-live-run]");
   if (!root || !window.WebSocket) return;
@@ -110,27 +99,21 @@
   }
 
   // --- the feed ------------------------------------------------------------------------
-  function span(cls, text, tag) {
-    var el = document.createElement(tag || "span");
-    el.className = cls;
-    el.textContent = text;
-    return el;
+  // The server's line for the event: one <li data-seq>, or null when the frame has none.
+  function lineOf(event) {
+    if (typeof event.html !== "string") return null;
+    var holder = document.createElement("template");
+    holder.innerHTML = event.html.trim();
+    var li = holder.content.firstElementChild;
+    return li && li.tagName === "LI" && Number(li.getAttribute("data-seq")) === event.seq ? li : null;
   }
 
   function append(event) {
+    var li = lineOf(event);
+    if (!li) return;
     var atBottom = !feedScroll ||
       feedScroll.scrollHeight - feedScroll.scrollTop - feedScroll.clientHeight < 40;
-    var li = document.createElement("li");
-    li.setAttribute("data-seq", String(event.seq));
-    li.setAttribute("data-kind", event.kind);
-    li.className = "fresh";
-    li.appendChild(span("seq", "#" + event.seq));
-    var time = span("", (event.at || "").slice(11, 19), "time");
-    time.setAttribute("datetime", event.at || "");
-    li.appendChild(time);
-    li.appendChild(span("kind", event.kind));
-    li.appendChild(span("who", (event.step ? event.step + " · " : "") + (event.actor || "")));
-    li.appendChild(span("what", describe(event.kind, event.data || {})));
+    li.classList.add("fresh");
     // Events arrive in seq order; a stray older one still lands in its place.
     var after = null;
     var items = feed.children;
@@ -140,87 +123,6 @@
     if (after) after.after(li); else feed.prepend(li);
     while (feed.children.length > FEED_MAX) feed.firstElementChild.remove();
     if (feedScroll && atBottom) feedScroll.scrollTop = feedScroll.scrollHeight;
-  }
-
-  function clip(text) {
-    text = String(text).split(/\s+/).filter(Boolean).join(" ");
-    return text.length <= 160 ? text : text.slice(0, 159) + "…";
-  }
-
-  function label(status) { return String(status || "").replace(/_/g, " "); }
-
-  // The twin of orchestra.dashboard.present.describe_event: keep them in step.
-  function describe(kind, d) {
-    var text = "";
-    switch (kind) {
-      case "run.created": text = "task “" + (d.title || "") + "”"; break;
-      case "phase.changed": text = "now in " + (d.phase || "?"); break;
-      case "plan.proposed": text = "version " + d.version + " with " + d.steps + " steps"; break;
-      case "plan.rejected": text = (d.reasons || []).join("; "); break;
-      case "plan.accepted": text = "version " + d.version + " with " + (d.steps || []).length + " steps"; break;
-      case "step.dispatched": text = "to " + (d.agent || "?"); break;
-      case "step.started":
-      case "review.started": text = "attempt " + d.attempt; break;
-      case "step.output": text = d.chars + " characters"; break;
-      case "step.revising": text = "round " + d.round + (d.by_human ? " (human feedback)" : ""); break;
-      case "step.completed": text = "after " + d.attempts + " attempt(s)"; break;
-      case "step.retrying":
-      case "step.failed":
-      case "run.failed": text = d.error || ""; break;
-      case "model.called":
-        text = d.model + ": " + d.input_tokens + " in / " + d.output_tokens + " out, " +
-          d.latency_ms + " ms";
-        if (d.error) text += " — " + d.error;
-        break;
-      case "tool.called": text = d.tool + " → " + label(d.status); break;
-      case "approval.requested":
-        text = label(d.kind) + " checkpoint #" + d.checkpoint;
-        if (d.tool) text += " for " + d.tool;
-        break;
-      case "approval.decided":
-        var verb = DECISIONS[d.decision] || label(d.status);
-        if (d.status === "expired") verb = "expired and was " + verb;
-        text = "checkpoint #" + d.checkpoint + " " + verb;
-        if (d.edited_arguments !== null && d.edited_arguments !== undefined) text += " with edited arguments";
-        if (d.comment) text += ": " + d.comment;
-        break;
-      case "approval.voted":
-        text = "checkpoint #" + d.checkpoint + ": " + d.approvals + " of " + d.approvals_required + " approvals";
-        if (d.edited_arguments !== null && d.edited_arguments !== undefined) text += " (arguments edited: earlier approvals reset)";
-        break;
-      case "approval.reminder":
-        text = "checkpoint #" + d.checkpoint + " is still waiting";
-        if (d.escalated_to) text += "; the " + d.escalated_to + " group may decide too";
-        break;
-      case "policy.rule_added": text = "rule “" + (d.name || "") + "”"; break;
-      case "policy.rule_revoked": text = "rule “" + (d.name || "") + "” revoked"; break;
-      case "plan.edited":
-        var changes = (d.diff || []).length;
-        text = "version " + d.version + " from version " + d.based_on + ": " + changes +
-          " change" + (changes === 1 ? "" : "s");
-        break;
-      case "merge.queued": text = (d.branch || "?") + " waits to merge"; break;
-      case "step.merged":
-        var files = (d.files || []).length;
-        text = (d.branch || "?") + " merged as " + String(d.commit || "").slice(0, 10) + " (" +
-          files + " file" + (files === 1 ? "" : "s") + ")";
-        break;
-      case "merge.conflict": text = "conflict in " + (d.files || []).join(", ") + " (round " + d.round + ")"; break;
-      case "step.checks":
-        if (d.passed) { text = "checks passed"; break; }
-        text = "checks failed: " + (d.results || []).filter(function (r) { return !r.passed; })
-          .map(function (r) { return r.command || "?"; }).join(", ");
-        break;
-      case "step.taken_over": text = "taken over from " + (d.from || "a lost worker") + " by " + (d.to || "?"); break;
-      case "notification.failed":
-        text = (d.channel || "?") + " to " + (d.target || "?") + " failed after " + d.attempts +
-          " attempts: " + (d.error || "");
-        break;
-      case "review.verdict": text = d.verdict + ": " + (d.feedback || ""); break;
-      case "report.published": text = d.chars + " characters"; break;
-      case "run.completed": text = d.input_tokens + " in / " + d.output_tokens + " out tokens"; break;
-    }
-    return clip(text);
   }
 
   // --- partial refreshes ---------------------------------------------------------------

@@ -138,6 +138,8 @@ def test_replay_then_live_with_events_committed_during_the_replay(server, run, o
     assert not errors, errors
     assert [e["seq"] for e in received] == list(range(1, STORED + LIVE + 1))
     stored = [e.as_json() for e in Event.objects.filter(run=run).order_by("seq")]
+    # Each frame is the event's data plus `html`, its feed line as the run page renders it.
+    assert all(e.pop("html").startswith("<li ") for e in received)
     assert received == stored
     # The scenario really overlapped: live events were committed before the stored history
     # had been replayed.

@@ -1,11 +1,13 @@
 """The run event WebSocket through the whole ASGI stack (origin check, session auth, router)
 on the in-memory channel layer: replay then live with no gap and no duplicate, refusals with
-their close codes, token and session authentication, and gaps filled from the database.
+their close codes, token and session authentication, gaps filled from the database, and
+each frame's `html`: the event's feed line exactly as the run page renders it.
 
 pytest-asyncio is not a dependency: each test runs its async body with `async_to_sync`.
 """
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from unittest import mock
 
@@ -15,12 +17,13 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
+from django.urls import reverse
 
 from orchestra import consumers, events
 from orchestra.asgi import application
 from orchestra.consumers import BATCH, RunConsumer
 from orchestra.events import broadcast, emit, locked_run
-from orchestra.models import ApiToken, Event, Run, Task
+from orchestra.models import ApiToken, Event, Plan, Run, Step, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,6 +66,22 @@ aemit_unbroadcast = database_sync_to_async(emit_unbroadcast)
 
 def stored(run: Run) -> list[dict]:
     return [e.as_json() for e in Event.objects.filter(run=run).order_by("seq")]
+
+
+def data_of(frames: list[dict]) -> list[dict]:
+    """The frames without their rendered lines: the events' data, as other clients read it."""
+    assert all(frame["html"].startswith("<li ") for frame in frames)
+    return [{key: value for key, value in frame.items() if key != "html"} for frame in frames]
+
+
+def page_lines(user, run: Run) -> dict[int, str]:
+    """The run page's feed as `user` sees it: each event's `<li>` by seq, as served."""
+    client = Client()
+    client.force_login(user)
+    response = client.get(reverse("dashboard:run", args=[run.pk]))
+    assert response.status_code == 200
+    feed = response.content.decode().split('id="feed"', 1)[1]
+    return {int(m[1]): m[0] for m in re.finditer(r'<li data-seq="(\d+)".*?</li>', feed, re.S)}
 
 
 def session_cookie(user) -> tuple[bytes, bytes]:
@@ -120,7 +139,7 @@ def test_replay_after_seq_then_live_without_gap_or_duplicate(run, viewer):
             await comm.disconnect()
         received = [*replayed, *live, last]
         assert [e["seq"] for e in received] == [3, 4, 5, 6, 7, 8, 9]
-        assert received == (await database_sync_to_async(stored)(run))[2:]
+        assert data_of(received) == (await database_sync_to_async(stored)(run))[2:]
 
     run_async(body)
 
@@ -337,5 +356,58 @@ def test_events_of_one_transaction_arrive_as_one_batch_in_order(run, viewer):
         assert len(sent) == 1 and len(sent[0]["events"]) == 4
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
+
+    run_async(body)
+
+
+def emit_worded_events(run_id: int) -> None:
+    """Events whose lines name a step, a decision and a reclaimed activity, with text that
+    must be escaped; one transaction, so they are broadcast as one message."""
+    run = Run.objects.get(pk=run_id)
+    plan = Plan.objects.create(run=run, version=1)
+    step = Step.objects.create(run=run, plan=plan, key="tests", title="Tests", agent_role="coder")
+    with locked_run(run_id) as locked:
+        emit(locked, "review.taken_over", step=step, data={"from": "w1", "to": "w2"})
+        emit(
+            locked,
+            "activity.reclaimed",
+            step=step,
+            data={"activity": "step", "owner": "w2", "was": "running", "attempt": 2},
+        )
+        emit(
+            locked,
+            "approval.decided",
+            step=step,
+            actor="ada <admin>",
+            data={"checkpoint": 4, "decision": "edit", "edited_arguments": {"a": 1}},
+        )
+        emit(locked, "plan.taken_over", actor="orchestrator", data={"from": "", "to": "w3"})
+
+
+def test_each_frame_carries_the_line_the_page_renders(run, owner):
+    """Replayed and live events alike carry `html`: the run page's own feed line for the
+    event, character for character, so the browser shows what a reload would."""
+    emit_events(run.pk, 1)
+    comm = communicator(run.pk, "", [session_cookie(owner)])
+
+    async def body():
+        await open_socket(comm)
+        try:
+            [replayed] = await receive_seqs(comm, 1)
+            await database_sync_to_async(emit_worded_events)(run.pk)
+            live = await receive_seqs(comm, 4)
+        finally:
+            await comm.disconnect()
+        frames = [replayed, *live]
+        lines = await database_sync_to_async(page_lines)(owner, run)
+        assert sorted(lines) == [1, 2, 3, 4, 5]
+        assert [frame["html"] for frame in frames] == [lines[seq] for seq in range(1, 6)]
+        # The data stays data: the line is an addition, not a replacement.
+        assert data_of(frames) == await database_sync_to_async(stored)(run)
+        assert "the review of step tests was taken over from w1 by w2" in lines[2]
+        assert "step tests was sent to another worker: w2 stopped during attempt 2" in lines[3]
+        assert "checkpoint #4 approved with edited arguments</span>" in lines[4]
+        assert "tests · ada &lt;admin&gt;" in lines[4]
+        assert "the plan was taken over from a lost worker by w3" in lines[5]
 
     run_async(body)

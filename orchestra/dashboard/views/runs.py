@@ -80,7 +80,11 @@ def run(request, run_id: int):
     # can be newer than its feed but never older.
     events = queries.feed_events(run)
     run.refresh_from_db(fields=LIVE_FIELDS)
-    context = {"run": run, "events": events, "last_seq": events[-1].seq if events else 0}
+    context = {
+        "run": run,
+        "feed_lines": [present.event_line(event) for event in events],
+        "last_seq": events[-1].seq if events else 0,
+    }
     for build in PARTIALS.values():
         context |= build(run, request.user)
     return render(request, TEMPLATE, context)
