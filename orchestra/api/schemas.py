@@ -1,0 +1,186 @@
+"""The API's request and response shapes, and the one timestamp form every response uses."""
+
+from datetime import datetime
+from typing import Literal
+
+from ninja import Schema
+
+from orchestra.models import Project
+from orchestra.text import CleanInput
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+# Input schemas derive from CleanInput: text with NUL, control characters or lone surrogates,
+# and numbers that are not finite, are refused with a 400 before any view runs.
+class TaskIn(CleanInput):
+    project: str
+    title: str
+    description: str = ""
+
+
+class AuditRecordRef(Schema):
+    seq: int
+    id: int
+    kind: str
+
+
+class AuditVerifyOut(Schema):
+    ok: bool
+    count: int
+    first_bad: AuditRecordRef | None
+    reason: str
+
+
+class RunRef(Schema):
+    id: int
+    status: str
+
+
+class TaskCreatedOut(Schema):
+    id: int
+    run: RunRef
+
+
+class ProjectIn(CleanInput):
+    slug: str
+    name: str
+    team: str = Project.Team.SOFTWARE.value
+
+
+class ProjectOut(Schema):
+    slug: str
+    name: str
+    team: str
+
+
+class ProjectListOut(Schema):
+    projects: list[ProjectOut]
+
+
+class TaskRef(Schema):
+    id: int
+    title: str
+
+
+class TaskOut(TaskRef):
+    description: str
+
+
+class RunSummaryOut(Schema):
+    id: int
+    status: str
+    phase: str
+    project: str
+    task: TaskRef
+    demo_model: bool
+    created_at: str
+    finished_at: str | None
+
+
+class RunListOut(Schema):
+    runs: list[RunSummaryOut]
+
+
+class StepOut(Schema):
+    key: str
+    title: str
+    agent: str
+    status: str
+    depends_on: list[str]
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    revisions: int
+
+
+class UsageOut(Schema):
+    input_tokens: int
+    output_tokens: int
+    # A decimal string: money does not go through floats.
+    cost_usd: str
+
+
+class RunDetailOut(Schema):
+    id: int
+    status: str
+    phase: str
+    task: TaskOut
+    project: str
+    demo_model: bool
+    steps: list[StepOut]
+    usage: UsageOut
+    report: str
+    error: str
+
+
+class EventOut(Schema):
+    seq: int
+    kind: str
+    at: str
+    step: str | None
+    actor: str
+    data: dict
+
+
+class EventListOut(Schema):
+    events: list[EventOut]
+
+
+class ApprovalOut(Schema):
+    id: int
+    kind: str
+    run: int
+    step: str | None
+    tool: str | None
+    arguments: dict | None
+    status: str
+    requested_at: str
+    expires_at: str | None
+    approvals_required: int
+    # Exactly what an approver is shown: tool and reason, the plan, or the escalated output.
+    shown: dict
+
+
+class ApprovalListOut(Schema):
+    approvals: list[ApprovalOut]
+
+
+class PatternIn(CleanInput):
+    argument: str
+    glob: str
+
+
+class DecisionIn(CleanInput):
+    decision: Literal[
+        "approve", "approve_run", "approve_pattern", "reject", "reject_stop", "respond", "edit"
+    ]
+    # Feedback for a rejection, the answer for "respond", a note for an approval.
+    comment: str = ""
+    # With "edit": the approver's edited arguments, which run instead of the proposed ones
+    # (checked against the tool's schema and the project's policy). Any other approval runs
+    # the call as proposed: arguments sent with it must be the proposed ones (400 otherwise).
+    arguments: dict | None = None
+    # With "approve_pattern": allow the tool for the rest of the run when `argument` matches.
+    pattern: PatternIn | None = None
+    # With "approve" on a plan checkpoint: edit_brief, edit_title, remove_step,
+    # add_dependency, remove_dependency operations; the edited plan runs.
+    plan_edits: list[dict] | None = None
+
+
+class DecisionOut(Schema):
+    id: int
+    status: str
+    decision: str
+    decided_by: str | None
+    decided_at: str | None
+    approvals: list[str]
+    approvals_required: int
+    arguments_diff: list
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Full-precision ISO 8601, the same form as `Event.as_json`, so clients compare strings."""
+    return moment.isoformat() if moment else None
