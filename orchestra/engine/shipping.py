@@ -37,7 +37,7 @@ def deploy_preview(run: Run, environment: str) -> dict:
     log = _git(repo, "log", "--topo-order", "--format=%H %s", "-z", f"{base}..{commit}")
     commits = [
         dict(zip(("sha", "subject"), (entry.split(" ", 1) + [""])[:2], strict=True))
-        for entry in git._nul_separated(log)
+        for entry in git.nul_separated(log)
     ]
     return {
         "environment": environment,
@@ -100,11 +100,11 @@ def diff_between(run: Run, base: str, commit: str) -> str:
     for display with a note saying how much was cut."""
     repo = workspaces.repository_for(run.project)
     diff = _git(repo, "diff", "--no-color", "--no-ext-diff", "--no-renames", base, commit)
-    return git._capped(diff, MAX_DIFF, "diff")
+    return git.capped(diff, MAX_DIFF, "diff")
 
 
 def _changed_files(repo, base: str, commit: str) -> list[dict]:
-    statuses = git._nul_separated(
+    statuses = git.nul_separated(
         _git(repo, "diff", "--name-status", "--no-renames", "-z", base, commit)
     )
     status_of = {
@@ -113,7 +113,7 @@ def _changed_files(repo, base: str, commit: str) -> list[dict]:
     }
     files = []
     numstat = _git(repo, "diff", "--numstat", "--no-renames", "-z", base, commit)
-    for entry in git._nul_separated(numstat):
+    for entry in git.nul_separated(numstat):
         added, deleted, path = entry.split("\t", 2)
         files.append(
             {
@@ -129,4 +129,4 @@ def _changed_files(repo, base: str, commit: str) -> list[dict]:
 def _git(repo, *args: str) -> str:
     # The git helpers of agents.workspace run git in a clean environment and raise GitError;
     # these reads have no public wrapper there yet.
-    return git._git(repo, *args)
+    return git.git_output(repo, *args)

@@ -1,0 +1,211 @@
+"""Merging: the merge queue, the conflicts it reports, and the run branch into a step.
+
+The merge queue (`merge_step`) integrates step branches into the run branch one at a time;
+`merge_into_worktree` brings the run branch into a step's worktree for its agent to resolve.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.workspace.gitcmd import (
+    GitError,
+    capped,
+    decoded,
+    git_output,
+    nul_separated,
+    repository_lock,
+    run_git,
+)
+from agents.workspace.repository import head_commit
+from agents.workspace.worktrees import add_worktree_locked, merge_in_progress, unmerged_paths
+
+DETAIL_LIMIT = 8000
+RUN_MERGE_MESSAGE = "Merge run branch"
+_CONTEXT_LINES = 3
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """The result of integrating one step branch into the run branch.
+
+    On success `commit` is the run branch head after the merge. On conflict the run branch is
+    untouched, `commit` is empty, `conflicts` lists the conflicting paths (sorted) and
+    `detail` shows their conflict hunks, capped at about `DETAIL_LIMIT` characters.
+    """
+
+    ok: bool
+    commit: str
+    conflicts: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+# -- Merging -----------------------------------------------------------------------------------
+
+
+def merge_step(
+    repo: Path, run_branch: str, step_branch: str, integration_path: Path, message: str
+) -> MergeOutcome:
+    """Integrate `step_branch` into `run_branch` with a merge commit: the merge queue.
+
+    A clean merge is computed with `git merge-tree` and committed without a checkout. On
+    conflict the merge is replayed in the integration worktree at `integration_path`
+    (created on `run_branch` if missing; leftovers of an interrupted merge there are
+    discarded first) to collect the conflict hunks, then aborted, so the run branch is
+    untouched, and the outcome lists the conflicts. A step branch that is already merged is a
+    no-op returning the current head. Holds the repository lock for the whole merge: one
+    merge at a time per repository.
+    """
+    integration_path = Path(integration_path)
+    with repository_lock(repo):
+        run_head, step_head = git_output(
+            repo, "rev-parse", f"refs/heads/{run_branch}", f"refs/heads/{step_branch}"
+        ).split()
+        if _is_ancestor(repo, step_head, run_head):
+            return MergeOutcome(ok=True, commit=run_head)
+        # The clean case, in git's object store alone: no files are checked out or written.
+        tree = run_git(repo, "merge-tree", "--write-tree", run_head, step_head, check=False)
+        if tree.returncode == 0:
+            commit = git_output(
+                repo,
+                "commit-tree",
+                decoded(tree.stdout).split()[0],
+                "-p",
+                run_head,
+                "-p",
+                step_head,
+                "-m",
+                message,
+            ).strip()
+            # Compare-and-swap: the branch moves only from the head this merge was made on.
+            git_output(repo, "update-ref", f"refs/heads/{run_branch}", commit, run_head)
+            return MergeOutcome(ok=True, commit=commit)
+        # A conflict (or an error): a real merge in the integration worktree shows the
+        # conflict hunks as git writes them, then is aborted.
+        add_worktree_locked(repo, integration_path, run_branch, run_branch)
+        _reset_integration_worktree(integration_path)
+        result = run_git(
+            integration_path,
+            "merge",
+            "--no-ff",
+            "--message",
+            message,
+            step_branch,
+            check=False,
+        )
+        if result.returncode == 0:
+            return MergeOutcome(ok=True, commit=head_commit(integration_path))
+        conflicts = unmerged_paths(integration_path)
+        if not conflicts:
+            _reset_integration_worktree(integration_path)
+            stderr = decoded(result.stderr).strip() or decoded(result.stdout).strip()
+            raise GitError(
+                f"`git merge {step_branch}` failed in {integration_path}: {stderr}",
+                ("merge", step_branch),
+                stderr,
+            )
+        detail = _conflict_detail(integration_path, conflicts)
+        git_output(integration_path, "merge", "--abort")
+        return MergeOutcome(ok=False, commit="", conflicts=conflicts, detail=detail)
+
+
+def _reset_integration_worktree(path: Path) -> None:
+    # Nobody works in the integration worktree; anything there beyond the run branch head is
+    # debris of a merge that was interrupted (a killed process).
+    if merge_in_progress(path):
+        git_output(path, "merge", "--abort")
+    git_output(path, "reset", "--quiet", "--hard", "HEAD")
+    git_output(path, "clean", "--quiet", "--force", "-d")
+
+
+def _is_ancestor(cwd: Path, ancestor: str, descendant: str) -> bool:
+    result = run_git(cwd, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
+    if result.returncode in (0, 1):
+        return result.returncode == 0
+    stderr = decoded(result.stderr).strip()
+    raise GitError(
+        f"`git merge-base --is-ancestor {ancestor} {descendant}` failed in {cwd}: {stderr}",
+        ("merge-base", "--is-ancestor", ancestor, descendant),
+        stderr,
+    )
+
+
+def _conflict_detail(worktree: Path, conflicts: list[str]) -> str:
+    """Each conflicting file's conflict hunks with a little context, capped for display."""
+    stages = _unmerged_stages(worktree)
+    sections = []
+    for relative in conflicts:
+        present = stages.get(relative, set())
+        if 2 not in present:
+            sections.append(f"=== {relative}: deleted on the run branch, changed by the step\n")
+            continue
+        if 3 not in present:
+            sections.append(f"=== {relative}: changed on the run branch, deleted by the step\n")
+            continue
+        try:
+            text = (worktree / relative).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        hunks = _conflict_hunks(text)
+        if hunks:
+            sections.append(f"=== {relative}\n{hunks}")
+        else:
+            sections.append(f"=== {relative}: both sides changed it (no text hunks to show)\n")
+    return capped("\n".join(sections), DETAIL_LIMIT, "conflict detail")
+
+
+def _unmerged_stages(worktree: Path) -> dict[str, set[int]]:
+    # Records look like "<mode> <sha> <stage>\t<path>"; stage 2 is ours, 3 is theirs.
+    stages: dict[str, set[int]] = {}
+    for record in nul_separated(git_output(worktree, "ls-files", "--unmerged", "-z")):
+        info, _, relative = record.partition("\t")
+        stages.setdefault(relative, set()).add(int(info.split()[2]))
+    return stages
+
+
+def _conflict_hunks(text: str) -> str:
+    """The marked blocks of a conflicted file, each with a few lines around it and its line."""
+    lines = text.splitlines()
+    blocks: list[tuple[int, int]] = []
+    start = None
+    for number, line in enumerate(lines):
+        if line.startswith("<<<<<<<") and start is None:
+            start = number
+        elif line.startswith(">>>>>>>") and start is not None:
+            blocks.append((start, number))
+            start = None
+    windows: list[list[int]] = []
+    for first, last in blocks:
+        low = max(0, first - _CONTEXT_LINES)
+        high = min(len(lines) - 1, last + _CONTEXT_LINES)
+        if windows and low <= windows[-1][1] + 1:
+            windows[-1][1] = high
+        else:
+            windows.append([low, high])
+    return "".join(
+        f"@@ line {low + 1} @@\n" + "\n".join(lines[low : high + 1]) + "\n" for low, high in windows
+    )
+
+
+def merge_into_worktree(worktree: Path, commit: str) -> list[str]:
+    """Merge `commit` (e.g. the run branch head) into a step's worktree; return the conflicts.
+
+    With conflicts the merge stays in progress and the files hold conflict markers for the
+    agent to resolve; `commit_all` then concludes it. Without conflicts the merge is committed
+    at once ("Merge run branch") and [] is returned. Precondition: no uncommitted changes that
+    the merge would overwrite (git refuses, raising GitError); call `commit_all` first.
+    """
+    worktree = Path(worktree)
+    result = run_git(worktree, "merge", "--no-ff", "--no-commit", commit, check=False)
+    if result.returncode == 0:
+        if merge_in_progress(worktree):
+            git_output(worktree, "commit", "--quiet", "--message", RUN_MERGE_MESSAGE)
+        return []
+    conflicts = unmerged_paths(worktree)
+    if not conflicts:
+        stderr = decoded(result.stderr).strip() or decoded(result.stdout).strip()
+        raise GitError(
+            f"`git merge --no-ff --no-commit {commit}` failed in {worktree}: {stderr}",
+            ("merge", "--no-ff", "--no-commit", commit),
+            stderr,
+        )
+    return conflicts

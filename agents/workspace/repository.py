@@ -1,0 +1,156 @@
+"""Repositories and branches: create or clone a repository, name and cut branches, read.
+
+Reading means the files and history at a commit, without a checkout.
+"""
+
+import io
+import re
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from agents.workspace.gitcmd import (
+    decoded,
+    git_output,
+    nul_separated,
+    repository_lock,
+    run_git,
+    succeeds,
+)
+
+MAIN_BRANCH = "main"
+STEP_KEY_PATTERN = re.compile(r"[a-z0-9_-]+")
+INITIAL_COMMIT_MESSAGE = "Initial commit"
+_CLONE_TIMEOUT = 900
+
+
+# -- Names -------------------------------------------------------------------------------------
+
+
+def run_branch_name(run_id: int) -> str:
+    """The branch a run integrates its steps into: `orchestra/run-<id>`."""
+    return f"orchestra/run-{int(run_id)}"
+
+
+def step_branch_name(run_id: int, step_key: str) -> str:
+    """A step's own branch: `orchestra/run-<id>-steps/<step-key>`.
+
+    Not `orchestra/run-<id>/<step-key>`: git stores branches as paths, so the run branch
+    `orchestra/run-<id>` cannot also be a folder holding branches below it.
+    """
+    if not STEP_KEY_PATTERN.fullmatch(step_key):
+        raise ValueError(f"Step key {step_key!r} must match [a-z0-9_-]+.")
+    return f"{run_branch_name(run_id)}-steps/{step_key}"
+
+
+# -- Repositories and branches ------------------------------------------------------------------
+
+
+def ensure_repository(
+    path: Path, source: str = "", seed_files: dict[str, str] | None = None
+) -> Path:
+    """Make sure `path` holds a git repository with a `main` branch; return `path`.
+
+    Idempotent: an existing repository is returned as it is. Otherwise, with `source` (a local
+    path or a clone URL) the repository is cloned and a local `main` is created if the clone's
+    default branch has another name (from `origin/main` if the source has one, else at the
+    clone's HEAD) and checked out. Without `source`, a repository is initialised on `main`:
+    an existing non-empty folder is committed as it is, an empty or missing one receives
+    `seed_files` (relative path -> text; a README.md when there are none). The first commit
+    is "Initial commit".
+    """
+    path = Path(path)
+    if (path / ".git").exists():
+        git_output(path, "rev-parse", "--git-dir")  # fails loudly on a broken repository
+        return path
+    if source:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run_git(path.parent, "clone", "--quiet", "--", source, str(path), timeout=_CLONE_TIMEOUT)
+        _ensure_main_after_clone(path)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    has_files = any(path.iterdir())
+    git_output(path, "init", "--quiet", "--initial-branch", MAIN_BRANCH)
+    if not has_files:
+        _write_seed_files(path, seed_files or {"README.md": f"# {path.name}\n"})
+    git_output(path, "add", "--all")
+    git_output(path, "commit", "--quiet", "--allow-empty", "--message", INITIAL_COMMIT_MESSAGE)
+    return path
+
+
+def _ensure_main_after_clone(path: Path) -> None:
+    main_ref = f"refs/heads/{MAIN_BRANCH}"
+    if ref_exists(path, main_ref):
+        return
+    if ref_exists(path, f"refs/remotes/origin/{MAIN_BRANCH}"):
+        git_output(path, "checkout", "--quiet", "-b", MAIN_BRANCH, f"origin/{MAIN_BRANCH}")
+    elif succeeds(path, "rev-parse", "--verify", "--quiet", "HEAD^{commit}"):
+        git_output(path, "checkout", "--quiet", "-b", MAIN_BRANCH)
+    else:  # an empty source: start `main` with the initial commit
+        git_output(path, "symbolic-ref", "HEAD", main_ref)
+        _write_seed_files(path, {"README.md": f"# {path.name}\n"})
+        git_output(path, "add", "--all")
+        git_output(path, "commit", "--quiet", "--message", INITIAL_COMMIT_MESSAGE)
+
+
+def _write_seed_files(root: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or ".git" in parts:
+            raise ValueError(f"Seed file path {relative!r} must be relative and inside the repo.")
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+
+
+def ref_exists(repo: Path, ref: str) -> bool:
+    return succeeds(repo, "show-ref", "--verify", "--quiet", ref)
+
+
+def head_commit(repo: Path, ref: str = "HEAD") -> str:
+    """The full sha of the commit `ref` names (a branch, a sha, HEAD...)."""
+    return git_output(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+
+
+def start_run_branch(repo: Path, run_id: int, base_ref: str = MAIN_BRANCH) -> tuple[str, str]:
+    """Create the run's branch at `base_ref`; return (branch, its head commit).
+
+    Idempotent: an existing run branch is left where it is. Holds the repository lock.
+    """
+    branch = run_branch_name(run_id)
+    with repository_lock(repo):
+        if not ref_exists(repo, f"refs/heads/{branch}"):
+            git_output(repo, "branch", "--no-track", branch, head_commit(repo, base_ref))
+        return branch, head_commit(repo, branch)
+
+
+# -- Reading -----------------------------------------------------------------------------------
+
+
+def export_tree(repo: Path, commit: str, target: Path) -> None:
+    """Extract the files of `commit` into `target` (created if missing), without `.git`.
+
+    Files already in `target` are overwritten or left alone; pass a fresh folder for an exact
+    copy.
+    """
+    archive = run_git(repo, "archive", "--format=tar", head_commit(repo, commit)).stdout
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+
+
+def file_at(repo: Path, commit: str, relative: str) -> str | None:
+    """The text of file `relative` at `commit`, or None if it does not exist there."""
+    sha = head_commit(repo, commit)  # a bad commit is an error, not an absent file
+    result = run_git(repo, "cat-file", "blob", f"{sha}:{PurePosixPath(relative)}", check=False)
+    if result.returncode != 0:
+        return None
+    return decoded(result.stdout)
+
+
+def log_subjects(repo: Path, ref: str) -> list[str]:
+    """The subject lines of the commits reachable from `ref`, newest first.
+
+    Topological order: commits made within the same second still list children first.
+    """
+    return nul_separated(git_output(repo, "log", "--topo-order", "--format=%s", "-z", ref))
