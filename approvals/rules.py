@@ -7,7 +7,7 @@ renumbering are serialised per project) and appends a "policy.created", "policy.
 "policy.deleted" record with the rule's fields before and after to the project's audit trail.
 
 Only project rules are edited here; a run's own rules ("approved for the rest of this run")
-are withdrawn with `approvals.services.revoke_run_rule`.
+are withdrawn with `approvals.run_rules.revoke_run_rule`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Human decisions on checkpoints, and what the clock decides when no human does.
+"""Human decisions on checkpoints: check a decision, count the votes, close the checkpoint.
 
 Every decision goes through `record_decision` (called by the engine's `decide_checkpoint`,
 which then sets in motion what the decision means for the run, in the same transaction): it
@@ -8,9 +8,12 @@ taken first as everywhere) and moves the checkpoint out of `pending` with a cond
 UPDATE, so a second or concurrent decision gets `AlreadyDecided`. Only a person (a signed-in
 user of a view, the API, the CLI) reaches it: nothing an agent, a tool or a model produces is
 ever read as a decision.
+
+What the clock decides when no person does is in `approvals.expiry`; an approval for the rest
+of the run becomes a run rule in `approvals.run_rules`. Refusals raise the exceptions of
+`approvals.errors`.
 """
 
-import fnmatch
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,9 +25,11 @@ from django.utils import timezone
 from agents.teams import known_roles
 from agents.tools import REGISTRY
 from approvals import audit
-from approvals.models import Checkpoint, PolicyRule, Vote
+from approvals.errors import AlreadyDecided, AlreadyVoted, InvalidDecision
+from approvals.models import Checkpoint, Vote
 from approvals.notify import notify_checkpoint
-from approvals.policies import TIMEOUT_OUTCOMES, Call, evaluate
+from approvals.policies import Call, evaluate
+from approvals.run_rules import Pattern, allow_for_run, check_pattern
 from orchestra.access import decide_refusal, get_run_for_user
 from orchestra.events import emit, locked_run
 from orchestra.models import Plan, Run
@@ -37,21 +42,6 @@ DECISIONS = (*APPROVALS, "reject", "reject_stop", "respond")
 MAX_COMMENT = 5000
 
 
-class AlreadyDecided(Exception):
-    def __init__(self, checkpoint: Checkpoint):
-        who = checkpoint.decided_by.get_username() if checkpoint.decided_by else "the system"
-        super().__init__(f"This checkpoint was already {checkpoint.status} by {who}.")
-        self.checkpoint = checkpoint
-
-
-class AlreadyVoted(Exception):
-    """The same person approving twice counts once."""
-
-
-class InvalidDecision(Exception):
-    """Bad input: the message says what to fix."""
-
-
 @dataclass(frozen=True)
 class Decided:
     """A decision as recorded: what the engine acts on. `closed` is False while a checkpoint
@@ -62,14 +52,6 @@ class Decided:
     comment: str
     plan: Plan | None = None
     closed: bool = True
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """ "Approve this tool for arguments matching": argument name and glob."""
-
-    argument: str
-    glob: str
 
 
 def get_checkpoint_for_user(user, checkpoint_id: int) -> Checkpoint:
@@ -129,9 +111,9 @@ def record_decision(
             "reject": Checkpoint.Status.REJECTED,
             "reject_stop": Checkpoint.Status.REJECTED,
         }.get(decision, Checkpoint.Status.APPROVED)
-        _close(run, checkpoint, status, decision, comment, user=user, arguments=arguments)
+        close_checkpoint(run, checkpoint, status, decision, comment, user=user, arguments=arguments)
         if decision in ("approve_run", "approve_pattern"):
-            _allow_for_run(run, checkpoint, user, pattern)
+            allow_for_run(run, checkpoint, user, pattern)
     return Decided(checkpoint, decision, comment, plan)
 
 
@@ -163,7 +145,7 @@ def _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits):
             "rest of the run"
         )
     if decision == "approve_pattern":
-        pattern = _check_pattern(checkpoint, pattern)
+        pattern = check_pattern(checkpoint, pattern)
     elif pattern is not None:
         raise InvalidDecision("a pattern only goes with approve_pattern")
     if plan_edits is not None and (
@@ -173,23 +155,6 @@ def _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits):
     if decision == "reject_stop" and checkpoint.step_id is None:
         raise InvalidDecision("reject_stop stops a step; reject a plan with reject")
     return decision, comment, arguments, pattern
-
-
-def _check_pattern(checkpoint: Checkpoint, pattern) -> Pattern:
-    if isinstance(pattern, dict):
-        pattern = Pattern(str(pattern.get("argument", "")), str(pattern.get("glob", "")))
-    if not isinstance(pattern, Pattern) or not pattern.argument or not pattern.glob:
-        raise InvalidDecision("approve_pattern needs an argument name and a glob pattern")
-    tool = REGISTRY.get(checkpoint.tool_call.tool)
-    if tool is None or pattern.argument not in tool.parameters.get("properties", {}):
-        raise InvalidDecision(f"`{checkpoint.tool_call.tool}` has no argument {pattern.argument!r}")
-    value = checkpoint.tool_call.arguments.get(pattern.argument)
-    if not isinstance(value, str) or not fnmatch.fnmatchcase(value, pattern.glob):
-        raise InvalidDecision(
-            f"the pattern {pattern.glob!r} does not match this call's {pattern.argument} "
-            f"({value!r}); approve_pattern approves this call too"
-        )
-    return pattern
 
 
 def _check_edited_arguments(
@@ -333,7 +298,7 @@ def _enough_votes(run: Run, checkpoint: Checkpoint, user, comment: str, argument
     return False
 
 
-def _close(
+def close_checkpoint(
     run: Run,
     checkpoint: Checkpoint,
     status: str,
@@ -407,44 +372,6 @@ def arguments_diff(proposed, approved, path: str = "") -> list[dict]:
     return [{"path": path or "/", "proposed": proposed, "approved": approved}]
 
 
-def _allow_for_run(run: Run, checkpoint: Checkpoint, user, pattern: Pattern | None) -> None:
-    tool = checkpoint.tool_call.tool
-    arguments = {pattern.argument: pattern.glob} if pattern else {}
-    described = f" with {pattern.argument} matching {pattern.glob!r}" if pattern else ""
-    rule = PolicyRule.objects.create(
-        project=run.project,
-        run=run,
-        position=0,
-        name=f"{tool}{described}: approved by {user.get_username()} for run {run.pk}",
-        tool=tool,
-        arguments=arguments,
-        outcome=PolicyRule.Outcome.ALLOW,
-        created_by=user,
-    )
-    data = {"rule": rule.pk, "name": rule.name, "tool": tool, "arguments": arguments}
-    emit(run, "policy.rule_added", actor=user.get_username(), data=data)
-    audit.record(run.project, "policy.created", user.get_username(), data, run=run)
-
-
-def revoke_run_rule(user, rule: PolicyRule) -> PolicyRule:
-    """Withdraw an approver's "for the rest of this run" rule; later calls ask again."""
-    if rule.run_id is None:
-        raise InvalidDecision("only run-scoped rules are revoked; edit the project's policy")
-    refusal = decide_refusal(user, rule.project)
-    if refusal:
-        raise PermissionDenied(refusal)
-    with locked_run(rule.run_id) as run:
-        updated = PolicyRule.objects.filter(pk=rule.pk, revoked_at__isnull=True).update(
-            revoked_at=timezone.now(), revoked_by=user
-        )
-        rule.refresh_from_db()
-        if updated:
-            data = {"rule": rule.pk, "name": rule.name}
-            emit(run, "policy.rule_revoked", actor=user.get_username(), data=data)
-            audit.record(run.project, "policy.revoked", user.get_username(), data, run=run)
-    return rule
-
-
 def _edited_plan(run: Run, checkpoint: Checkpoint, user, edits: list) -> Plan:
     """The approver's edits as a new plan version. Caller holds the run lock."""
     based_on = Plan.objects.get(pk=checkpoint.plan_id)
@@ -474,59 +401,3 @@ def _edited_plan(run: Run, checkpoint: Checkpoint, user, edits: list) -> Plan:
     emit(run, "plan.edited", actor=user.get_username(), data=data)
     audit.record(run.project, "plan.edited", user.get_username(), data, run=run)
     return plan
-
-
-# --- the clock -----------------------------------------------------------------------------
-def due_for_expiry(now) -> list[tuple[int, int]]:
-    """(checkpoint id, run id) of every pending checkpoint past its deadline."""
-    return list(
-        Checkpoint.objects.filter(status=Checkpoint.Status.PENDING, expires_at__lte=now)
-        .values_list("pk", "run_id")
-        .order_by("pk")
-    )
-
-
-def send_due_reminders(now) -> None:
-    """Remind (and escalate to the reminder's group) every pending checkpoint whose reminder
-    is due."""
-    for checkpoint_id, run_id in Checkpoint.objects.filter(
-        status=Checkpoint.Status.PENDING, remind_at__lte=now, reminded_at__isnull=True
-    ).values_list("pk", "run_id"):
-        _remind(checkpoint_id, run_id, now)
-
-
-def record_expiry(checkpoint_id: int, run_id: int, now) -> Decided | None:
-    """Decide an expired checkpoint as the system, with the policy's timeout outcome; None
-    when it was decided meanwhile or its deadline moved."""
-    with locked_run(run_id) as run:
-        checkpoint = Checkpoint.objects.select_related("tool_call").get(pk=checkpoint_id)
-        if checkpoint.status != Checkpoint.Status.PENDING or checkpoint.expires_at > now:
-            return None
-        outcome = checkpoint.timeout_outcome
-        decision = outcome if outcome in TIMEOUT_OUTCOMES else "reject"
-        if decision == "reject_stop" and checkpoint.step_id is None:
-            decision = "reject"
-        waited = round((checkpoint.expires_at - checkpoint.requested_at).total_seconds() / 60)
-        reason = (
-            f"expired: no decision within {waited} minutes (deadline "
-            f"{checkpoint.expires_at.isoformat(timespec='seconds')})"
-        )
-        _close(run, checkpoint, Checkpoint.Status.EXPIRED, decision, reason)
-        return Decided(checkpoint, decision, reason)
-
-
-def _remind(checkpoint_id: int, run_id: int, now) -> None:
-    with locked_run(run_id) as run:
-        updated = Checkpoint.objects.filter(
-            pk=checkpoint_id, status=Checkpoint.Status.PENDING, reminded_at__isnull=True
-        ).update(reminded_at=now)
-        if not updated:
-            return
-        checkpoint = Checkpoint.objects.get(pk=checkpoint_id)
-        emit(
-            run,
-            "approval.reminder",
-            step=checkpoint.step,
-            data={"checkpoint": checkpoint.pk, "escalated_to": checkpoint.escalate_group},
-        )
-        notify_checkpoint(checkpoint, "reminder")

@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja.errors import AuthenticationError, ValidationError
 
-from approvals.services import AlreadyDecided, AlreadyVoted, InvalidDecision
+from approvals.errors import AlreadyDecided, AlreadyVoted, InvalidDecision
 from orchestra.api.app import api
 from orchestra.engine import EngineError
 

@@ -7,9 +7,11 @@ transaction, so a recorded decision and its effect commit together or not at all
 from django.db import transaction
 from django.utils import timezone
 
+from approvals import expiry
 from approvals import services as approvals
 from approvals.models import Checkpoint
-from approvals.services import Decided, Pattern
+from approvals.run_rules import Pattern
+from approvals.services import Decided
 from orchestra import activities, queue
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.merge import accept_step
@@ -51,15 +53,15 @@ def expire_due(now=None) -> int:
     the system, and send the reminders that are due. Run by beat; tests pass `now`."""
     now = now or timezone.now()
     expired = 0
-    for checkpoint_id, run_id in approvals.due_for_expiry(now):
+    for checkpoint_id, run_id in expiry.due_for_expiry(now):
         with transaction.atomic():
-            decided = approvals.record_expiry(checkpoint_id, run_id, now)
+            decided = expiry.record_expiry(checkpoint_id, run_id, now)
             if decided is None:
                 continue
             with locked_run(run_id) as run:
                 follow_up(run, decided)
             expired += 1
-    approvals.send_due_reminders(now)
+    expiry.send_due_reminders(now)
     return expired
 
 

@@ -10,13 +10,10 @@ from django.core.exceptions import PermissionDenied
 from agents.llm import override_client
 from agents.models import AgentRun, ToolCall
 from approvals import audit
+from approvals.errors import AlreadyVoted, InvalidDecision
 from approvals.models import AuditRecord, Checkpoint, PolicyRule
 from approvals.policies import DEFAULT_RULES
-from approvals.services import (
-    AlreadyVoted,
-    InvalidDecision,
-    revoke_run_rule,
-)
+from approvals.run_rules import revoke_run_rule
 from orchestra import cli
 from orchestra.engine import decide_checkpoint, expire_due, start_run
 from orchestra.models import Plan, Run, Step

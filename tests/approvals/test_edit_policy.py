@@ -11,9 +11,9 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from agents.models import ToolCall
+from approvals.errors import InvalidDecision
 from approvals.models import Checkpoint, PolicyRule
 from approvals.policies import Call, evaluate
-from approvals.services import InvalidDecision
 from orchestra.engine import decide_checkpoint, start_run
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,8 +10,8 @@ from django.core.exceptions import PermissionDenied
 from agents import workspace as git
 from agents.llm import override_client
 from agents.models import AgentRun, ToolCall
+from approvals.errors import AlreadyDecided, InvalidDecision
 from approvals.models import Checkpoint, PolicyRule
-from approvals.services import AlreadyDecided, InvalidDecision
 from orchestra.engine import EngineError, cancel_run, decide_checkpoint, start_run
 from orchestra.engine.workspaces import repository_for
 from orchestra.models import Plan, Run, Step

@@ -6,15 +6,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from agents.workspace import GitError
+from approvals.errors import AlreadyDecided, AlreadyVoted, InvalidDecision
 from approvals.models import Checkpoint
 from approvals.notify import failures_for
-from approvals.services import (
-    AlreadyDecided,
-    AlreadyVoted,
-    InvalidDecision,
-    current_arguments,
-    get_checkpoint_for_user,
-)
+from approvals.services import current_arguments, get_checkpoint_for_user
 from orchestra.access import DECIDE_ROLES, decide_refusal, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required

@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from approvals.models import PolicyRule
-from approvals.services import revoke_run_rule
+from approvals.run_rules import revoke_run_rule
 from orchestra.access import CREATE_ROLES, can_decide, get_run_for_user, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
