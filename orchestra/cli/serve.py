@@ -1,0 +1,121 @@
+"""Serving: `up` (the embedded default), `web` (daphne only), and the Celery `worker` and `beat`.
+
+The server loop is reached as `orchestra.cli._serve`, looked up when a command runs, so the
+package is the one place to replace it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from orchestra import cli
+from orchestra.cli.admin import seed_and_tell
+from orchestra.cli.common import CliError, say
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """The embedded default: everything a newcomer needs in one process."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    seed_and_tell()
+    if settings.ORCHESTRA_EMBEDDED_WORKER == "thread":
+        # This process is the only worker, so nothing else can be running the lost work.
+        from orchestra import queue
+        from orchestra.engine import recover_embedded_work
+
+        recovered = recover_embedded_work()
+        if recovered:
+            say(f"Checked {recovered} unfinished run(s) for work lost at the last stop.")
+        queue.start_embedded_beat()
+    elif not settings.ORCHESTRA_EMBEDDED_WORKER:
+        say("Steps run on Celery workers: start `orchestra worker` next to this server.")
+    wildcard = args.host in ("0.0.0.0", "::")  # noqa: S104 - only to print a usable URL
+    shown_host = "127.0.0.1" if wildcard else args.host
+    say(f"Orchestra is serving at http://{shown_host}:{args.port}/ (API docs at /api/docs)")
+    if settings.ORCHESTRA_USE_DEMO_MODEL:
+        say("Using the demo model: set OPENAI_BASE_URL / OPENAI_API_KEY for a real one.")
+    return cli._serve(args.host, args.port, static=True, access_log=False)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Daphne only: migrations are a separate step (`orchestra migrate`) in a deployment."""
+    say(f"Orchestra web listening on {args.host}:{args.port}")
+    return cli._serve(args.host, args.port, static=not args.no_static, access_log=True)
+
+
+def serve(host: str, port: int, *, static: bool, access_log: bool) -> int:
+    """Run daphne in this process until SIGINT/SIGTERM.
+
+    With `static`, /static/ is served from the finders (Django's ASGIStaticFilesHandler), so
+    no collectstatic is needed; WebSockets pass straight through to the Channels router.
+    """
+    from daphne.access import AccessLogGenerator
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+
+    from orchestra.asgi import application
+
+    app = application
+    if static:
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        app = ASGIStaticFilesHandler(application)
+    server = Server(
+        application=app,
+        endpoints=build_endpoint_description_strings(host=host, port=port),
+        action_logger=AccessLogGenerator(sys.stdout) if access_log else None,
+        verbosity=0,
+    )
+    server.run()
+    if server.abort_start or not server.listening_addresses:
+        raise CliError(f"could not listen on {host}:{port} (is the port in use?)")
+    return 0
+
+
+def require_broker(what: str) -> None:
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        raise CliError(
+            f"REDIS_URL is not set, so there is no broker for {what}. The embedded default "
+            "(`orchestra up`) runs steps inside the web process and needs no worker."
+        )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from django.conf import settings
+
+    require_broker("a worker")
+    from orchestra.celery import app
+
+    argv = [
+        "worker",
+        "--pool",
+        args.pool or settings.ORCHESTRA_WORKER_POOL,
+        "--concurrency",
+        str(args.concurrency or settings.ORCHESTRA_WORKER_CONCURRENCY),
+        "--loglevel",
+        args.loglevel,
+        # Workers coordinate through the database, not through gossip; skipping the start-up
+        # sync also makes a restart quick.
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    return app.start(argv) or 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from django.conf import settings
+
+    require_broker("beat")
+    from orchestra.celery import app
+
+    # The working directory of a container is often read-only; the data dir is writable.
+    schedule = settings.DATA_DIR / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    return app.start(["beat", "--loglevel", args.loglevel, "--schedule", str(schedule)]) or 0
