@@ -1,0 +1,287 @@
+"""The agent loop's state machine: turns, the stored conversation, and the model calls."""
+
+import json
+import time
+from collections.abc import Callable
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents.host import Host
+from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
+from agents.loop.calls import ToolCalls
+from agents.loop.outcomes import (
+    Failed,
+    FinalOutput,
+    Outcome,
+    OutputTool,
+    RunAgain,
+    TurnOutcome,
+    cost_of,
+)
+from agents.loop.pauses import Pauses
+from agents.models import AgentRun, ModelCall, ToolCall
+from agents.tools import Tool
+from orchestra.events import add_usage, emit, locked_run
+from orchestra.models import Project, Run, Step
+
+
+class AgentSession(ToolCalls, Pauses):
+    """One attempt of an agent over its stored conversation.
+
+    The tool calls of a reply are answered by `ToolCalls`; pausing for a person and resuming
+    from a recorded call are `Pauses`. Both are parts of this class, split by job.
+    """
+
+    def __init__(
+        self,
+        agent_run: AgentRun,
+        *,
+        host: Host,
+        project: Project,
+        step: Step | None,
+        client: ModelClient,
+        temperature: float,
+        toolset: dict[str, Tool],
+        turn_limit: int,
+        output_tool: OutputTool | None = None,
+        workspace=None,
+        on_final: Callable[[Run, FinalOutput], object] | None = None,
+        releases=None,
+        integrated: Callable | None = None,
+    ):
+        """`on_final(run, outcome)` runs inside the transaction that records the final reply
+        (the run is locked), so the caller's next transition costs no extra transaction; its
+        return value is kept in `final_result`."""
+        self.on_final = on_final
+        self.final_result: object = None
+        self.agent_run = agent_run
+        self.host = host
+        self.project = project
+        self.step = step
+        self.client = client
+        self.temperature = temperature
+        self.toolset = toolset
+        self.turn_limit = turn_limit
+        self.output_tool = output_tool
+        # The step's git worktree; the releases folder and the run's integrated tree are
+        # what `deploy` ships.
+        self.workspace = workspace
+        self.releases = releases
+        self.integrated = integrated
+
+    # --- the state machine ---------------------------------------------------------------
+    def run(self) -> Outcome:
+        self._finalised = False
+        while True:
+            outcome = self.run_turn()
+            if isinstance(outcome, RunAgain):
+                continue
+            if isinstance(outcome, FinalOutput) and self.on_final and not self._finalised:
+                # A final answer reached through the tool-call path (e.g. an output that was
+                # refused once): the hook still runs, in a transaction of its own.
+                with locked_run(self.agent_run.run_id) as run:
+                    self.final_result = self.on_final(run, outcome)
+            return outcome
+
+    def run_turn(self) -> TurnOutcome:
+        # A fresh attempt was claimed a moment ago under the run lock; later turns re-check.
+        fresh = self.agent_run.turns == 0 and len(self.messages) == 2
+        if not fresh and self._stopped():
+            return Failed("the run was stopped", cancelled=True)
+        pending = self._unanswered_tool_calls()
+        if pending:
+            return self._handle_tool_calls(pending, resumed=True)
+        if self.agent_run.turns >= self.turn_limit:
+            return Failed(f"turn limit of {self.turn_limit} reached without a final answer")
+        try:
+            reply, record = self._call_model()
+        except ModelError as exc:
+            return Failed(f"model call failed: {exc}")
+        final = self._plain_final(reply)
+        with locked_run(self.agent_run.run_id) as run:
+            record(run)  # the call, its usage, and the reply appended to the conversation
+            if final is not None:
+                if final.data is not None:
+                    self._write_output_call(run, reply.tool_calls[0], final.data)
+                if self.on_final is not None:
+                    self.final_result = self.on_final(run, final)
+                    self._finalised = True
+                return final
+        if reply.tool_calls:
+            ordinal = self._tool_calls_before_last()
+            return self._handle_tool_calls(
+                [(ordinal + i, call) for i, call in enumerate(reply.tool_calls)], resumed=False
+            )
+        if self.output_tool is not None:
+            self._append(
+                {
+                    "role": "user",
+                    "content": f"Give your answer by calling the `{self.output_tool.name}` tool.",
+                }
+            )
+            return RunAgain()
+        if not (reply.content or "").strip():
+            return Failed("the model returned an empty reply")
+        return FinalOutput(reply.content or "")
+
+    # --- conversation bookkeeping --------------------------------------------------------
+    @property
+    def messages(self) -> list[dict]:
+        return self.agent_run.messages
+
+    def _append(self, message: dict) -> None:
+        self.agent_run.messages.append(message)
+        AgentRun.objects.filter(pk=self.agent_run.pk).update(messages=self.agent_run.messages)
+
+    def _tool_calls_before_last(self) -> int:
+        return sum(len(m.get("tool_calls") or []) for m in self.messages[:-1])
+
+    def _unanswered_tool_calls(self) -> list[tuple[int, ToolRequest]]:
+        """Tool calls of the last assistant message that have no tool result yet."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if message.get("role") != "assistant":
+                continue
+            calls = message.get("tool_calls") or []
+            answered = {
+                m.get("tool_call_id") for m in self.messages[index + 1 :] if m["role"] == "tool"
+            }
+            before = sum(len(m.get("tool_calls") or []) for m in self.messages[:index])
+            return [
+                (
+                    before + i,
+                    ToolRequest(c["id"], c["function"]["name"], c["function"]["arguments"]),
+                )
+                for i, c in enumerate(calls)
+                if c["id"] not in answered
+            ]
+        return []
+
+    def _stopped(self) -> bool:
+        """Checked before every turn: the run ended or the step was cancelled."""
+        if self.step is None:
+            return Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL).exists()
+        return (
+            Step.objects.filter(pk=self.step.pk)
+            .filter(Q(status=Step.Status.CANCELLED) | Q(run__status__in=Run.TERMINAL))
+            .exists()
+        )
+
+    # --- model calls -----------------------------------------------------------------------
+    def _tools_for_model(self) -> list[dict]:
+        tools = [tool.as_openai() for tool in self.toolset.values()]
+        if self.output_tool is not None:
+            tools.append(self.output_tool.as_openai())
+        return tools
+
+    def _call_model(self) -> tuple[ModelReply, Callable[[Run], None]]:
+        """Ask the model. Returns the reply and the function that records it inside the
+        caller's `locked_run`; a failed call is recorded here, in its own transaction."""
+        started_at = timezone.now()
+        began = time.perf_counter()
+        sent = len(self.messages)
+        try:
+            reply = self.client.complete(
+                model=self.agent_run.model,
+                messages=self.messages,
+                tools=self._tools_for_model(),
+                temperature=self.temperature,
+            )
+        except ModelError as exc:
+            latency_ms = (time.perf_counter() - began) * 1000
+            with locked_run(self.agent_run.run_id) as run:
+                self._write_model_call(run, started_at, latency_ms, sent, None, error=str(exc))
+            raise
+        latency_ms = (time.perf_counter() - began) * 1000
+
+        def record(run: Run) -> None:
+            self._write_model_call(run, started_at, latency_ms, sent, reply)
+
+        return reply, record
+
+    def _plain_final(self, reply: ModelReply) -> FinalOutput | None:
+        """The outcome when this reply ends the agent with no further checks: a text answer,
+        or the one output-tool call of an output tool without a `check`, valid as sent."""
+        if not reply.tool_calls:
+            if self.output_tool is None and (reply.content or "").strip():
+                return FinalOutput(reply.content or "")
+            return None
+        output = self.output_tool
+        if output is None or output.check is not None or len(reply.tool_calls) != 1:
+            return None
+        request = reply.tool_calls[0]
+        if request.name != output.name:
+            return None
+        arguments, errors = self._parse_arguments(request, output.parameters)
+        if errors:
+            return None
+        return FinalOutput(content=json.dumps(arguments), data=arguments)
+
+    def _write_output_call(self, run: Run, request: ToolRequest, arguments: dict) -> None:
+        ordinal = self._tool_calls_before_last()
+        self._finish_call(
+            self._idempotency_key(ordinal),
+            request,
+            None,
+            arguments,
+            ToolCall.Status.SUCCEEDED,
+            "accepted",
+            run=run,
+        )
+
+    def _write_model_call(
+        self, run: Run, started_at, latency_ms: float, sent: int, reply: ModelReply | None, error=""
+    ) -> None:
+        """Inside the caller's `locked_run`: the call, its usage on the attempt, step and run,
+        the assistant message appended to the stored conversation, the `model.called` event."""
+        model = self.agent_run.model
+        input_tokens = reply.input_tokens if reply else 0
+        output_tokens = reply.output_tokens if reply else 0
+        cost = cost_of(model, input_tokens, output_tokens)
+        self.agent_run.turns += 1
+        if reply is not None:
+            self.agent_run.messages.append(reply.as_message())
+        call = ModelCall.objects.create(
+            agent_run=self.agent_run,
+            run_id=run.pk,
+            model=model,
+            endpoint=self.client.endpoint,
+            message_count=sent,
+            response=reply.as_message() if reply else {},
+            tool_calls=[c.name for c in reply.tool_calls] if reply else [],
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+            cost_usd=cost,
+            error=error,
+            started_at=started_at,
+        )
+        usage = {
+            "input_tokens": F("input_tokens") + input_tokens,
+            "output_tokens": F("output_tokens") + output_tokens,
+            "cost_usd": F("cost_usd") + cost,
+        }
+        AgentRun.objects.filter(pk=self.agent_run.pk).update(
+            turns=self.agent_run.turns, messages=self.agent_run.messages, **usage
+        )
+        add_usage(run, input_tokens, output_tokens, cost)
+        self.host.record_usage(input_tokens, output_tokens, cost)
+        emit(
+            run,
+            "model.called",
+            step=self.step,
+            actor=self.agent_run.role,
+            data={
+                "model_call": call.pk,
+                "agent_run": self.agent_run.pk,
+                "purpose": self.agent_run.purpose,
+                "model": model,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cost_usd": str(cost),
+                "latency_ms": round(latency_ms, 1),
+                "tool_calls": call.tool_calls,
+                "error": error,
+            },
+        )
