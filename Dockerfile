@@ -1,7 +1,8 @@
 FROM python:3.11-slim
 WORKDIR /app
-# git: each project's repository, run branches and step worktrees.
-RUN apt-get update && apt-get install -y --no-install-recommends git \
+# git: each project's repository, run branches and step worktrees. bubblewrap: the sandbox
+# agents' commands run in (agents/sandbox.py); util-linux brings prlimit for its limits.
+RUN apt-get update && apt-get install -y --no-install-recommends git bubblewrap util-linux \
     && rm -rf /var/lib/apt/lists/*
 COPY . /app
 # Editable install: templates/ and static/ stay beside the code, where settings look for them.

@@ -9,10 +9,11 @@ a deploy is refused outright).
 
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db.models import F, Q
 
+from agents.sandbox import sandbox_status
 from agents.tools import REGISTRY, Risk, command_allowlisted, patch_paths
 from approvals.models import PolicyRule
 from orchestra.models import Project
@@ -139,8 +140,23 @@ def _first_match(project: Project, call: Call, rules: Iterable[PolicyRule]) -> V
                 continue
         except Unreadable as exc:
             return safe_outcome(call, f"rule {rule} cannot read the arguments: {exc}")
-        return _verdict_of(rule, call, project)
+        return _unless_unconfined(_verdict_of(rule, call, project), call)
     return safe_outcome(call, "no policy rule matches this call")
+
+
+def _unless_unconfined(verdict: Verdict, call: Call) -> Verdict:
+    """Where no sandbox is in force, no command is free: an allowed command (the allowlist,
+    the project's test command, any allow rule) needs a person. A deny stays a deny."""
+    if not verdict.allowed or call.risk != Risk.EXEC or sandbox_status()["confined"]:
+        return verdict
+    return replace(
+        verdict,
+        outcome=Outcome.REQUIRE_APPROVAL,
+        reason=(
+            "needs a person: no sandbox is in force, so this command would run unconfined on "
+            f"the host, with the server's own access to its files and network ({verdict.reason})"
+        ),
+    )
 
 
 def safe_outcome(call: Call, why: str) -> Verdict:

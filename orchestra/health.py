@@ -1,11 +1,18 @@
-"""Health of the database, the broker and the workers, for /healthz."""
+"""Health of the database, the broker, the workers and the command sandbox, for /healthz."""
 
 from django.conf import settings
 from django.db import connection
 
+from agents.sandbox import sandbox_status
+
 
 def health_report() -> dict:
-    report: dict = {"database": _database(), "broker": _broker(), "worker": _workers()}
+    report: dict = {
+        "database": _database(),
+        "broker": _broker(),
+        "worker": _workers(),
+        "sandbox": _sandbox(),
+    }
     report["ok"] = all(part["ok"] for part in report.values())
     return report
 
@@ -42,3 +49,11 @@ def _workers() -> dict:
         return {"ok": False, "count": 0, "error": str(exc)}
     names = sorted(name for reply in replies for name in reply)
     return {"ok": bool(names), "count": len(names), "workers": names}
+
+
+def _sandbox() -> dict:
+    """Which sandbox this process runs commands in. No sandbox is healthy when chosen (or when
+    "auto" found none: commands then wait for a person); a required one that cannot run is
+    not, since no command can run at all."""
+    status = sandbox_status()
+    return {"ok": status["confined"] or not status["required"], **status}

@@ -392,6 +392,27 @@ ORCHESTRA_TOOL_OUTPUT_LIMIT = env_int("ORCHESTRA_TOOL_OUTPUT_LIMIT", 16_000)
 ORCHESTRA_COMMAND_TIMEOUT = env_float("ORCHESTRA_COMMAND_TIMEOUT", 60.0)
 # Seconds one search_text call may take, its regular expression included.
 ORCHESTRA_SEARCH_TIMEOUT = env_float("ORCHESTRA_SEARCH_TIMEOUT", 2.0)
+# --- Sandbox: where agents' commands run (agents/sandbox.py). "auto": bubblewrap when it
+# works here, else none; "bwrap": bubblewrap or no command runs; "none": unconfined on the
+# host, and the approval policy then sends every command to a person.
+ORCHESTRA_SANDBOX = env_str("ORCHESTRA_SANDBOX", "auto").strip().lower() or "auto"
+if ORCHESTRA_SANDBOX not in {"auto", "bwrap", "none"}:
+    raise ImproperlyConfigured("ORCHESTRA_SANDBOX must be 'auto', 'bwrap' or 'none'")
+# Whether sandboxed commands reach the network (one setting for every project, for now).
+ORCHESTRA_SANDBOX_NETWORK = env_bool("ORCHESTRA_SANDBOX_NETWORK", False)
+# Extra folders commands may read (absolute, separated by os.pathsep), e.g. a toolchain.
+ORCHESTRA_SANDBOX_READ_ONLY = [
+    path for path in env_str("ORCHESTRA_SANDBOX_READ_ONLY").split(os.pathsep) if path
+]
+if not all(os.path.isabs(path) for path in ORCHESTRA_SANDBOX_READ_ONLY):
+    raise ImproperlyConfigured("ORCHESTRA_SANDBOX_READ_ONLY takes absolute paths only")
+# Per process in the sandbox; 0 = no limit. Memory is address space (some runtimes, e.g.
+# Node or the JVM, reserve far more than they use).
+ORCHESTRA_SANDBOX_CPU_SECONDS = env_int("ORCHESTRA_SANDBOX_CPU_SECONDS", 300)
+ORCHESTRA_SANDBOX_MEMORY_MB = env_int("ORCHESTRA_SANDBOX_MEMORY_MB", 4096)
+ORCHESTRA_SANDBOX_PROCESSES = env_int("ORCHESTRA_SANDBOX_PROCESSES", 256)
+if min(ORCHESTRA_SANDBOX_CPU_SECONDS, ORCHESTRA_SANDBOX_MEMORY_MB, ORCHESTRA_SANDBOX_PROCESSES) < 0:
+    raise ImproperlyConfigured("ORCHESTRA_SANDBOX_* limits must be 0 (no limit) or more")
 # A running step's worker renews this lease with every model and tool call; past it, the
 # sweep hands the step to another worker. Longer than any one call may take.
 ORCHESTRA_STEP_LEASE = env_int("ORCHESTRA_STEP_LEASE", 900)

@@ -1,9 +1,11 @@
-"""Commands: every process an agent starts runs without a shell, in its own process group,
-with a minimal environment, a timeout and a cap on the output kept."""
+"""Commands: every process an agent starts runs without a shell, in the sandbox in force
+(agents/sandbox.py), in its own process group, with a minimal environment, resource limits, a
+timeout and a cap on the output kept."""
 
 import os
 import selectors
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from agents.sandbox import Limits, NoSandbox, Sandbox, SandboxUnavailable, current_sandbox
 from agents.tools.confinement import NO_ARGUMENTS
 from agents.tools.registry import Risk, ToolContext, ToolError, register
 
@@ -124,15 +127,45 @@ def _drain(
             return
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, what: str) -> Finished:
-    """Run `argv` (no shell) in its own session, keeping a capped part of its output. On
-    timeout, or once it exits, its whole process group is killed: nothing it started in the
-    background outlives the call."""
+def _check_program(program: str, cwd: Path, env: dict[str, str], what: str) -> None:
+    """Refuse a program that cannot start, in the words Popen would have used: once it is
+    wrapped in a sandbox, Popen starts the sandbox, which would only exit 127."""
+    if "/" in program:
+        path = cwd / program
+        if not path.exists():
+            raise ToolError(f"{what} not found: {program}")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise ToolError(f"{what} is not executable: {program}")
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise ToolError(f"{what} not found: {program}")
+
+
+def _run(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    what: str,
+    *,
+    sandbox: Sandbox | None = None,
+    network: bool = False,
+) -> Finished:
+    """Run `argv` (no shell) in `sandbox` (none given: unconfined and unlimited, as the
+    project's own deploy command runs), in its own session, keeping a capped part of its output.
+    On timeout, or once it exits, its whole process group is killed: nothing it started in the
+    background outlives the call (in bubblewrap, nothing in its PID namespace does, whatever
+    session it moved to)."""
     if not cwd.is_dir():
         raise ToolError(f"{what} refused: its folder {cwd.name!r} does not exist")
+    _check_program(argv[0], cwd, env, what)
+    sandbox = sandbox or NoSandbox("no sandbox asked for")
+    try:
+        wrapped = sandbox.wrap(argv, cwd, Limits.from_settings(), network=network)
+    except SandboxUnavailable as exc:
+        raise ToolError(f"{what} refused: {exc}") from None
     try:
         process = subprocess.Popen(
-            argv,
+            wrapped,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -179,16 +212,27 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, what: 
 
 
 def run_in_workspace(context: ToolContext, command: str, what: str) -> Finished:
-    """Run `command` (no shell) in the workspace with the tools' environment, timeout and
-    output cap; also what the engine's pre-review checks run through."""
+    """Run `command` (no shell) in the workspace, in the sandbox in force, with the tools'
+    environment, limits, timeout and output cap; also what the engine's pre-review checks run
+    through. With ORCHESTRA_SANDBOX=bwrap and no working bubblewrap, it refuses."""
     try:
         argv = shlex.split(command)
     except ValueError as exc:
         raise ToolError(f"cannot parse the {what}: {exc}") from None
     if not argv:
         raise ToolError(f"the {what} is empty")
+    try:
+        sandbox = current_sandbox()
+    except SandboxUnavailable as exc:
+        raise ToolError(f"{what} refused: {exc}") from None
     return _run(
-        argv, context.workspace, _command_env(context), settings.ORCHESTRA_COMMAND_TIMEOUT, what
+        argv,
+        context.workspace,
+        _command_env(context),
+        settings.ORCHESTRA_COMMAND_TIMEOUT,
+        what,
+        sandbox=sandbox,
+        network=settings.ORCHESTRA_SANDBOX_NETWORK,
     )
 
 

@@ -8,6 +8,7 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from agents.sandbox import sandbox_status as current_sandbox_status
 from orchestra.dashboard import present, queries
 
 register = template.Library()
@@ -20,6 +21,13 @@ def pending_approvals(context) -> int:
     if request is None:
         return 0
     return queries.pending_count(request.user)
+
+
+@register.simple_tag
+def sandbox_status() -> dict:
+    """Which sandbox agents' commands run in: `{% sandbox_status as sandbox %}`, then
+    `sandbox.confined`, `sandbox.network`, `sandbox.required`, `sandbox.reason`."""
+    return current_sandbox_status()
 
 
 @register.filter
