@@ -318,7 +318,20 @@ def _exits_soon(pid: int) -> bool:
         os.close(handle)
 
 
-def test_run_command_timeout_kills_the_whole_process_group(context, settings):
+@pytest.fixture
+def unconfined(settings):
+    """These tests read a PID the command prints and look for it on the host: only
+    meaningful outside the sandbox's own PID namespace (tests/agents/test_sandbox.py has the
+    sandboxed versions)."""
+    from agents.sandbox import reset_sandbox
+
+    settings.ORCHESTRA_SANDBOX = "none"
+    reset_sandbox()
+    yield
+    reset_sandbox()
+
+
+def test_run_command_timeout_kills_the_whole_process_group(context, settings, unconfined):
     settings.ORCHESTRA_COMMAND_TIMEOUT = 0.5
     started = time.monotonic()
     with pytest.raises(ToolError, match=r"command timed out after 0.5 s") as timed_out:
@@ -328,7 +341,7 @@ def test_run_command_timeout_kills_the_whole_process_group(context, settings):
     assert _exits_soon(background)
 
 
-def test_run_command_kills_what_a_finished_command_left_in_the_background(context):
+def test_run_command_kills_what_a_finished_command_left_in_the_background(context, unconfined):
     started = time.monotonic()
     result = call(context, "run_command", command="sh -c 'sleep 30 & echo $!'")
     assert time.monotonic() - started < 5
