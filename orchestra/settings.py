@@ -304,6 +304,19 @@ if ORCHESTRA_EMBEDDED_WORKER not in {"", "thread", "sync"}:
     raise ImproperlyConfigured("ORCHESTRA_EMBEDDED_WORKER must be empty, 'thread' or 'sync'")
 ORCHESTRA_EMBEDDED_THREADS = env_int("ORCHESTRA_EMBEDDED_THREADS", 32)
 
+# Durable work (planning, a step, its review, its merge, the report) is held under a lease
+# its worker's heartbeat renews every third of it; past it, the sweep (every
+# ORCHESTRA_SWEEP_INTERVAL seconds) hands the work to another worker. A killed worker's work
+# carries on within lease + interval; work that kills every worker that takes it ends the run
+# after ORCHESTRA_ACTIVITY_ATTEMPTS tries.
+ORCHESTRA_LEASE = env_float("ORCHESTRA_LEASE", 30.0)
+ORCHESTRA_SWEEP_INTERVAL = env_float("ORCHESTRA_SWEEP_INTERVAL", 10.0)
+ORCHESTRA_ACTIVITY_ATTEMPTS = env_int("ORCHESTRA_ACTIVITY_ATTEMPTS", 5)
+if ORCHESTRA_LEASE <= 0 or ORCHESTRA_SWEEP_INTERVAL <= 0 or ORCHESTRA_ACTIVITY_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        "ORCHESTRA_LEASE and ORCHESTRA_SWEEP_INTERVAL must be positive, "
+        "ORCHESTRA_ACTIVITY_ATTEMPTS at least 1"
+    )
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -315,7 +328,7 @@ CELERY_TASK_TIME_LIMIT = env_int("ORCHESTRA_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
 CELERY_BEAT_SCHEDULE = {
-    "sweep-active-runs": {"task": "orchestra.sweep", "schedule": 30.0},
+    "sweep-active-runs": {"task": "orchestra.sweep", "schedule": ORCHESTRA_SWEEP_INTERVAL},
     "approvals.deliver_due": {"task": "approvals.deliver_due", "schedule": 10.0},
     "approvals.expire_due": {"task": "approvals.expire_due", "schedule": 15.0},
 }
@@ -413,9 +426,6 @@ ORCHESTRA_SANDBOX_MEMORY_MB = env_int("ORCHESTRA_SANDBOX_MEMORY_MB", 4096)
 ORCHESTRA_SANDBOX_PROCESSES = env_int("ORCHESTRA_SANDBOX_PROCESSES", 256)
 if min(ORCHESTRA_SANDBOX_CPU_SECONDS, ORCHESTRA_SANDBOX_MEMORY_MB, ORCHESTRA_SANDBOX_PROCESSES) < 0:
     raise ImproperlyConfigured("ORCHESTRA_SANDBOX_* limits must be 0 (no limit) or more")
-# A running step's worker renews this lease with every model and tool call; past it, the
-# sweep hands the step to another worker. Longer than any one call may take.
-ORCHESTRA_STEP_LEASE = env_int("ORCHESTRA_STEP_LEASE", 900)
 # Bytes kept of each of a command's stdout and stderr (its start and end); the rest is cut.
 ORCHESTRA_COMMAND_OUTPUT_LIMIT = env_int("ORCHESTRA_COMMAND_OUTPUT_LIMIT", 64_000)
 ORCHESTRA_DEPLOY_TIMEOUT = env_float("ORCHESTRA_DEPLOY_TIMEOUT", 300.0)
