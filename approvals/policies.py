@@ -192,9 +192,7 @@ def _allowlisted(call: Call, project: Project) -> bool:
     command = (call.arguments or {}).get("command")
     # The project's named checks are commands its admin allows, like the allowlist.
     allowed = [*(project.command_allowlist or []), *project.check_commands().values()]
-    return isinstance(command, str) and command_allowlisted(
-        command, allowed, project.test_command
-    )
+    return isinstance(command, str) and command_allowlisted(command, allowed, project.test_command)
 
 
 def matches(rule: PolicyRule, call: Call) -> bool:
