@@ -11,6 +11,8 @@ from orchestra.seed import seed_demo
 
 @pytest.fixture(autouse=True)
 def engine_settings(settings, tmp_path):
+    # Personas are made for every test: the production hasher would dominate the suite.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.ORCHESTRA_EMBEDDED_WORKER = "sync"
     settings.ORCHESTRA_DEMO_LATENCY = 0
     settings.ORCHESTRA_USE_DEMO_MODEL = True

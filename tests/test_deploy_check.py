@@ -81,11 +81,6 @@ def test_bad_proxy_header_is_reported(tmp_path):
 
 
 # --- in process ---------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_pages_carry_a_content_security_policy_without_inline_scripts(owner):
     client = Client()
     client.force_login(owner)

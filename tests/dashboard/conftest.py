@@ -13,12 +13,6 @@ from orchestra.engine import start_run
 from orchestra.models import Run
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    """Personas are created per test; the production hasher would dominate the suite."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def client_for(user) -> Client:
     client = Client()
     client.force_login(user)

@@ -22,11 +22,6 @@ from orchestra.plan_edits import InvalidEdit, apply_plan_edits
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def state() -> dict:
     """Everything a refused request must leave as it was."""
     return {
