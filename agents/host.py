@@ -53,6 +53,10 @@ class Host(Protocol):
         """What a person deciding about this call should also see (e.g. what a deploy
         ships), merged into what the checkpoint shows. Outside any transaction."""
 
+    def before_final(self) -> None:
+        """The agent is about to give its final answer: work the host must do outside any
+        transaction before it is recorded (the engine commits the step's worktree)."""
+
     def pause(self, run: Run, call: ToolCall, gate: Gate, shown: dict) -> int:
         """Ask a person about `call` (recorded, awaiting approval): returns the checkpoint's
         id. Inside the caller's `locked_run`."""

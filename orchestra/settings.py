@@ -139,7 +139,8 @@ def _process_role() -> str:
     words = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
     program = Path(sys.argv[0]).name if sys.argv else ""
     # `orchestra ...`, or `python -m orchestra.cli ...` (the package's __main__.py).
-    if program in {"orchestra", "__main__.py"} and words and words[0] in {"up", "web", "worker", "beat"}:
+    serving = words and words[0] in {"up", "web", "worker", "beat"}
+    if program in {"orchestra", "__main__.py"} and serving:
         return words[0]
     return "other"
 

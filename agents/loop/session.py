@@ -80,6 +80,7 @@ class AgentSession(ToolCalls, Pauses):
             if isinstance(outcome, FinalOutput) and self.on_final and not self._finalised:
                 # A final answer reached through the tool-call path (e.g. an output that was
                 # refused once): the hook still runs, in a transaction of its own.
+                self.host.before_final()
                 with locked_run(self.agent_run.run_id) as run:
                     self.final_result = self.on_final(run, outcome)
             return outcome
@@ -99,6 +100,8 @@ class AgentSession(ToolCalls, Pauses):
         except ModelError as exc:
             return Failed(f"model call failed: {exc}")
         final = self._plain_final(reply)
+        if final is not None:
+            self.host.before_final()  # e.g. the step's commit: git, before the transaction
         with locked_run(self.agent_run.run_id) as run:
             record(run)  # the call, its usage, and the reply appended to the conversation
             if final is not None:

@@ -103,11 +103,27 @@ class EngineHost:
         self.project = project
         self.agent_run = agent_run
         self.step = step
+        # The step's worktree commit made by `before_final`: its fields, or git's refusal.
+        self.committed: dict | GitError | None = None
 
     def gate(self, tool: Tool, arguments: dict) -> Gate:
         claims = tuple(self.step.claims) if self.step else ()
         call = policies.Call(tool.name, arguments, self.agent_run.role, claims)
         return _gate(self.project, self.agent_run.run_id, call)
+
+    def before_final(self) -> None:
+        """A step's agent is done: commit its worktree now, outside the transaction that
+        records the final answer; `hand_to_review` records the commit (or the refusal)."""
+        self.committed = None
+        step = self.step
+        if step is None or self.agent_run.purpose != AgentRun.Purpose.STEP or not step.worktree:
+            return
+        try:
+            fields = workspaces.commit_step(step)
+        except GitError as exc:  # e.g. conflict markers left in a file
+            self.committed = exc
+            return
+        self.committed = {field: getattr(step, field) for field in fields}
 
     def preview(self, tool: Tool, arguments: dict) -> dict:
         """A deploy's checkpoint shows what would ship: the commit and the files changed

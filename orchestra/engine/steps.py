@@ -192,7 +192,9 @@ def drive_step(step: Step, agent_run: AgentRun) -> tuple[Step, AgentRun] | None:
     session = session_for(
         agent_run,
         step=step,
-        on_final=lambda run, outcome: hand_to_review(run, step, agent_run, outcome),
+        on_final=lambda run, outcome: hand_to_review(
+            run, step, agent_run, outcome, session.host.committed
+        ),
     )
     outcome = session.run()
     if isinstance(outcome, NeedsApproval):
@@ -212,7 +214,11 @@ def drive_step(step: Step, agent_run: AgentRun) -> tuple[Step, AgentRun] | None:
 
 
 def hand_to_review(
-    run: Run, step: Step, agent_run: AgentRun, outcome: FinalOutput
+    run: Run,
+    step: Step,
+    agent_run: AgentRun,
+    outcome: FinalOutput,
+    committed: dict | GitError | None,
 ) -> AgentRun | None:
     """The step's final output goes to the review gate, and the review is claimed as its own
     activity, in the transaction that recorded the final reply (the run is locked). Returns
@@ -225,13 +231,14 @@ def hand_to_review(
     step.output = outcome.content
     step.status = Step.Status.IN_REVIEW
     fields = ["output", "status"]
-    try:
-        if step.worktree:
-            fields += workspaces.commit_step(step)
-    except GitError as exc:  # e.g. conflict markers left in a file
+    if isinstance(committed, dict):  # the worktree's commit, made just before this
+        for field, value in committed.items():
+            setattr(step, field, value)
+        fields += list(committed)
+    elif isinstance(committed, GitError):
         step.save(update_fields=["output", "status"])
         apply_verdict_locked(
-            run, step.pk, "revise", f"Your work cannot be committed: {exc}", actor="git"
+            run, step.pk, "revise", f"Your work cannot be committed: {committed}", actor="git"
         )
         return None
     emit(
