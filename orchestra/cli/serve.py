@@ -19,6 +19,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from django.conf import settings
     from django.core.management import call_command
 
+    if not _loopback(args.host) and settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
+        # Sessions are signed with the key: a public default would let anyone forge one.
+        raise CliError(
+            f"refusing to serve on {args.host} with the development secret key: set "
+            "DJANGO_SECRET_KEY to a long random value (see .env.example), or serve on "
+            "127.0.0.1"
+        )
     call_command("migrate", interactive=False, verbosity=0)
     seed_and_tell()
     if settings.ORCHESTRA_EMBEDDED_WORKER == "thread":
@@ -119,3 +126,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
     schedule = settings.DATA_DIR / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     return app.start(["beat", "--loglevel", args.loglevel, "--schedule", str(schedule)]) or 0
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1")

@@ -124,6 +124,14 @@ def test_up_migrates_seeds_and_serves_on_the_given_port(db, settings, monkeypatc
     assert served == {"at": ("127.0.0.1", 9123), "static": True, "access_log": False}
 
 
+def test_up_refuses_a_public_address_with_the_development_key(db, monkeypatch, capsys):
+    served = []
+    monkeypatch.setattr(cli, "_serve", lambda *args, **options: served.append(args) or 0)
+    assert cli.main(["up", "--host", "0.0.0.0", "--port", "9124"]) != 0
+    assert "DJANGO_SECRET_KEY" in capsys.readouterr().err
+    assert served == []
+
+
 def test_no_subcommand_prints_help(capsys):
     assert cli.main([]) == 2
     assert "usage: orchestra" in capsys.readouterr().out
