@@ -17,6 +17,7 @@ from approvals.models import Checkpoint
 from orchestra.activities import owner_name
 from orchestra.engine import workspaces
 from orchestra.engine.shipping import deploy_preview
+from orchestra.events import emit
 from orchestra.models import Project, Run, Step
 
 
@@ -81,6 +82,25 @@ def session_for(
         releases=workspaces.releases_for(project),
         integrated=workspaces.integrated_tree(run) if run.branch else None,
     )
+
+
+def take_over_agent_run(run: Run, agent_run: AgentRun, *, actor: str) -> AgentRun:
+    """This worker carries on an agent whose worker stopped, from its stored conversation,
+    and says so (`<purpose>.taken_over`). Caller holds the run lock and the work's activity."""
+    previous = agent_run.worker
+    agent_run.status = AgentRun.Status.RUNNING
+    agent_run.worker = owner_name()
+    agent_run.error = ""
+    agent_run.finished_at = None
+    agent_run.save(update_fields=["status", "worker", "error", "finished_at"])
+    emit(
+        run,
+        f"{agent_run.purpose}.taken_over",
+        step=agent_run.step,
+        actor=actor,
+        data={"agent_run": agent_run.pk, "from": previous, "to": agent_run.worker},
+    )
+    return agent_run
 
 
 def gate_command(project: Project, run_id: int, command: str, *, role: str) -> Gate:

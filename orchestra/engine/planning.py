@@ -11,10 +11,9 @@ from agents.teams import UnknownAgent, known_roles
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
 from orchestra import activities
-from orchestra.activities import owner_name
 from orchestra.engine import workspaces
 from orchestra.engine.dispatch import dispatch_ready_steps
-from orchestra.engine.host import new_agent_run, session_for
+from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.prompts import planning_message
 from orchestra.engine.runs import close_agent_run, fail_run, gave_up
 from orchestra.events import emit, locked_run
@@ -47,7 +46,7 @@ def _plan(run_id: int) -> None:
             .first()
         )
         if agent_run is not None:
-            _take_over(run, agent_run)
+            take_over_agent_run(run, agent_run, actor="orchestrator")
         else:
             agent_run = _new_planner(run)
             if agent_run is None:
@@ -72,20 +71,6 @@ def _plan(run_id: int) -> None:
         with locked_run(run_id) as run:
             if run.status == Run.Status.PLANNING:
                 fail_run(run, f"Planning failed: {outcome.error}")
-
-
-def _take_over(run: Run, agent_run: AgentRun) -> None:
-    """The planner whose worker stopped carries on here. Caller holds the run lock and the
-    planning activity."""
-    previous = agent_run.worker
-    agent_run.worker = owner_name()
-    agent_run.save(update_fields=["worker"])
-    emit(
-        run,
-        "plan.taken_over",
-        actor="orchestrator",
-        data={"agent_run": agent_run.pk, "from": previous, "to": agent_run.worker},
-    )
 
 
 def _new_planner(run: Run) -> AgentRun | None:

@@ -9,9 +9,8 @@ from agents.loop import FinalOutput
 from agents.models import AgentRun
 from agents.workspace import GitError
 from orchestra import activities
-from orchestra.activities import owner_name
 from orchestra.engine import workspaces
-from orchestra.engine.host import new_agent_run, session_for
+from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.runs import close_agent_run, fail_run, gave_up, usage
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
@@ -67,19 +66,7 @@ def _abandoned_report(run: Run) -> AgentRun | None:
     )
     if agent_run is None:
         return None
-    previous = agent_run.worker
-    agent_run.status = AgentRun.Status.RUNNING
-    agent_run.worker = owner_name()
-    agent_run.error = ""
-    agent_run.finished_at = None
-    agent_run.save(update_fields=["status", "worker", "error", "finished_at"])
-    emit(
-        run,
-        "report.taken_over",
-        actor="orchestrator",
-        data={"agent_run": agent_run.pk, "from": previous, "to": agent_run.worker},
-    )
-    return agent_run
+    return take_over_agent_run(run, agent_run, actor="orchestrator")
 
 
 def _write(run_id: int, agent_run: AgentRun) -> None:

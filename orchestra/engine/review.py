@@ -7,9 +7,8 @@ import logging
 from agents.loop import FinalOutput, Outcome, OutputTool
 from agents.models import AgentRun
 from orchestra import activities
-from orchestra.activities import owner_name
 from orchestra.engine import workspaces
-from orchestra.engine.host import gate_command, new_agent_run, session_for
+from orchestra.engine.host import gate_command, new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.merge import accept_step
 from orchestra.engine.report import report_run
 from orchestra.engine.runs import close_agent_run, gave_up, locked_run_of_step
@@ -89,20 +88,7 @@ def _abandoned_review(run: Run, step: Step) -> AgentRun | None:
     )
     if reviewer is None:
         return None
-    previous = reviewer.worker
-    reviewer.status = AgentRun.Status.RUNNING
-    reviewer.worker = owner_name()
-    reviewer.error = ""
-    reviewer.finished_at = None
-    reviewer.save(update_fields=["status", "worker", "error", "finished_at"])
-    emit(
-        run,
-        "review.taken_over",
-        step=step,
-        actor="reviewer",
-        data={"agent_run": reviewer.pk, "from": previous, "to": reviewer.worker},
-    )
-    return reviewer
+    return take_over_agent_run(run, reviewer, actor="reviewer")
 
 
 def checks_done(step: Step) -> bool:

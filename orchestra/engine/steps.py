@@ -14,9 +14,8 @@ from agents.models import AgentRun
 from agents.workspace import GitError
 from approvals.models import Checkpoint
 from orchestra import activities
-from orchestra.activities import owner_name
 from orchestra.engine import workspaces
-from orchestra.engine.host import new_agent_run, session_for
+from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.prompts import step_message
 from orchestra.engine.review import (
     apply_verdict_locked,
@@ -171,18 +170,7 @@ def _take_over(step_id: int) -> tuple[Step, AgentRun] | None:
             step.save(update_fields=["status", "task_id"])
             emit(run, "step.retrying", step=step, data={"error": "its worker stopped"})
             return None
-        previous = agent_run.worker
-        agent_run.status = AgentRun.Status.RUNNING
-        agent_run.worker = owner_name()
-        agent_run.error = ""
-        agent_run.finished_at = None
-        agent_run.save(update_fields=["status", "worker", "error", "finished_at"])
-        emit(
-            run,
-            "step.taken_over",
-            step=step,
-            data={"agent_run": agent_run.pk, "from": previous, "to": agent_run.worker},
-        )
+        take_over_agent_run(run, agent_run, actor="engine")
     return step, agent_run
 
 
