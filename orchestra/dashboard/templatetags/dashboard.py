@@ -31,11 +31,6 @@ def sandbox_status() -> dict:
 
 
 @register.filter
-def describe(event) -> str:
-    return present.describe_event(event.kind, event.data)
-
-
-@register.filter
 def ago(moment) -> str:
     """“just now”, “3 minutes ago”, “2 days ago”."""
     if moment is None:
