@@ -37,6 +37,8 @@ class Project(models.Model):
     # Named checks a plan may ask for before review, {name: command}, defined by an admin;
     # "tests" is always the test command. A plan names checks; it never gives commands.
     checks = models.JSONField(default=dict, blank=True)
+    # Whether the project's commands (in the sandbox) may reach the network; off by default.
+    sandbox_network = models.BooleanField(default=False)
     # Notifications when a checkpoint opens, is decided or expires.
     webhook_url = models.URLField(max_length=500, blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)

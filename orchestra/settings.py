@@ -413,7 +413,8 @@ ORCHESTRA_SEARCH_TIMEOUT = env_float("ORCHESTRA_SEARCH_TIMEOUT", 2.0)
 ORCHESTRA_SANDBOX = env_str("ORCHESTRA_SANDBOX", "auto").strip().lower() or "auto"
 if ORCHESTRA_SANDBOX not in {"auto", "bwrap", "none"}:
     raise ImproperlyConfigured("ORCHESTRA_SANDBOX must be 'auto', 'bwrap' or 'none'")
-# Whether sandboxed commands reach the network (one setting for every project, for now).
+# Network for every project's sandboxed commands; otherwise a project reaches it only when its
+# `sandbox_network` is on.
 ORCHESTRA_SANDBOX_NETWORK = env_bool("ORCHESTRA_SANDBOX_NETWORK", False)
 # Extra folders commands may read (absolute, separated by os.pathsep), e.g. a toolchain.
 ORCHESTRA_SANDBOX_READ_ONLY = [

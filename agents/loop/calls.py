@@ -155,6 +155,7 @@ class ToolCalls:
             deploy_command=project.deploy_command,
             command_allowlist=tuple(project.command_allowlist or ()),
             idempotency_key=key,
+            network=project.sandbox_network,
             releases=self.releases,
             integrated=self.integrated,
         )

@@ -232,7 +232,7 @@ def run_in_workspace(context: ToolContext, command: str, what: str) -> Finished:
         settings.ORCHESTRA_COMMAND_TIMEOUT,
         what,
         sandbox=sandbox,
-        network=settings.ORCHESTRA_SANDBOX_NETWORK,
+        network=context.network or settings.ORCHESTRA_SANDBOX_NETWORK,
     )
 
 

@@ -38,6 +38,7 @@ class ToolContext:
     deploy_command: str = ""  # empty: the built-in release copy
     command_allowlist: tuple[str, ...] = ()
     idempotency_key: str = ""  # of the current call
+    network: bool = False  # whether the project lets its commands reach the network
     releases: Path | None = None  # root folder of releases and deploy receipts
     # Exports the run branch's integrated tree into the folder, returns its commit sha.
     integrated: Callable[[Path], str] | None = None

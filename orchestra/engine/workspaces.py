@@ -148,13 +148,13 @@ def run_checks(run: Run, step: Step, gate: Callable[[str], Gate]) -> list[dict]:
         elif not verdict.allowed:
             results.append(result | {"output": "not run", "needs_person": verdict.reason})
         else:
-            code, output = _run(Path(step.worktree), command)
+            code, output = _run(Path(step.worktree), command, run.project.sandbox_network)
             results.append(result | {"passed": code == 0, "output": output[-4000:]})
     return results
 
 
-def _run(cwd: Path, command: str) -> tuple[int, str]:
-    context = ToolContext(workspace=cwd, run_id=0, step_key="", environment={})
+def _run(cwd: Path, command: str, network: bool) -> tuple[int, str]:
+    context = ToolContext(workspace=cwd, run_id=0, step_key="", environment={}, network=network)
     try:
         finished = run_in_workspace(context, command, "check")
     except ToolError as exc:

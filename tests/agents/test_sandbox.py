@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -340,6 +341,21 @@ def test_the_network_is_there_when_the_setting_allows_it(sandboxed, worktree, li
 
     result = call(context, "run_command", command=f'{PYTHON} -c "{script}"')
 
+    assert result.startswith("exit code 0\n"), result
+    assert accepted_a_connection(listener)
+
+
+def test_the_network_is_there_for_a_project_that_allows_it(sandboxed, worktree, listener):
+    port = listener.getsockname()[1]
+    script = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)"
+    closed = ToolContext(workspace=worktree, run_id=1, step_key="impl", environment={})
+    opened = replace(closed, network=True)
+
+    assert not call(closed, "run_command", command=f'{PYTHON} -c "{script}"').startswith(
+        "exit code 0\n"
+    )
+    assert not accepted_a_connection(listener)
+    result = call(opened, "run_command", command=f'{PYTHON} -c "{script}"')
     assert result.startswith("exit code 0\n"), result
     assert accepted_a_connection(listener)
 
