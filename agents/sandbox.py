@@ -109,10 +109,17 @@ class Sandbox(ABC):
 
     @abstractmethod
     def wrap(
-        self, argv: Sequence[str], workspace: Path, limits: Limits, *, network: bool = False
+        self,
+        argv: Sequence[str],
+        workspace: Path,
+        limits: Limits,
+        *,
+        network: bool = False,
+        writable: Sequence[Path] = (),
     ) -> list[str]:
         """The argv to start instead of `argv`, run with cwd `workspace` and the command's
-        own (minimal) environment."""
+        own (minimal) environment; `writable` are further folders it may write (a deploy's
+        releases)."""
 
     def status(self) -> dict:
         status: dict = {"name": self.name, "confined": self.confined}
@@ -132,7 +139,13 @@ class NoSandbox(Sandbox):
         self.prlimit = prlimit
 
     def wrap(
-        self, argv: Sequence[str], workspace: Path, limits: Limits, *, network: bool = False
+        self,
+        argv: Sequence[str],
+        workspace: Path,
+        limits: Limits,
+        *,
+        network: bool = False,
+        writable: Sequence[Path] = (),
     ) -> list[str]:
         if not self.prlimit:
             return list(argv)
@@ -164,7 +177,13 @@ class Bubblewrap(Sandbox):
         self.hidden = tuple(hidden)
 
     def wrap(
-        self, argv: Sequence[str], workspace: Path, limits: Limits, *, network: bool = False
+        self,
+        argv: Sequence[str],
+        workspace: Path,
+        limits: Limits,
+        *,
+        network: bool = False,
+        writable: Sequence[Path] = (),
     ) -> list[str]:
         workspace = Path(os.path.abspath(workspace))
         if not self._visible(workspace.resolve()):
@@ -197,6 +216,11 @@ class Bubblewrap(Sandbox):
         for path in self.read_only:
             args += ["--ro-bind-try", str(path), str(path)]
         args += self._workspace_binds(workspace)
+        for path in writable:
+            path = Path(os.path.abspath(path))
+            if not self._visible(path.resolve()):
+                raise SandboxUnavailable(f"{path} holds the server's own data")
+            args += ["--bind", str(path.resolve()), str(path)]
         args += [
             "--remount-ro",
             "/",

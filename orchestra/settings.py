@@ -432,6 +432,9 @@ if min(ORCHESTRA_SANDBOX_CPU_SECONDS, ORCHESTRA_SANDBOX_MEMORY_MB, ORCHESTRA_SAN
 # Bytes kept of each of a command's stdout and stderr (its start and end); the rest is cut.
 ORCHESTRA_COMMAND_OUTPUT_LIMIT = env_int("ORCHESTRA_COMMAND_OUTPUT_LIMIT", 64_000)
 ORCHESTRA_DEPLOY_TIMEOUT = env_float("ORCHESTRA_DEPLOY_TIMEOUT", 300.0)
+# A project's deploy command runs in the sandbox too (writing only its releases); it reaches
+# the network unless this is off, as most deploys push somewhere.
+ORCHESTRA_DEPLOY_NETWORK = env_bool("ORCHESTRA_DEPLOY_NETWORK", True)
 ORCHESTRA_WORKSPACES = Path(env_str("ORCHESTRA_WORKSPACES", str(DATA_DIR / "workspaces")))
 ORCHESTRA_ADMIN_PASSWORD = env_str("ORCHESTRA_ADMIN_PASSWORD")
 

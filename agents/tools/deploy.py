@@ -15,6 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from agents.sandbox import SandboxUnavailable, current_sandbox
 from agents.tools.files import (
     SEARCH_LINE_CHARS,
 )
@@ -134,7 +135,22 @@ def _deploy_with_command(context: ToolContext, arguments: dict, export: Path, co
             "ORCHESTRA_RECEIPT": str(_receipt_path(context.releases, context.idempotency_key)),
         },
     )
-    finished = _run(argv, export, env, settings.ORCHESTRA_DEPLOY_TIMEOUT, "deploy command")
+    try:
+        sandbox = current_sandbox()
+    except SandboxUnavailable as exc:
+        raise ToolError(f"deploy command refused: {exc}") from None
+    # It runs the shipped tree's code: confined like any command, writing only the releases
+    # (its receipt included), with the network a deploy usually needs unless turned off.
+    finished = _run(
+        argv,
+        export,
+        env,
+        settings.ORCHESTRA_DEPLOY_TIMEOUT,
+        "deploy command",
+        sandbox=sandbox,
+        network=settings.ORCHESTRA_DEPLOY_NETWORK or context.network,
+        writable=[context.releases],
+    )
     if finished.returncode != 0:
         raise ToolError(
             f"deploy command failed with exit code {finished.returncode}\n{finished.output()}"

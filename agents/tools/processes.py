@@ -149,6 +149,7 @@ def _run(
     *,
     sandbox: Sandbox | None = None,
     network: bool = False,
+    writable: Sequence[Path] = (),
 ) -> Finished:
     """Run `argv` (no shell) in `sandbox` (none given: unconfined and unlimited, as the
     project's own deploy command runs), in its own session, keeping a capped part of its output.
@@ -160,7 +161,9 @@ def _run(
     _check_program(argv[0], cwd, env, what)
     sandbox = sandbox or NoSandbox("no sandbox asked for")
     try:
-        wrapped = sandbox.wrap(argv, cwd, Limits.from_settings(), network=network)
+        wrapped = sandbox.wrap(
+            argv, cwd, Limits.from_settings(), network=network, writable=writable
+        )
     except SandboxUnavailable as exc:
         raise ToolError(f"{what} refused: {exc}") from None
     try:

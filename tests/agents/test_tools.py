@@ -490,16 +490,23 @@ print('shipped to', target.name)
 
 
 def test_deploy_runs_the_projects_deploy_command_in_the_export(
-    context, integrated, tmp_path, monkeypatch
+    context, integrated, tmp_path, monkeypatch, settings, request
 ):
+    from agents.sandbox import reset_sandbox
+
     monkeypatch.setenv("OPENAI_API_KEY", "sk-server-secret")
-    (tmp_path / "deploy.py").write_text(DEPLOY_SCRIPT)
+    # The command runs in the sandbox: its script's folder is one it may read.
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "deploy.py").write_text(DEPLOY_SCRIPT)
+    settings.ORCHESTRA_SANDBOX_READ_ONLY = [str(tmp_path / "scripts")]
+    reset_sandbox()
+    request.addfinalizer(reset_sandbox)
     shipping = deploy_context(
         context,
         integrated,
         tmp_path,
         "run-7-call-3",
-        deploy_command=f"{PYTHON} {tmp_path / 'deploy.py'}",
+        deploy_command=f"{PYTHON} {tmp_path / 'scripts' / 'deploy.py'}",
     )
     shipping = replace(shipping, environment={"PROJECT_TOKEN": "t0k"})
 
@@ -588,3 +595,55 @@ def test_tools_are_registered_with_their_risk():
             "deploy": "deploy",
         }.items()
     )
+
+
+DEPLOY_PROBE = """
+import os, pathlib, sys
+secret, escaped = sys.argv[1], sys.argv[2]
+folder = pathlib.Path(os.environ['ORCHESTRA_RELEASES']) / os.environ['ORCHESTRA_ENVIRONMENT']
+folder.mkdir(parents=True, exist_ok=True)
+(folder / 'current.txt').write_text('shipped')
+said = []
+for name, attempt in [('read', lambda: open(secret).read()),
+                      ('write', lambda: open(escaped, 'w').write('out'))]:
+    try:
+        said.append(f'{name} worked: {attempt()}')
+    except OSError as exc:
+        said.append(f'{name} refused ({type(exc).__name__})')
+print('; '.join(said))
+"""
+
+
+def test_the_deploy_command_is_confined_to_its_releases(
+    context, integrated, tmp_path, settings, request
+):
+    """The deploy command runs the shipped tree's code: in the sandbox it writes its
+    releases and nothing else of the host, and reads none of the server's files."""
+    from agents.sandbox import reset_sandbox, sandbox_status
+
+    reset_sandbox()
+    request.addfinalizer(reset_sandbox)
+    if not sandbox_status()["confined"]:
+        pytest.skip(f"no sandbox here: {sandbox_status().get('reason')}")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "probe.py").write_text(DEPLOY_PROBE)
+    settings.ORCHESTRA_SANDBOX_READ_ONLY = [str(tmp_path / "scripts")]
+    reset_sandbox()
+    secret = tmp_path / "server-secret.txt"
+    secret.write_text("s3cret")
+    escaped = tmp_path / "escaped.txt"
+    probe = shlex.join([sys.executable, str(tmp_path / "scripts" / "probe.py")])
+    shipping = deploy_context(
+        context,
+        integrated,
+        tmp_path,
+        "probe",
+        deploy_command=f"{probe} {shlex.quote(str(secret))} {shlex.quote(str(escaped))}",
+    )
+
+    result = call(shipping, "deploy", environment="production")
+
+    assert (tmp_path / "releases" / "production" / "current.txt").read_text() == "shipped"
+    assert "read refused (FileNotFoundError)" in result, result
+    assert not escaped.exists()  # whatever it wrote stayed in the sandbox's own /tmp
+    assert deploy_receipt(tmp_path / "releases", "probe")["result"] == result

@@ -24,9 +24,10 @@ from .conftest import ROOT, Processes, start_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# Run as the project's deploy command, in the exported tree, with the counter and marker
-# files as arguments. It does its whole work (release, receipt, counter), then hangs, as a
-# deploy stuck in a health check would; the marker says the work is done and names the
+# Run as the project's deploy command, in the exported tree (in the sandbox, which lets it
+# write its releases folder only), with the counter and marker files, kept there, as
+# arguments. It does its whole work (release, receipt, counter), then hangs, as a deploy
+# stuck in a health check would; the marker says the work is done and names the
 # deploy's process group (the deploy tool starts it in a session of its own).
 HANGING_DEPLOY = """\
 import json
@@ -81,6 +82,13 @@ def start_worker_in_own_group(processes: Processes, name: str) -> subprocess.Pop
     return process
 
 
+def confined() -> bool:
+    from agents.sandbox import reset_sandbox, sandbox_status
+
+    reset_sandbox()
+    return sandbox_status()["confined"]
+
+
 def kill_group(pgid: int) -> None:
     with suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
@@ -106,9 +114,13 @@ def approve(approver, run_id: int, kind: str, check) -> None:
 def test_a_deploy_whose_worker_is_killed_is_not_run_again(
     demo, owner, approver, processes, tmp_path
 ):
-    script = tmp_path / "hanging_deploy.py"
+    script = tmp_path / "scripts" / "hanging_deploy.py"
+    script.parent.mkdir()
     script.write_text(HANGING_DEPLOY)
-    counter, marker = tmp_path / "deploys.txt", tmp_path / "deployed"
+    processes.env["ORCHESTRA_SANDBOX_READ_ONLY"] = str(script.parent)
+    releases = releases_for(demo)
+    releases.mkdir(parents=True, exist_ok=True)
+    counter, marker = releases / "deploys.txt", releases / "deployed"
     command = shlex.join([sys.executable, str(script), str(counter), str(marker)])
     Project.objects.filter(pk=demo.pk).update(deploy_command=command)
     workers = ["worker-1"]
@@ -127,7 +139,8 @@ def test_a_deploy_whose_worker_is_killed_is_not_run_again(
     kill_group(first.pid)
     first.wait(timeout=20)
     processes.running.pop("worker-1")
-    kill_group(int(marker.read_text()))
+    if not confined():  # in the sandbox it died with its worker (bubblewrap's own PID space)
+        kill_group(int(marker.read_text()))
     deploy = ToolCall.objects.get(run=run, tool="deploy")
     assert deploy.status == ToolCall.Status.RUNNING
 

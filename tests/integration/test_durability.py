@@ -20,11 +20,11 @@ import pytest
 from agents.models import AgentRun, ToolCall
 from approvals.models import Checkpoint
 from orchestra import engine
-from orchestra.engine.workspaces import repository_for
+from orchestra.engine.workspaces import releases_for, repository_for
 from orchestra.models import Activity, ApiToken, Project, Run, Step
 
 from .conftest import free_port, start_web, wait_until
-from .test_deploy_once import kill_group, start_worker_in_own_group
+from .test_deploy_once import confined, kill_group, start_worker_in_own_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,9 +72,13 @@ def _repository_lock(project: Project):
 
 def test_a_worker_killed_in_every_phase_loses_nothing(demo, owner, approver, durable_env, tmp_path):
     processes = durable_env
-    script = tmp_path / "slow_deploy.py"
+    script = tmp_path / "scripts" / "slow_deploy.py"
+    script.parent.mkdir()
     script.write_text(SLOW_DEPLOY)
-    counter, marker = tmp_path / "deploys.txt", tmp_path / "deploying"
+    processes.env["ORCHESTRA_SANDBOX_READ_ONLY"] = str(script.parent)
+    releases = releases_for(demo)  # the one folder a sandboxed deploy may write
+    releases.mkdir(parents=True, exist_ok=True)
+    counter, marker = releases / "deploys.txt", releases / "deploying"
     deploy_command = shlex.join([sys.executable, str(script), str(counter), str(marker), "4"])
     slow_tests = "sh -c 'sleep 3 && python3 -m unittest discover -s tests -t . -v'"
     Project.objects.filter(pk=demo.pk).update(
@@ -148,8 +152,8 @@ def test_a_worker_killed_in_every_phase_loses_nothing(demo, owner, approver, dur
             lock = _repository_lock(demo)  # its merge waits for this
         for name, caught in phases.items():
             if name not in killed and caught():
-                if name == "the deploy":
-                    kill_group(int(marker.read_text()))  # the command, in its own session
+                if name == "the deploy" and not confined():
+                    kill_group(int(marker.read_text()))  # unconfined, in its own session
                 restart_worker()
                 killed.append(name)
                 if name == "a merge":
