@@ -43,6 +43,8 @@ class Decision:
     who: str = ""
     comment: str = ""
     arguments: dict | None = None
+    # For a deploy: the commit the person saw and approved shipping.
+    approved_commit: str = ""
 
 
 class Host(Protocol):

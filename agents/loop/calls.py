@@ -144,7 +144,7 @@ class ToolCalls:
             )
         return None
 
-    def _tool_context(self, key: str) -> ToolContext:
+    def _tool_context(self, key: str, approved_commit: str = "") -> ToolContext:
         project = self.project
         return ToolContext(
             workspace=self.workspace,
@@ -158,12 +158,16 @@ class ToolCalls:
             network=project.sandbox_network,
             releases=self.releases,
             integrated=self.integrated,
+            approved_commit=approved_commit,
         )
 
-    def _run_tool(self, tool: Tool, arguments: dict, key: str) -> tuple[str, str]:
+    def _run_tool(
+        self, tool: Tool, arguments: dict, key: str, approved_commit: str = ""
+    ) -> tuple[str, str]:
         """Run the tool; returns (status, result text). Tool failures go to the model."""
+        context = self._tool_context(key, approved_commit)
         try:
-            return ToolCall.Status.SUCCEEDED, tool.func(self._tool_context(key), arguments)
+            return ToolCall.Status.SUCCEEDED, tool.func(context, arguments)
         except ToolError as exc:
             return ToolCall.Status.FAILED, f"error: {exc}"
         except Exception as exc:  # a broken tool must not kill the worker
@@ -203,10 +207,16 @@ class ToolCalls:
         self.host.touched([p for p in paths if p])
 
     def _run_side_effect(
-        self, call: ToolCall, request: ToolRequest, tool: Tool, arguments: dict, note: str = ""
+        self,
+        call: ToolCall,
+        request: ToolRequest,
+        tool: Tool,
+        arguments: dict,
+        note: str = "",
+        approved_commit: str = "",
     ) -> None:
         """Run a recorded call (status `running` in the database) and record its result."""
-        status, result = self._run_tool(tool, arguments, call.idempotency_key)
+        status, result = self._run_tool(tool, arguments, call.idempotency_key, approved_commit)
         self._record_result(call, request, status, note + result, arguments)
 
     def _record_result(

@@ -106,7 +106,9 @@ class Pauses:
             if decision.arguments is not None:
                 note = f"(run with arguments edited by {who}: {json.dumps(arguments)})\n"
             ToolCall.objects.filter(pk=call.pk).update(status=ToolCall.Status.RUNNING)
-            self._run_side_effect(call, request, tool, arguments, note)
+            self._run_side_effect(
+                call, request, tool, arguments, note, approved_commit=decision.approved_commit
+            )
             return None
         if decision.status == "approved":
             status, result = ToolCall.Status.REFUSED, f"refused: `{call.tool}` is unavailable"

@@ -198,6 +198,11 @@ def deploy(context: ToolContext, arguments: dict) -> str:
                 raise ToolError(f"cannot export the run's integrated commit: {exc}") from None
             if not commit:
                 raise ToolError("the run has no integrated commit to deploy")
+            if context.approved_commit and commit != context.approved_commit:
+                raise ToolError(
+                    f"the run's integrated commit is now {commit[:12]}, not the "
+                    f"{context.approved_commit[:12]} that was approved; nothing was shipped"
+                )
             if context.deploy_command:
                 result = _deploy_with_command(context, arguments, export, commit)
             else:

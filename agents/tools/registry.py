@@ -39,6 +39,9 @@ class ToolContext:
     command_allowlist: tuple[str, ...] = ()
     idempotency_key: str = ""  # of the current call
     network: bool = False  # whether the project lets its commands reach the network
+    # The commit a person approved shipping (shown at the deploy's checkpoint): a deploy
+    # refuses to ship any other.
+    approved_commit: str = ""
     releases: Path | None = None  # root folder of releases and deploy receipts
     # Exports the run branch's integrated tree into the folder, returns its commit sha.
     integrated: Callable[[Path], str] | None = None

@@ -189,6 +189,7 @@ class EngineHost:
             who=checkpoint.decided_by.get_username() if checkpoint.decided_by else "",
             comment=checkpoint.comment,
             arguments=checkpoint.arguments,
+            approved_commit=(checkpoint.shown.get("ships") or {}).get("commit") or "",
         )
 
     def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:

@@ -647,3 +647,17 @@ def test_the_deploy_command_is_confined_to_its_releases(
     assert "read refused (FileNotFoundError)" in result, result
     assert not escaped.exists()  # whatever it wrote stayed in the sandbox's own /tmp
     assert deploy_receipt(tmp_path / "releases", "probe")["result"] == result
+
+
+def test_a_deploy_ships_only_the_commit_that_was_approved(context, integrated, tmp_path):
+    approved = deploy_context(
+        context, integrated, tmp_path, "pinned", approved_commit=integrated.commit
+    )
+    assert "as release-0001" in call(approved, "deploy", environment="staging")
+
+    moved = deploy_context(context, integrated, tmp_path, "moved", approved_commit="0" * 40)
+    with pytest.raises(ToolError, match="not the 000000000000 that was approved") as refused:
+        call(moved, "deploy", environment="staging")
+    assert "nothing was shipped" in str(refused.value)
+    assert sorted(p.name for p in (tmp_path / "releases" / "staging").iterdir()) == ["release-0001"]
+    assert deploy_receipt(tmp_path / "releases", "moved") is None

@@ -125,3 +125,31 @@ def test_a_recorded_preview_is_shown_as_recorded(demo, owner, approver):
     assert "<code>docs/recorded.md</code>" in page.text
     assert "Recorded when the checkpoint opened" in page.text
     assert "1 file changed" in page.text
+
+
+def test_what_ships_is_the_commit_that_was_approved(demo, owner, approver):
+    run = start_run(owner, demo, "Ship what was shown")
+    deploy = at_the_deploy(run, approver)
+    shown = deploy.shown["ships"]["commit"]
+    decide_checkpoint(approver, deploy, "approve")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    [call] = ToolCall.objects.filter(run=run, tool="deploy")
+    assert call.status == ToolCall.Status.SUCCEEDED, call.result
+    assert last_deployed_commit(demo, "demo") == shown
+
+
+def test_a_deploy_whose_run_moved_after_approval_ships_nothing(demo, owner, approver):
+    run = start_run(owner, demo, "Ship a stale approval")
+    deploy = at_the_deploy(run, approver)
+    # As if the run branch moved on after the person saw what would ship.
+    shown = dict(deploy.shown)
+    shown["ships"] = {**shown["ships"], "commit": "f" * 40}
+    Checkpoint.objects.filter(pk=deploy.pk).update(shown=shown)
+    decide_checkpoint(approver, Checkpoint.objects.get(pk=deploy.pk), "approve")
+
+    [call] = ToolCall.objects.filter(run=run, tool="deploy")
+    assert call.status == ToolCall.Status.FAILED
+    assert "not the ffffffffffff that was approved; nothing was shipped" in call.result
+    assert last_deployed_commit(demo, "demo") is None
