@@ -328,7 +328,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_TIME_LIMIT = env_int("ORCHESTRA_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
+# No ack emulation on Redis: the database, not the broker, knows what work is due (a queued
+# activity past its lease is sent again), and kombu's restore of "unacked" messages is what
+# can leave a worker deaf after Redis restarts (its reconnect fails restoring them).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 60,
+    "ack_emulation": False,
+}
 CELERY_BEAT_SCHEDULE = {
     "sweep-active-runs": {"task": "orchestra.sweep", "schedule": ORCHESTRA_SWEEP_INTERVAL},
     "approvals.deliver_due": {"task": "approvals.deliver_due", "schedule": 10.0},
