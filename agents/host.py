@@ -69,8 +69,5 @@ class Host(Protocol):
     def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
         """A model call's usage; renews the lease. Inside the caller's `locked_run`."""
 
-    def renew_lease(self) -> None:
-        """The unit of work is still alive (before a long side effect)."""
-
     def touched(self, paths: list[str]) -> None:
         """Paths a successful write changed."""

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -192,7 +192,6 @@ def _heartbeat(activity_id: int, owner: str, stop: threading.Event) -> None:
     every = max(settings.ORCHESTRA_LEASE / 3, 0.05)
     try:
         while not stop.wait(every):
-            close_old_connections()
             now = timezone.now()
             renewed = Activity.objects.filter(
                 pk=activity_id, owner=owner, status=Activity.Status.RUNNING

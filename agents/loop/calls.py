@@ -191,7 +191,6 @@ class ToolCalls:
                     started_at,
                     None,
                 )
-                self.host.renew_lease()
             self._run_side_effect(call, request, tool, arguments)
             return
         status, result = self._run_tool(tool, arguments, key)

@@ -200,9 +200,6 @@ class EngineHost:
                 cost_usd=F("cost_usd") + cost,
             )
 
-    def renew_lease(self) -> None:
-        """The activity's heartbeat thread renews its lease; nothing to do per call."""
-
     def touched(self, paths: list[str]) -> None:
         """A step leases what it touches, not only what it claimed: the dispatcher keeps
         other steps off these paths until this one is merged."""

@@ -7,7 +7,7 @@ from orchestra import activities
 from orchestra.engine import workspaces
 from orchestra.engine.dispatch import dispatch_locked
 from orchestra.engine.report import report_run
-from orchestra.engine.runs import gave_up, sync_run_status
+from orchestra.engine.runs import run_activity, sync_run_status
 from orchestra.engine.transitions import complete_step, escalate, send_back
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
@@ -44,11 +44,13 @@ def merge_step(step_id: int) -> None:
     step = Step.objects.select_related("run__project").filter(pk=step_id).first()
     if step is None:
         return
-    activity = activities.claim(Activity.Kind.MERGE, run_id=step.run_id, step_id=step_id)
-    if activity is None or gave_up(activity, f"the merge of step {step.key!r}"):
-        return
-    with activities.held(activity):
-        report = _merge(step)
+    report = run_activity(
+        Activity.Kind.MERGE,
+        lambda: _merge(step),
+        run_id=step.run_id,
+        step_id=step_id,
+        what=f"the merge of step {step.key!r}",
+    )
     if report:
         report_run(step.run_id)
 

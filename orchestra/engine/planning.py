@@ -10,12 +10,11 @@ from agents.models import AgentRun
 from agents.teams import UnknownAgent, known_roles
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
-from orchestra import activities
 from orchestra.engine import workspaces
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.prompts import planning_message
-from orchestra.engine.runs import close_agent_run, fail_run, gave_up
+from orchestra.engine.runs import close_agent_run, fail_run, run_activity
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Plan, Run, Step
 from orchestra.plans import PLAN_SCHEMA, check_plan
@@ -27,11 +26,7 @@ def plan_run(run_id: int) -> None:
     """Ask the orchestrator for a plan, validate it (sending reasons back a bounded number
     of times), and accept it or fail the run naming the problem. Planning is an activity:
     a planner whose worker stopped is taken over from its stored conversation."""
-    activity = activities.claim(Activity.Kind.PLAN, run_id=run_id)
-    if activity is None or gave_up(activity, "planning"):
-        return
-    with activities.held(activity):
-        _plan(run_id)
+    run_activity(Activity.Kind.PLAN, lambda: _plan(run_id), run_id=run_id, what="planning")
 
 
 def _plan(run_id: int) -> None:
@@ -51,10 +46,10 @@ def _plan(run_id: int) -> None:
             agent_run = _new_planner(run)
             if agent_run is None:
                 return
-    roles = known_roles(run.project)
+    roles, checks = known_roles(run.project), run.project.check_commands()
 
     def check(plan: dict) -> list[str]:
-        return _record_proposal(run_id, plan, roles)
+        return _record_proposal(run_id, plan, roles, checks)
 
     output = OutputTool(
         name="submit_plan",
@@ -93,14 +88,13 @@ def _new_planner(run: Run) -> AgentRun | None:
     return agent_run
 
 
-def _record_proposal(run_id: int, plan: dict, roles: set[str]) -> list[str]:
+def _record_proposal(run_id: int, plan: dict, roles: set[str], checks: dict[str, str]) -> list[str]:
     """Store one proposed plan version; returns the reasons it is refused (empty if valid)."""
-    project = Run.objects.select_related("project").get(pk=run_id).project
     result = check_plan(
         plan,
         known_agents=roles,
         max_steps=settings.ORCHESTRA_MAX_PLAN_STEPS,
-        known_checks=project.check_commands(),
+        known_checks=checks,
     )
     with locked_run(run_id) as run:
         version = run.plans.count() + 1

@@ -6,12 +6,11 @@ import logging
 
 from agents.loop import FinalOutput, Outcome, OutputTool
 from agents.models import AgentRun
-from orchestra import activities
 from orchestra.engine import workspaces
 from orchestra.engine.host import gate_command, new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.merge import accept_step
 from orchestra.engine.report import report_run
-from orchestra.engine.runs import close_agent_run, gave_up, locked_run_of_step
+from orchestra.engine.runs import close_agent_run, locked_run_of_step, run_activity
 from orchestra.engine.transitions import escalate, send_back
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
@@ -49,11 +48,13 @@ def review_step(step_id: int) -> None:
     step = Step.objects.filter(pk=step_id).first()
     if step is None:
         return
-    activity = activities.claim(REVIEW, run_id=step.run_id, step_id=step_id)
-    if activity is None or gave_up(activity, f"the review of step {step.key!r}"):
-        return
-    with activities.held(activity):
-        report = _review(step)
+    report = run_activity(
+        REVIEW,
+        lambda: _review(step),
+        run_id=step.run_id,
+        step_id=step_id,
+        what=f"the review of step {step.key!r}",
+    )
     if report:
         report_run(step.run_id)
 
@@ -181,11 +182,13 @@ def _review_evidence(step: Step) -> str:
 def run_review(step: Step, agent_run: AgentRun) -> None:
     """Run a review claimed inline (right after the step's final output, in the same
     worker) under its activity."""
-    activity = activities.claim(REVIEW, run_id=step.run_id, step_id=step.pk)
-    if activity is None:
-        return
-    with activities.held(activity):
-        report = _judge(step, agent_run)
+    report = run_activity(
+        REVIEW,
+        lambda: _judge(step, agent_run),
+        run_id=step.run_id,
+        step_id=step.pk,
+        what=f"the review of step {step.key!r}",
+    )
     if report:
         report_run(step.run_id)
 

@@ -8,8 +8,9 @@ inside a transaction.
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -24,6 +25,7 @@ from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Project, Run, Step, Task
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EngineError(Exception):
@@ -77,6 +79,16 @@ def gave_up(activity: Activity, what: str) -> bool:
                 f"times; it is not tried again. Look at its last attempt in the trace.",
             )
     return True
+
+
+def run_activity(kind: str, work: Callable[[], T], *, run_id: int, step_id=None, what: str):
+    """Claim the activity and do `work` holding it (heartbeat, then done); its result, or
+    None when another worker holds the activity or it was given up (see `gave_up`)."""
+    activity = activities.claim(kind, run_id=run_id, step_id=step_id)
+    if activity is None or gave_up(activity, what):
+        return None
+    with activities.held(activity):
+        return work()
 
 
 def _actor(user) -> str:

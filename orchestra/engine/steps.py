@@ -26,8 +26,8 @@ from orchestra.engine.review import (
 from orchestra.engine.runs import (
     close_agent_run,
     fail_run,
-    gave_up,
     locked_run_of_step,
+    run_activity,
     sync_run_status,
 )
 from orchestra.engine.transitions import schedule_step
@@ -46,20 +46,21 @@ def carry_on_step(step_id: int) -> None:
     run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
     if run_id is None:
         return
-    activity = activities.claim(STEP, run_id=run_id, step_id=step_id)
-    if activity is None or gave_up(activity, f"step #{step_id}"):
-        return
-    reviewer = None
-    with activities.held(activity):
-        started = _start(step_id)
-        if started is not None:
-            reviewer = drive_step(*started)
+    reviewer = run_activity(
+        STEP, lambda: _attempt(step_id), run_id=run_id, step_id=step_id, what=f"step #{step_id}"
+    )
     if reviewer is not None:
         run_review(*reviewer)
 
 
 # The three ways in share one activity and one path; their names say why they were sent.
 execute_step = resume_step = take_over_step = carry_on_step
+
+
+def _attempt(step_id: int) -> tuple[Step, AgentRun] | None:
+    """Carry the step on; the review to run next, if any."""
+    started = _start(step_id)
+    return drive_step(*started) if started is not None else None
 
 
 def _start(step_id: int) -> tuple[Step, AgentRun] | None:

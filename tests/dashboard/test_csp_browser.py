@@ -7,29 +7,20 @@ none.
 """
 
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.dashboard.test_browser import (  # noqa: F401 - the same skip reasons
+    ADMIN_PASSWORD,
+    CHROMIUM,
+    pytestmark,
+)
 from tests.embedded_server import embedded_server
-
-CHROMIUM = "/usr/bin/chromium"
-ADMIN_PASSWORD = "correct-horse-battery"
 
 try:
     from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extras install it
+except ImportError:  # pragma: no cover - test_browser's pytestmark skips this module
     sync_playwright = None
-
-pytestmark = [
-    pytest.mark.skipif(
-        sync_playwright is None, reason="playwright is not installed (pip install -e .[dev])"
-    ),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"{CHROMIUM} is missing: `apt-get install chromium` (no browser is downloaded)",
-    ),
-]
 
 # Installed before any page script: records every violation the page reports.
 RECORDER = """
