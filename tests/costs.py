@@ -1,0 +1,149 @@
+"""What one step costs the engine: SQL statements, git subprocesses (and how many of them ran
+inside a database transaction), events. Shared by the test that pins the figures and by
+`make bench`, which prints them.
+
+A chain of N steps is run in process (tasks drained in the calling thread) with a scripted
+model: each step writes one file through a tool call, then answers; the reviewer passes it;
+the step is merged. The cost per step is the difference between two chain lengths divided
+by the difference in steps, so planning, the run branch and the report drop out, and review
+and merge are included.
+"""
+
+import contextlib
+import json
+import subprocess
+from dataclasses import dataclass
+
+from django.db import connection
+
+from agents.llm import override_client
+from orchestra.engine import start_run
+from orchestra.models import Event, Run
+from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
+
+
+@dataclass
+class Cost:
+    statements: int = 0
+    git: int = 0
+    git_in_transaction: int = 0
+    events: int = 0
+
+    def per_step(self, other: "Cost", steps: int) -> "StepCost":
+        return StepCost(
+            statements=(other.statements - self.statements) / steps,
+            git=(other.git - self.git) / steps,
+            git_in_transaction=(other.git_in_transaction - self.git_in_transaction) / steps,
+            events=(other.events - self.events) / steps,
+        )
+
+
+@dataclass
+class StepCost:
+    statements: float
+    git: float
+    git_in_transaction: float
+    events: float
+
+
+def chain_plan(length: int) -> dict:
+    brief = {"objective": "write", "expected_output": "a file", "acceptance_criteria": ["ok"]}
+    return {
+        "steps": [
+            {
+                "key": f"k{i:03d}",
+                "title": f"Step {i}",
+                "agent": "coder",
+                "brief": brief,
+                "depends_on": [f"k{i - 1:03d}"] if i else [],
+                "claims": [f"out/k{i:03d}.json"],
+            }
+            for i in range(length)
+        ]
+    }
+
+
+def _answer(length: int):
+    def answer(messages, tools):
+        if "submit_plan" in tools:
+            return tool_reply(call("submit_plan", chain_plan(length), "plan"))
+        if "submit_verdict" in tools:
+            verdict = {"verdict": "pass", "feedback": "ok"}
+            return tool_reply(call("submit_verdict", verdict, "verdict"))
+        if role_of(messages) == "specialist":
+            key = messages[1]["content"].split("\n", 1)[0].removeprefix("Step: ").split(" ")[0]
+            if messages[-1]["role"] == "tool":
+                return text_reply(f"{key} written")
+            content = json.dumps({"key": key})
+            return tool_reply(call("write_file", {"path": f"out/{key}.json", "content": content}))
+        return None
+
+    return answer
+
+
+@contextlib.contextmanager
+def _git_counted(cost: Cost):
+    """Count git processes where they start: every git command goes through subprocess.run."""
+    original = subprocess.run
+
+    def counted(command, *args, **kwargs):
+        if command and command[0] == "git":
+            cost.git += 1
+            if connection.in_atomic_block:
+                cost.git_in_transaction += 1
+        return original(command, *args, **kwargs)
+
+    subprocess.run = counted
+    try:
+        yield
+    finally:
+        subprocess.run = original
+
+
+@contextlib.contextmanager
+def _transactions_counted(cost: Cost):
+    """BEGIN and COMMIT (or ROLLBACK) are statements too, sent by the driver rather than
+    through a cursor: each transaction that ends counts two."""
+    originals = connection.commit, connection.rollback
+
+    def ended(original):
+        def end(*args, **kwargs):
+            cost.statements += 2
+            return original(*args, **kwargs)
+
+        return end
+
+    connection.commit, connection.rollback = (ended(original) for original in originals)
+    try:
+        yield
+    finally:
+        del connection.commit, connection.rollback
+
+
+def run_chain(owner, project, length: int) -> tuple[Run, Cost]:
+    """Run a chain of `length` steps to the end; what it cost."""
+    cost = Cost()
+
+    def count(execute, sql, params, many, context):
+        cost.statements += 1
+        return execute(sql, params, many, context)
+
+    with (
+        override_client(ScriptedModel(_answer(length))),
+        connection.execute_wrapper(count),
+        _transactions_counted(cost),
+        _git_counted(cost),
+    ):
+        run = start_run(owner, project, f"Chain of {length}")
+    run.refresh_from_db()
+    cost.events = Event.objects.filter(run=run).count()
+    return run, cost
+
+
+def step_cost(owner, project, short: int = 2, long: int = 6) -> StepCost:
+    """The marginal cost of one step: two chains, the difference."""
+    runs = [run_chain(owner, project, length) for length in (short, long)]
+    for run, _cost in runs:
+        if run.status != Run.Status.COMPLETED:
+            raise AssertionError(f"run {run.pk} ended {run.status}: {run.error}")
+    return runs[0][1].per_step(runs[1][1], long - short)
