@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q
 from django.utils import timezone
 
 from orchestra import queue
@@ -54,22 +53,35 @@ def schedule(kind: str, task: str, *, run_id: int, step_id: int | None = None) -
     transaction that records why it is due (the caller's `locked_run`)."""
     key = key_for(kind, run_id=run_id, step_id=step_id)
     args = [step_id if step_id is not None else run_id]
-    now = timezone.now()
-    Activity.objects.update_or_create(
-        key=key,
-        defaults={
-            "run_id": run_id,
-            "step_id": step_id,
-            "kind": kind,
-            "status": Activity.Status.QUEUED,
-            "task": task,
-            "args": args,
-            "owner": "",
-            "attempt": 0,
-            "lease_expires_at": lease_from(now),
-        },
+    _upsert(
+        Activity(
+            key=key,
+            run_id=run_id,
+            step_id=step_id,
+            kind=kind,
+            status=Activity.Status.QUEUED,
+            task=task,
+            args=args,
+            owner="",
+            attempt=0,
+            lease_expires_at=lease_from(timezone.now()),
+        )
     )
     return queue.enqueue(task, *args, on_failure=lambda: _due_now(key))
+
+
+_UPSERTED = ["run", "step", "kind", "status", "task", "args", "owner", "attempt"]
+
+
+def _upsert(activity: Activity) -> Activity:
+    """Write the activity whether or not its key exists: one INSERT ... ON CONFLICT."""
+    Activity.objects.bulk_create(
+        [activity],
+        update_conflicts=True,
+        unique_fields=["key"],
+        update_fields=[*_UPSERTED, "lease_expires_at", "heartbeat_at", "updated_at"],
+    )
+    return activity
 
 
 def _due_now(key: str) -> None:
@@ -87,53 +99,74 @@ def claim(kind: str, *, run_id: int | None, step_id: int | None = None) -> Activ
     when another worker holds it (a duplicate delivery) or it is done. An activity that never
     was scheduled (work from before activities existed, a test's hand-made state) is made."""
     key = key_for(kind, run_id=run_id, step_id=step_id)
-    now = timezone.now()
-    owner = owner_name()
-    # Work this worker began inline (see `begin`) is already its own.
-    if Activity.objects.filter(key=key, status=Activity.Status.RUNNING, owner=owner).update(
-        lease_expires_at=lease_from(now), heartbeat_at=now
-    ):
-        return Activity.objects.get(key=key)
-    takeable = Q(status=Activity.Status.QUEUED) | Q(
-        status=Activity.Status.RUNNING, lease_expires_at__lt=now
-    )
-    taken = Activity.objects.filter(takeable, key=key).update(
-        status=Activity.Status.RUNNING,
+    claimed = _take(key, owner_name(), timezone.now())
+    if claimed is not None:
+        return claimed
+    if Activity.objects.filter(key=key).exists():
+        return None
+    if run_id is None:
+        run_id = Step.objects.values_list("run_id", flat=True).get(pk=step_id)
+    return begin(kind, run_id=run_id, step_id=step_id)
+
+
+# Column and table names are constants; every value is a parameter.
+_TAKE = (
+    'UPDATE "orchestra_activity" SET status = %s, owner = %s,'
+    " attempt = CASE WHEN status = %s AND owner = %s THEN attempt ELSE attempt + 1 END,"
+    " lease_expires_at = %s, heartbeat_at = %s, updated_at = %s"
+    ' WHERE "key" = %s'
+    " AND (status = %s OR (status = %s AND (owner = %s OR lease_expires_at < %s)))"
+    " RETURNING id, run_id, step_id, kind, attempt"
+)
+
+
+def _take(key: str, owner: str, now: datetime) -> Activity | None:
+    """One conditional UPDATE ... RETURNING: queued, running under an expired lease, or
+    already this worker's (work it began inline, which keeps its attempt count)."""
+    queued, running = Activity.Status.QUEUED, Activity.Status.RUNNING
+    at, lease = (connection.ops.adapt_datetimefield_value(t) for t in (now, lease_from(now)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TAKE,
+            [running, owner, running, owner, lease, at, at, key, queued, running, owner, at],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, run_id, step_id, kind, attempt = row
+    return Activity(
+        pk=pk,
+        key=key,
+        run_id=run_id,
+        step_id=step_id,
+        kind=kind,
+        status=running,
         owner=owner,
-        attempt=F("attempt") + 1,
+        attempt=attempt,
         lease_expires_at=lease_from(now),
         heartbeat_at=now,
     )
-    if not taken:
-        if Activity.objects.filter(key=key).exists():
-            return None
-        if run_id is None:
-            run_id = Step.objects.values_list("run_id", flat=True).get(pk=step_id)
-        return begin(kind, run_id=run_id, step_id=step_id)
-    return Activity.objects.get(key=key)
 
 
 def begin(kind: str, *, run_id: int, step_id: int | None = None, task: str = "") -> Activity:
     """Hold the activity from here on, without a queue hop: the worker that made it due
     carries it on at once."""
-    key = key_for(kind, run_id=run_id, step_id=step_id)
     now = timezone.now()
-    activity, _ = Activity.objects.update_or_create(
-        key=key,
-        defaults={
-            "run_id": run_id,
-            "step_id": step_id,
-            "kind": kind,
-            "status": Activity.Status.RUNNING,
-            "task": task or TASKS[kind],
-            "args": [step_id if step_id is not None else run_id],
-            "owner": owner_name(),
-            "attempt": 1,
-            "lease_expires_at": lease_from(now),
-            "heartbeat_at": now,
-        },
+    return _upsert(
+        Activity(
+            key=key_for(kind, run_id=run_id, step_id=step_id),
+            run_id=run_id,
+            step_id=step_id,
+            kind=kind,
+            status=Activity.Status.RUNNING,
+            task=task or TASKS[kind],
+            args=[step_id if step_id is not None else run_id],
+            owner=owner_name(),
+            attempt=1,
+            lease_expires_at=lease_from(now),
+            heartbeat_at=now,
+        )
     )
-    return activity
 
 
 # The task that carries each kind on from what was stored, whatever state it was left in.

@@ -52,7 +52,7 @@ def locked_run(run_id: int) -> Iterator[Run]:
         )
         run._pending_events = []
         run._pending_usage = [0, 0, Decimal("0")]
-        run._locked_state = (run.status, run.phase)
+        run._locked_state = (run.status, run.phase, run.head_commit)
         yield run
         _flush(run)
 
@@ -61,14 +61,16 @@ def _flush(run: Run) -> None:
     events: list[Event] = run._pending_events
     input_tokens, output_tokens, cost = run._pending_usage
     run._pending_events, run._pending_usage = None, None
-    state_changed = (run.status, run.phase) != run._locked_state
+    state_changed = (run.status, run.phase, run.head_commit) != run._locked_state
     if not events and not state_changed and not (input_tokens or output_tokens or cost):
         return
     Event.objects.bulk_create(events)
-    # Status and phase ride along: engine code sets them on the locked run, this writes them.
+    # Status, phase and head commit ride along: engine code sets them on the locked run,
+    # this writes them.
     Run.objects.filter(pk=run.pk).update(
         status=run.status,
         phase=run.phase,
+        head_commit=run.head_commit,
         event_seq=run.event_seq,
         input_tokens=F("input_tokens") + input_tokens,
         output_tokens=F("output_tokens") + output_tokens,

@@ -32,12 +32,11 @@ def dispatch_locked(run: Run) -> bool:
         Run.Status.AWAITING_APPROVAL,
     ):
         return False
-    steps = list(run.steps.all())
+    # Only what is not done yet: a plan's finished steps are not read on every completion.
+    steps = list(run.steps.exclude(status=Step.Status.DONE))
     if not steps:
-        return False
-    done = {s.key for s in steps if s.status == Step.Status.DONE}
-    if len(done) == len(steps):
-        return True
+        return run.steps.exists()
+    remaining = {s.key for s in steps}
     active = [s for s in steps if s.status in Step.ACTIVE]
     busy = sum(1 for s in active if s.status != Step.Status.AWAITING_APPROVAL)
     # Leases: what each active step claimed in the plan, widened by what it touched.
@@ -48,7 +47,7 @@ def dispatch_locked(run: Run) -> bool:
             continue
         if busy >= run.project.concurrency_cap:
             break
-        if not set(step.depends_on) <= done or held & set(step.claims):
+        if remaining & set(step.depends_on) or held & set(step.claims):
             continue
         step.status = Step.Status.READY
         step.dispatched_at = now

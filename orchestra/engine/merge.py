@@ -78,9 +78,7 @@ def _merge(step: Step) -> bool:
             return False
         if outcome.ok:
             step.merged_commit = outcome.commit
-            run.head_commit = head
-            run.save(update_fields=["head_commit"])
-            step.save(update_fields=["merged_commit"])
+            run.head_commit = head  # written with the run's state when the block ends
             emit(
                 run,
                 "step.merged",
@@ -92,7 +90,7 @@ def _merge(step: Step) -> bool:
                     "files": step.touched,
                 },
             )
-            complete_step(run, step)
+            complete_step(run, step, also=["merged_commit"])
             report = dispatch_locked(run)
         else:
             emit(

@@ -47,7 +47,11 @@ def carry_on_step(step_id: int) -> None:
     if run_id is None:
         return
     reviewer = run_activity(
-        STEP, lambda: _attempt(step_id), run_id=run_id, step_id=step_id, what=f"step #{step_id}"
+        STEP,
+        lambda: _attempt(step_id, run_id),
+        run_id=run_id,
+        step_id=step_id,
+        what=f"step #{step_id}",
     )
     if reviewer is not None:
         run_review(*reviewer)
@@ -57,20 +61,20 @@ def carry_on_step(step_id: int) -> None:
 execute_step = resume_step = take_over_step = carry_on_step
 
 
-def _attempt(step_id: int) -> tuple[Step, AgentRun] | None:
+def _attempt(step_id: int, run_id: int) -> tuple[Step, AgentRun] | None:
     """Carry the step on; the review to run next, if any."""
-    started = _start(step_id)
+    started = _start(step_id, run_id)
     return drive_step(*started) if started is not None else None
 
 
-def _start(step_id: int) -> tuple[Step, AgentRun] | None:
-    step = Step.objects.select_related("run").get(pk=step_id)
+def _start(step_id: int, run_id: int) -> tuple[Step, AgentRun] | None:
+    step = Step.objects.select_related("run__project").get(pk=step_id)
     if step.run.is_terminal:
         return None
     if step.status in (Step.Status.READY, Step.Status.REVISING):
         # Git before the transaction: only the holder of the step's activity gets here.
         fields = workspaces.prepare_worktree(step.run, step)
-        return _new_attempt(step_id, {field: getattr(step, field) for field in fields})
+        return _new_attempt(step_id, run_id, {field: getattr(step, field) for field in fields})
     if step.status == Step.Status.RUNNING:
         return _take_over(step_id)
     if step.status == Step.Status.AWAITING_APPROVAL:
@@ -78,13 +82,15 @@ def _start(step_id: int) -> tuple[Step, AgentRun] | None:
     return None
 
 
-def _new_attempt(step_id: int, worktree_fields: dict) -> tuple[Step, AgentRun] | None:
-    with locked_run_of_step(step_id) as run:
+def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step, AgentRun] | None:
+    with locked_run(run_id) as run:
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
             return None
-        dependency_outputs = dict(
-            run.steps.filter(key__in=step.depends_on).values_list("key", "output")
+        dependency_outputs = (
+            dict(run.steps.filter(key__in=step.depends_on).values_list("key", "output"))
+            if step.depends_on
+            else {}
         )
         step.status = Step.Status.RUNNING
         step.attempts += 1

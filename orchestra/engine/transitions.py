@@ -16,10 +16,11 @@ from orchestra.models import Activity, Run, Step
 logger = logging.getLogger(__name__)
 
 
-def complete_step(run: Run, step: Step) -> None:
+def complete_step(run: Run, step: Step, also: list[str] = ()) -> None:
+    """Done; `also` names other fields the caller set, written in the same UPDATE."""
     step.status = Step.Status.DONE
     step.finished_at = timezone.now()
-    step.save(update_fields=["status", "finished_at"])
+    step.save(update_fields=["status", "finished_at", *also])
     emit(run, "step.completed", step=step, data={"attempts": step.attempts})
 
 
