@@ -219,10 +219,10 @@ class UnknownAgent(Exception):
     pass
 
 
-def profile_for(project: Project, role: str) -> AgentProfile:
-    profile = AgentProfile.objects.filter(team=project.team, role=role).first()
+def profile_for_team(team: str, role: str) -> AgentProfile:
+    profile = AgentProfile.objects.filter(team=team, role=role).first()
     if profile is None:
-        raise UnknownAgent(f"the {project.team} team has no {role!r} agent")
+        raise UnknownAgent(f"the {team} team has no {role!r} agent")
     return profile
 
 

@@ -97,7 +97,8 @@ def _due_now(key: str) -> None:
 def claim(kind: str, *, run_id: int | None, step_id: int | None = None) -> Activity | None:
     """Take the activity for this worker: queued, or running under an expired lease. None
     when another worker holds it (a duplicate delivery) or it is done. An activity that never
-    was scheduled (work from before activities existed, a test's hand-made state) is made."""
+    was scheduled (work from before activities existed, a test's hand-made state) is made.
+    A step's activity may be claimed without its run id: the claim returns it."""
     key = key_for(kind, run_id=run_id, step_id=step_id)
     claimed = _take(key, owner_name(), timezone.now())
     if claimed is not None:
@@ -105,7 +106,9 @@ def claim(kind: str, *, run_id: int | None, step_id: int | None = None) -> Activ
     if Activity.objects.filter(key=key).exists():
         return None
     if run_id is None:
-        run_id = Step.objects.values_list("run_id", flat=True).get(pk=step_id)
+        run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
+        if run_id is None:
+            return None  # a stale task: the step is gone
     return begin(kind, run_id=run_id, step_id=step_id)
 
 

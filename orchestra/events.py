@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -55,6 +55,49 @@ def locked_run(run_id: int) -> Iterator[Run]:
         run._locked_state = (run.status, run.phase, run.head_commit)
         yield run
         _flush(run)
+
+
+@contextmanager
+def recording(run_id: int) -> Iterator[Run]:
+    """A transaction that appends records to a run (a model call, a tool call, their events
+    and usage) and reads none of its state. The run row is locked only by the last
+    statement before COMMIT, which adds the usage and numbers the events: parallel steps of
+    one run wait on each other for that long, not for a whole transaction, and events stay
+    committed in `seq` order. Yields a stand-in for the run that `emit` and `add_usage`
+    accept."""
+    with transaction.atomic():
+        run = Run(pk=run_id)
+        run._pending_events = []
+        run._pending_usage = [0, 0, Decimal("0")]
+        yield run
+        _flush_appended(run)
+
+
+# Names are constants; every value is a parameter.
+_APPEND = (
+    'UPDATE "orchestra_run" SET event_seq = event_seq + %s, input_tokens = input_tokens + %s,'
+    " output_tokens = output_tokens + %s, cost_usd = cost_usd + %s WHERE id = %s"
+    " RETURNING event_seq"
+)
+
+
+def _flush_appended(run: Run) -> None:
+    events: list[Event] = run._pending_events
+    input_tokens, output_tokens, cost = run._pending_usage
+    run._pending_events, run._pending_usage = None, None
+    if not events and not (input_tokens or output_tokens or cost):
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND, [len(events), input_tokens, output_tokens, cost, run.pk])
+        (last,) = cursor.fetchone()
+    if not events:
+        return
+    first = last - len(events)
+    for event in events:  # `emit` numbered them from 1 on the stand-in
+        event.seq += first
+    Event.objects.bulk_create(events)
+    payloads = [event.as_json() for event in events]
+    transaction.on_commit(lambda: broadcast(run.pk, payloads))
 
 
 def _flush(run: Run) -> None:

@@ -117,7 +117,7 @@ def _transactions_counted(cost: Cost):
     try:
         yield
     finally:
-        del connection.commit, connection.rollback
+        connection.commit, connection.rollback = originals
 
 
 def run_chain(owner, project, length: int) -> tuple[Run, Cost]:

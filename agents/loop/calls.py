@@ -20,7 +20,7 @@ from agents.loop.outcomes import (
 )
 from agents.models import ToolCall
 from agents.tools import Risk, Tool, ToolContext, ToolError, patch_paths, schema_errors
-from orchestra.events import emit, locked_run
+from orchestra.events import emit, recording
 from orchestra.models import Run
 
 # The loop's one logger, whichever of its parts logs.
@@ -179,7 +179,7 @@ class ToolCalls:
         if tool.risk in SIDE_EFFECTS:
             # The intent is committed before the side effect starts, so a worker that dies
             # mid-call leaves a record that stops the call from running a second time.
-            with locked_run(self.agent_run.run_id) as run:
+            with recording(self.agent_run.run_id) as run:
                 call = self._new_tool_call(
                     run,
                     key,
@@ -221,7 +221,7 @@ class ToolCalls:
     def _record_result(
         self, call: ToolCall, request: ToolRequest, status: str, result: str, arguments: dict
     ) -> None:
-        with locked_run(self.agent_run.run_id) as run:
+        with recording(self.agent_run.run_id) as run:
             ToolCall.objects.filter(pk=call.pk).update(
                 status=status, result=result, arguments=arguments, finished_at=timezone.now()
             )
@@ -242,9 +242,10 @@ class ToolCalls:
         run: Run | None = None,
     ) -> None:
         """Record a finished tool call, emit `tool.called`, and hand the result to the model:
-        inside the caller's `locked_run` when `run` is given, else in a transaction of its own."""
+        inside the caller's transaction when `run` is given, else in one of its own that reads
+        no run state (`recording`)."""
         if run is None:
-            with locked_run(self.agent_run.run_id) as locked:
+            with recording(self.agent_run.run_id) as locked:
                 self._finish_call(
                     key, request, tool, arguments, status, result, started_at=started_at, run=locked
                 )

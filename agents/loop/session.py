@@ -4,7 +4,8 @@ import json
 import time
 from collections.abc import Callable
 
-from django.db.models import F, Q
+from django.db import NotSupportedError
+from django.db.models import F, Func, JSONField, Q
 from django.utils import timezone
 
 from agents.host import Host
@@ -22,8 +23,28 @@ from agents.loop.outcomes import (
 from agents.loop.pauses import Pauses
 from agents.models import AgentRun, ModelCall, ToolCall
 from agents.tools import Tool
-from orchestra.events import add_usage, emit, locked_run
+from orchestra.events import add_usage, emit, locked_run, recording
 from orchestra.models import Project, Run, Step
+
+
+class Appended(Func):
+    """A stored JSON list with `items` appended by the database: a turn sends the messages
+    it adds, not the whole conversation again."""
+
+    output_field = JSONField()
+
+    def __init__(self, field: str, items: list):
+        self.items = items
+        super().__init__(F(field))
+
+    def as_sql(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        if connection.vendor == "postgresql":
+            return f"({column} || %s::jsonb)", [*params, json.dumps(self.items)]
+        if connection.vendor == "sqlite":
+            pairs = ", ".join(["'$[#]', json(%s)"] * len(self.items))
+            return f"json_insert({column}, {pairs})", [*params, *map(json.dumps, self.items)]
+        raise NotSupportedError(f"appending to JSON on {connection.vendor}")
 
 
 class AgentSession(ToolCalls, Pauses):
@@ -102,7 +123,10 @@ class AgentSession(ToolCalls, Pauses):
         final = self._plain_final(reply)
         if final is not None:
             self.host.before_final()  # e.g. the step's commit: git, before the transaction
-        with locked_run(self.agent_run.run_id) as run:
+        # Only a final answer moves the step on and needs the run's state under its lock; a
+        # turn that goes on is recorded without holding the run.
+        transaction = locked_run if final is not None else recording
+        with transaction(self.agent_run.run_id) as run:
             record(run)  # the call, its usage, and the reply appended to the conversation
             if final is not None:
                 if final.data is not None:
@@ -135,7 +159,9 @@ class AgentSession(ToolCalls, Pauses):
 
     def _append(self, message: dict) -> None:
         self.agent_run.messages.append(message)
-        AgentRun.objects.filter(pk=self.agent_run.pk).update(messages=self.agent_run.messages)
+        AgentRun.objects.filter(pk=self.agent_run.pk).update(
+            messages=Appended("messages", [message])
+        )
 
     def _tool_calls_before_last(self) -> int:
         return sum(len(m.get("tool_calls") or []) for m in self.messages[:-1])
@@ -193,7 +219,7 @@ class AgentSession(ToolCalls, Pauses):
             )
         except ModelError as exc:
             latency_ms = (time.perf_counter() - began) * 1000
-            with locked_run(self.agent_run.run_id) as run:
+            with recording(self.agent_run.run_id) as run:
                 self._write_model_call(run, started_at, latency_ms, sent, None, error=str(exc))
             raise
         latency_ms = (time.perf_counter() - began) * 1000
@@ -243,8 +269,8 @@ class AgentSession(ToolCalls, Pauses):
         output_tokens = reply.output_tokens if reply else 0
         cost = cost_of(model, input_tokens, output_tokens)
         self.agent_run.turns += 1
-        if reply is not None:
-            self.agent_run.messages.append(reply.as_message())
+        added = [reply.as_message()] if reply is not None else []
+        self.agent_run.messages.extend(added)
         call = ModelCall.objects.create(
             agent_run=self.agent_run,
             run_id=run.pk,
@@ -265,9 +291,9 @@ class AgentSession(ToolCalls, Pauses):
             "output_tokens": F("output_tokens") + output_tokens,
             "cost_usd": F("cost_usd") + cost,
         }
-        AgentRun.objects.filter(pk=self.agent_run.pk).update(
-            turns=self.agent_run.turns, messages=self.agent_run.messages, **usage
-        )
+        if added:
+            usage["messages"] = Appended("messages", added)
+        AgentRun.objects.filter(pk=self.agent_run.pk).update(turns=self.agent_run.turns, **usage)
         add_usage(run, input_tokens, output_tokens, cost)
         self.host.record_usage(input_tokens, output_tokens, cost)
         emit(

@@ -1,5 +1,6 @@
 """The agent loop's host: starting and continuing agents on behalf of the engine."""
 
+import functools
 from pathlib import Path
 
 from django.db.models import F
@@ -7,8 +8,8 @@ from django.db.models import F
 from agents.host import Decision, Gate
 from agents.llm import client_for, model_for
 from agents.loop import AgentSession, OutputTool
-from agents.models import AgentRun, ToolCall
-from agents.teams import profile_for
+from agents.models import AgentProfile, AgentRun, ToolCall
+from agents.teams import profile_for_team
 from agents.tools import Risk, Tool, toolset_for
 from agents.workspace import GitError
 from approvals import policies
@@ -32,7 +33,7 @@ def new_agent_run(
     attempt: int = 1,
 ) -> AgentRun:
     """Create the attempt record holding the exact system prompt and brief the agent sees."""
-    profile = profile_for(run.project, role)
+    profile = _profile(run, role)
     agent_run = AgentRun.objects.create(
         run=run,
         step=step,
@@ -51,6 +52,17 @@ def new_agent_run(
     return agent_run
 
 
+@functools.lru_cache(maxsize=512)
+def _profile_of_run(run_id: int, created_at, team: str, role: str) -> AgentProfile:
+    return profile_for_team(team, role)
+
+
+def _profile(run: Run, role: str) -> AgentProfile:
+    """The role's profile as this process first read it for the run: a run's agents keep
+    their profile while it runs, and a step costs no query for it."""
+    return _profile_of_run(run.pk, run.created_at, run.project.team, role)
+
+
 def session_for(
     agent_run: AgentRun,
     *,
@@ -62,7 +74,7 @@ def session_for(
     worktree; the planner and the reporter read the project's repository."""
     run = agent_run.run
     project = run.project
-    profile = getattr(agent_run, "profile", None) or profile_for(project, agent_run.role)
+    profile = getattr(agent_run, "profile", None) or _profile(run, agent_run.role)
     if step is not None and step.worktree:
         workspace = Path(step.worktree)
     else:
@@ -205,7 +217,10 @@ class EngineHost:
         other steps off these paths until this one is merged."""
         if self.step is None or not paths:
             return
-        touched = Step.objects.filter(pk=self.step.pk).values_list("touched", flat=True).first()
-        widened = sorted(set(touched or []) | set(paths))
+        # Only this attempt widens the step's lease while it runs: the step as it was loaded
+        # for the attempt, widened here, is what the database holds.
+        touched = list(self.step.touched or [])
+        widened = sorted(set(touched) | set(paths))
         if widened != touched:
             Step.objects.filter(pk=self.step.pk).update(touched=widened)
+            self.step.touched = widened

@@ -81,7 +81,7 @@ def gave_up(activity: Activity, what: str) -> bool:
     return True
 
 
-def run_activity(kind: str, work: Callable[[], T], *, run_id: int, step_id=None, what: str):
+def run_activity(kind: str, work: Callable[[], T], *, run_id: int | None, step_id=None, what: str):
     """Claim the activity and do `work` holding it (heartbeat, then done); its result, or
     None when another worker holds the activity or it was given up (see `gave_up`)."""
     activity = activities.claim(kind, run_id=run_id, step_id=step_id)

@@ -43,15 +43,8 @@ def carry_on_step(step_id: int) -> None:
     """Claim the step's activity and carry the step on from what is stored: a new attempt
     for a ready or revising step, the same attempt for a running one whose worker stopped,
     the resume for one whose checkpoint was decided. Nothing when another worker holds it."""
-    run_id = Step.objects.filter(pk=step_id).values_list("run_id", flat=True).first()
-    if run_id is None:
-        return
     reviewer = run_activity(
-        STEP,
-        lambda: _attempt(step_id, run_id),
-        run_id=run_id,
-        step_id=step_id,
-        what=f"step #{step_id}",
+        STEP, lambda: _attempt(step_id), run_id=None, step_id=step_id, what=f"step #{step_id}"
     )
     if reviewer is not None:
         run_review(*reviewer)
@@ -61,20 +54,21 @@ def carry_on_step(step_id: int) -> None:
 execute_step = resume_step = take_over_step = carry_on_step
 
 
-def _attempt(step_id: int, run_id: int) -> tuple[Step, AgentRun] | None:
+def _attempt(step_id: int) -> tuple[Step, AgentRun] | None:
     """Carry the step on; the review to run next, if any."""
-    started = _start(step_id, run_id)
+    started = _start(step_id)
     return drive_step(*started) if started is not None else None
 
 
-def _start(step_id: int, run_id: int) -> tuple[Step, AgentRun] | None:
+def _start(step_id: int) -> tuple[Step, AgentRun] | None:
     step = Step.objects.select_related("run__project").get(pk=step_id)
     if step.run.is_terminal:
         return None
     if step.status in (Step.Status.READY, Step.Status.REVISING):
         # Git before the transaction: only the holder of the step's activity gets here.
         fields = workspaces.prepare_worktree(step.run, step)
-        return _new_attempt(step_id, run_id, {field: getattr(step, field) for field in fields})
+        worktree = {field: getattr(step, field) for field in fields}
+        return _new_attempt(step_id, step.run_id, worktree)
     if step.status == Step.Status.RUNNING:
         return _take_over(step_id)
     if step.status == Step.Status.AWAITING_APPROVAL:
