@@ -19,7 +19,7 @@ up: install
 	$(BIN)/orchestra up --host 127.0.0.1 --port $${PORT:-8000}
 
 test: install
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n $${TEST_PROCESSES:-2} --dist loadgroup --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ and merge are included.
 import contextlib
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 
 from django.db import connection
@@ -28,6 +29,7 @@ class Cost:
     git: int = 0
     git_in_transaction: int = 0
     events: int = 0
+    seconds: float = 0.0
 
     def per_step(self, other: "Cost", steps: int) -> "StepCost":
         return StepCost(
@@ -35,6 +37,7 @@ class Cost:
             git=(other.git - self.git) / steps,
             git_in_transaction=(other.git_in_transaction - self.git_in_transaction) / steps,
             events=(other.events - self.events) / steps,
+            ms=(other.seconds - self.seconds) / steps * 1000,
         )
 
 
@@ -44,6 +47,7 @@ class StepCost:
     git: float
     git_in_transaction: float
     events: float
+    ms: float  # wall time in process, model answering at once: the engine's own time
 
 
 def chain_plan(length: int) -> dict:
@@ -134,7 +138,9 @@ def run_chain(owner, project, length: int) -> tuple[Run, Cost]:
         _transactions_counted(cost),
         _git_counted(cost),
     ):
+        began = time.perf_counter()
         run = start_run(owner, project, f"Chain of {length}")
+        cost.seconds = time.perf_counter() - began
     run.refresh_from_db()
     cost.events = Event.objects.filter(run=run).count()
     return run, cost
