@@ -43,6 +43,14 @@ class Project(models.Model):
     webhook_url = models.URLField(max_length=500, blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
     notify_emails = models.JSONField(default=list, blank=True)
+    # Retention, in days; empty keeps forever. Finished runs (with their steps, events, calls
+    # and checkpoints), events of finished runs, the stored conversations of model calls, and
+    # the worktrees a failed or cancelled run keeps for inspection (a completed run's go at
+    # once). Applied by the retention beat task (`orchestra.retention`).
+    retention_runs_days = models.PositiveIntegerField(null=True, blank=True)
+    retention_events_days = models.PositiveIntegerField(null=True, blank=True)
+    retention_messages_days = models.PositiveIntegerField(null=True, blank=True)
+    retention_worktrees_days = models.PositiveIntegerField(null=True, blank=True, default=14)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
