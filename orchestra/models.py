@@ -42,6 +42,13 @@ class Project(models.Model):
     # Notifications when a checkpoint opens, is decided or expires.
     webhook_url = models.URLField(max_length=500, blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
+    # The webhook's body: Orchestra's JSON payload, or a Slack-compatible message (Slack's
+    # incoming webhooks, and chat tools that accept the same `text`/`blocks` format).
+    webhook_format = models.CharField(
+        max_length=20,
+        choices=[("orchestra", "Orchestra JSON"), ("slack", "Slack message")],
+        default="orchestra",
+    )
     notify_emails = models.JSONField(default=list, blank=True)
     # Retention, in days; empty keeps forever. Finished runs (with their steps, events, calls
     # and checkpoints), events of finished runs, the stored conversations of model calls, and
