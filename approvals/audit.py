@@ -6,9 +6,14 @@ breaks the chain at that record and `verify` names it. The chain proves integrit
 completeness at the end: dropping the newest records, or rewriting the whole tail with fresh
 hashes, needs an outside anchor (an exported copy, or a remembered last hash) to notice.
 
+A retention purge removes the oldest records (a prefix of the chain) and first appends its own
+anchor, a "retention.purged" record that names the last seq it removed and that record's hash:
+`verify` then starts at the first remaining record and checks its link against the anchor, so
+the chain stays verifiable, and removing records without an anchor still shows as a gap.
+
 Kinds recorded across the code: "checkpoint.decided", "checkpoint.expired",
 "policy.created", "policy.changed", "policy.deleted", "policy.revoked", "plan.edited",
-"membership.changed".
+"membership.changed", "retention.purged".
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
     from orchestra.models import Run
 
 GENESIS = "0" * 64
+# The record a purge appends before removing the start of the chain: its data names the last
+# removed seq (`removed_through_seq`) and that record's hash (`last_removed_hash`).
+PURGE_KIND = "retention.purged"
 # Who may read a project's audit trail: the people who decide and administer in it.
 AUDIT_ROLES = (Membership.Role.ADMIN, Membership.Role.APPROVER)
 
@@ -87,6 +95,45 @@ def record(
         entry.hash = record_hash(entry)
         entry.save(force_insert=True)
     return entry
+
+
+def purge_prefix(project: Project, before: datetime, actor: str, data: dict) -> int:
+    """Remove the records at the start of `project`'s chain that are older than `before` (up
+    to the first record that is not), after appending the anchor `verify` starts from: a
+    PURGE_KIND record with `data` plus the last removed seq and hash. Returns how many were
+    removed; with none to remove, appends `data` as a plain PURGE_KIND record.
+
+    Locks: the Project row for the whole transaction (as `record` does), so no record is
+    appended between reading the prefix and anchoring it.
+    """
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        through = prefix_before(project, before)
+        if through is None:
+            record(project, PURGE_KIND, actor, {**data, "audit_records_removed": 0})
+            return 0
+        seq, last_hash, count = through
+        anchor = {
+            **data,
+            "audit_records_removed": count,
+            "removed_through_seq": seq,
+            "last_removed_hash": last_hash,
+        }
+        record(project, PURGE_KIND, actor, anchor)
+        project.audit_records.filter(seq__lte=seq).delete()
+    return count
+
+
+def prefix_before(project: Project, before: datetime) -> tuple[int, str, int] | None:
+    """(last seq, its hash, how many) of the chain's leading records older than `before`, or
+    None when the first record is not older."""
+    records = project.audit_records.order_by("seq")
+    first_kept = records.filter(at__gte=before).values_list("seq", flat=True).first()
+    prefix = records.filter(seq__lt=first_kept) if first_kept is not None else records
+    last = prefix.order_by("-seq").values_list("seq", "hash").first()
+    if last is None:
+        return None
+    return last[0], last[1], prefix.count()
 
 
 def _utc(moment: datetime) -> datetime:
@@ -158,15 +205,34 @@ def verify(project: Project) -> Verification:
 
     A changed record fails its own hash; a changed `prev_hash` breaks the link to the record
     before; a deleted record shows as a gap at the record after it (or, for the newest
-    record, not at all: see the module docstring). Reads only; takes no locks.
+    record, not at all: see the module docstring). A chain whose start was purged starts
+    from the purge's anchor (see `chain_start`). Reads only; takes no locks.
     """
-    expected_seq, prev_hash, count = 1, GENESIS, 0
+    (expected_seq, prev_hash), count = chain_start(project), 0
     for entry in project.audit_records.order_by("seq").iterator(chunk_size=500):
         reason = _broken(entry, expected_seq, prev_hash)
         if reason:
             return Verification(ok=False, count=count, first_bad=entry, reason=reason)
         expected_seq, prev_hash, count = entry.seq + 1, entry.hash, count + 1
     return Verification(ok=True, count=count, first_bad=None, reason="")
+
+
+def chain_start(project: Project) -> tuple[int, str]:
+    """The seq and previous hash the stored chain must start with: (1, GENESIS), or after a
+    purge, the first remaining seq and the hash its anchor recorded for the record before it.
+    A start with no anchor naming it is checked from seq 1, and so shows as a gap."""
+    first = project.audit_records.order_by("seq").values_list("seq", flat=True).first()
+    if first is None or first == 1:
+        return 1, GENESIS
+    anchor = (
+        project.audit_records.filter(kind=PURGE_KIND, data__removed_through_seq=first - 1)
+        .order_by("-seq")
+        .values_list("data", flat=True)
+        .first()
+    )
+    if not anchor or not isinstance(anchor.get("last_removed_hash"), str):
+        return 1, GENESIS
+    return first, anchor["last_removed_hash"]
 
 
 def _broken(entry: AuditRecord, expected_seq: int, prev_hash: str) -> str:

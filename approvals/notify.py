@@ -1,6 +1,12 @@
 """Notifications about checkpoints: a signed webhook POST and emails, each a `Delivery` row
 with its own attempts.
 
+A webhook's body is Orchestra's JSON payload or, per project, a Slack-compatible message. It
+is signed twice when the project has a secret: `X-Orchestra-Signature` (HMAC-SHA256 over
+"<timestamp>.<body>", hex) and the Standard Webhooks headers (`webhook-id`,
+`webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 over "<id>.<timestamp>.<body>">`,
+standardwebhooks.com), so receivers built on either verify without code of their own.
+
 `notify_checkpoint` runs inside the engine's transaction and only writes rows; the first
 attempt of each delivery is enqueued after commit. `deliver` makes one attempt: it claims the
 attempt with a conditional UPDATE (so two workers never send the same attempt), sends outside
@@ -9,10 +15,7 @@ any transaction, then records the outcome. Failed attempts back off and are retr
 in its run's event log.
 """
 
-import hashlib
-import hmac
 import http.client
-import json
 import logging
 import time
 import urllib.error
@@ -27,6 +30,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from approvals.messages import email_message, sign, standard_signature, webhook_body
 from approvals.models import Checkpoint, Delivery
 from orchestra import queue
 from orchestra.access import DECIDE_ROLES
@@ -141,12 +145,6 @@ def checkpoint_payload(checkpoint: Checkpoint, event: str) -> dict:
 def approval_url(checkpoint_id: int) -> str:
     base = settings.ORCHESTRA_BASE_URL.rstrip("/")
     return base + reverse("dashboard:approval", args=[checkpoint_id])
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The X-Orchestra-Signature of a webhook body: HMAC-SHA256 over "<timestamp>.<body>"."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + digest.hexdigest()
 
 
 def deliver(delivery_id: int, *, now: datetime | None = None) -> Delivery:
@@ -293,19 +291,25 @@ def _send_webhook(delivery: Delivery) -> _Outcome:
     url = delivery.target
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         return _Outcome(False, error=f"not an http(s) URL: {url[:100]}")
-    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    project = delivery.checkpoint.run.project
+    body = webhook_body(delivery.payload, project.webhook_format)
     # The wall clock, not the scheduling clock: receivers compare it to theirs.
     timestamp = str(int(time.time()))
+    # The same on every attempt of this delivery, so a receiver can drop a repeat.
+    message_id = f"msg_orchestra_{delivery.pk}"
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Orchestra-Webhook/1",
         "X-Orchestra-Event": delivery.event,
         "X-Orchestra-Delivery": str(delivery.pk),
         "X-Orchestra-Timestamp": timestamp,
+        "webhook-id": message_id,
+        "webhook-timestamp": timestamp,
     }
-    secret = delivery.checkpoint.run.project.webhook_secret
+    secret = project.webhook_secret
     if secret:
         headers["X-Orchestra-Signature"] = sign(secret, timestamp, body)
+        headers["webhook-signature"] = standard_signature(secret, message_id, timestamp, body)
     # The scheme was checked above.
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     timeout = settings.ORCHESTRA_WEBHOOK_TIMEOUT
@@ -348,38 +352,6 @@ def _send_email(delivery: Delivery) -> _Outcome:
     except Exception as exc:  # any backend failure is a failed attempt, recorded and retried
         return _Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
     return _Outcome(True)
-
-
-def email_message(payload: dict) -> tuple[str, str]:
-    """Subject and plain-text body of the email about `payload`."""
-    checkpoint, run = payload["checkpoint"], payload["run"]
-    shown = checkpoint.get("shown") or {}
-    what = shown.get("tool") or checkpoint["kind"].replace("_", " ")
-    where = f"{what} in run {run['id']}"
-    match payload["event"]:
-        case "opened":
-            subject = f"Approval needed: {where}"
-        case "reminder":
-            subject = f"Reminder, approval still needed: {where}"
-        case "expired":
-            subject = f"Expired: {where}"
-        case _:
-            subject = f"{checkpoint['status'].capitalize()}: {where}"
-    lines = [
-        f"Project: {payload['project']}",
-        f"Run {run['id']}: {run['title']}",
-        f"Checkpoint #{checkpoint['id']} ({checkpoint['kind']}): {checkpoint['status']}",
-    ]
-    if shown.get("reason"):
-        lines.append(f"Reason: {shown['reason']}")
-    if checkpoint.get("expires_at"):
-        lines.append(f"Expires at: {checkpoint['expires_at']}")
-    if checkpoint.get("decided_by"):
-        lines.append(f"Decided by: {checkpoint['decided_by']}")
-    if checkpoint.get("comment"):
-        lines.append(f"Comment: {checkpoint['comment']}")
-    lines += ["", f"Open it: {payload['url']}"]
-    return f"[Orchestra] {subject}", "\n".join(lines) + "\n"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -42,7 +42,22 @@ class Project(models.Model):
     # Notifications when a checkpoint opens, is decided or expires.
     webhook_url = models.URLField(max_length=500, blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
+    # The webhook's body: Orchestra's JSON payload, or a Slack-compatible message (Slack's
+    # incoming webhooks, and chat tools that accept the same `text`/`blocks` format).
+    webhook_format = models.CharField(
+        max_length=20,
+        choices=[("orchestra", "Orchestra JSON"), ("slack", "Slack message")],
+        default="orchestra",
+    )
     notify_emails = models.JSONField(default=list, blank=True)
+    # Retention, in days; empty keeps forever. Finished runs (with their steps, events, calls
+    # and checkpoints), events of finished runs, the stored conversations of model calls, and
+    # the worktrees a failed or cancelled run keeps for inspection (a completed run's go at
+    # once). Applied by the retention beat task (`orchestra.retention`).
+    retention_runs_days = models.PositiveIntegerField(null=True, blank=True)
+    retention_events_days = models.PositiveIntegerField(null=True, blank=True)
+    retention_messages_days = models.PositiveIntegerField(null=True, blank=True)
+    retention_worktrees_days = models.PositiveIntegerField(null=True, blank=True, default=14)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

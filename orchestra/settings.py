@@ -339,6 +339,9 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-active-runs": {"task": "orchestra.sweep", "schedule": ORCHESTRA_SWEEP_INTERVAL},
     "approvals.deliver_due": {"task": "approvals.deliver_due", "schedule": 10.0},
     "approvals.expire_due": {"task": "approvals.expire_due", "schedule": 15.0},
+    # Each project's retention settings; idempotent, so hourly is only how soon after a run
+    # passes its limit it goes.
+    "orchestra.apply_retention": {"task": "orchestra.apply_retention", "schedule": 3600.0},
 }
 # LLM steps wait on the network: threads, with many slots per worker process.
 ORCHESTRA_WORKER_POOL = env_str("ORCHESTRA_WORKER_POOL", "threads")

@@ -6,7 +6,7 @@ import functools
 from celery import shared_task
 from django.core.exceptions import ObjectDoesNotExist
 
-from orchestra import engine
+from orchestra import engine, retention, telemetry
 
 
 def _gone_is_done(func):
@@ -87,3 +87,15 @@ def expire_due_task() -> int:
     """Periodic (beat): checkpoints past their deadline get the policy's timeout outcome,
     decided by the system, and what waited on them moves on; due reminders escalate."""
     return engine.expire_due()
+
+
+@shared_task(name="orchestra.export_trace", soft_time_limit=100, time_limit=120)
+def export_trace_task(run_id: int) -> int:
+    """After a run ended: its trace, built from the stored records, to the OTLP endpoint."""
+    return telemetry.export_run(run_id)
+
+
+@shared_task(name="orchestra.apply_retention", soft_time_limit=1700, time_limit=1800)
+def apply_retention_task() -> int:
+    """Periodic (beat): each project's retention settings applied; how many projects purged."""
+    return len(retention.apply_settings())

@@ -7,11 +7,10 @@ from approvals.models import Checkpoint
 from approvals.services import get_checkpoint_for_user
 from orchestra.access import get_run_for_user, visible_projects
 from orchestra.api.app import api, request_user
+from orchestra.api.pages import DEFAULT_LIMIT, paginate
 from orchestra.api.schemas import ApprovalListOut, DecisionIn, DecisionOut, ErrorOut, iso
 from orchestra.engine import decide_checkpoint
 from orchestra.text import CleanText
-
-APPROVAL_LIST_LIMIT = 100
 
 
 def approval_json(checkpoint: Checkpoint) -> dict:
@@ -49,8 +48,14 @@ def decision_json(checkpoint: Checkpoint) -> dict:
     response={200: ApprovalListOut, 400: ErrorOut, 404: ErrorOut},
     summary="Checkpoints in runs you can see",
 )
-def list_approvals(request: HttpRequest, status: CleanText | None = None, run: int | None = None):
-    """Newest first, at most 100."""
+def list_approvals(
+    request: HttpRequest,
+    status: CleanText | None = None,
+    run: int | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+):
+    """Newest first, `limit` at a time (at most 500); `next` links the following page."""
     user = request_user(request)
     checkpoints = Checkpoint.objects.filter(run__project__in=visible_projects(user))
     if run is not None:
@@ -59,8 +64,9 @@ def list_approvals(request: HttpRequest, status: CleanText | None = None, run: i
         if status not in Checkpoint.Status.values:
             raise HttpError(400, f"status must be one of {', '.join(Checkpoint.Status.values)}.")
         checkpoints = checkpoints.filter(status=status)
-    checkpoints = checkpoints.select_related("step", "tool_call").order_by("-requested_at", "-pk")
-    return {"approvals": [approval_json(c) for c in checkpoints[:APPROVAL_LIST_LIMIT]]}
+    checkpoints = checkpoints.select_related("step", "tool_call")
+    page, next_url = paginate(request, checkpoints, by="requested_at", cursor=cursor, limit=limit)
+    return {"approvals": [approval_json(c) for c in page], "next": next_url}
 
 
 @api.post(

@@ -5,6 +5,7 @@ from ninja.errors import HttpError
 
 from orchestra.access import get_project_for_user, get_run_for_user, visible_projects
 from orchestra.api.app import Status, api, request_user
+from orchestra.api.pages import DEFAULT_LIMIT, paginate
 from orchestra.api.schemas import (
     ErrorOut,
     EventListOut,
@@ -19,7 +20,6 @@ from orchestra.engine import EngineError, cancel_run, start_run
 from orchestra.models import Run, Step
 from orchestra.text import CleanText
 
-RUN_LIST_LIMIT = 100
 EVENT_LIMIT_DEFAULT = 1000
 EVENT_LIMIT_MAX = 5000
 
@@ -86,9 +86,14 @@ def create_task(request: HttpRequest, payload: TaskIn):
 
 @api.get("/runs", response={200: RunListOut, 400: ErrorOut, 404: ErrorOut}, summary="Runs")
 def list_runs(
-    request: HttpRequest, project: CleanText | None = None, status: CleanText | None = None
+    request: HttpRequest,
+    project: CleanText | None = None,
+    status: CleanText | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
 ):
-    """Newest first, at most 100, only in projects the user can see."""
+    """Newest first, `limit` at a time (at most 500), only in projects the user can see;
+    `next` is the link to the following page, null on the last."""
     user = request_user(request)
     runs = Run.objects.filter(project__in=visible_projects(user))
     if project:
@@ -97,8 +102,9 @@ def list_runs(
         if status not in Run.Status.values:
             raise HttpError(400, f"status must be one of {', '.join(Run.Status.values)}.")
         runs = runs.filter(status=status)
-    runs = runs.select_related("project", "task").order_by("-created_at", "-pk")[:RUN_LIST_LIMIT]
-    return {"runs": [run_summary(run) for run in runs]}
+    runs = runs.select_related("project", "task")
+    page, next_url = paginate(request, runs, by="created_at", cursor=cursor, limit=limit)
+    return {"runs": [run_summary(run) for run in page], "next": next_url}
 
 
 @api.get("/runs/{run_id}", response={200: RunDetailOut, 404: ErrorOut}, summary="One run")

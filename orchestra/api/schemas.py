@@ -82,6 +82,8 @@ class RunSummaryOut(Schema):
 
 class RunListOut(Schema):
     runs: list[RunSummaryOut]
+    # The next page's absolute URL (cursor pagination); null on the last page.
+    next: str | None = None
 
 
 class StepOut(Schema):
@@ -146,6 +148,7 @@ class ApprovalOut(Schema):
 
 class ApprovalListOut(Schema):
     approvals: list[ApprovalOut]
+    next: str | None = None
 
 
 class PatternIn(CleanInput):

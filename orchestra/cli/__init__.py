@@ -7,6 +7,7 @@
     orchestra token admin         issue an API token (printed last, shown once)
     orchestra audit verify demo   check a project's audit chain (exit 1 if tampered)
     orchestra audit export demo   the audit chain as JSON lines (stdout or -o FILE)
+    orchestra purge --older-than 90d [--dry-run]   remove what is older (retention)
     orchestra migrate / seed      database chores
 
 Django is configured only once a subcommand runs, so `orchestra --help` works without a
@@ -22,7 +23,7 @@ import sys
 
 from django.core.exceptions import ImproperlyConfigured
 
-from orchestra.cli import admin, runs, serve
+from orchestra.cli import admin, purge, runs, serve
 from orchestra.cli.common import CliError, setup_django
 from orchestra.cli.runs import follow_run
 
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="-", metavar="FILE", help="write here instead of stdout"
     )
     audit_export.set_defaults(handler=admin.cmd_audit_export)
+
+    purge.add_parser(commands)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(handler=admin.cmd_migrate)

@@ -8,7 +8,7 @@ from django.utils import timezone
 from agents.loop import FinalOutput
 from agents.models import AgentRun
 from agents.workspace import GitError
-from orchestra import activities
+from orchestra import activities, telemetry
 from orchestra.engine import workspaces
 from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.runs import close_agent_run, fail_run, gave_up, usage
@@ -82,6 +82,7 @@ def _write(run_id: int, agent_run: AgentRun) -> None:
             run.save(update_fields=["report", "status", "finished_at"])
             emit(run, "report.published", actor="orchestrator", data={"chars": len(run.report)})
             emit(run, "run.completed", data={**usage(run), "branch": run.branch})
+            telemetry.run_ended(run)
             transaction.on_commit(lambda: _remove_worktrees(run))
         else:
             fail_run(run, f"Writing the report failed: {outcome.error}")

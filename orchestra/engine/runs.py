@@ -20,7 +20,7 @@ from agents.llm import uses_demo_model
 from agents.loop import FinalOutput, NeedsApproval, Outcome
 from agents.models import AgentRun
 from approvals.models import Checkpoint
-from orchestra import activities, queue
+from orchestra import activities, queue, telemetry
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Project, Run, Step, Task
 
@@ -170,6 +170,7 @@ def fail_run(run: Run, message: str) -> None:
         status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
     )
     emit(run, "run.failed", data={"error": message, "completed_steps": kept, **usage(run)})
+    telemetry.run_ended(run)
 
 
 def cancel_run(user, run: Run) -> Run:
@@ -188,5 +189,6 @@ def cancel_run(user, run: Run) -> Run:
             status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
         )
         emit(run, "run.cancelled", actor=_actor(user))
+        telemetry.run_ended(run)
         transaction.on_commit(lambda: queue.revoke(task_ids))
     return run

@@ -257,7 +257,7 @@ def test_runs_are_listed_newest_first_and_filtered(demo, owner, outsider):
     assert get(client, "/api/runs?status=bogus")[0] == 400
 
     stranger = client_for(outsider)
-    assert get(stranger, "/api/runs") == (200, {"runs": []})
+    assert get(stranger, "/api/runs") == (200, {"runs": [], "next": None})
     assert get(stranger, "/api/runs?project=demo")[0] == 404
 
 
@@ -335,9 +335,12 @@ def test_approvals_are_listed_over_visible_runs(viewer, outsider, started):
         "shown": checkpoint.shown,
     }
     assert approval["shown"]["brief"]["acceptance_criteria"] == ["The tests were run"]
-    assert get(client_for(viewer), "/api/approvals?status=approved")[1] == {"approvals": []}
+    assert get(client_for(viewer), "/api/approvals?status=approved")[1] == {
+        "approvals": [],
+        "next": None,
+    }
     assert get(client_for(viewer), "/api/approvals?status=nope")[0] == 400
-    assert get(client_for(outsider), "/api/approvals") == (200, {"approvals": []})
+    assert get(client_for(outsider), "/api/approvals") == (200, {"approvals": [], "next": None})
     assert get(client_for(outsider), f"/api/approvals?run={started}")[0] == 404
 
 
