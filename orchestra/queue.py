@@ -7,6 +7,7 @@ functions on a thread pool inside the web process; tests may drain them in the c
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -68,10 +69,11 @@ def revoke(task_ids: list[str]) -> None:
 
 
 def start_embedded_beat() -> None:
-    """The embedded server's beat: every ORCHESTRA_SWEEP_INTERVAL seconds, the sweep runs on
-    the in-process pool, so work a failed in-process task left behind (a task that raised,
-    SQLite "database is locked" under load) is taken over while the server runs, as Celery
-    beat does in a deployment. Idempotent."""
+    """The embedded server's beat: what Celery beat runs in a deployment, on the in-process
+    pool. Every ORCHESTRA_SWEEP_INTERVAL seconds the sweep, so work a failed in-process task
+    left behind (a task that raised, SQLite "database is locked" under load) is taken over
+    while the server runs; every other entry of CELERY_BEAT_SCHEDULE (checkpoint expiry,
+    webhook deliveries, retention) at its own interval. Idempotent."""
     global _beat
     with _pool_lock:
         if _beat is not None:
@@ -81,9 +83,17 @@ def start_embedded_beat() -> None:
 
 
 def _beat_forever() -> None:
-    interval = settings.ORCHESTRA_SWEEP_INTERVAL
-    while not _beat_stop.wait(interval):
-        _thread_pool().submit(_run_here, app.tasks["orchestra.sweep"], ())
+    every = {"orchestra.sweep": settings.ORCHESTRA_SWEEP_INTERVAL}
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        every.setdefault(entry["task"], float(entry["schedule"]))
+    tick = min(every.values())
+    due = {task: time.monotonic() + interval for task, interval in every.items()}
+    while not _beat_stop.wait(tick):
+        now = time.monotonic()
+        for task, at in due.items():
+            if now >= at and task in app.tasks:
+                due[task] = now + every[task]
+                _thread_pool().submit(_run_here, app.tasks[task], ())
 
 
 def _thread_pool() -> ThreadPoolExecutor:
