@@ -11,71 +11,81 @@ import re
 import time
 
 from agents.llm.base import ModelReply, ToolRequest
+from agents.llm.demo_subject import GREETING, Subject, subject_in, subject_of
 
-SOFTWARE_PLAN = [
-    {
-        "key": "research",
-        "title": "Survey the workspace and note the conventions",
-        "agent": "researcher",
-        "brief": {
-            "objective": "List the workspace files and record the conventions the change "
-            "must follow.",
-            "expected_output": "A short note in notes/research.md and a summary.",
-            "acceptance_criteria": ["The note exists", "It names the files to change"],
+
+def software_plan(subject: Subject) -> list[dict]:
+    """The software plan, named after the task's subject."""
+    return [
+        {
+            "key": "research",
+            "title": "Survey the workspace and note the conventions",
+            "agent": "researcher",
+            "brief": {
+                "objective": "List the workspace files and record the conventions a change to "
+                f"{subject.source} must follow.",
+                "expected_output": "A short note in notes/research.md and a summary.",
+                "acceptance_criteria": ["The note exists", "It names the files to change"],
+            },
+            "claims": ["notes/research.md"],
         },
-        "claims": ["notes/research.md"],
-    },
-    {
-        "key": "implement",
-        "title": "Implement the greeting module",
-        "agent": "coder",
-        "depends_on": ["research"],
-        "brief": {
-            "objective": "Write src/greeting.py with a greet(name) function.",
-            "expected_output": "The module and a one-paragraph summary.",
-            "constraints": ["Only touch src/greeting.py"],
-            "acceptance_criteria": ["greet('Ada') returns 'Hello, Ada!'", "It has a docstring"],
+        {
+            "key": "implement",
+            "title": f"Implement the {subject.module.replace('_', ' ')} module",
+            "agent": "coder",
+            "depends_on": ["research"],
+            "brief": {
+                "objective": f"Write {subject.source} with a {subject.function}(name) function.",
+                "expected_output": "The module and a one-paragraph summary.",
+                "constraints": [f"Only touch {subject.source}"],
+                "acceptance_criteria": [
+                    f"{subject.function}('Ada') returns '{subject.phrase}, Ada!'",
+                    "It has a docstring",
+                ],
+            },
+            "claims": [subject.source],
         },
-        "claims": ["src/greeting.py"],
-    },
-    {
-        "key": "tests",
-        "title": "Write the tests",
-        "agent": "coder",
-        "depends_on": ["research"],
-        "brief": {
-            "objective": "Write tests/test_greeting.py covering greet().",
-            "expected_output": "The test module.",
-            "constraints": ["Only touch tests/test_greeting.py"],
-            "acceptance_criteria": ["The tests cover a normal and an empty name"],
+        {
+            "key": "tests",
+            "title": "Write the tests",
+            "agent": "coder",
+            "depends_on": ["research"],
+            "brief": {
+                "objective": f"Write {subject.test} covering {subject.function}().",
+                "expected_output": "The test module.",
+                "constraints": [f"Only touch {subject.test}"],
+                "acceptance_criteria": ["The tests cover a normal and an empty name"],
+            },
+            "claims": [subject.test],
         },
-        "claims": ["tests/test_greeting.py"],
-    },
-    {
-        "key": "verify",
-        "title": "Run the test suite",
-        "agent": "coder",
-        "depends_on": ["implement", "tests"],
-        "brief": {
-            "objective": "Check that the code compiles, run the tests and report the result.",
-            "expected_output": "The test command's outcome.",
-            "acceptance_criteria": ["The tests were run"],
-            "checks": ["tests"],
+        {
+            "key": "verify",
+            "title": "Run the test suite",
+            "agent": "coder",
+            "depends_on": ["implement", "tests"],
+            "brief": {
+                "objective": "Check that the code compiles, run the tests and report the result.",
+                "expected_output": "The test command's outcome.",
+                "acceptance_criteria": ["The tests were run"],
+                "checks": ["tests"],
+            },
         },
-    },
-    {
-        "key": "deploy",
-        "title": "Deploy to the demo environment",
-        "agent": "deployer",
-        "depends_on": ["verify"],
-        "brief": {
-            "objective": "Deploy the verified workspace to the `demo` environment.",
-            "expected_output": "The release that was made.",
-            "acceptance_criteria": ["A release exists in the demo environment"],
+        {
+            "key": "deploy",
+            "title": "Deploy to the demo environment",
+            "agent": "deployer",
+            "depends_on": ["verify"],
+            "brief": {
+                "objective": "Deploy the verified workspace to the `demo` environment.",
+                "expected_output": "The release that was made.",
+                "acceptance_criteria": ["A release exists in the demo environment"],
+            },
+            "claims": ["environment:demo"],
         },
-        "claims": ["environment:demo"],
-    },
-]
+    ]
+
+
+SOFTWARE_PLAN = software_plan(GREETING)
 
 CONTENT_PLAN = [
     {
@@ -154,6 +164,39 @@ GREETING_TESTS = (
     "if __name__ == '__main__':\n    unittest.main()\n"
 )
 
+
+def module_source(subject: Subject, *, revised: bool) -> str:
+    """The module a coder writes: a first draft, then the one its reviewer asked for."""
+    if subject.is_greeting:
+        return GREETING_V2 if revised else GREETING_V1
+    fn, phrase = subject.function, subject.phrase
+    if not revised:
+        return f'def {fn}(name):\n    return f"{phrase}, {{name}}!"\n'
+    return (
+        f'"""{phrase} for the demo project."""\n\n\n'
+        f"def {fn}(name: str) -> str:\n"
+        f'    """{phrase} for `name`; an empty name addresses the world."""\n'
+        f"    return f\"{phrase}, {{name or 'world'}}!\"\n"
+    )
+
+
+def unit_tests_for(subject: Subject) -> str:
+    if subject.is_greeting:
+        return GREETING_TESTS
+    fn, phrase = subject.function, subject.phrase
+    case = "".join(part.capitalize() for part in subject.module.split("_"))
+    return (
+        "import sys\nimport unittest\n\nsys.path.insert(0, 'src')\n\n"
+        f"from {subject.module} import {fn}  # noqa: E402\n\n\n"
+        f"class {case}Test(unittest.TestCase):\n"
+        f"    def test_name(self):\n        self.assertEqual({fn}('Ada'), '{phrase}, Ada!')\n\n"
+        f"    def test_empty(self):\n        self.assertEqual({fn}(''), '{phrase}, world!')\n\n\n"
+        "if __name__ == '__main__':\n    unittest.main()\n"
+    )
+
+
+TASK = re.compile(r"^Task: (?P<title>.*)$", re.M)
+DESCRIPTION = re.compile(r"^Description:\n(?P<text>.*?)\n\n", re.M | re.S)
 STEP_KEY = re.compile(r"^Step: (?P<key>[a-z0-9_-]+) — ", re.M)
 REVIEW_KEY = re.compile(r"^Review the output of step (?P<key>[a-z0-9_-]+) — ", re.M)
 ATTEMPT = re.compile(r"^Output \(attempt (?P<n>\d+)\):", re.M)
@@ -198,10 +241,17 @@ class DemoModel:
     # --- the orchestrator ----------------------------------------------------------------
     def _plan(self, messages: list[dict], first_user: str):
         team = "content" if "(team: content)" in first_user else "software"
-        plan = {
-            "summary": "Demo plan for the " + team + " team.",
-            "steps": CONTENT_PLAN if team == "content" else SOFTWARE_PLAN,
-        }
+        title = TASK.search(first_user)
+        description = DESCRIPTION.search(first_user)
+        subject = subject_of(
+            title["title"] if title else "", description["text"] if description else ""
+        )
+        if team == "content":
+            summary, steps = "Demo plan for the content team.", CONTENT_PLAN
+        else:
+            summary = f"Demo plan for the software team: {subject.source} and its test."
+            steps = software_plan(subject)
+        plan = {"summary": summary, "steps": steps}
         attempt = sum(1 for m in messages if m["role"] == "assistant") + 1
         return (
             f"Planning the {team} task.",
@@ -213,6 +263,16 @@ class DemoModel:
         task = first_user.splitlines()[0].removeprefix("Write the final report for the task: ")
         lines = [f"# Report: {task}", "", "Produced by the demo model.", ""]
         lines += [f"- **{key}** — {title}: done and reviewed." for key, title in steps]
+        subject = subject_in(first_user)
+        if (
+            f"Step implement — Implement the {subject.module.replace('_', ' ')} module"
+            in first_user
+        ):
+            lines += [
+                "",
+                f"`{subject.source}` now has `{subject.function}(name)`, covered by "
+                f"`{subject.test}`.",
+            ]
         return "\n".join(lines), []
 
     # --- the reviewer ----------------------------------------------------------------------
@@ -222,9 +282,11 @@ class DemoModel:
         attempt_match = ATTEMPT.search(first_user)
         attempt = int(attempt_match["n"]) if attempt_match else 1
         if key == "implement" and attempt == 1:
+            subject = subject_in(first_user)
+            answer = "greet the world" if subject.is_greeting else "address the world"
             verdict = {
                 "verdict": "revise",
-                "feedback": "Add a module docstring and greet the world when the name is empty.",
+                "feedback": f"Add a module docstring and {answer} when the name is empty.",
                 "criteria": [{"criterion": "It has a docstring", "met": False}],
             }
         else:
@@ -240,7 +302,7 @@ class DemoModel:
         key = match["key"] if match else "step"
         revising = "Reviewer feedback to address" in first_user
         results = [m["content"] for m in messages if m["role"] == "tool"]
-        script = self._script(key, revising)
+        script = self._script(key, revising, subject_in(first_user))
         if len(results) < len(script):
             name, arguments = script[len(results)]
             call = ToolRequest(f"call_{key}_{len(results) + 1}", name, json.dumps(arguments))
@@ -258,7 +320,7 @@ class DemoModel:
             summary += f"\nLast tool result:\n{last[:400]}"
         return summary, []
 
-    def _script(self, key: str, revising: bool) -> list[tuple[str, dict]]:
+    def _script(self, key: str, revising: bool, subject: Subject) -> list[tuple[str, dict]]:
         scripts: dict[str, list[tuple[str, dict]]] = {
             "research": [
                 ("list_files", {}),
@@ -266,8 +328,8 @@ class DemoModel:
                     "write_file",
                     {
                         "path": "notes/research.md",
-                        "content": "# Research\n\nChange src/greeting.py and "
-                        "tests/test_greeting.py; tests use unittest.\n",
+                        "content": f"# Research\n\nChange {subject.source} and "
+                        f"{subject.test}; tests use unittest.\n",
                     },
                 ),
             ],
@@ -275,14 +337,12 @@ class DemoModel:
                 (
                     "write_file",
                     {
-                        "path": "src/greeting.py",
-                        "content": GREETING_V2 if revising else GREETING_V1,
+                        "path": subject.source,
+                        "content": module_source(subject, revised=revising),
                     },
                 )
             ],
-            "tests": [
-                ("write_file", {"path": "tests/test_greeting.py", "content": GREETING_TESTS})
-            ],
+            "tests": [("write_file", {"path": subject.test, "content": unit_tests_for(subject)})],
             "verify": [
                 ("run_command", {"command": "python3 -m compileall -q src tests"}),
                 ("run_tests", {}),
