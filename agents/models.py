@@ -1,8 +1,69 @@
-"""Agent profiles and the record of every agent attempt, model call and tool call."""
+"""Model providers, agent profiles and the record of every agent attempt, model call and tool
+call."""
 
 from decimal import Decimal
 
 from django.db import models
+
+
+class Provider(models.Model):
+    """A model endpoint agents can be pointed at: where it is, how to authenticate, what it
+    costs and which protocol features it takes.
+
+    The key is never stored in clear: either the name of an environment variable that holds
+    it (`api_key_env`), or the key encrypted with a key derived from SECRET_KEY
+    (`api_key_encrypted`, see `agents.keys`). Neither is ever shown back.
+    """
+
+    class Kind(models.TextChoices):
+        OPENAI_COMPATIBLE = "openai-compatible", "OpenAI-compatible"
+
+    class SystemRole(models.TextChoices):
+        SYSTEM = "system"
+        DEVELOPER = "developer"
+
+    name = models.SlugField(max_length=60, unique=True)
+    kind = models.CharField(max_length=40, choices=Kind.choices, default=Kind.OPENAI_COMPATIBLE)
+    # Blank: the SDK's default (OpenAI itself).
+    base_url = models.URLField(max_length=300, blank=True)
+    api_key_env = models.CharField(
+        "API key environment variable",
+        max_length=120,
+        blank=True,
+        help_text="The name of the environment variable that holds the key, e.g. OPENAI_API_KEY.",
+    )
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    default_headers = models.JSONField(default=dict, blank=True)
+    timeout = models.FloatField(default=120, help_text="Seconds per request.")
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    # {"model": [input, output]} in USD per million tokens.
+    prices = models.JSONField(default=dict, blank=True)
+    stream = models.BooleanField(default=False, help_text="Stream answers as they are made.")
+    stream_usage = models.BooleanField(
+        default=True, help_text="Reports usage in streams (takes stream_options)."
+    )
+    parallel_tool_calls = models.BooleanField(
+        default=True, help_text="Takes parallel_tool_calls (sent when tools are offered)."
+    )
+    tool_choice = models.BooleanField(default=True, help_text="Takes tool_choice.")
+    json_schema = models.BooleanField(
+        default=False, help_text="Takes response_format with a JSON schema."
+    )
+    system_role = models.CharField(
+        max_length=20, choices=SystemRole.choices, default=SystemRole.SYSTEM
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.api_key_env or self.api_key_encrypted)
 
 
 class AgentProfile(models.Model):
@@ -10,8 +71,22 @@ class AgentProfile(models.Model):
     role = models.CharField(max_length=64)
     description = models.CharField(max_length=300, blank=True)
     system_prompt = models.TextField()
+    # Blank means the environment's default provider (OPENAI_BASE_URL, OPENAI_API_KEY).
+    provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.PROTECT, related_name="profiles"
+    )
     # Blank means ORCHESTRA_MODEL_<ROLE>, then ORCHESTRA_MODEL.
     model = models.CharField(max_length=120, blank=True)
+    # Asked when the first choice is rate-limited, overloaded or timing out after its
+    # retries; a blank provider means the profile's own.
+    fallback_provider = models.ForeignKey(
+        Provider,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="fallback_profiles",
+    )
+    fallback_model = models.CharField(max_length=120, blank=True)
     temperature = models.FloatField(default=0.2)
     allowed_tools = models.JSONField(default=list, blank=True)
     turn_limit = models.PositiveIntegerField(default=12)
@@ -80,6 +155,12 @@ class ModelCall(models.Model):
     run = models.ForeignKey("orchestra.Run", on_delete=models.CASCADE, related_name="model_calls")
     model = models.CharField(max_length=120)
     endpoint = models.CharField(max_length=300, blank=True)
+    # The provider that answered ("" for the environment's default).
+    provider = models.CharField(max_length=60, blank=True)
+    # The endpoint sent no usage: the tokens are an estimate.
+    usage_estimated = models.BooleanField(default=False)
+    # Why the first choice did not answer, when a fallback did.
+    fallback_reason = models.TextField(blank=True)
     # The request was agent_run.messages[:message_count]: a reference, not a copy.
     message_count = models.PositiveIntegerField(default=0)
     response = models.JSONField(default=dict, blank=True)

@@ -81,6 +81,16 @@ class Reply:
     finish_reason: str | None = None
     #: None: echo the request's model.
     model: str | None = None
+    #: Quirks of real endpoints, one switch each:
+    #: tool-call arguments sent as a JSON object instead of a JSON string (some local servers);
+    object_arguments: bool = False
+    #: no `usage` at all, even when the request asked for it (servers that ignore
+    #: stream_options);
+    usage: bool = True
+    #: a reasoning model's `reasoning_content` next to the answer (DeepSeek, vLLM, LiteLLM);
+    reasoning: str | None = None
+    #: streamed tool-call names cut across deltas too, not only the arguments.
+    split_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,9 +126,14 @@ def reply(
     delay: float = 0.0,
     finish_reason: str | None = None,
     model: str | None = None,
+    object_arguments: bool = False,
+    usage: bool = True,
+    reasoning: str | None = None,
+    split_names: bool = False,
 ) -> Reply:
     """A completion. `tool_calls` items are ``(name, args)`` or ``(name, args, id)``; `args` is
-    a dict (JSON-encoded here) or a raw string sent exactly as given."""
+    a dict (JSON-encoded here) or a raw string sent exactly as given; an id of "" is left out
+    of the wire format altogether. The last four switches are quirks (see `Reply`)."""
     calls = []
     for call in tool_calls:
         name, arguments, *rest = call
@@ -132,6 +147,10 @@ def reply(
         delay=delay,
         finish_reason=finish_reason,
         model=model,
+        object_arguments=object_arguments,
+        usage=usage,
+        reasoning=reasoning,
+        split_names=split_names,
     )
 
 
@@ -202,6 +221,19 @@ def _split(text: str, pieces: int = 3) -> list[str]:
         return []
     size = max(1, -(-len(text) // pieces))
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _arguments(item: Reply, raw: str) -> Any:
+    """The arguments as sent: the JSON text, or the object it encodes for `object_arguments`."""
+    return json.loads(raw) if item.object_arguments else raw
+
+
+def _wire_call(call_id: str, function: dict, *, index: int | None = None) -> dict:
+    """A tool call in the wire format; an empty id is left out, as some local servers do."""
+    call: dict[str, Any] = {} if index is None else {"index": index}
+    if call_id:
+        call["id"] = call_id
+    return {**call, "type": "function", "function": function}
 
 
 def _error_body(status: int, message: str, kind: str = "scripted_error") -> dict:
@@ -280,6 +312,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error_body(400, f"invalid JSON body: {exc}", "invalid_request"))
             return
         owner._record(body, dict(self.headers.items()))
+        refusal = owner._refusal(body, self.headers.get("Authorization", ""))
+        if refusal is not None:
+            self._send_error_item(refusal)
+            return
         item = owner._next_item(body)
         if isinstance(item, str):
             # The owner could not produce an item; fail loudly and tell the SDK not to retry.
@@ -363,6 +399,14 @@ class ScriptedLLMServer:
     included: a 429 then a reply is two items); when the queue is empty, from `responder`
     (``fn(request_body) -> item``); otherwise the request fails with a 500 that says so.
     Every chat request body is recorded in `requests` before it is answered.
+
+    Like real endpoints, it can refuse requests before the script is consulted (the refusal
+    uses no scripted item): `api_key` answers 401 to any other bearer key; `rejected_params`
+    answers 400 "Unrecognized request argument supplied: <name>" (vLLM, older Azure and
+    LiteLLM); `rejected_roles` answers 400 to a message in such a role ("developer" on most
+    local servers, "system" on OpenAI's o1-mini); `context_window` answers vLLM's 400 when the
+    request is estimated longer; `refuse_reasoning_input` answers DeepSeek's 400 when a
+    message carries `reasoning_content` back.
     """
 
     def __init__(
@@ -371,10 +415,20 @@ class ScriptedLLMServer:
         port: int = 0,
         *,
         responder: Responder | None = None,
+        api_key: str | None = None,
+        rejected_params: Iterable[str] = (),
+        rejected_roles: Iterable[str] = (),
+        context_window: int | None = None,
+        refuse_reasoning_input: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.responder: Responder | None = responder
+        self.api_key = api_key
+        self.rejected_params = frozenset(rejected_params)
+        self.rejected_roles = frozenset(rejected_roles)
+        self.context_window = context_window
+        self.refuse_reasoning_input = refuse_reasoning_input
         self._lock = threading.Lock()
         self._queue: deque[Item] = deque()
         self._requests: list[dict] = []
@@ -489,6 +543,36 @@ class ScriptedLLMServer:
             self._requests.append(body)
             self._headers.append({k.lower(): v for k, v in headers.items()})
 
+    def _refusal(self, body: dict, authorization: str) -> Error | None:
+        """The error a strict endpoint answers before looking at the script, if any."""
+        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
+            return error(401, _error_body(401, "Incorrect API key provided.", "invalid_api_key"))
+        for name in sorted(self.rejected_params & body.keys()):
+            message = f"Unrecognized request argument supplied: {name}"
+            return error(400, _error_body(400, message, "invalid_request_error"))
+        messages = body.get("messages") or []
+        for index, message in enumerate(messages):
+            role = message.get("role") if isinstance(message, dict) else None
+            if role in self.rejected_roles:
+                text = (
+                    f"Unsupported value: 'messages[{index}].role' does not support '{role}' "
+                    "with this model."
+                )
+                return error(400, _error_body(400, text, "invalid_request_error"))
+            if self.refuse_reasoning_input and "reasoning_content" in (message or {}):
+                text = "The reasoning_content is an intermediate result; remove it from input."
+                return error(400, _error_body(400, text, "invalid_request_error"))
+        if self.context_window is not None:
+            asked = _estimate_tokens(json.dumps(messages) + json.dumps(body.get("tools") or []))
+            if asked > self.context_window:
+                text = (
+                    f"This model's maximum context length is {self.context_window} tokens. "
+                    f"However, you requested {asked} tokens ({asked} in the messages, 0 in "
+                    "the completion). Please reduce the length of the messages or completion."
+                )
+                return error(400, _error_body(400, text, "BadRequestError"))
+        return None
+
     def _next_item(self, body: dict) -> Item | str:
         """The next answer, or a str explaining why there is none."""
         with self._lock:
@@ -519,7 +603,8 @@ class ScriptedLLMServer:
         """Tool calls with ids assigned, and the token counts to report."""
         with self._lock:
             calls = [
-                (c.id or f"call_{next(self._ids)}", c.name, c.arguments) for c in item.tool_calls
+                (f"call_{next(self._ids)}" if c.id is None else c.id, c.name, c.arguments)
+                for c in item.tool_calls
             ]
         prompt = item.input_tokens
         if prompt is None:
@@ -549,12 +634,14 @@ class ScriptedLLMServer:
     def _completion(self, item: Reply, body: dict) -> dict:
         calls, prompt, completion = self._materialize(item, body)
         message: dict[str, Any] = {"role": "assistant", "content": item.content}
+        if item.reasoning is not None:
+            message["reasoning_content"] = item.reasoning
         if calls:
             message["tool_calls"] = [
-                {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+                _wire_call(cid, {"name": name, "arguments": _arguments(item, args)})
                 for cid, name, args in calls
             ]
-        return {
+        answer = {
             **self._envelope(item, body, "chat.completion"),
             "choices": [
                 {
@@ -564,13 +651,15 @@ class ScriptedLLMServer:
                     "finish_reason": item.finish_reason or ("tool_calls" if calls else "stop"),
                 }
             ],
-            "usage": self._usage(prompt, completion),
         }
+        if item.usage:
+            answer["usage"] = self._usage(prompt, completion)
+        return answer
 
     def _stream_events(self, item: Reply, body: dict) -> Iterator[str]:
         """The SSE `data:` payloads of a streamed reply, ending with [DONE]."""
         calls, prompt, completion = self._materialize(item, body)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = item.usage and bool((body.get("stream_options") or {}).get("include_usage"))
         envelope = self._envelope(item, body, "chat.completion.chunk")
 
         def chunk(delta: dict, finish_reason: str | None = None) -> str:
@@ -585,11 +674,20 @@ class ScriptedLLMServer:
             return json.dumps(data)
 
         yield chunk({"role": "assistant", "content": "" if item.content is not None else None})
+        for piece in _split(item.reasoning or ""):
+            yield chunk({"reasoning_content": piece})
         for piece in _split(item.content or ""):
             yield chunk({"content": piece})
         for index, (cid, name, args) in enumerate(calls):
-            first = {"index": index, "id": cid, "type": "function"}
-            yield chunk({"tool_calls": [{**first, "function": {"name": name, "arguments": ""}}]})
+            names = _split(name, 2) if item.split_names else [name]
+            first = _wire_call(cid, {"name": names[0], "arguments": ""}, index=index)
+            yield chunk({"tool_calls": [first]})
+            for rest in names[1:]:
+                yield chunk({"tool_calls": [{"index": index, "function": {"name": rest}}]})
+            if item.object_arguments:
+                function = {"arguments": _arguments(item, args)}
+                yield chunk({"tool_calls": [{"index": index, "function": function}]})
+                continue
             for piece in _split(args):
                 yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         yield chunk({}, item.finish_reason or ("tool_calls" if calls else "stop"))

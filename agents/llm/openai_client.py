@@ -5,6 +5,11 @@ Retrying is left to the SDK on purpose: it already retries connection errors, ti
 loop here would multiply attempts and ignore what the server asked for. This adapter only
 shapes the request, folds the answer (plain or streamed) into a ModelReply, and turns every
 failure into a ModelError that says which endpoint failed, how, and whether it was transient.
+
+The quirks of real endpoints (see `agents.llm.quirks`) are absorbed here: a parameter or
+system role an endpoint refuses is dropped or swapped, retried once, and remembered for the
+life of the client (one client per provider); missing or duplicate tool-call ids get fresh
+ones; a missing usage is estimated and marked so; reasoning is kept for the trace only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from agents.llm import quirks
 from agents.llm.base import ModelError, ModelReply, ToolRequest
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,10 @@ _RETRIED_STATUSES = frozenset({408, 409, 429})
 
 class _InvalidResponse(Exception):
     """The endpoint answered 2xx with something that is not a usable chat completion."""
+
+
+#: How many refusals (a parameter, a role) one call may adapt to before it gives up.
+_MAX_ADAPTATIONS = 2
 
 
 @dataclass
@@ -50,10 +60,24 @@ class OpenAIModelClient:
         timeout: float,
         max_retries: int,
         stream: bool,
+        name: str = "",
+        default_headers: dict[str, str] | None = None,
+        stream_usage: bool = True,
+        parallel_tool_calls: bool | None = None,
+        system_role: str = "system",
     ) -> None:
+        """`stream_usage`: ask for usage in streams (`stream_options`); `parallel_tool_calls`:
+        sent as given when tools are offered (None: not sent); `system_role`: "system", or
+        "developer" for models that want it."""
+        self.name = name
         self.timeout = timeout
         self.max_retries = max_retries
         self.stream = stream
+        self.stream_usage = stream_usage
+        self.parallel_tool_calls = parallel_tool_calls
+        self.system_role = system_role
+        #: Parameters this endpoint refused once; never sent again by this client.
+        self.unsupported: set[str] = set()
         # Local servers (Ollama, vLLM, llama.cpp) need no key, but the SDK refuses to start
         # without one.
         self._client = openai.OpenAI(
@@ -61,6 +85,7 @@ class OpenAIModelClient:
             api_key=api_key or "not-needed",
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=default_headers or None,
         )
         # Resolved once: `chat` is a lazily built property, not worth racing over in threads.
         self._completions = self._client.chat.completions
@@ -82,15 +107,58 @@ class OpenAIModelClient:
         tools: list[dict],
         temperature: float,
     ) -> ModelReply:
-        """One chat completion; raises ModelError once the SDK's own retries are spent."""
-        request: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "temperature": temperature,
-        }
+        """One chat completion; raises ModelError once the SDK's own retries are spent.
+
+        A 400 that refuses an optional parameter or the system role is answered by sending
+        the request again without it (or with the other role), at most twice per call."""
+        for adaptations in range(_MAX_ADAPTATIONS + 1):
+            request = self._request(model, messages, tools, temperature)
+            try:
+                return self._send(request)
+            except ModelError as exc:
+                if exc.status != 400 or adaptations == _MAX_ADAPTATIONS:
+                    raise
+                if not self._adapt(exc.detail, request):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _request(
+        self, model: str, messages: list[dict], tools: list[dict], temperature: float
+    ) -> dict[str, Any]:
+        if self.system_role != "system":
+            messages = [
+                {**m, "role": self.system_role} if m.get("role") in quirks.SYSTEM_ROLES else m
+                for m in messages
+            ]
+        request: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
         if tools:
             # Some servers reject an empty `tools` list, so it is only sent when there are tools.
             request["tools"] = tools
+            if self.parallel_tool_calls is not None:
+                request["parallel_tool_calls"] = self.parallel_tool_calls
+        if self.stream:
+            request["stream"] = True
+            if self.stream_usage:
+                request["stream_options"] = {"include_usage": True}
+        for name in self.unsupported:
+            request.pop(name, None)
+        return request
+
+    def _adapt(self, detail: str, request: dict[str, Any]) -> bool:
+        """Learn from a 400: True when the next attempt will differ."""
+        param = quirks.unsupported_param(detail, request)
+        if param is not None:
+            self.unsupported.add(param)
+            log.warning("%s refused `%s`; it is not sent to it again", self.endpoint, param)
+            return True
+        role = quirks.other_system_role(detail, self.system_role)
+        if role is not None and any(m.get("role") == self.system_role for m in request["messages"]):
+            log.warning("%s refused the %s role; using %s", self.endpoint, self.system_role, role)
+            self.system_role = role
+            return True
+        return False
+
+    def _send(self, request: dict[str, Any]) -> ModelReply:
         try:
             if self.stream:
                 return self._complete_streaming(request)
@@ -98,7 +166,7 @@ class OpenAIModelClient:
         except ModelError:
             raise
         except openai.APIStatusError as exc:
-            raise self._status_error(exc) from exc
+            raise self._status_error(exc, request) from exc
         except openai.APITimeoutError as exc:
             raise ModelError(
                 f"Model endpoint {self.endpoint} did not answer within {self.timeout:g} s"
@@ -135,7 +203,7 @@ class OpenAIModelClient:
         completion = self._completions.create(**request)
         if not isinstance(completion, ChatCompletion):
             # The SDK hands back the raw text when the body is not JSON.
-            raise _InvalidResponse(f"expected a chat completion, got {_preview(completion)}")
+            raise _InvalidResponse(f"expected a chat completion, got {self._preview(completion)}")
         if not completion.choices:
             raise _InvalidResponse("the completion has no choices")
         choice = completion.choices[0]
@@ -148,30 +216,30 @@ class OpenAIModelClient:
         if content is not None and not isinstance(content, str):
             raise _InvalidResponse(f"message content is {type(content).__name__}, not text")
         calls = [
-            ToolRequest(
-                id=_call_id(getattr(call, "id", None)),
-                name=_call_name(call),
-                arguments=_raw_arguments(getattr(call.function, "arguments", None)),
-            )
+            (getattr(call, "id", None), _call_name(call), getattr(call.function, "arguments", None))
             for call in message.tool_calls or []
         ]
-        input_tokens, output_tokens = _usage(completion.usage)
-        return ModelReply(
+        return self._reply(
+            request,
             content=content,
-            tool_calls=calls,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            model=completion.model or request["model"],
+            calls=calls,
+            usage=completion.usage,
+            model=completion.model,
             finish_reason=choice.finish_reason,
+            reasoning=_reasoning(message),
         )
 
     # -- streamed
 
     def _complete_streaming(self, request: dict[str, Any]) -> ModelReply:
-        stream = self._completions.create(
-            **request, stream=True, stream_options={"include_usage": True}
-        )
+        stream = self._completions.create(**request)
+        kind = stream.response.headers.get("content-type", "")
+        if "html" in kind:
+            with stream:
+                body = stream.response.read().decode("utf-8", "replace")
+            raise _InvalidResponse(f"expected a stream, got {self._preview(body)}")
         content: list[str] = []
+        reasoning: list[str] = []
         calls: dict[int, _PartialCall] = {}
         usage = None
         model = ""
@@ -180,7 +248,7 @@ class OpenAIModelClient:
         with stream:
             for chunk in stream:
                 if not isinstance(chunk, ChatCompletionChunk):
-                    raise _InvalidResponse(f"expected a stream chunk, got {_preview(chunk)}")
+                    raise _InvalidResponse(f"expected a stream chunk, got {self._preview(chunk)}")
                 chunks += 1
                 model = chunk.model or model
                 if chunk.usage is not None:
@@ -195,29 +263,62 @@ class OpenAIModelClient:
                         continue
                     if delta.content:
                         content.append(delta.content)
+                    thought = _reasoning(delta)
+                    if thought:
+                        reasoning.append(thought)
                     for call_delta in delta.tool_calls or []:
                         _merge_call_delta(calls, call_delta)
         if not chunks:
             raise _InvalidResponse("the stream ended without a single chunk")
-        tool_calls = [
-            ToolRequest(
-                id=_call_id(partial.id),
-                name=partial.name,
-                arguments=_raw_arguments("".join(partial.arguments)),
-            )
-            for _, partial in sorted(calls.items())
-        ]
-        for call in tool_calls:
-            if not call.name:
-                raise _InvalidResponse(f"tool call {call.id} has no function name")
-        input_tokens, output_tokens = _usage(usage)
-        return ModelReply(
+        for partial in calls.values():
+            if not partial.name:
+                raise _InvalidResponse(f"tool call {partial.id} has no function name")
+        return self._reply(
+            request,
             content="".join(content) if content else None,
+            calls=[(p.id, p.name, "".join(p.arguments)) for _, p in sorted(calls.items())],
+            usage=usage,
+            model=model,
+            finish_reason=finish_reason,
+            reasoning="".join(reasoning) or None,
+        )
+
+    def _reply(
+        self,
+        request: dict[str, Any],
+        *,
+        content: str | None,
+        calls: list[tuple[Any, str, Any]],
+        usage: Any,
+        model: str | None,
+        finish_reason: str | None,
+        reasoning: str | None,
+    ) -> ModelReply:
+        """The reply, whichever way it came: ids made unique, arguments as JSON text, and
+        the usage estimated (and marked so) when the endpoint sent none."""
+        tool_calls = []
+        seen: set[str] = set()
+        for call_id, name, arguments in calls:
+            unique = _call_id(call_id if call_id not in seen else None)
+            seen.add(unique)
+            tool_calls.append(
+                ToolRequest(id=unique, name=name, arguments=_raw_arguments(arguments))
+            )
+        counted = _usage(usage)
+        if counted is None:
+            produced = (content or "") + "".join(c.name + c.arguments for c in tool_calls)
+            counted = (quirks.request_tokens(request), quirks.estimate_tokens(produced))
+        return ModelReply(
+            content=content,
             tool_calls=tool_calls,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            input_tokens=counted[0],
+            output_tokens=counted[1],
             model=model or request["model"],
             finish_reason=finish_reason,
+            usage_estimated=_usage(usage) is None,
+            reasoning=reasoning,
+            provider=self.name,
+            endpoint=self.endpoint,
         )
 
     # -- errors
@@ -225,27 +326,46 @@ class OpenAIModelClient:
     def _retried_note(self) -> str:
         return f" (after up to {self.max_retries} retries)" if self.max_retries else ""
 
-    def _status_error(self, exc: openai.APIStatusError) -> ModelError:
+    def _status_error(self, exc: openai.APIStatusError, request: dict[str, Any]) -> ModelError:
         status = exc.status_code
         transient = status in _RETRIED_STATUSES or status >= 500
         detail = _error_detail(exc)
+        page = quirks.html_page(exc.body) if isinstance(exc.body, str) else None
+        shown = quirks.html_hint(page, self.endpoint) if page else detail
         note = self._retried_note() if transient else ""
-        return ModelError(
-            f"Model endpoint {self.endpoint} answered HTTP {status}: {detail}{note}",
-            transient=transient,
-            status=status,
-        )
+        message = f"Model endpoint {self.endpoint} answered HTTP {status}: {shown}{note}"
+        overflow = quirks.context_overflow(detail) if status in (400, 413, 422) else None
+        if overflow is not None:
+            asked, limit = overflow
+            asked_text = (
+                f"{asked} tokens"
+                if asked
+                else f"about {quirks.request_tokens(request)} tokens by Orchestra's estimate"
+            )
+            limit_text = f"{limit} tokens" if limit else "a limit the endpoint did not give"
+            message = (
+                f"The conversation is too long for {request['model']} at {self.endpoint}: "
+                f"{asked_text} sent, its context window takes {limit_text} (HTTP {status}: "
+                f"{detail})"
+            )
+        return ModelError(message, transient=transient, status=status, detail=detail)
 
     def _invalid(self, reason: str) -> ModelError:
         return ModelError(f"Model endpoint {self.endpoint} returned an invalid response: {reason}")
+
+    def _preview(self, value: Any) -> str:
+        """A short description of an unexpected body, for the error message."""
+        page = quirks.html_page(value) if isinstance(value, str) else None
+        return quirks.html_hint(page, self.endpoint) if page else _preview(value)
 
 
 def _merge_call_delta(calls: dict[int, _PartialCall], delta: Any) -> None:
     """Fold one streamed tool-call fragment into the call at its index.
 
-    The id and name come in the first fragment, the arguments in pieces after it. A few
-    servers omit `index`; then a fragment with a new id starts a call, and one without an id
-    continues the last call.
+    The id and name come in the first fragment, the arguments in pieces after it (some
+    servers cut the name too, or send the arguments as one object). A few servers omit
+    `index`; then a fragment with a new id starts a call, and one without an id continues
+    the last call.
     """
     index = delta.index
     if not isinstance(index, int):
@@ -258,12 +378,12 @@ def _merge_call_delta(calls: dict[int, _PartialCall], delta: Any) -> None:
     function = delta.function
     if function is None:
         return
-    if function.name and not partial.name:
-        partial.name = function.name
-    if function.arguments:
-        if not isinstance(function.arguments, str):
-            raise _InvalidResponse("streamed tool-call arguments are not text")
-        partial.arguments.append(function.arguments)
+    # Most servers send the whole name once; some cut it like the arguments, a few repeat it.
+    if function.name and function.name != partial.name:
+        partial.name += function.name
+    arguments = getattr(function, "arguments", None)
+    if arguments:
+        partial.arguments.append(_raw_arguments(arguments))
 
 
 def _call_name(call: Any) -> str:
@@ -294,15 +414,23 @@ def _call_id(value: Any) -> str:
     return value if isinstance(value, str) and value else f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _usage(usage: Any) -> tuple[int, int]:
-    if usage is None:
-        return 0, 0
+def _usage(usage: Any) -> tuple[int, int] | None:
+    """(input, output) tokens as the endpoint counted them; None when it did not say."""
     prompt = getattr(usage, "prompt_tokens", None)
     completion = getattr(usage, "completion_tokens", None)
-    return (
-        prompt if isinstance(prompt, int) else 0,
-        completion if isinstance(completion, int) else 0,
-    )
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion
+
+
+def _reasoning(message: Any) -> str | None:
+    """A reasoning model's thinking: `reasoning_content` (DeepSeek, vLLM, LiteLLM) or
+    `reasoning` (OpenRouter, Ollama); extra fields the SDK keeps as they came."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:

@@ -9,7 +9,7 @@ from django.db.models import F, Func, JSONField, Q
 from django.utils import timezone
 
 from agents.host import Host
-from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest
+from agents.llm.base import ModelClient, ModelError, ModelReply, ToolRequest, served_by
 from agents.loop.calls import ToolCalls
 from agents.loop.outcomes import (
     Failed,
@@ -264,10 +264,13 @@ class AgentSession(ToolCalls, Pauses):
     ) -> None:
         """Inside the caller's `locked_run`: the call, its usage on the attempt, step and run,
         the assistant message appended to the stored conversation, the `model.called` event."""
-        model = self.agent_run.model
+        model = (reply.fallback_model if reply else "") or self.agent_run.model
         input_tokens = reply.input_tokens if reply else 0
         output_tokens = reply.output_tokens if reply else 0
         cost = cost_of(model, input_tokens, output_tokens)
+        if reply is not None and reply.cost_usd is not None:
+            cost = reply.cost_usd
+        served = served_by(reply, self.client)
         self.agent_run.turns += 1
         added = [reply.as_message()] if reply is not None else []
         self.agent_run.messages.extend(added)
@@ -275,9 +278,9 @@ class AgentSession(ToolCalls, Pauses):
             agent_run=self.agent_run,
             run_id=run.pk,
             model=model,
-            endpoint=self.client.endpoint,
+            **served,
             message_count=sent,
-            response=reply.as_message() if reply else {},
+            response=reply.for_trace() if reply else {},
             tool_calls=[c.name for c in reply.tool_calls] if reply else [],
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -306,6 +309,8 @@ class AgentSession(ToolCalls, Pauses):
                 "agent_run": self.agent_run.pk,
                 "purpose": self.agent_run.purpose,
                 "model": model,
+                "provider": served["provider"],
+                "usage_estimated": served["usage_estimated"],
                 "input_tokens": input_tokens,
                 "output_tokens": output_tokens,
                 "cost_usd": str(cost),
