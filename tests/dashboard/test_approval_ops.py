@@ -437,7 +437,7 @@ def test_a_decision_on_a_decided_checkpoint_says_who_decided(checkpoint, approve
 def plan_checkpoint(demo, owner) -> Checkpoint:
     demo.requires_plan_approval = True
     demo.save(update_fields=["requires_plan_approval"])
-    run = start_run(owner, demo, "Plan first")
+    run = start_run(owner, demo, "Greeting, planned first")
     checkpoint = run.checkpoints.get()
     assert checkpoint.kind == Checkpoint.Kind.PLAN
     return checkpoint

@@ -148,7 +148,7 @@ def test_an_unknown_action_is_refused(checkpoint, approver):
 def test_plan_approval_shows_the_plan_and_approving_dispatches_it(demo, owner):
     demo.requires_plan_approval = True
     demo.save(update_fields=["requires_plan_approval"])
-    run = start_run(owner, demo, "Plan first")
+    run = start_run(owner, demo, "Greeting, planned first")
     checkpoint = run.checkpoints.get()
     assert checkpoint.kind == Checkpoint.Kind.PLAN
     client = client_for(owner)
