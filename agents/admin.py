@@ -3,14 +3,36 @@ calls and tool calls, whose arguments an approval covers) is only viewed."""
 
 from django.contrib import admin
 
-from agents.models import AgentProfile, AgentRun, ModelCall, ToolCall
+from agents.forms import ProviderForm
+from agents.llm.providers import save_provider
+from agents.models import AgentProfile, AgentRun, ModelCall, Provider, ToolCall
 from orchestra.admin import ReadOnlyAdmin
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["name", "kind", "base_url", "key_source", "stream", "timeout", "max_retries"]
+
+    @admin.display(description="Key")
+    def key_source(self, provider: Provider) -> str:
+        if provider.api_key_encrypted:
+            return "stored (encrypted)"
+        return f"${provider.api_key_env}" if provider.api_key_env else "none"
+
+    def save_model(self, request, obj, form, change) -> None:
+        save_provider(
+            request.user,
+            obj,
+            api_key=form.cleaned_data.get("api_key", ""),
+            clear_key=form.cleaned_data.get("clear_key", False),
+        )
 
 
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
-    list_display = ["team", "role", "model", "temperature", "turn_limit"]
-    list_filter = ["team"]
+    list_display = ["team", "role", "provider", "model", "fallback_model", "temperature"]
+    list_filter = ["team", "provider"]
 
 
 @admin.register(AgentRun)
@@ -22,7 +44,17 @@ class AgentRunAdmin(ReadOnlyAdmin):
 
 @admin.register(ModelCall)
 class ModelCallAdmin(ReadOnlyAdmin):
-    list_display = ["id", "run", "model", "input_tokens", "output_tokens", "latency_ms", "error"]
+    list_display = [
+        "id",
+        "run",
+        "provider",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "usage_estimated",
+        "latency_ms",
+        "error",
+    ]
     raw_id_fields = ["run", "agent_run"]
 
 

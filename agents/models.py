@@ -55,6 +55,24 @@ class Provider(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    #: What a person edits (the key goes through its own write-only field).
+    EDITABLE = [
+        "name",
+        "kind",
+        "base_url",
+        "api_key_env",
+        "default_headers",
+        "timeout",
+        "max_retries",
+        "prices",
+        "stream",
+        "stream_usage",
+        "parallel_tool_calls",
+        "tool_choice",
+        "json_schema",
+        "system_role",
+    ]
+
     class Meta:
         ordering = ["name"]
 

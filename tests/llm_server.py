@@ -546,7 +546,10 @@ class ScriptedLLMServer:
     def _refusal(self, body: dict, authorization: str) -> Error | None:
         """The error a strict endpoint answers before looking at the script, if any."""
         if self.api_key is not None and authorization != f"Bearer {self.api_key}":
-            return error(401, _error_body(401, "Incorrect API key provided.", "invalid_api_key"))
+            # Like OpenAI's, the message quotes the key it was given.
+            given = authorization.removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {given}."
+            return error(401, _error_body(401, message, "invalid_api_key"))
         for name in sorted(self.rejected_params & body.keys()):
             message = f"Unrecognized request argument supplied: {name}"
             return error(400, _error_body(400, message, "invalid_request_error"))

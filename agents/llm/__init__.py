@@ -30,10 +30,28 @@ def model_for(profile: AgentProfile) -> str:
 
 
 def client_for(profile: AgentProfile) -> ModelClient:
-    """The client for `profile`'s calls; one shared instance per process."""
-    global _shared
+    """The client for `profile`'s calls: its provider's (the environment's default when it
+    names none), behind its fallback when it names one. One shared client per provider."""
     if _override is not None:
         return _override
+    if settings.ORCHESTRA_USE_DEMO_MODEL:
+        return default_client()
+    # Imported here, like the SDK client below: a demo process never loads `openai`.
+    from agents.llm import providers
+
+    primary = providers.client_of(profile.provider) if profile.provider_id else default_client()
+    if not (profile.fallback_model or profile.fallback_provider_id):
+        return primary
+    fallback = primary
+    if profile.fallback_provider_id:
+        fallback = providers.client_of(profile.fallback_provider)
+    return providers.FallbackClient(primary, fallback, profile.fallback_model or model_for(profile))
+
+
+def default_client() -> ModelClient:
+    """The process's client from the environment (OPENAI_BASE_URL, OPENAI_API_KEY...), or the
+    demo model; one shared instance."""
+    global _shared
     with _lock:
         if _shared is None:
             if settings.ORCHESTRA_USE_DEMO_MODEL:
@@ -54,10 +72,13 @@ def client_for(profile: AgentProfile) -> ModelClient:
 
 
 def reset_clients() -> None:
-    """Forget the shared client (settings changed)."""
+    """Forget the shared clients (settings or providers changed)."""
     global _shared
     with _lock:
         _shared = None
+    from agents.llm import providers
+
+    providers.forget_clients()
 
 
 @contextmanager

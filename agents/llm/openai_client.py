@@ -18,6 +18,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import openai
@@ -65,11 +66,16 @@ class OpenAIModelClient:
         stream_usage: bool = True,
         parallel_tool_calls: bool | None = None,
         system_role: str = "system",
+        prices: dict[str, tuple[Decimal, Decimal]] | None = None,
     ) -> None:
         """`stream_usage`: ask for usage in streams (`stream_options`); `parallel_tool_calls`:
         sent as given when tools are offered (None: not sent); `system_role`: "system", or
-        "developer" for models that want it."""
+        "developer" for models that want it; `prices`: USD per million tokens (input,
+        output) by model, from the provider's table."""
         self.name = name
+        self.prices = prices or {}
+        # Only to scrub it from the endpoints' error messages (some echo it, masked or not).
+        self._key = api_key or ""
         self.timeout = timeout
         self.max_retries = max_retries
         self.stream = stream
@@ -117,10 +123,20 @@ class OpenAIModelClient:
                 return self._send(request)
             except ModelError as exc:
                 if exc.status != 400 or adaptations == _MAX_ADAPTATIONS:
-                    raise
+                    raise self._scrubbed(exc) from exc.__cause__
                 if not self._adapt(exc.detail, request):
-                    raise
+                    raise self._scrubbed(exc) from exc.__cause__
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _scrubbed(self, exc: ModelError) -> ModelError:
+        if not self._key or self._key not in str(exc) + exc.detail:
+            return exc
+        return ModelError(
+            str(exc).replace(self._key, "[the key]"),
+            transient=exc.transient,
+            status=exc.status,
+            detail=exc.detail.replace(self._key, "[the key]"),
+        )
 
     def _request(
         self, model: str, messages: list[dict], tools: list[dict], temperature: float
@@ -308,12 +324,17 @@ class OpenAIModelClient:
         if counted is None:
             produced = (content or "") + "".join(c.name + c.arguments for c in tool_calls)
             counted = (quirks.request_tokens(request), quirks.estimate_tokens(produced))
+        price = self.prices.get(request["model"])
+        cost = None
+        if price is not None:
+            cost = (counted[0] * price[0] + counted[1] * price[1]) / Decimal(1_000_000)
         return ModelReply(
             content=content,
             tool_calls=tool_calls,
             input_tokens=counted[0],
             output_tokens=counted[1],
             model=model or request["model"],
+            cost_usd=cost,
             finish_reason=finish_reason,
             usage_estimated=_usage(usage) is None,
             reasoning=reasoning,

@@ -9,6 +9,7 @@ from .views import (
     metrics,
     policy,
     projects,
+    providers,
     runs,
     steps,
     trace,
@@ -58,4 +59,7 @@ urlpatterns = [
     path("approvals/badge/", approvals.badge, name="approvals-badge"),
     path("approvals/<int:checkpoint_id>/", approvals.approval, name="approval"),
     path("metrics/", metrics.metrics_page, name="metrics"),
+    path("providers/", providers.providers, name="providers"),
+    path("providers/<int:provider_id>/", providers.provider, name="provider"),
+    path("providers/<int:provider_id>/test/", providers.test_connection, name="provider-test"),
 ]
