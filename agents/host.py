@@ -47,6 +47,15 @@ class Decision:
     approved_commit: str = ""
 
 
+@dataclass(frozen=True)
+class Hold:
+    """The host's word before a model call: go on (nothing set), wait for a person at
+    `checkpoint_id` (a spending limit was reached), or `stop` for the given reason."""
+
+    checkpoint_id: int | None = None
+    stop: str = ""
+
+
 class Host(Protocol):
     def gate(self, tool: Tool, arguments: dict) -> Gate:
         """The policy's verdict for running `tool` with `arguments` now."""
@@ -65,6 +74,9 @@ class Host(Protocol):
 
     def decision_for(self, call: ToolCall) -> Decision:
         """The latest decision about `call`."""
+
+    def before_model_call(self) -> Hold:
+        """Whether the agent may ask the model now (its run's budget)."""
 
     def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
         """A model call's usage; renews the lease. Inside the caller's `locked_run`."""

@@ -179,6 +179,8 @@ class ModelCall(models.Model):
     usage_estimated = models.BooleanField(default=False)
     # Why the first choice did not answer, when a fallback did.
     fallback_reason = models.TextField(blank=True)
+    # The model has no price: its cost is unknown (counted as 0 in sums, never shown as $0).
+    cost_unknown = models.BooleanField(default=False)
     # The request was agent_run.messages[:message_count]: a reference, not a copy.
     message_count = models.PositiveIntegerField(default=0)
     response = models.JSONField(default=dict, blank=True)
@@ -239,3 +241,38 @@ class ToolCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool} ({self.status})"
+
+
+class ProjectBudget(models.Model):
+    """A project's spending limits: the defaults each new run gets (soft: pause and ask a
+    person; hard: stop the run), and what the project may spend in a day and a month (a new
+    task is refused past them). Blank means no limit."""
+
+    project = models.OneToOneField(
+        "orchestra.Project", on_delete=models.CASCADE, related_name="budget"
+    )
+    run_soft_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    run_hard_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    run_soft_tokens = models.BigIntegerField(null=True, blank=True)
+    run_hard_tokens = models.BigIntegerField(null=True, blank=True)
+    day_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    month_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    day_tokens = models.BigIntegerField(null=True, blank=True)
+    month_tokens = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"budget of {self.project}"
+
+
+class RunBudget(models.Model):
+    """One run's limits, copied from its project's (or set with the task) when it starts;
+    a person raises the soft ones at the budget checkpoint."""
+
+    run = models.OneToOneField("orchestra.Run", on_delete=models.CASCADE, related_name="budget")
+    soft_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    hard_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    soft_tokens = models.BigIntegerField(null=True, blank=True)
+    hard_tokens = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"budget of run #{self.run_id}"

@@ -10,6 +10,8 @@ class Checkpoint(models.Model):
         TOOL_CALL = "tool_call"
         DEPLOY = "deploy"
         ESCALATION = "escalation"
+        # The run reached its soft spending limit: continue with a new limit, or stop.
+        BUDGET = "budget"
 
     class Status(models.TextChoices):
         PENDING = "pending"

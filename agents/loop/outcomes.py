@@ -72,3 +72,12 @@ def cost_of(model: str, input_tokens: int, output_tokens: int) -> Decimal:
         return Decimal("0")
     per_million = Decimal(1_000_000)
     return (Decimal(input_tokens) * prices[0] + Decimal(output_tokens) * prices[1]) / per_million
+
+
+def priced(reply, model: str, input_tokens: int, output_tokens: int) -> tuple[Decimal, bool]:
+    """What a call cost, and whether that is known: the answering provider's price table
+    first, then ORCHESTRA_PRICES. A model priced nowhere costs "unknown" (0 in the sums)."""
+    if reply is not None and reply.cost_usd is not None:
+        return reply.cost_usd, True
+    known = reply is None or model in settings.ORCHESTRA_PRICES
+    return cost_of(model, input_tokens, output_tokens), known

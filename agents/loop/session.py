@@ -14,11 +14,12 @@ from agents.loop.calls import ToolCalls
 from agents.loop.outcomes import (
     Failed,
     FinalOutput,
+    NeedsApproval,
     Outcome,
     OutputTool,
     RunAgain,
     TurnOutcome,
-    cost_of,
+    priced,
 )
 from agents.loop.pauses import Pauses
 from agents.models import AgentRun, ModelCall, ToolCall
@@ -116,6 +117,11 @@ class AgentSession(ToolCalls, Pauses):
             return self._handle_tool_calls(pending, resumed=True)
         if self.agent_run.turns >= self.turn_limit:
             return Failed(f"turn limit of {self.turn_limit} reached without a final answer")
+        hold = self.host.before_model_call()
+        if hold.stop:
+            return Failed(hold.stop)
+        if hold.checkpoint_id is not None:
+            return NeedsApproval(hold.checkpoint_id)
         try:
             reply, record = self._call_model()
         except ModelError as exc:
@@ -267,10 +273,8 @@ class AgentSession(ToolCalls, Pauses):
         model = (reply.fallback_model if reply else "") or self.agent_run.model
         input_tokens = reply.input_tokens if reply else 0
         output_tokens = reply.output_tokens if reply else 0
-        cost = cost_of(model, input_tokens, output_tokens)
-        if reply is not None and reply.cost_usd is not None:
-            cost = reply.cost_usd
-        served = served_by(reply, self.client)
+        cost, cost_known = priced(reply, model, input_tokens, output_tokens)
+        served = {**served_by(reply, self.client), "cost_unknown": not cost_known}
         self.agent_run.turns += 1
         added = [reply.as_message()] if reply is not None else []
         self.agent_run.messages.extend(added)
@@ -311,6 +315,7 @@ class AgentSession(ToolCalls, Pauses):
                 "model": model,
                 "provider": served["provider"],
                 "usage_estimated": served["usage_estimated"],
+                "cost_unknown": served["cost_unknown"],
                 "input_tokens": input_tokens,
                 "output_tokens": output_tokens,
                 "cost_usd": str(cost),

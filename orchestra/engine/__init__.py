@@ -5,6 +5,7 @@ Each re-reads state under the run's lock and returns quietly when the transition
 made by someone else, so a duplicate task does nothing.
 """
 
+from orchestra.engine.budgets import raise_budget, start_run
 from orchestra.engine.decisions import decide_checkpoint, expire_due
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.merge import merge_step
@@ -16,7 +17,7 @@ from orchestra.engine.recovery import (
 )
 from orchestra.engine.report import report_run
 from orchestra.engine.review import apply_verdict, review_step
-from orchestra.engine.runs import EngineError, cancel_run, start_run
+from orchestra.engine.runs import EngineError, cancel_run
 from orchestra.engine.steps import execute_step, resume_step, take_over_step
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "expire_due",
     "merge_step",
     "plan_run",
+    "raise_budget",
     "reclaim_expired_leases",
     "recover_embedded_work",
     "report_run",

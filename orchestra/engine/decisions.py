@@ -13,6 +13,7 @@ from approvals.models import Checkpoint
 from approvals.run_rules import Pattern
 from approvals.services import Decided
 from orchestra import activities, queue
+from orchestra.engine import budgets
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.merge import accept_step
 from orchestra.engine.planning import materialise_plan
@@ -90,6 +91,8 @@ def follow_up(run: Run, decided: Decided) -> None:
             materialise_plan(run, decided.plan or Plan.objects.get(pk=checkpoint.plan_id))
         else:
             fail_run(run, f"The plan was rejected: {comment or 'no comment given'}")
+    elif checkpoint.kind == Checkpoint.Kind.BUDGET:
+        budgets.follow_up(run, decided)
     elif checkpoint.kind == Checkpoint.Kind.ESCALATION:
         step = Step.objects.get(pk=checkpoint.step_id)
         if status == Checkpoint.Status.APPROVED:

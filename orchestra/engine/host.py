@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.db.models import F
 
-from agents.host import Decision, Gate
+from agents.host import Decision, Gate, Hold
 from agents.llm import client_for, model_for
 from agents.loop import AgentSession, OutputTool
 from agents.models import AgentProfile, AgentRun, ToolCall
@@ -16,7 +16,7 @@ from approvals import policies
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
 from orchestra.activities import owner_name
-from orchestra.engine import workspaces
+from orchestra.engine import budgets, workspaces
 from orchestra.engine.shipping import deploy_preview
 from orchestra.events import emit
 from orchestra.models import Project, Run, Step
@@ -203,6 +203,9 @@ class EngineHost:
             arguments=checkpoint.arguments,
             approved_commit=(checkpoint.shown.get("ships") or {}).get("commit") or "",
         )
+
+    def before_model_call(self) -> Hold:
+        return budgets.hold_before_model_call(self.agent_run, self.step)
 
     def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
         if self.step is not None:

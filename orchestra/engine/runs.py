@@ -32,8 +32,16 @@ class EngineError(Exception):
     """A request the engine refuses, with a message fit for the person who made it."""
 
 
-def start_run(user, project: Project, title: str, description: str = "") -> Run:
-    """Create the task and its run, and enqueue planning after commit."""
+def start_run(
+    user,
+    project: Project,
+    title: str,
+    description: str = "",
+    *,
+    on_created: Callable[[Run], None] | None = None,
+) -> Run:
+    """Create the task and its run, and enqueue planning after commit. `on_created(run)`
+    runs in the transaction that creates the run (its budget, see `engine.budgets`)."""
     title = (title or "").strip()
     description = (description or "").strip()
     if not title:
@@ -52,6 +60,8 @@ def start_run(user, project: Project, title: str, description: str = "") -> Run:
             created_by=user if user and user.is_authenticated else None,
         )
         created = Run.objects.create(task=task, project=project, uses_demo_model=uses_demo_model())
+        if on_created is not None:
+            on_created(created)
     with locked_run(created.pk) as run:
         emit(
             run,
