@@ -5,7 +5,15 @@ from django.contrib import admin
 
 from agents.forms import ProviderForm
 from agents.llm.providers import save_provider
-from agents.models import AgentProfile, AgentRun, ModelCall, Provider, ToolCall
+from agents.models import (
+    AgentProfile,
+    AgentRun,
+    ModelCall,
+    ProjectBudget,
+    Provider,
+    RunBudget,
+    ToolCall,
+)
 from orchestra.admin import ReadOnlyAdmin
 
 
@@ -27,6 +35,21 @@ class ProviderAdmin(admin.ModelAdmin):
             api_key=form.cleaned_data.get("api_key", ""),
             clear_key=form.cleaned_data.get("clear_key", False),
         )
+
+
+@admin.register(ProjectBudget)
+class ProjectBudgetAdmin(admin.ModelAdmin):
+    """A project's limits: its runs' defaults, and its day and month."""
+
+    list_display = ["project", "run_soft_usd", "run_hard_usd", "day_usd", "month_usd"]
+
+
+@admin.register(RunBudget)
+class RunBudgetAdmin(ReadOnlyAdmin):
+    """A run's limits change at its budget checkpoint, not here."""
+
+    list_display = ["run", "soft_usd", "hard_usd", "soft_tokens", "hard_tokens"]
+    raw_id_fields = ["run"]
 
 
 @admin.register(AgentProfile)

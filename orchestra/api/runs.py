@@ -78,7 +78,7 @@ def run_detail(run: Run) -> dict:
 def create_task(request: HttpRequest, payload: TaskIn):
     user = request_user(request)
     project = get_project_for_user(user, payload.project, write=True)
-    run = start_run(user, project, payload.title, payload.description)
+    run = start_run(user, project, payload.title, payload.description, budget=payload.budget)
     # The embedded worker may already have moved the run on; report where it is now.
     run.refresh_from_db(fields=["status"])
     return Status(201, {"id": run.task_id, "run": {"id": run.pk, "status": run.status}})

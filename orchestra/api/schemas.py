@@ -19,6 +19,8 @@ class TaskIn(CleanInput):
     project: str
     title: str
     description: str = ""
+    # This run's limits, e.g. {"soft_usd": "2", "hard_tokens": 500000}; else the project's.
+    budget: dict[str, str | int | float | None] | None = None
 
 
 class AuditRecordRef(Schema):

@@ -3,6 +3,7 @@ from django.urls import path
 
 from .views import (
     approvals,
+    budgets,
     commits,
     history,
     home,
@@ -58,6 +59,7 @@ urlpatterns = [
     path("approvals/", approvals.inbox, name="approvals"),
     path("approvals/badge/", approvals.badge, name="approvals-badge"),
     path("approvals/<int:checkpoint_id>/", approvals.approval, name="approval"),
+    path("approvals/<int:checkpoint_id>/budget/", budgets.raise_limit, name="raise-budget"),
     path("metrics/", metrics.metrics_page, name="metrics"),
     path("providers/", providers.providers, name="providers"),
     path("providers/<int:provider_id>/", providers.provider, name="provider"),

@@ -171,3 +171,54 @@ def test_bad_budgets_are_refused_with_a_message(endpoint, demo, owner):
         with pytest.raises(EngineError, match=message):
             start_run(owner, demo, "Add a farewell module", budget=budget)
     assert Run.objects.count() == 0
+
+
+def test_the_pages_show_the_spend_the_limit_and_the_raise(endpoint, demo, owner):
+    run = start_run(owner, demo, "Add a farewell module", budget={"soft_usd": "0.30"})
+    [checkpoint] = pending(run)
+    pages = Client()
+    pages.force_login(owner)
+
+    run_page = pages.get(f"/runs/{run.pk}/").text
+    assert '<dd id="run-cost">$0.3300</dd>' in run_page
+    assert "$0.3300 of $0.3000 (soft limit)" in run_page
+    assert "spent $0.3300 of $0.3000 (soft limit)" in pages.get("/").text
+
+    page = pages.get(f"/approvals/{checkpoint.pk}/").text
+    assert "Continue past the budget?" in page
+    assert "This run has spent $0.3300 of $0.3000: continue with a new limit, or stop." in page
+    assert "Continue with the new limit" in page
+
+    low = pages.post(f"/approvals/{checkpoint.pk}/budget/", {"soft_usd": "0.10"}, follow=True)
+    assert "Not accepted: The new limit (0.10) must be above what the run has spent" in low.text
+    checkpoint.refresh_from_db()
+    assert checkpoint.status == Checkpoint.Status.PENDING
+
+    done = pages.post(f"/approvals/{checkpoint.pk}/budget/", {"soft_usd": "0.90"})
+    assert done.status_code == 302 and done["Location"] == f"/runs/{run.pk}/"
+    assert "of $0.9000 (soft limit)" in pages.get(f"/runs/{run.pk}/").text
+
+
+def test_the_api_takes_a_task_budget_and_refuses_a_bad_one(endpoint, demo, owner):
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(owner)}")
+    body = {"project": "demo", "title": "Add a farewell module", "budget": {"soft_usd": "x"}}
+    response = api.post("/api/tasks", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The budget's soft_usd must be a number, not 'x'."}
+
+    body["budget"] = {"hard_tokens": 400}
+    response = api.post("/api/tasks", body, content_type="application/json")
+    assert response.status_code == 201
+    run = Run.objects.get(pk=response.json()["run"]["id"])
+    assert RunBudget.objects.get(run=run).hard_tokens == 400
+    assert run.status == Run.Status.FAILED and "hard budget" in run.error
+
+
+def test_an_unpriced_run_page_says_cost_unknown(endpoint, demo, owner, settings):
+    settings.ORCHESTRA_MODEL = "unpriced-model"
+    run = start_run(owner, demo, "Add a farewell module", budget={"hard_tokens": 200})
+    pages = Client()
+    pages.force_login(owner)
+    page = pages.get(f"/runs/{run.pk}/").text
+    assert '<dd id="run-cost">cost unknown' in page
+    assert "$0<" not in page.split('id="run-cost"')[1][:80]
