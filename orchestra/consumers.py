@@ -192,6 +192,14 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
                     await self._send_event(event)
         self._arm_settle()
 
+    async def run_text(self, message: dict) -> None:
+        """A model's text so far, while it streams: not an event (no seq of its own, never
+        stored), so it carries the seq it follows; the frame says `live`."""
+        async with self._lock:
+            if not await self._access_holds():
+                return
+            await self.send_json({"live": message["live"], "after": self.last_seq})
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The stream is read-only; client frames are ignored (and never parsed, so a
         malformed one cannot kill the connection)."""

@@ -159,7 +159,16 @@ def emit(
 def broadcast(run_id: int, payloads: list[dict]) -> None:
     """Send the events one transaction committed to the run's WebSocket group as one
     message, in seq order; never raises, never blocks."""
-    message = {"type": "run.event", "events": payloads}
+    send_to_run(run_id, {"type": "run.event", "events": payloads})
+
+
+def broadcast_text(run_id: int, live: dict) -> None:
+    """A model's text as it streams (`run.text`): sent to the run's sockets only, never
+    stored; the final message is stored once, with its `model.called` event."""
+    send_to_run(run_id, {"type": "run.text", "live": live})
+
+
+def send_to_run(run_id: int, message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return

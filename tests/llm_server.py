@@ -91,6 +91,9 @@ class Reply:
     reasoning: str | None = None
     #: streamed tool-call names cut across deltas too, not only the arguments.
     split_names: bool = False
+    #: Streaming: content in this many pieces (None: three), this many seconds apart.
+    pieces: int | None = None
+    chunk_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ def reply(
     usage: bool = True,
     reasoning: str | None = None,
     split_names: bool = False,
+    pieces: int | None = None,
+    chunk_delay: float = 0.0,
 ) -> Reply:
     """A completion. `tool_calls` items are ``(name, args)`` or ``(name, args, id)``; `args` is
     a dict (JSON-encoded here) or a raw string sent exactly as given; an id of "" is left out
@@ -151,6 +156,8 @@ def reply(
         usage=usage,
         reasoning=reasoning,
         split_names=split_names,
+        pieces=pieces,
+        chunk_delay=chunk_delay,
     )
 
 
@@ -384,7 +391,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for event in self.server.owner._stream_events(item, body):
+        for index, event in enumerate(self.server.owner._stream_events(item, body)):
+            if index and item.chunk_delay and self.server.owner._stopping.wait(item.chunk_delay):
+                return
             self._write_chunk(f"data: {event}\n\n".encode())
         self.wfile.write(b"0\r\n\r\n")
 
@@ -679,7 +688,7 @@ class ScriptedLLMServer:
         yield chunk({"role": "assistant", "content": "" if item.content is not None else None})
         for piece in _split(item.reasoning or ""):
             yield chunk({"reasoning_content": piece})
-        for piece in _split(item.content or ""):
+        for piece in _split(item.content or "", item.pieces or 3):
             yield chunk({"content": piece})
         for index, (cid, name, args) in enumerate(calls):
             names = _split(name, 2) if item.split_names else [name]

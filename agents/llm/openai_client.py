@@ -24,7 +24,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from agents.llm import quirks
+from agents.llm import live, quirks
 from agents.llm.base import ModelError, ModelReply, ToolRequest
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,7 @@ class OpenAIModelClient:
                         continue
                     if delta.content:
                         content.append(delta.content)
+                        live.text(delta.content)
                     thought = _reasoning(delta)
                     if thought:
                         reasoning.append(thought)

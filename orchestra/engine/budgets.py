@@ -150,8 +150,9 @@ def run_spend(run: Run) -> Spend:
 
 
 @functools.lru_cache(maxsize=4096)
-def _budgeted(run_id: int) -> bool:
-    """Whether the run has limits: fixed when it starts, so read once per process."""
+def _budgeted(run_id: int, created_at: datetime) -> bool:
+    """Whether the run has limits: fixed when it starts, so read once per process (keyed by
+    its creation time too, as a test database may hand out the same id twice)."""
     return RunBudget.objects.filter(run_id=run_id).exists()
 
 
@@ -160,7 +161,7 @@ def hold_before_model_call(agent_run: AgentRun, step: Step | None) -> Hold:
     planner, reviewer or reporter finishes what it started."""
     if step is None or agent_run.purpose != AgentRun.Purpose.STEP:
         return GO
-    if not _budgeted(agent_run.run_id):
+    if not _budgeted(agent_run.run_id, agent_run.run.created_at):
         return GO
     with locked_run(agent_run.run_id) as run:
         if run.is_terminal:

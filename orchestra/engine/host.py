@@ -6,7 +6,7 @@ from pathlib import Path
 from django.db.models import F
 
 from agents.host import Decision, Gate, Hold
-from agents.llm import client_for, model_for
+from agents.llm import client_for, live, model_for
 from agents.loop import AgentSession, OutputTool
 from agents.models import AgentProfile, AgentRun, ToolCall
 from agents.teams import profile_for_team
@@ -205,7 +205,13 @@ class EngineHost:
         )
 
     def before_model_call(self) -> Hold:
-        return budgets.hold_before_model_call(self.agent_run, self.step)
+        """The run's budget decides; a call that goes ahead streams its text to the run's
+        pages (see `agents.llm.live`)."""
+        hold = budgets.hold_before_model_call(self.agent_run, self.step)
+        agent_run = self.agent_run
+        key = self.step.key if self.step else ""
+        live.listen(live.to_run_pages(agent_run.run_id, agent_run.pk, key, agent_run.role))
+        return hold
 
     def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
         if self.step is not None:

@@ -71,6 +71,8 @@
       if (ws !== socket) return;
       var event;
       try { event = JSON.parse(message.data); } catch (e) { return; }
+      // A model's streaming text (not an event): for live_tokens.js.
+      if (event.live) { document.dispatchEvent(new CustomEvent("orc:live-text", { detail: event })); return; }
       receive(event);
     };
     ws.onclose = function (close) {
@@ -96,6 +98,7 @@
     root.setAttribute("data-last-seq", String(lastSeq));
     if (feed) append(event);
     scheduleRefresh(event);
+    document.dispatchEvent(new CustomEvent("orc:event", { detail: event }));
   }
 
   // --- the feed ------------------------------------------------------------------------
