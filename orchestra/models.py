@@ -120,6 +120,9 @@ class Run(models.Model):
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        # A person (or a checkpoint's deadline) chose "reject and stop": a decision, not a
+        # failure, so it is kept out of the failure rate.
+        STOPPED = "stopped"
 
     class Phase(models.TextChoices):
         PLAN = "plan"
@@ -127,7 +130,7 @@ class Run(models.Model):
         REVIEW = "review"
         REPORT = "report"
 
-    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.STOPPED)
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
@@ -139,6 +142,10 @@ class Run(models.Model):
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
     report = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # Who stopped a `stopped` run (null: a checkpoint's deadline did); why is in `error`.
+    stopped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # Last event sequence number handed out; bumped under this row's lock.
     event_seq = models.BigIntegerField(default=0)
     # Git: the run's branch, the commit it started from and its integrated head.

@@ -47,6 +47,7 @@ OUTCOMES = [
     ("completed", "Completed"),
     ("failed", "Failed"),
     ("cancelled", "Cancelled"),
+    ("stopped", "Stopped by a person"),
     ("active", "In progress"),
 ]
 
@@ -94,7 +95,8 @@ class Row:
 
     @property
     def success_rate(self) -> float | None:
-        """Completed out of finished (completed, failed or cancelled); None before any end."""
+        """Completed out of finished (completed, failed or cancelled; a run a person stopped
+        at a checkpoint is a decision, not a failure, and is left out); None before any end."""
         return self.completed / self.finished if self.finished else None
 
     @property
@@ -243,7 +245,10 @@ def _counts(prefix: str = "") -> dict:
             target, distinct=distinct, filter=Q(**{f"{run}status": Run.Status.COMPLETED})
         ),
         "n_finished": Count(
-            target, distinct=distinct, filter=Q(**{f"{run}status__in": Run.TERMINAL})
+            target,
+            distinct=distinct,
+            filter=Q(**{f"{run}status__in": Run.TERMINAL})
+            & ~Q(**{f"{run}status": Run.Status.STOPPED}),
         ),
     }
 

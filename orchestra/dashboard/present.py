@@ -89,6 +89,8 @@ def describe_event(kind: str, data: dict | None, step: str | None = None) -> str
             text = f"after {d.get('attempts')} attempt(s)"
         case "step.retrying" | "step.failed" | "run.failed":
             text = str(d.get("error", ""))
+        case "run.stopped":
+            text = f"by {d.get('by') or 'its deadline'}: {d.get('error', '')}"
         case "model.called":
             text = (
                 f"{d.get('model')}: {d.get('input_tokens')} in / {d.get('output_tokens')} out"
@@ -219,26 +221,94 @@ def render_event_line(event: Event | dict) -> str:
 class PhaseView:
     key: str
     label: str
-    state: str  # done | current | upcoming | stopped
+    # done | current (holds work) | waiting (for a person) | idle (reached, nothing in it
+    # now) | upcoming | stopped
+    state: str
+    is_current: bool = False  # the furthest phase the run has reached (aria-current)
+    note: str = ""  # “2 steps”, “stopped by ada”
+    checkpoint_id: int | None = None  # the decision it waits for (state == "waiting")
+    loops: int = 0  # revision rounds sent back from review to work (on the Dispatch phase)
 
-    @property
-    def is_current(self) -> bool:
-        return self.state in ("current", "stopped")
+
+# Where a step's status puts its work: dispatch (to do or being done) or review.
+_IN_REVIEW = ("in_review", "merging")
+# (A step awaiting approval is shown by its checkpoint: the phase waits for a person.)
+_WORKING = ("pending", "ready", "running", "revising")
+# Where a pending checkpoint of each kind holds the run.
+_WAITS_IN = {"plan": "plan", "tool_call": "dispatch", "deploy": "dispatch", "escalation": "review"}
 
 
-def phases_of(run: Run) -> list[PhaseView]:
-    """The four phases, the run's current one marked; a finished run has them all done."""
-    keys = [key for key, _ in PHASES]
-    current = keys.index(run.phase) if run.phase in keys else 0
+def _reached(run: Run, steps: list) -> int:
+    """Index of the furthest phase the run has reached. It never decreases: a step counts as
+    having reached review once it was in review, was sent back (a revision) or is done."""
+    if run.status == Run.Status.REPORTING or run.report or run.status == Run.Status.COMPLETED:
+        return 3
+    if any(s.status in (*_IN_REVIEW, "done") or s.revisions for s in steps):
+        return 2
+    return 1 if steps else 0
+
+
+def phases_of(run: Run, steps: list | None = None, pending: list | None = None) -> list[PhaseView]:
+    """The four phases as they are: every phase holding work says so (parallel steps can be
+    working and in review at once), a phase held by a pending checkpoint says it waits for a
+    person, and the furthest phase reached is marked current. That mark only moves forward;
+    a revision is counted on Dispatch as a loop instead of moving it back.
+
+    `steps` are the run's steps and `pending` its undecided checkpoints (read when None)."""
+    if steps is None:
+        steps = list(run.steps.only("status", "revisions"))
+    if pending is None:
+        pending = list(run.checkpoints.filter(status="pending").order_by("requested_at"))
+    reached = _reached(run, steps)
+    working = sum(1 for s in steps if s.status in _WORKING)
+    reviewing = sum(1 for s in steps if s.status in _IN_REVIEW)
+    holds = {
+        "plan": run.status == Run.Status.PLANNING,
+        "dispatch": working > 0,
+        "review": reviewing > 0,
+        "report": run.status == Run.Status.REPORTING,
+    }
+    notes = {
+        "dispatch": f"{working} step{'' if working == 1 else 's'}" if working else "",
+        "review": f"{reviewing} step{'' if reviewing == 1 else 's'}" if reviewing else "",
+    }
+    waiting = {}
+    for checkpoint in pending:
+        waiting.setdefault(_WAITS_IN.get(checkpoint.kind, "dispatch"), checkpoint.pk)
+    loops = sum(s.revisions for s in steps)
     views = []
     for index, (key, label) in enumerate(PHASES):
-        if run.status == Run.Status.COMPLETED or index < current:
+        note, checkpoint_id = notes.get(key, ""), None
+        if run.status == Run.Status.COMPLETED:
             state = "done"
-        elif index == current:
-            state = "stopped" if run.is_terminal else "current"
+        elif run.is_terminal:
+            if index < reached:
+                state = "done"
+            elif index == reached:
+                state, note = "stopped", status_label(run.status)
+            else:
+                state = "upcoming"
+        elif key in waiting:
+            state, checkpoint_id = "waiting", waiting[key]
+        elif holds[key]:
+            state = "current"
+        elif index == reached:
+            state = "idle"  # reached, and nothing in it right now (earlier work holds the run)
+        elif index < reached:
+            state = "done"
         else:
             state = "upcoming"
-        views.append(PhaseView(key, label, state))
+        views.append(
+            PhaseView(
+                key,
+                label,
+                state,
+                is_current=index == reached and run.status != Run.Status.COMPLETED,
+                note=note,
+                checkpoint_id=checkpoint_id,
+                loops=loops if key == "dispatch" else 0,
+            )
+        )
     return views
 
 

@@ -6,10 +6,11 @@ Every function takes objects already resolved through `orchestra.access` (or fil
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -125,6 +126,16 @@ def recent_runs(user, limit: int = RECENT_LIMIT) -> list[Run]:
     return list(visible_runs(user).filter(status__in=Run.TERMINAL).order_by("-created_at")[:limit])
 
 
+def project_summaries(projects: QuerySet[Project]) -> list[Project]:
+    """The projects by name, each with `run_count` and `active_count`."""
+    return list(
+        projects.annotate(
+            run_count=Count("runs"),
+            active_count=Count("runs", filter=~Q(runs__status__in=Run.TERMINAL)),
+        ).order_by("name")
+    )
+
+
 def project_runs(project: Project, limit: int = 50) -> list[Run]:
     return list(project.runs.select_related("task").order_by("-created_at")[:limit])
 
@@ -181,6 +192,44 @@ def step_attempts(step: Step) -> list[AgentRun]:
             Prefetch("tool_calls", queryset=ToolCall.objects.order_by("started_at", "pk"))
         ).order_by("started_at", "pk")
     )
+
+
+# Tools whose arguments carry a file's whole new content, and the argument that holds it.
+FILE_CONTENT = {"write_file": "content"}
+
+
+def link_previous_writes(attempts: list[AgentRun]) -> None:
+    """Give every file write of a later attempt `previous_diff`: the unified diff from what the
+    previous attempt wrote to the same path (None when it wrote nothing there), so a revision
+    reads as a change. Uses the prefetched tool calls; reads nothing more."""
+    written: dict[str, str] = {}  # path -> content, as of the attempts so far
+    for attempt in attempts:
+        if attempt.purpose != "step":
+            for call in attempt.tool_calls.all():
+                call.previous_diff = None
+            continue
+        this_attempt: dict[str, str] = {}
+        for call in attempt.tool_calls.all():
+            call.previous_diff = None
+            field = FILE_CONTENT.get(call.tool)
+            arguments = call.arguments if isinstance(call.arguments, dict) else {}
+            path, content = arguments.get("path"), arguments.get(field) if field else None
+            if not isinstance(path, str) or not isinstance(content, str):
+                continue
+            before = written.get(path)
+            call.previous_diff = None if before is None else unified_diff(before, content, path)
+            this_attempt[path] = content
+        written |= this_attempt
+
+
+def unified_diff(before: str, after: str, path: str) -> str:
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True),
+        after.splitlines(keepends=True),
+        fromfile=f"a/{path} (previous attempt)",
+        tofile=f"b/{path}",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
 def step_verdicts(step: Step) -> list[Event]:

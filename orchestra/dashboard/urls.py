@@ -1,5 +1,7 @@
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from .views import (
     approvals,
@@ -26,6 +28,9 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="dashboard:login"), name="logout"),
+    # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
+    path("favicon.ico", RedirectView.as_view(url=static("orchestra/favicon.svg"))),
+    path("projects/", projects.projects, name="projects"),
     path("projects/<slug:slug>/", projects.project, name="project"),
     path("projects/<slug:slug>/tasks/", projects.new_task, name="new-task"),
     path("projects/<slug:slug>/policy/", policy.policy_page, name="policy"),

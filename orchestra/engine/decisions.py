@@ -78,6 +78,7 @@ def follow_up(run: Run, decided: Decided) -> None:
                 Step.objects.get(pk=checkpoint.step_id),
                 f"stopped by {who} at the `{checkpoint.shown.get('tool')}` checkpoint: "
                 + (comment or "no reason given"),
+                by=checkpoint.decided_by,
             )
         else:
             activities.schedule(
@@ -99,6 +100,7 @@ def follow_up(run: Run, decided: Decided) -> None:
             if accept_step(run, step):
                 queue.enqueue("orchestra.dispatch", run.pk)
         elif decision == "reject_stop":
-            stop_step(run, step, f"stopped at review: {comment or 'no reason given'}")
+            reason = f"stopped at review: {comment or 'no reason given'}"
+            stop_step(run, step, reason, checkpoint.decided_by)
         else:
             send_back(run, step, comment or "Rejected by a human.", event_data={"by_human": True})

@@ -166,12 +166,15 @@ def usage(run: Run) -> dict:
     }
 
 
-def fail_run(run: Run, message: str) -> None:
-    """Fail the run, keeping finished steps' outputs. Caller holds the run lock."""
-    run.status = Run.Status.FAILED
+def fail_run(run: Run, message: str, *, stopped_by=None, stopped: bool = False) -> None:
+    """Fail the run, keeping finished steps' outputs; with `stopped`, a person (`stopped_by`,
+    None for a deadline) ended it at a checkpoint: status `stopped`, event `run.stopped`.
+    Caller holds the run lock."""
+    run.status = Run.Status.STOPPED if stopped else Run.Status.FAILED
     run.error = message
+    run.stopped_by = stopped_by
     run.finished_at = timezone.now()
-    run.save(update_fields=["status", "error", "finished_at"])
+    run.save(update_fields=["status", "error", "stopped_by", "finished_at"])
     kept = list(run.steps.filter(status=Step.Status.DONE).values_list("key", flat=True))
     run.steps.filter(status__in=[Step.Status.PENDING, Step.Status.READY]).update(
         status=Step.Status.SKIPPED
@@ -179,7 +182,10 @@ def fail_run(run: Run, message: str) -> None:
     run.checkpoints.filter(status=Checkpoint.Status.PENDING).update(
         status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
     )
-    emit(run, "run.failed", data={"error": message, "completed_steps": kept, **usage(run)})
+    data = {"error": message, "completed_steps": kept, **usage(run)}
+    if stopped:
+        data["by"] = stopped_by.get_username() if stopped_by else None
+    emit(run, "run.stopped" if stopped else "run.failed", data=data)
     telemetry.run_ended(run)
 
 

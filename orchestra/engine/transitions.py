@@ -43,9 +43,10 @@ def escalate(run: Run, step: Step, reason: str) -> None:
     sync_run_status(run)
 
 
-def stop_step(run: Run, step: Step, reason: str) -> None:
-    """A human stopped the step at a checkpoint: it fails without another attempt, and the
-    run fails with it (completed outputs are kept). Caller holds the run lock."""
+def stop_step(run: Run, step: Step, reason: str, by=None) -> None:
+    """A human (`by`; None for a deadline) stopped the step at a checkpoint: it fails without
+    another attempt, and the run is stopped with it (completed outputs are kept). Caller
+    holds the run lock."""
     step.status = Step.Status.FAILED
     step.error = reason
     step.finished_at = timezone.now()
@@ -57,7 +58,7 @@ def stop_step(run: Run, step: Step, reason: str) -> None:
         status=AgentRun.Status.CANCELLED, error=reason, finished_at=step.finished_at
     )
     emit(run, "step.failed", step=step, data={"error": reason, "stopped": True})
-    fail_run(run, f"Step {step.key!r} was {reason}")
+    fail_run(run, f"Step {step.key!r} was {reason}", stopped_by=by, stopped=True)
 
 
 def schedule_step(step: Step, task: str = "orchestra.execute_step") -> None:

@@ -11,8 +11,13 @@
  * Elements with data-refresh-on="<kind prefixes>" are htmx partials: after an event whose
  * kind starts with one of the prefixes (and, with data-refresh-step, concerns that step),
  * we re-fetch the element from its hx-get URL and swap it in place. Refreshes are
- * coalesced and never overlap for one element, and a refresh asked for during a fetch runs
- * once more after it, so the last state always lands.
+ * coalesced: at most one round of fetches per GAP_MS (300 ms), however many events arrive,
+ * each round fetching every partial that any of those events touched, once; fetches never
+ * overlap for one element, and a refresh asked for during a fetch runs once more after it,
+ * so the last state always lands.
+ *
+ * A run that has ended (data-ended="true", or a run.completed/failed/cancelled/stopped
+ * event) says so instead of "Live".
  */
 (function () {
   "use strict";
@@ -28,6 +33,10 @@
   var seen = new Set();
   var FEED_MAX = 2000;
   var REFUSED = { 4403: "Live updates refused", 4400: "Live updates unavailable" };
+  var ENDS = ["run.completed", "run.failed", "run.cancelled", "run.stopped"];
+  var ended = root.getAttribute("data-ended") === "true";
+  // Counted for the browser tests and the load figures: events received, partials fetched.
+  var counts = { events: 0, fetches: 0, rounds: 0 };
 
   if (feed) {
     feed.querySelectorAll("li[data-seq]").forEach(function (li) {
@@ -63,7 +72,7 @@
     socket = ws;
     ws.onopen = function () {
       if (ws !== socket) return;
-      setStatus("live", "Live");
+      if (ended) setStatus("ended", "Run ended"); else setStatus("live", "Live");
       // A connection that stays up a while earns a fresh backoff.
       stableTimer = setTimeout(function () { failures = 0; }, 5000);
     };
@@ -96,9 +105,15 @@
     seen.add(event.seq);
     if (event.seq > lastSeq) lastSeq = event.seq;
     root.setAttribute("data-last-seq", String(lastSeq));
+    counts.events += 1;
     if (feed) append(event);
     scheduleRefresh(event);
     document.dispatchEvent(new CustomEvent("orc:event", { detail: event }));
+    if (ENDS.indexOf(event.kind) !== -1) {
+      ended = true;
+      root.setAttribute("data-ended", "true");
+      setStatus("ended", "Run ended");
+    }
   }
 
   // --- the feed ------------------------------------------------------------------------
@@ -131,6 +146,8 @@
   // --- partial refreshes ---------------------------------------------------------------
   var wanted = new Set();
   var flushTimer = null;
+  var GAP_MS = Number(root.getAttribute("data-refresh-gap") || 300);
+  var lastRound = 0;
   var inFlight = new Map(); // element id -> start time
   var again = new Set();
   var STUCK_MS = 10000;
@@ -145,12 +162,20 @@
         if (prefixes[i] && event.kind.indexOf(prefixes[i]) === 0) { wanted.add(el.id); return; }
       }
     });
-    // Coalesce a burst (a replay after reconnecting) into one fetch per partial.
-    if (wanted.size && !flushTimer) flushTimer = setTimeout(flush, 60);
+    schedule();
+  }
+
+  // Coalesce: a burst (a replay, parallel steps) becomes one round, at most one per GAP_MS.
+  function schedule() {
+    if (wanted.size && !flushTimer) {
+      flushTimer = setTimeout(flush, Math.max(60, lastRound + GAP_MS - Date.now()));
+    }
   }
 
   function flush() {
     flushTimer = null;
+    lastRound = Date.now();
+    counts.rounds += 1;
     var ids = Array.from(wanted);
     wanted.clear();
     ids.forEach(refresh);
@@ -163,9 +188,10 @@
     var url = el && el.getAttribute("hx-get");
     if (!url || !window.htmx) return;
     inFlight.set(id, Date.now());
+    counts.fetches += 1;
     var done = function () {
       inFlight.delete(id);
-      if (again.delete(id)) refresh(id);
+      if (again.delete(id)) { wanted.add(id); schedule(); }
     };
     window.htmx.ajax("GET", url, { source: el, target: el, swap: "outerHTML" }).then(done, done);
   }
@@ -187,6 +213,7 @@
   window.orchestraLive = {
     get socket() { return socket; },
     get lastSeq() { return lastSeq; },
+    counts: counts,
     seqs: function () { return Array.from(seen).sort(function (a, b) { return a - b; }); }
   };
 

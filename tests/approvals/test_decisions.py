@@ -140,7 +140,9 @@ def test_respond_answers_without_running_and_reject_stop_ends_the_step(demo, own
     run.refresh_from_db()
     step = run.steps.get(key="deploy")
     assert step.status == Step.Status.FAILED and "Not today." in step.error
-    assert run.status == Run.Status.FAILED and "stopped by ada" in run.error
+    # A person's "reject and stop" is its own outcome, not a failure: stopped, by whom, why.
+    assert run.status == Run.Status.STOPPED and "stopped by ada" in run.error
+    assert run.stopped_by == approver
     assert ToolCall.objects.get(pk=deploy.tool_call_id).status == "rejected"
 
 

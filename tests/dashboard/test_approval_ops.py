@@ -339,9 +339,16 @@ def test_reject_and_stop_stops_the_step_and_the_run(waiting_run, checkpoint, app
     assert verify.status == Step.Status.FAILED
     assert "Wrong approach." in verify.error
     waiting_run.refresh_from_db()
-    assert waiting_run.status == Run.Status.FAILED
+    assert waiting_run.status == Run.Status.STOPPED
+    assert waiting_run.stopped_by == approver
     run_page = client_for(approver).get(f"/runs/{waiting_run.pk}/").text
     assert "rejected and the step stopped: Wrong approach." in run_page
+    # Its own status, not a red failure: who stopped it and why.
+    status = '<span class="status s-stopped" id="run-status" data-status="stopped">stopped</span>'
+    assert status in run_page
+    assert "<strong>Stopped by ada</strong>" in run_page
+    assert 'class="callout error"' not in run_page
+    assert 'data-state="stopped"' in run_page
 
 
 def test_approve_for_this_run_adds_a_run_rule_that_can_be_revoked(

@@ -127,9 +127,15 @@ def test_new_task_refuses_bad_input_inline(demo, owner, settings):
 # --- the run page ------------------------------------------------------------------------------
 def test_run_page_shows_phases_graph_steps_feed_usage_and_cancel(waiting_run, owner):
     page = client_for(owner).get(f"/runs/{waiting_run.pk}/").text
-    # Phases: dispatch is current, plan done, review and report to come — in words too.
-    assert re.search(r'class="phase current" data-phase="dispatch" aria-current="step"', page)
+    # Phases say what is true: plan done; dispatch waits for a person (linked to the
+    # checkpoint); review was reached (steps were reviewed, one sent back: a loop) and holds
+    # nothing now; report to come.
+    checkpoint = waiting_run.checkpoints.get()
     assert 'class="phase done" data-phase="plan"' in page
+    assert 'class="phase waiting" data-phase="dispatch" data-state="waiting"' in page
+    assert f'<a href="/approvals/{checkpoint.pk}/">waiting for a person</a>' in page
+    assert "↺ 1 revision<" in page
+    assert 'class="phase idle reached" data-phase="review" data-state="idle" aria-current' in page
     assert 'class="phase upcoming" data-phase="report"' in page
     # The plan graph: nodes coloured by status, labelled with it, edges from dependencies.
     assert 'data-step="verify" data-status="awaiting_approval"' in page
@@ -195,7 +201,7 @@ def test_a_planning_run_says_so(demo, owner, settings):
     with mock.patch("orchestra.queue.enqueue"):
         run = start_run(owner, demo, "Still planning")
     page = client_for(owner).get(f"/runs/{run.pk}/").text
-    assert 'data-phase="plan" aria-current="step"' in page
+    assert 'data-phase="plan" data-state="current" aria-current="step"' in page
     assert "The orchestrator is planning" in page
 
 
@@ -219,7 +225,15 @@ def test_completed_run_shows_its_report(waiting_run, owner):
     waiting_run.refresh_from_db()
     assert waiting_run.status == Run.Status.COMPLETED
     page = client_for(owner).get(f"/runs/{waiting_run.pk}/").text
-    assert "# Report: Add a greeting" in page
+    # The report's Markdown is rendered: a heading, not "# ..." in a <pre>.
+    assert "<h1>Report: Add a greeting</h1>" in page
+    assert "# Report" not in page
+    assert "Tokens and cost so far" not in page and "Live events" not in page
+    assert 'data-state="ended" role="status">Run ended<' in page
+    # The decisions people took are named with the report.
+    assert "Decisions people took" in page
+    assert page.count('<li data-checkpoint="') == 2
+    assert "Deploy (deploy) in step deploy</a>: approved by olivia" in page
     assert page.count('class="phase done"') == 4
     assert "aria-current" not in page.split('id="run-phases"')[1].split("</ol>")[0]
 

@@ -10,6 +10,7 @@ from django.utils.timesince import timesince
 
 from agents.sandbox import sandbox_status as current_sandbox_status
 from orchestra.dashboard import present, queries
+from orchestra.dashboard.markdown import render_markdown
 
 register = template.Library()
 
@@ -53,6 +54,12 @@ def ms(value) -> str:
 @register.filter
 def status_label(value) -> str:
     return present.status_label(str(value))
+
+
+@register.filter
+def markdown(value) -> str:
+    """Markdown (a model's report) as sanitised HTML."""
+    return render_markdown(value)
 
 
 @register.filter
@@ -101,11 +108,30 @@ def is_list(value) -> bool:
 
 
 @register.filter
-def pretty_args(raw) -> str:
-    """Tool-call arguments as the model sent them (a JSON string), indented when they parse."""
+def argument_items(arguments) -> list[tuple[str, str, bool]]:
+    """A tool call's arguments to show one by one: (name, text, is_code). A string is shown as
+    it is (a file's content reads as code, not as an escaped JSON string); anything else as
+    indented JSON."""
+    if isinstance(arguments, str):
+        return [("", arguments, True)]
+    if not isinstance(arguments, dict):
+        return [("", present.pretty_json(arguments), True)]
+    items = []
+    for name, value in arguments.items():
+        if isinstance(value, str):
+            items.append((name, value, "\n" in value))
+        else:
+            items.append((name, present.pretty_json(value), True))
+    return items
+
+
+@register.filter
+def parsed_args(raw):
+    """Tool-call arguments as the model sent them (a JSON string), parsed when they parse; a
+    string that does not parse is returned as it is."""
     if not isinstance(raw, str):
-        return present.pretty_json(raw)
+        return raw
     try:
-        return present.pretty_json(json.loads(raw))
+        return json.loads(raw)
     except ValueError:
         return raw

@@ -18,4 +18,6 @@ def history(request):
     template = "dashboard/history.html"
     if request.htmx and request.htmx.target == "history-results":
         template += "#results"
-    return render(request, template, {"form": form, "page": page})
+    # Before any run exists, the page says how to start one rather than “no match”.
+    any_runs = page.paginator.count > 0 or queries.visible_runs(request.user).exists()
+    return render(request, template, {"form": form, "page": page, "any_runs": any_runs})

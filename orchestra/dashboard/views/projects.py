@@ -1,11 +1,21 @@
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from orchestra.access import CREATE_ROLES, get_project_for_user, role_in
+from orchestra.access import CREATE_ROLES, get_project_for_user, role_in, visible_projects
 from orchestra.dashboard import queries
 from orchestra.dashboard.auth import login_required
 from orchestra.dashboard.forms import NewTaskForm
 from orchestra.engine import EngineError, start_run
+
+
+@login_required
+def projects(request):
+    """Every project the user can see, with its latest run."""
+    return render(
+        request,
+        "dashboard/projects.html",
+        {"projects": queries.project_summaries(visible_projects(request.user))},
+    )
 
 
 @login_required

@@ -22,6 +22,7 @@ LIVE_FIELDS = [
     "report",
     "error",
     "finished_at",
+    "stopped_by",
 ]
 
 
@@ -60,6 +61,14 @@ def _nothing(run: Run, user) -> dict:
     return {}
 
 
+def _report(run: Run, user) -> dict:
+    """The report, and the human decisions taken during the run (who, what, why)."""
+    decided = [c for c in queries.run_checkpoints(run) if c.decided_at and c.status != "cancelled"]
+    for checkpoint in decided:
+        checkpoint.decision_text = present.decision_label(checkpoint).lower()
+    return {"decisions": decided}
+
+
 # One entry per htmx target on the run page: the partial's name and what it needs.
 PARTIALS = {
     "header": _header,
@@ -68,7 +77,7 @@ PARTIALS = {
     "steps": _steps,
     "usage": _nothing,
     "rules": _rules,
-    "report": _nothing,
+    "report": _report,
 }
 
 

@@ -10,6 +10,7 @@ TEMPLATE = "dashboard/step.html"
 def _context(run, key: str) -> dict:
     step = get_object_or_404(run.steps.select_related("plan"), key=key)
     attempts = queries.step_attempts(step)
+    queries.link_previous_writes(attempts)
     return {
         "run": run,
         "step": step,
