@@ -4,7 +4,9 @@
     orchestra web                 daphne only, for a configured deployment (no migrate)
     orchestra worker / beat       Celery processes for a configured deployment (REDIS_URL)
     orchestra run demo "title"    start a run as a user, optionally following it (--wait)
+    orchestra approvals           list, show, approve, reject or edit checkpoints
     orchestra token admin         issue an API token (printed last, shown once)
+    orchestra password admin      set a user's password (asked for, or read from stdin)
     orchestra audit verify demo   check a project's audit chain (exit 1 if tampered)
     orchestra audit export demo   the audit chain as JSON lines (stdout or -o FILE)
     orchestra purge --older-than 90d [--dry-run]   remove what is older (retention)
@@ -13,8 +15,9 @@
 Django is configured only once a subcommand runs, so `orchestra --help` works without a
 database and a bad setting is reported as one line instead of a traceback.
 
-The commands by job: `serve` (up, web, worker, beat), `runs` (run, --wait), `admin` (token,
-audit, migrate, seed); `common` holds what they share. This module parses and dispatches.
+The commands by job: `serve` (up, web, worker, beat), `runs` (run, --wait), `follow` (what
+following a run prints), `approvals` (decide checkpoints), `admin` (token, password, audit,
+migrate, seed); `common` holds what they share. This module parses and dispatches.
 """
 
 import argparse
@@ -23,7 +26,7 @@ import sys
 
 from django.core.exceptions import ImproperlyConfigured
 
-from orchestra.cli import admin, purge, runs, serve
+from orchestra.cli import admin, approvals, purge, runs, serve
 from orchestra.cli.common import CliError, setup_django
 from orchestra.cli.runs import follow_run
 
@@ -71,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the events until the run ends (exit 0/1)"
     )
     run.set_defaults(handler=runs.cmd_run)
+
+    approvals.add_parser(commands)
+
+    password = commands.add_parser("password", help="set a user's password")
+    password.add_argument("user")
+    password.set_defaults(handler=admin.cmd_password)
 
     token = commands.add_parser("token", help="issue an API token for a user")
     token.add_argument("user")

@@ -48,6 +48,31 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_password(args: argparse.Namespace) -> int:
+    """Set a user's password: asked twice at a terminal, else the first line of stdin."""
+    import getpass
+
+    from django.contrib.auth.password_validation import ValidationError, validate_password
+
+    user = get_user(args.user)
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"New password for {user.get_username()}: ")
+        if getpass.getpass("Again: ") != password:
+            raise CliError("the two passwords differ; nothing changed")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise CliError("an empty password; nothing changed")
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise CliError(" ".join(exc.messages)) from None
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    say(f"Password of {user.get_username()} changed.")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from django.core.management import call_command
 
@@ -69,12 +94,22 @@ def seed_and_tell() -> None:
 
     existed = get_user_model().objects.filter(username="admin").exists()
     password = seed_demo()
+    chosen = settings.ORCHESTRA_ADMIN_PASSWORD
     if password:
         say(f"Admin user: admin / password: {password}")
-    elif not existed and settings.ORCHESTRA_ADMIN_PASSWORD:
-        say("Admin user: admin / password: the value of ORCHESTRA_ADMIN_PASSWORD")
+    elif chosen:
+        # The variable is honoured on every start, not only the first: set it to reset.
+        admin = get_user_model().objects.get(username="admin")
+        changed = existed and not admin.check_password(chosen)
+        if changed:
+            admin.set_password(chosen)
+            admin.save(update_fields=["password"])
+        say(
+            "Admin user: admin / password: the value of ORCHESTRA_ADMIN_PASSWORD"
+            + (" (changed to it now)" if changed else "")
+        )
     else:
         say(
-            "Admin user: admin (already exists; its password is unchanged — reset it with "
-            "`python manage.py changepassword admin`)"
+            "Admin user: admin (already exists; its password is unchanged — set a new one "
+            "with `.venv/bin/orchestra password admin`, or start with ORCHESTRA_ADMIN_PASSWORD)"
         )

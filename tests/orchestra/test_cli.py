@@ -7,6 +7,7 @@
 import pytest
 from django.test import Client
 
+from agents.models import AgentRun
 from approvals.models import Checkpoint
 from orchestra import cli
 from orchestra.engine import cancel_run, decide_checkpoint
@@ -70,10 +71,10 @@ def test_run_wait_follows_events_through_approvals_to_completion(
     run = Run.objects.get()
     assert run.status == Run.Status.COMPLETED
     exec_checkpoint, deploy_checkpoint = Checkpoint.objects.filter(run=run).order_by("pk")
-    assert f"awaiting approval: checkpoint {exec_checkpoint.pk} (tool run_command " in out
-    assert f"awaiting approval: checkpoint {deploy_checkpoint.pk} (tool deploy " in out
-    assert "run.created" in out and "approval.decided" in out and "run.completed" in out
-    assert out.index("run.created") < out.index("run.completed")
+    assert f"waiting for a person: checkpoint {exec_checkpoint.pk} — run_command " in out
+    assert f"waiting for a person: checkpoint {deploy_checkpoint.pk} — deploy " in out
+    assert "approval decided" in out and "run completed" in out
+    assert out.index(f"Run {run.pk} started") < out.index("run completed")
     assert run.report in out
 
 
@@ -81,7 +82,7 @@ def test_run_wait_exits_1_when_the_run_is_cancelled(demo, owner, monkeypatch, ca
     monkeypatch.setattr(cli, "_wait", lambda: cancel_run(owner, Run.objects.get()))
     assert cli.main(["run", "demo", "Doomed", "--wait"]) == 1
     out = capsys.readouterr().out
-    assert "run.cancelled" in out
+    assert "run cancelled" in out
     assert out.strip().splitlines()[-1].endswith("cancelled.")
 
 
@@ -137,10 +138,126 @@ def test_no_subcommand_prints_help(capsys):
     assert "usage: orchestra" in capsys.readouterr().out
 
 
-def test_run_in_the_embedded_default_does_its_work_before_exiting(demo, settings, capsys):
-    # A thread pool in a process about to exit would drop the queued work; the CLI drives the
-    # run itself instead, so it is waiting for a human (not stranded) when main() returns.
+def test_run_in_the_embedded_default_runs_parallel_steps_in_parallel(demo, settings, capsys):
+    # The work runs on this process's pool, as in the server; main() returns only once the
+    # run waits for a person (nothing stranded in a pool about to exit).
     settings.ORCHESTRA_EMBEDDED_WORKER = "thread"
+    settings.ORCHESTRA_DEMO_LATENCY = 0.15
     assert cli.main(["run", "demo", "x"]) == 0
-    assert "Embedded mode" in capsys.readouterr().out
-    assert Run.objects.get().status == Run.Status.AWAITING_APPROVAL
+    out = capsys.readouterr().out
+    assert "Embedded mode" in out
+    run = Run.objects.get()
+    assert run.status == Run.Status.AWAITING_APPROVAL
+    assert not run.activities.exclude(status="done").exists()
+    # implement and tests depend only on research: their first attempts overlapped in time.
+    first = {
+        a.step.key: a
+        for a in AgentRun.objects.filter(run=run, purpose="step", attempt=1).select_related("step")
+    }
+    implement, tests = first["implement"], first["tests"]
+    assert implement.started_at < tests.finished_at and tests.started_at < implement.finished_at
+    assert "progress:" in out and "waiting for a person" in out
+
+
+# --- following a run, and deciding from the terminal --------------------------------------------
+def test_a_run_at_a_checkpoint_prints_the_url_and_command_and_approvals_approve_moves_it_on(
+    demo, approver, monkeypatch, capsys
+):
+    decided = []
+
+    def decide_from_the_terminal() -> None:  # a person in a second terminal, between polls
+        pending = Checkpoint.objects.filter(status=Checkpoint.Status.PENDING).first()
+        if pending is not None:
+            assert cli.main(["approvals", "approve", str(pending.pk), "--user", "ada"]) == 0
+            decided.append(pending.pk)
+
+    monkeypatch.setattr(cli, "_wait", decide_from_the_terminal)
+    assert cli.main(["run", "demo", "Greet", "--wait"]) == 0
+    out = capsys.readouterr().out
+    run = Run.objects.get()
+    assert run.status == Run.Status.COMPLETED
+    first, deploy = Checkpoint.objects.filter(run=run).order_by("pk")
+    assert decided == [first.pk, deploy.pk]
+    # One readable line per step change, then the progress.
+    assert "▸ research     step started: attempt 1" in out
+    assert "✓ research     step completed: after 1 attempt(s)" in out
+    assert "↺ implement    step revising: round 1" in out
+    assert "  progress: 3 of 5 steps done · 1 waiting for a person" in out
+    assert "model.called" not in out and "model called" not in out  # calls stay in the trace
+    assert len(out.splitlines()) < 80
+    # At the checkpoint: what is asked, where and how to decide.
+    assert f"waiting for a person: checkpoint {first.pk} — run_command in step verify" in out
+    assert f"open    http://127.0.0.1:8000/approvals/{first.pk}/" in out
+    assert f"or run  orchestra approvals approve {first.pk}" in out
+    assert f"orchestra approvals reject {first.pk} --comment 'why'" in out
+    # The decision came through the same service: recorded, who decided it.
+    assert f"Checkpoint {first.pk} approved by ada." in out
+    assert Checkpoint.objects.get(pk=first.pk).decided_by == approver
+
+
+def test_approvals_list_show_and_decide_with_the_same_rules_as_the_api(
+    demo, approver, viewer, outsider, capsys
+):
+    assert cli.main(["run", "demo", "Greet"]) == 0
+    checkpoint = Checkpoint.objects.get(status=Checkpoint.Status.PENDING)
+    capsys.readouterr()
+
+    assert cli.main(["approvals"]) == 0  # the bare form lists the pending ones too
+    assert f"{checkpoint.pk}  pending" in capsys.readouterr().out
+    assert cli.main(["approvals", "list", "--user", "ada"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{checkpoint.pk}  pending" in listed and "run_command in step verify" in listed
+    assert cli.main(["approvals", "show", str(checkpoint.pk), "--user", "ada"]) == 0
+    shown = capsys.readouterr().out
+    assert "tool     run_command (risk exec)" in shown and '"command":' in shown
+    assert f"page     http://127.0.0.1:8000/approvals/{checkpoint.pk}/" in shown
+
+    # Refusals, one line each: unseen, not allowed, no reason, bad JSON, bad arguments.
+    cases = [
+        (["approve", str(checkpoint.pk), "--user", "mallory"], "no checkpoint"),
+        (["approve", str(checkpoint.pk), "--user", "vera"], ""),
+        (["reject", str(checkpoint.pk), "--user", "ada"], "say why you reject it"),
+        (["edit", str(checkpoint.pk), "{nope", "--user", "ada"], "the arguments are not JSON"),
+        (["edit", str(checkpoint.pk), '{"cmd": 1}', "--user", "ada"], ""),
+    ]
+    for argv, message in cases:
+        assert cli.main(["approvals", *argv]) == 2, argv
+        assert message in capsys.readouterr().err
+    assert Checkpoint.objects.get(pk=checkpoint.pk).status == Checkpoint.Status.PENDING
+
+    edited = '{"command": "python3 -m unittest discover -s tests"}'
+    assert cli.main(["approvals", "edit", str(checkpoint.pk), edited, "--user", "ada"]) == 0
+    checkpoint.refresh_from_db()
+    assert (checkpoint.status, checkpoint.decision) == ("approved", "edit")
+    assert "Run 1 is now awaiting approval." in capsys.readouterr().out.replace(
+        f"Run {checkpoint.run_id}", "Run 1"
+    )
+    # A second decision on the same checkpoint is refused, as the API's 409.
+    assert cli.main(["approvals", "approve", str(checkpoint.pk), "--user", "ada"]) == 2
+    assert "already" in capsys.readouterr().err
+    deploy = Checkpoint.objects.get(status=Checkpoint.Status.PENDING)
+    stop = ["reject", str(deploy.pk), "--stop", "--comment", "Not today.", "--user", "ada"]
+    assert cli.main(["approvals", *stop]) == 0
+    assert Run.objects.get().status == Run.Status.STOPPED
+
+
+def test_password_sets_a_users_password_from_stdin(demo, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-new-long-passphrase\n"))
+    assert cli.main(["password", "admin"]) == 0
+    assert "Password of admin changed." in capsys.readouterr().out
+    assert Client().login(username="admin", password="a-new-long-passphrase")
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert cli.main(["password", "admin"]) == 2
+    assert "empty password" in capsys.readouterr().err
+
+
+def test_a_restart_honours_orchestra_admin_password(demo, settings, capsys):
+    settings.ORCHESTRA_ADMIN_PASSWORD = "chosen-on-restart-1"
+    assert cli.main(["seed"]) == 0
+    assert "the value of ORCHESTRA_ADMIN_PASSWORD (changed to it now)" in capsys.readouterr().out
+    assert Client().login(username="admin", password="chosen-on-restart-1")
+    assert cli.main(["seed"]) == 0
+    out = capsys.readouterr().out
+    assert "ORCHESTRA_ADMIN_PASSWORD" in out and "changed to it now" not in out
