@@ -40,9 +40,10 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import Http404
 from django.utils import timezone
 
-from orchestra.access import get_run_for_user
+from orchestra.access import get_run_for_user, visible_projects
+from orchestra.dashboard.inbox import render_inbox
 from orchestra.dashboard.present import render_event_line
-from orchestra.events import register_embedded_loop, run_group
+from orchestra.events import project_group, register_embedded_loop, run_group
 from orchestra.models import ApiToken, Event
 
 logger = logging.getLogger(__name__)
@@ -315,3 +316,91 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
                     await self._send_stored()
         except Exception:
             logger.warning("run %s: settle read failed", self.run_id, exc_info=True)
+
+
+# --- the inbox: what waits for one user, on every page ------------------------------------------
+@database_sync_to_async
+def project_ids(user) -> list[int]:
+    return list(visible_projects(user).values_list("pk", flat=True))
+
+
+@database_sync_to_async
+def inbox_frame(user) -> dict:
+    return render_inbox(user)
+
+
+class InboxConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/inbox/`: the signed-in user's approvals badge and the home page's live part
+    (active runs, waiting checkpoints), rendered from one read and pushed: once at connect,
+    then after the events that change them in any project the user can see.
+
+    It joins the doorbell group of each such project (`events.project_group`); a burst of
+    rings becomes one frame at most every `gap` seconds. Session users only (4403 else), and
+    the session is re-checked every `ORCHESTRA_SOCKET_RECHECK` seconds like the run stream.
+    """
+
+    gap: float = 0.3
+    RINGS = ("run.", "approval.", "phase.", "plan.", "step.", "report.")
+
+    async def connect(self) -> None:
+        self._pending: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+        self._last = 0.0
+        self.recheck_interval = float(settings.ORCHESTRA_SOCKET_RECHECK)
+        self._checked_at = time.monotonic()
+        user = self.scope.get("user") or AnonymousUser()
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        if not (user.is_authenticated and user.is_active and session_key):
+            await self.accept()
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.user, self.session_key = user, session_key
+        register_embedded_loop(asyncio.get_running_loop())
+        self.groups = [project_group(pk) for pk in await project_ids(user)]
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        await self._push()
+
+    async def inbox_ring(self, message: dict) -> None:
+        if any(kind.startswith(self.RINGS) for kind in message.get("kinds", ())):
+            self._schedule()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Read-only, as the run stream."""
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "_pending", None) is not None:
+            self._pending.cancel()
+
+    def _schedule(self) -> None:
+        if self._pending is not None or (self._task is not None and not self._task.done()):
+            if self._pending is None:
+                self._pending = asyncio.get_running_loop().call_later(self.gap, self._fire)
+            return
+        delay = max(0.0, self._last + self.gap - time.monotonic())
+        self._pending = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        self._task = asyncio.get_running_loop().create_task(self._push())
+
+    async def _push(self) -> None:
+        self._last = time.monotonic()
+        try:
+            if time.monotonic() - self._checked_at >= self.recheck_interval:
+                credential = ("session", self.session_key)
+                if not await still_signed_in(credential):
+                    await self.close(code=CLOSE_FORBIDDEN)
+                    return
+                self._checked_at = time.monotonic()
+            await self.send_json(await inbox_frame(self.user))
+        except Exception:
+            logger.warning("inbox of %s: push failed", self.user, exc_info=True)
+
+
+@database_sync_to_async
+def still_signed_in(credential: tuple[str, str]) -> bool:
+    store = import_module(settings.SESSION_ENGINE).SessionStore(credential[1])
+    user = get_user(SimpleNamespace(session=store))
+    return bool(user.is_authenticated and user.is_active)

@@ -37,6 +37,12 @@ def run_group(run_id: int) -> str:
     return f"run.{run_id}"
 
 
+def project_group(project_id: int) -> str:
+    """Where a doorbell rings for every commit of events in the project's runs: the pages
+    that list runs and checkpoints (home, the approvals badge) listen here."""
+    return f"project.{project_id}"
+
+
 @contextmanager
 def locked_run(run_id: int) -> Iterator[Run]:
     """An engine transaction: lock the run row (SELECT ... FOR UPDATE; every engine transaction
@@ -121,7 +127,7 @@ def _flush(run: Run) -> None:
     )
     if events:
         payloads = [event.as_json() for event in events]
-        transaction.on_commit(lambda: broadcast(run.pk, payloads))
+        transaction.on_commit(lambda: broadcast(run.pk, payloads, run.project_id))
 
 
 def add_usage(run: Run, input_tokens: int, output_tokens: int, cost: Decimal) -> None:
@@ -156,10 +162,14 @@ def emit(
     return event
 
 
-def broadcast(run_id: int, payloads: list[dict]) -> None:
+def broadcast(run_id: int, payloads: list[dict], project_id: int | None = None) -> None:
     """Send the events one transaction committed to the run's WebSocket group as one
-    message, in seq order; never raises, never blocks."""
+    message, in seq order, and ring the project's doorbell (the run and the event kinds, no
+    data); never raises, never blocks."""
     send_to_run(run_id, {"type": "run.event", "events": payloads})
+    if project_id is not None:
+        kinds = sorted({p["kind"] for p in payloads})
+        _send(project_group(project_id), {"type": "inbox.ring", "run": run_id, "kinds": kinds})
 
 
 def broadcast_text(run_id: int, live: dict) -> None:
@@ -169,6 +179,11 @@ def broadcast_text(run_id: int, live: dict) -> None:
 
 
 def send_to_run(run_id: int, message: dict) -> None:
+    _send(run_group(run_id), message)
+
+
+def _send(group: str, message: dict) -> None:
+    """Hand `message` to the channel layer for `group`; never raises, never blocks."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -176,13 +191,11 @@ def send_to_run(run_id: int, message: dict) -> None:
         if isinstance(layer, InMemoryChannelLayer):
             if _embedded_loop is None or _embedded_loop.is_closed():
                 return  # no consumer has ever connected in this process
-            asyncio.run_coroutine_threadsafe(
-                layer.group_send(run_group(run_id), message), _embedded_loop
-            )
+            asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _embedded_loop)
         else:
-            _sender.send(layer, run_group(run_id), message)
+            _sender.send(layer, group, message)
     except Exception:
-        logger.warning("broadcast to run %s failed", run_id, exc_info=True)
+        logger.warning("broadcast to %s failed", group, exc_info=True)
 
 
 class _Sender:

@@ -81,7 +81,9 @@ def test_the_badge_partial_counts_pending_checkpoints(waiting_run, owner):
     assert badge.status_code == 200
     assert badge.text.strip().startswith('<a id="approvals-badge"')
     assert 'data-count="1"' in badge.text
-    assert 'hx-trigger="every 5s"' in badge.text
+    # Not polled: the inbox socket pushes it (tests/orchestra/test_inbox_socket.py).
+    assert "hx-trigger" not in badge.text
+    assert 'src="/static/orchestra/inbox.js"' in client.get("/").text
     waiting_run.checkpoints.update(status=Checkpoint.Status.CANCELLED)
     assert 'data-count="0"' in client.get("/approvals/badge/").text
 
@@ -245,7 +247,7 @@ def test_step_detail_shows_brief_handover_attempts_verdicts_and_decisions(waitin
     assert "Write src/greeting.py with a greet(name) function." in implement  # the brief
     assert "Attempt 1" in implement and "Attempt 2" in implement
     assert "Output of step research:" in implement  # the exact message the agent saw
-    assert "Calls <code>write_file</code>" in implement  # its tool calls
+    assert 'Calls <code class="tool-name">write_file</code>' in implement  # its tool calls
     assert "revise</span>" in implement and "pass</span>" in implement  # both verdicts
     assert "Add a module docstring" in implement
 

@@ -342,9 +342,9 @@ def test_events_of_one_transaction_arrive_as_one_batch_in_order(run, viewer):
     sent = []
     real = events.broadcast
 
-    def spy(run_id, payloads):
+    def spy(run_id, payloads, project_id=None):
         sent.append({"events": payloads})
-        real(run_id, payloads)
+        real(run_id, payloads, project_id)
 
     async def body():
         await open_socket(comm)

@@ -16,8 +16,11 @@ register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
-def pending_approvals(context) -> int:
-    """Undecided checkpoints the signed-in user can see (the header badge)."""
+def pending_approvals(context, known: int | None = None) -> int:
+    """Undecided checkpoints the signed-in user can see (the header badge); `known` when the
+    page already counted them with what it lists (`dashboard.inbox`), so the two agree."""
+    if known is not None and known != "":
+        return int(known)
     request = context.get("request")
     if request is None:
         return 0
