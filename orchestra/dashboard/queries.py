@@ -144,21 +144,34 @@ def project_runs(project: Project, limit: int = 50) -> list[Run]:
 @dataclass
 class StepView:
     step: Step
-    duration: timedelta | None
+    duration: timedelta | None  # from start to finish (or now), waits included
+    waited: timedelta = timedelta(0)  # for people, at the step's checkpoints
 
     @property
     def tokens(self) -> int:
         return self.step.input_tokens + self.step.output_tokens
 
+    @property
+    def worked(self) -> timedelta | None:
+        """The step's time less its waits for people: what the machines took."""
+        if self.duration is None:
+            return None
+        return max(self.duration - self.waited, timedelta(0))
+
 
 def step_views(run: Run) -> list[StepView]:
     now = timezone.now()
+    waited: dict[int, timedelta] = {}
+    for step_id, asked, decided in run.checkpoints.filter(step__isnull=False).values_list(
+        "step_id", "requested_at", "decided_at"
+    ):
+        waited[step_id] = waited.get(step_id, timedelta(0)) + ((decided or now) - asked)
     views = []
     for step in run.steps.order_by("position"):
         duration = None
         if step.started_at:
             duration = (step.finished_at or now) - step.started_at
-        views.append(StepView(step, duration))
+        views.append(StepView(step, duration, waited.get(step.pk, timedelta(0))))
     return views
 
 
@@ -279,20 +292,26 @@ def trace(run: Run) -> svg.Waterfall:
         else:
             loose_waits.append(checkpoint)
     for call in ToolCall.objects.filter(run=run).order_by("started_at", "pk"):
-        calls.setdefault(call.agent_run_id, []).append(
-            svg.Span(
-                kind="tool_call",
-                label=f"tool · {call.tool}",
-                start=call.started_at,
-                end=call.finished_at,
-                depth=1,
-                status=call.status,
-                detail=call.error or call.result[:200],
-            )
-        )
+        spans_here = calls.setdefault(call.agent_run_id, [])
         checkpoint = waits_by_call.get(call.pk)
+        # A gated call's own span is its execution: it starts when a person decided. The
+        # wait before it is its own span, so people's time never reads as machine time.
+        start = call.started_at
         if checkpoint is not None:
-            calls[call.agent_run_id].append(_wait_span(run, checkpoint, depth=1))
+            spans_here.append(_wait_span(run, checkpoint, depth=1))
+            start = checkpoint.decided_at
+        if start is not None:
+            spans_here.append(
+                svg.Span(
+                    kind="tool_call",
+                    label=f"tool · {call.tool}",
+                    start=start,
+                    end=max(call.finished_at, start) if call.finished_at else None,
+                    depth=1,
+                    status=call.status,
+                    detail=call.error or call.result[:200],
+                )
+            )
 
     spans: list[svg.Span] = []
     for agent_run in agent_runs:

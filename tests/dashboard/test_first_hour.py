@@ -4,11 +4,12 @@ and sanitised, the navigation, empty states that say what to do, a run a person 
 writes shown as code with the change from the previous attempt."""
 
 import re
+from datetime import timedelta
 
 import pytest
 
 from approvals.models import Checkpoint
-from orchestra.dashboard import metrics
+from orchestra.dashboard import metrics, queries
 from orchestra.dashboard.markdown import render_markdown
 from orchestra.dashboard.present import phases_of
 from orchestra.engine import decide_checkpoint
@@ -171,3 +172,31 @@ def test_an_attempt_that_wrote_nothing_before_has_no_diff(waiting_run, owner):
     page = client_for(owner).get(f"/runs/{waiting_run.pk}/steps/tests/").text
     assert "Change from the previous attempt" not in page
     assert Task.objects.count() == 1
+
+
+# --- people's time is not machine time -------------------------------------------------------
+def test_a_tool_span_is_its_execution_and_the_wait_for_a_person_its_own_span(waiting_run, owner):
+    checkpoint = waiting_run.checkpoints.get(status=Checkpoint.Status.PENDING)
+    # The person took six minutes to decide.
+    asked = checkpoint.requested_at - timedelta(minutes=6)
+    Checkpoint.objects.filter(pk=checkpoint.pk).update(requested_at=asked)
+    checkpoint.tool_call.__class__.objects.filter(pk=checkpoint.tool_call_id).update(
+        started_at=asked
+    )
+    decide_checkpoint(owner, checkpoint, "approve")
+
+    spans = queries.trace(waiting_run).spans
+    tool = next(s for s in spans if s.label == "tool · run_command")
+    wait = next(s for s in spans if s.kind == "wait" and "tool call" in s.label)
+    assert wait.elapsed >= timedelta(minutes=6)
+    assert tool.elapsed < timedelta(seconds=30)  # the command's run, not the wait
+    assert tool.start >= wait.end
+
+    page = client_for(owner).get(f"/runs/{waiting_run.pk}/").text
+    verify = re.search(
+        r'<article class="step-card[^"]*" data-step="verify".*?</article>', page, re.S
+    )[0]
+    waited = re.search(r"<dd data-waited>([^<]+)</dd>", verify)[1]
+    worked = re.search(r"<dd data-work>([^<]+)</dd>", verify)[1]
+    assert waited.startswith("6 min")
+    assert "min" not in worked  # the step's own work took seconds
