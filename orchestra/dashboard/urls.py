@@ -50,6 +50,7 @@ urlpatterns = [
     path("runs/", history.history, name="history"),
     path("runs/<int:run_id>/", runs.run, name="run"),
     path("runs/<int:run_id>/part/<slug:name>/", runs.run_partial, name="run-partial"),
+    path("runs/<int:run_id>/parts/", runs.run_parts, name="run-parts"),
     path("runs/<int:run_id>/cancel/", runs.cancel, name="cancel"),
     path("runs/<int:run_id>/rules/<int:rule_id>/revoke/", runs.revoke_rule, name="revoke-rule"),
     path("runs/<int:run_id>/diff/", commits.run_diff, name="run-diff"),

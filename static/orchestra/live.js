@@ -10,10 +10,10 @@
  *
  * Elements with data-refresh-on="<kind prefixes>" are htmx partials: after an event whose
  * kind starts with one of the prefixes (and, with data-refresh-step, concerns that step),
- * we re-fetch the element from its hx-get URL and swap it in place. Refreshes are
- * coalesced: at most one round of fetches per GAP_MS (300 ms), however many events arrive,
- * each round fetching every partial that any of those events touched, once; fetches never
- * overlap for one element, and a refresh asked for during a fetch runs once more after it,
+ * we re-fetch the element and swap it in place. Refreshes are coalesced: at most one round
+ * per GAP_MS (300 ms), however many events arrive; a round fetches every partial any of
+ * those events touched in one request (the root's data-parts-url, each element naming its
+ * data-part), rounds never overlap, and a refresh asked for during a round runs in the next,
  * so the last state always lands.
  *
  * A run that has ended (data-ended="true", or a run.completed/failed/cancelled/stopped
@@ -144,13 +144,18 @@
   }
 
   // --- partial refreshes ---------------------------------------------------------------
+  // One round at a time, at most one per GAP_MS: the partials (data-part) any event since the
+  // last round touched come back in ONE request to data-parts-url and are swapped by id;
+  // other refreshable elements (the step page's) are fetched with htmx as before.
   var wanted = new Set();
   var flushTimer = null;
   var GAP_MS = Number(root.getAttribute("data-refresh-gap") || 300);
-  var lastRound = 0;
-  var inFlight = new Map(); // element id -> start time
-  var again = new Set();
   var STUCK_MS = 10000;
+  var partsUrl = root.getAttribute("data-parts-url");
+  var lastRound = 0;
+  var roundStarted = 0; // while a round is in flight
+  var inFlight = new Map(); // element id -> start time, for single fetches
+  var again = new Set();
 
   function scheduleRefresh(event) {
     document.querySelectorAll("[data-refresh-on]").forEach(function (el) {
@@ -174,11 +179,42 @@
 
   function flush() {
     flushTimer = null;
+    if (roundStarted && Date.now() - roundStarted < STUCK_MS) {
+      schedule(); // the last round is still coming back; the next one follows it
+      return;
+    }
     lastRound = Date.now();
     counts.rounds += 1;
+    var names = [];
     var ids = Array.from(wanted);
     wanted.clear();
-    ids.forEach(refresh);
+    ids.forEach(function (id) {
+      var el = document.getElementById(id);
+      var name = el && el.getAttribute("data-part");
+      if (name && partsUrl) names.push(name); else refresh(id);
+    });
+    if (names.length) fetchParts(names);
+  }
+
+  function fetchParts(names) {
+    roundStarted = Date.now();
+    counts.fetches += 1;
+    var query = names.map(function (n) { return "name=" + encodeURIComponent(n); }).join("&");
+    var done = function () { roundStarted = 0; schedule(); };
+    fetch(partsUrl + "?" + query, { credentials: "same-origin", headers: { "HX-Request": "true" } })
+      .then(function (response) { return response.ok ? response.text() : ""; })
+      .then(function (html) { swapParts(html); done(); }, done);
+  }
+
+  function swapParts(html) {
+    var holder = document.createElement("template");
+    holder.innerHTML = html;
+    Array.from(holder.content.children).forEach(function (fresh) {
+      var old = fresh.id && document.getElementById(fresh.id);
+      if (!old) return;
+      old.replaceWith(fresh);
+      if (window.htmx) window.htmx.process(fresh);
+    });
   }
 
   function refresh(id) {

@@ -230,7 +230,10 @@ def watch_run(page, title: str) -> dict:
             else None
         ),
     )
-    page.on("requestfinished", lambda r: fragments.append(r) if "/part/" in r.url else None)
+    page.on(
+        "requestfinished",
+        lambda r: fragments.append(r) if re.search(r"/parts?/", r.url) else None,
+    )
     run_id = create_task(page, title)
     expect(status(page)).to_have_text("awaiting approval", timeout=LONG)
     page.wait_for_load_state("networkidle")

@@ -200,3 +200,20 @@ def test_a_tool_span_is_its_execution_and_the_wait_for_a_person_its_own_span(wai
     worked = re.search(r"<dd data-work>([^<]+)</dd>", verify)[1]
     assert waited.startswith("6 min")
     assert "min" not in worked  # the step's own work took seconds
+
+
+# --- one request per refresh round -----------------------------------------------------------
+def test_several_partials_come_back_in_one_response(waiting_run, owner, outsider, client):
+    url = f"/runs/{waiting_run.pk}/parts/?name=header&name=steps&name=usage&name=steps"
+    response = client_for(owner).get(url)
+    assert response.status_code == 200
+    roots = re.findall(r'^\s*<(?:section|ol) id="(run-[a-z]+)"', response.text, re.M)
+    assert roots == ["run-header", "run-steps", "run-usage"]  # each once, in the asked order
+    assert "<html" not in response.text
+    assert client_for(owner).get(f"/runs/{waiting_run.pk}/parts/?name=secrets").status_code == 404
+    assert client_for(owner).get(f"/runs/{waiting_run.pk}/parts/").status_code == 404
+    assert client_for(outsider).get(url).status_code == 404
+    assert client.get(url).status_code == 302  # anonymous: to the sign-in page
+    page = client_for(owner).get(f"/runs/{waiting_run.pk}/").text
+    assert f'data-parts-url="/runs/{waiting_run.pk}/parts/"' in page
+    assert page.count('data-part="') == 7

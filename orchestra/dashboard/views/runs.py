@@ -1,6 +1,7 @@
 from django.contrib import messages
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from approvals.models import PolicyRule
@@ -107,6 +108,23 @@ def run_partial(request, run_id: int, name: str):
         raise Http404("No such part of the run page.")
     run = get_run_for_user(request.user, run_id)
     return render(request, f"{TEMPLATE}#{name}", {"run": run, **build(run, request.user)})
+
+
+@login_required
+def run_parts(request, run_id: int):
+    """Several partials of the run page in one response (`?name=header&name=steps`), one
+    after the other, for one coalesced round of the live page's refreshes."""
+    names = list(dict.fromkeys(request.GET.getlist("name")))
+    if not names or any(name not in PARTIALS for name in names):
+        raise Http404("No such part of the run page.")
+    run = get_run_for_user(request.user, run_id)
+    html = "".join(
+        render_to_string(
+            f"{TEMPLATE}#{name}", {"run": run, **PARTIALS[name](run, request.user)}, request
+        )
+        for name in names
+    )
+    return HttpResponse(html)
 
 
 @login_required
