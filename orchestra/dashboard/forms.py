@@ -127,8 +127,9 @@ class DecisionForm(CleanForm):
         if self.offers_run_approval:
             actions += ["approve_run", "approve_pattern"]
             call = checkpoint.tool_call.arguments or {}
+            # Short enough for a phone's select box: the glob field below shows the whole value.
             self.fields["pattern_argument"].choices = [
-                (name, f"{name} (now: {value if len(value) <= 60 else value[:59] + '…'})")
+                (name, f"{name} (now: {value if len(value) <= 20 else value[:19] + '…'})")
                 for name, value in call.items()
                 if isinstance(value, str)
             ]
