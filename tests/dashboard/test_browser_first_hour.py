@@ -209,13 +209,15 @@ def test_api_docs_show_their_operations_with_no_request_leaving_the_server(brows
 # --- load: fragment requests per live event -----------------------------------------------------
 def old_live_js() -> str:
     """The run page's script before coalescing, as on the main branch's first commit of it."""
-    return subprocess.run(
+    shown = subprocess.run(
         ["git", "show", "51e99c3:static/orchestra/live.js"],
         cwd=ROOT,
-        check=True,
         capture_output=True,
         text=True,
-    ).stdout
+    )
+    if shown.returncode != 0:
+        pytest.skip(f"the previous live.js is not in this clone's history: {shown.stderr.strip()}")
+    return shown.stdout
 
 
 def watch_run(page, title: str) -> dict:
