@@ -113,6 +113,8 @@
       ended = true;
       root.setAttribute("data-ended", "true");
       setStatus("ended", "Run ended");
+      var title = document.getElementById("feed-title");
+      if (title && title.textContent === "Live events") title.textContent = "Events";
     }
   }
 

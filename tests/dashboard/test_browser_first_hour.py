@@ -157,6 +157,7 @@ def test_the_first_hour_home_badge_stepper_trace_report_and_phone(browser, serve
             page.locator("#run-report").get_by_role("list", name="Decisions people took")
         ).to_contain_text("approved by admin")
         expect(page.locator("#live-status")).to_have_text("Run ended")
+        expect(page.get_by_role("heading", name="Events", exact=True)).to_be_visible()
         expect(page.get_by_role("heading", name="Tokens and cost", exact=True)).to_be_visible()
 
         # The stepper never went back, and it said it waited for a person.
