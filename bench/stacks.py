@@ -1,0 +1,192 @@
+"""The two ways Orchestra runs, started as real processes for the benchmark.
+
+- embedded: `orchestra up`, one process serving HTTP and running every task on its in-process
+  thread pool (ORCHESTRA_EMBEDDED_WORKER=thread, the default without REDIS_URL), on its
+  default database, SQLite in the data folder;
+- split: `orchestra web` (daphne) and one `orchestra worker` (Celery, thread pool) on
+  PostgreSQL, with Redis as broker and channel layer.
+
+Both talk to the same loopback model server with streaming on (the default) and work on a
+clone of the same repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Inherited settings that would change what is measured: each stack sets its own.
+_CLEARED = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ORCHESTRA_EMBEDDED_WORKER",
+    "ORCHESTRA_MODEL_STREAM",
+    "ORCHESTRA_USE_DEMO_MODEL",
+    "ORCHESTRA_SQLITE_PATH",
+    "ORCHESTRA_WORKSPACES",
+    "DJANGO_SETTINGS_MODULE",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    def __init__(
+        self,
+        mode: str,
+        workdir: Path,
+        model_url: str,
+        *,
+        database_url: str = "",
+        redis_url: str = "",
+        max_plan_steps: int = 250,
+    ):
+        self.mode = mode
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+        self.env = env | {
+            "OPENAI_BASE_URL": model_url,
+            "OPENAI_API_KEY": "bench",
+            "ORCHESTRA_MODEL": "bench",
+            "ORCHESTRA_DATA_DIR": str(workdir),
+            "ORCHESTRA_ADMIN_PASSWORD": "bench-password",
+            "ORCHESTRA_MAX_PLAN_STEPS": str(max_plan_steps),
+            "ORCHESTRA_LOG_LEVEL": "WARNING",
+        }
+        if mode == "split":
+            self.env |= {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        self.database_url = database_url
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.token = ""
+
+    @property
+    def database(self) -> str:
+        return "SQLite" if self.mode == "embedded" else "PostgreSQL"
+
+    def prepare(self, repository: Path, projects: list[str]) -> None:
+        """Migrate, seed, create the projects on `repository`; keep the admin's token."""
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "stack_setup.py"), str(repository), *projects],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode:
+            raise SystemExit(f"{self.mode}: setting up the database failed:\n{result.stderr}")
+        self.token = result.stdout.strip().splitlines()[-1]
+
+    def start(self) -> None:
+        address = ("--host", "127.0.0.1", "--port", str(self.port))
+        if self.mode == "embedded":
+            self._spawn("up", "up", *address)
+        else:
+            self._spawn("worker", "worker", "--concurrency", "64", "--hostname", "bench@%h")
+            self._spawn("web", "web", *address)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise SystemExit(f"{self.mode}: {name} exited:\n{self.log(name)[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=5) as response:  # noqa: S310
+                    if json.loads(response.read())["ok"]:
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{self.mode}: not healthy within 90 s")
+
+    def _spawn(self, name: str, *argv: str) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "orchestra.cli", *argv],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def pids(self) -> dict[str, int]:
+        """The processes whose memory is reported: `up`, or `web` and `worker`."""
+        return {name: process.pid for name, process in self.processes.items()}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+    # -- the API
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def create_task(self, project: str, title: str) -> int:
+        return self.api("POST", "/api/tasks", {"project": project, "title": title})["run"]["id"]
+
+    def run(self, run_id: int) -> dict:
+        return self.api("GET", f"/api/runs/{run_id}")
+
+    def events(self, run_id: int) -> list[dict]:
+        return self.api("GET", f"/api/runs/{run_id}/events?after=0&limit=5000")["events"]
+
+    def runs(self, project: str) -> list[dict]:
+        return self.api("GET", f"/api/runs?project={project}")["runs"]
+
+
+def peak_rss_kb(pid: int) -> int:
+    """A process's peak resident memory since it started (the kernel's VmHWM), in kB; 0 once
+    it is gone, so read it before stopping the stack."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OSError, urllib.error.URLError):
+            value = None
+        if value:
+            return value
+        time.sleep(every)  # the figures come from the events' times, not from this poll
+    raise TimeoutError(f"timed out waiting for {what}")
