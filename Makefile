@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_STAMP := $(VENV)/.dev-installed-stamp
 PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input
 
-.PHONY: install install-dev up test lint format bench clean
+.PHONY: install install-dev up test lint format bench bench-more clean
 
 # What serving needs, and nothing else: `make up` installs this. pip's own lines (Collecting,
 # Installing...) are the progress: a first install takes a minute or two.
@@ -47,8 +47,14 @@ format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The four plan shapes, embedded and split, beside LangGraph, with the per-step counts and the
+# scale checks; BENCH_ARGS adds options (e.g. --check, --repeat 7). About 15 to 20 minutes.
 bench: install-dev
-	$(BIN)/python bench/scheduling.py
+	$(PIP) install --quiet -e ".[bench]"
+	$(BIN)/python bench/scheduling.py --scale $(BENCH_ARGS)
+
+# The dashboard over a big history, event latency, connections under load.
+bench-more: install-dev
 	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/event_latency.py
 	$(BIN)/python bench/connections.py

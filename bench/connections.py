@@ -1,7 +1,7 @@
 """PostgreSQL connections held by `orchestra web` under N concurrent API requests.
 
-Starts a real `orchestra web` (daphne) against a fresh database named after DATABASE_URL's
-(suffix `_connections`, dropped at the end), once per setting: CONN_MAX_AGE=0 without a pool,
+Starts a real `orchestra web` (daphne) against a database of its own on DATABASE_URL's server
+(a new unique name, dropped at the end), once per setting: CONN_MAX_AGE=0 without a pool,
 the connection pool (ORCHESTRA_DB_POOL_MAX), and with --persistent also persistent
 connections without a pool (DATABASE_CONN_MAX_AGE=300, the old setting). Each time, N client
 threads send GET /api/runs with a bearer token (each request authenticates and queries),
@@ -126,12 +126,12 @@ def main() -> int:
         print("server connections). Set DATABASE_URL=postgres://... to run this benchmark.")
         return 0
 
-    from bench.databases import create_database
+    from bench.databases import BenchDatabases, database_name
 
     parts = urlsplit(url)
-    name = parts.path.lstrip("/") + "_connections"
-    bench_url = urlunsplit(parts._replace(path="/" + name))
-    create_database(bench_url, fresh=True)
+    databases = BenchDatabases(url)
+    bench_url = databases.create("connections")
+    name = database_name(bench_url)
     tmp = tempfile.mkdtemp(prefix="orchestra-connections-bench-")
     os.environ |= {
         "DATABASE_URL": bench_url,
@@ -177,17 +177,8 @@ def main() -> int:
     finally:
         count.close()  # type: ignore[attr-defined]
         connections.close_all()
-        drop_database(bench_url)
+        databases.drop_all()
     return 0
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-
-    name = urlsplit(url).path.lstrip("/")
-    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

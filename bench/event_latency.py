@@ -22,25 +22,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.databases import create_database  # noqa: E402
+from bench.databases import BenchDatabases, RedisDatabase  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument(
-        "--database", default="postgres://postgres@127.0.0.1:5432/orchestra_bench_ws"
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        help="the server on which it creates (and drops) a database of its own",
     )
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/6")
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
+        help="an empty Redis database (checked; only the stack's keys are deleted after)",
+    )
     args = parser.parse_args()
+    redis = RedisDatabase(args.redis)
+    redis.claim()
+    with BenchDatabases(args.postgres) as databases:
+        try:
+            measure(args, databases.create("ws"))
+        finally:
+            redis.release()
 
-    create_database(args.database, fresh=True)
 
+def measure(args: argparse.Namespace, database_url: str) -> None:
     import tempfile
 
     tmp = tempfile.mkdtemp(prefix="orchestra-ws-bench-")
     os.environ |= {
-        "DATABASE_URL": args.database,
+        "DATABASE_URL": database_url,
         "REDIS_URL": args.redis,
         "ORCHESTRA_DATA_DIR": tmp,
         "DJANGO_SETTINGS_MODULE": "orchestra.settings",
@@ -91,6 +104,9 @@ def main() -> None:
         socket.close()
     finally:
         processes.stop_all()
+        from django.db import connections
+
+        connections.close_all()
     latencies.sort()
     p95 = latencies[int(len(latencies) * 0.95) - 1]
     print(f"events: {len(latencies)} (one at a time, commit -> WebSocket client)")

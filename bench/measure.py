@@ -99,7 +99,10 @@ class Concurrent:
     runs: int
     completed: int = 0
     failed: int = 0
+    #: Not ended, and no run had ended for `stall` seconds: nothing is moving them.
     stuck: int = 0
+    #: Not ended at the time limit while others still ended: slow, not stuck.
+    unfinished: int = 0
     per_minute: float = 0.0
     p50: float = 0.0
     p95: float = 0.0
@@ -108,11 +111,11 @@ class Concurrent:
 
 
 def run_concurrently(
-    stack: Stack, shape: Shape, count: int, *, stall: float = 90, limit: float = 480
+    stack: Stack, shape: Shape, count: int, *, stall: float = 60, limit: float = 210
 ) -> Concurrent:
     """Start `count` runs of `shape` at once (eight clients creating tasks) and follow them
-    until every one has ended, none has moved for `stall` seconds, or `limit` passed.
-    Runs not ended by then are stuck."""
+    until every one has ended, none has ended for `stall` seconds (the rest are stuck), or
+    `limit` seconds passed (the rest are unfinished)."""
     project = "benchscale"
     result = Concurrent(count)
     began = time.time()
@@ -123,19 +126,23 @@ def run_concurrently(
     moved = time.monotonic()
     deadline = time.monotonic() + limit
     runs: list[dict] = []
-    while time.monotonic() < deadline and time.monotonic() - moved < stall:
+    while ended < count:
+        if time.monotonic() - moved > stall:
+            result.stuck = count - ended
+            break
+        if time.monotonic() > deadline:
+            result.unfinished = count - ended
+            break
         time.sleep(0.5)
         runs = stack.runs(project)
         now_ended = sum(run["status"] in TERMINAL for run in runs)
         if now_ended != ended:
             ended, moved = now_ended, time.monotonic()
-        if ended == count:
-            break
     done = [run for run in runs if run["status"] == "completed"]
     result.completed = len(done)
     result.failed = sum(run["status"] in ("failed", "cancelled") for run in runs)
-    result.stuck = count - result.completed - result.failed
-    result.errors = sorted({f"run {r['id']} {r['status']}" for r in runs if r not in done})[:5]
+    left = [r for r in runs if r not in done]
+    result.errors = [f"run {r['id']} {r['status']} ({r['phase']})" for r in left][:5]
     if done:
         latencies = sorted(
             datetime.fromisoformat(r["finished_at"]).timestamp()

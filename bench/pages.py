@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.databases import create_database  # noqa: E402
+from bench.databases import ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orchestra_pages"
 RUNS = 10_000
@@ -83,7 +83,7 @@ class Copier:
         return count
 
 
-def seed(reseed: bool) -> None:
+def seed(reseed: bool, may_flush: bool) -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
@@ -100,6 +100,11 @@ def seed(reseed: bool) -> None:
         print(f"Already seeded: {Run.objects.count():,} runs, {Event.objects.count():,} events.")
         return
     if Run.objects.exists():
+        if not may_flush:
+            raise SystemExit(
+                "The database holds runs that this benchmark did not seed; pass --reseed to "
+                "flush it, or --database-url for another."
+            )
         call_command("flush", interactive=False, verbosity=0)
 
     started = time.perf_counter()
@@ -356,13 +361,15 @@ def main() -> int:
     if not args.database_url.startswith(("postgres://", "postgresql://")):
         parser.error("--database-url must be a PostgreSQL URL")
 
-    create_database(args.database_url, fresh=False)  # seeded once, reused; --reseed flushes
+    # Seeded once and reused; an existing database is flushed only when it was made here or
+    # --reseed says so (it may be someone else's).
+    created = ensure_database(args.database_url)
     setup_django(args.database_url)
     from django.db import connection
 
     from orchestra.models import Event, Run
 
-    seed(args.reseed)
+    seed(args.reseed, may_flush=created or args.reseed)
     print(f"Database: {Run.objects.count():,} runs, {Event.objects.count():,} events.")
     connection.close()
     results = measure(args.requests)

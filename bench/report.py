@@ -38,7 +38,7 @@ def print_report(results: dict, shapes: list[plans.Shape]) -> list[str]:
         "Windows: run = task created -> run completed (planning, run branch and report in);\n"
         "         dispatch = first step dispatched -> last step completed.\n"
         "Embedded = `orchestra up`, one process, in-process worker, on its default SQLite.\n"
-        "Split = `orchestra web` + `orchestra worker`, PostgreSQL, Redis.\n"
+        "Split = `orchestra web` + `orchestra worker` + `orchestra beat`, PostgreSQL, Redis.\n"
         "LangGraph = async StateGraph, one streamed call per node to the same model server."
     )
     print("-" * WIDTH)
@@ -162,7 +162,8 @@ def _print_scale(modes: dict) -> list[str]:
         connections = f"{connections}" if connections is not None else "n/a (SQLite)"
         print(
             f"  {mode:8}  {result.completed}/{result.runs} completed, {result.failed} failed, "
-            f"{result.stuck} stuck in {result.wall:.0f} s; {result.per_minute:.0f} runs/min; "
+            f"{result.stuck} stuck, {result.unfinished} unfinished at the time limit; "
+            f"{result.per_minute:.0f} runs/min over {result.wall:.0f} s; "
             f"run latency p50 {result.p50:.1f} s, p95 {result.p95:.1f} s"
         )
         print(f"  {'':8}  peak RSS {rss}; peak database connections {connections}")

@@ -154,6 +154,9 @@ def main() -> int:
         help="an empty Redis database for the split stack (checked; never flushed)",
     )
     parser.add_argument("--no-costs", action="store_true", help="skip the per-step counts")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="work (repository, stacks' data and logs) in DIR, kept"
+    )
     args = parser.parse_args()
     modes = [mode for mode in args.modes.split(",") if mode]
 
@@ -164,7 +167,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp,
         served() as model_url,
     ):
-        workdir = Path(tmp)
+        workdir = Path(args.keep or tmp)
         repository = build_repository(workdir / "source")
         results["repository"] = describe(repository)
         print(f"Measuring (repository: {results['repository']}) ...", flush=True)

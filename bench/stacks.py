@@ -3,8 +3,9 @@
 - embedded: `orchestra up`, one process serving HTTP and running every task on its in-process
   thread pool (ORCHESTRA_EMBEDDED_WORKER=thread, the default without REDIS_URL), on its
   default database, SQLite in the data folder;
-- split: `orchestra web` (daphne) and one `orchestra worker` (Celery, thread pool) on
-  PostgreSQL, with Redis as broker and channel layer.
+- split: `orchestra web` (daphne), one `orchestra worker` (Celery, thread pool) and
+  `orchestra beat`, as docker-compose.yml deploys them, on PostgreSQL, with Redis as broker
+  and channel layer.
 
 Both talk to the same loopback model server with streaming on (the default) and work on a
 clone of the same repository.
@@ -98,6 +99,8 @@ class Stack:
             self._spawn("up", "up", *address)
         else:
             self._spawn("worker", "worker", "--concurrency", "64", "--hostname", "bench@%h")
+            # As deployed: beat schedules the sweep that sends lost or expired work again.
+            self._spawn("beat", "beat")
             self._spawn("web", "web", *address)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -129,7 +132,7 @@ class Stack:
 
     def pids(self) -> dict[str, int]:
         """The processes whose memory is reported: `up`, or `web` and `worker`."""
-        return {name: process.pid for name, process in self.processes.items()}
+        return {name: p.pid for name, p in self.processes.items() if name != "beat"}
 
     def stop(self) -> None:
         for process in self.processes.values():
