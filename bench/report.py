@@ -118,6 +118,8 @@ def _print_costs(costs: dict | None) -> list[str]:
         f"({costs['git_in_transaction']:.1f} inside a transaction; target <= "
         f"{plans.GIT_PER_STEP})   events {costs['events']:.1f}"
     )
+    if "ms" in costs:
+        print(f"  engine time in process (model answering at once) {costs['ms']:.0f} ms/step")
     missed = []
     if costs["statements"] > plans.STATEMENTS_PER_STEP:
         missed.append(f"statements per step: {costs['statements']:.1f} > 20")

@@ -167,7 +167,8 @@ class Stack:
         return self.api("GET", f"/api/runs/{run_id}/events?after=0&limit=5000")["events"]
 
     def runs(self, project: str) -> list[dict]:
-        return self.api("GET", f"/api/runs?project={project}")["runs"]
+        """The project's runs, newest first (the concurrent runs fit in one page)."""
+        return self.api("GET", f"/api/runs?project={project}&limit=500")["runs"]
 
 
 def peak_rss_kb(pid: int) -> int:
