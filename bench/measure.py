@@ -99,7 +99,7 @@ class Concurrent:
     runs: int
     completed: int = 0
     failed: int = 0
-    #: Not ended, and no run had ended for `stall` seconds: nothing is moving them.
+    #: Not ended, and no step or run had finished for `stall` seconds: nothing moves them.
     stuck: int = 0
     #: Not ended at the time limit while others still ended: slow, not stuck.
     unfinished: int = 0
@@ -111,18 +111,18 @@ class Concurrent:
 
 
 def run_concurrently(
-    stack: Stack, shape: Shape, count: int, *, stall: float = 60, limit: float = 210
+    stack: Stack, shape: Shape, count: int, *, stall: float = 60, limit: float = 240
 ) -> Concurrent:
     """Start `count` runs of `shape` at once (eight clients creating tasks) and follow them
-    until every one has ended, none has ended for `stall` seconds (the rest are stuck), or
-    `limit` seconds passed (the rest are unfinished)."""
+    until every one has ended, no step or run has finished for `stall` seconds (the rest
+    are stuck), or `limit` seconds passed (the rest are unfinished: slow, still moving)."""
     project = "benchscale"
     result = Concurrent(count)
     began = time.time()
     with ThreadPoolExecutor(8) as pool:
         titles = [f"bench:{shape.name}#{index}" for index in range(count)]
         list(pool.map(lambda title: stack.create_task(project, title), titles))
-    ended = 0
+    ended, progress = 0, -1
     moved = time.monotonic()
     deadline = time.monotonic() + limit
     runs: list[dict] = []
@@ -133,11 +133,13 @@ def run_concurrently(
         if time.monotonic() > deadline:
             result.unfinished = count - ended
             break
-        time.sleep(0.5)
+        time.sleep(1)
         runs = stack.runs(project)
-        now_ended = sum(run["status"] in TERMINAL for run in runs)
-        if now_ended != ended:
-            ended, moved = now_ended, time.monotonic()
+        ended = sum(run["status"] in TERMINAL for run in runs)
+        # Progress is any step or run finishing anywhere, not only a run ending.
+        now = stack.steps_done() + ended
+        if now != progress:
+            progress, moved = now, time.monotonic()
     done = [run for run in runs if run["status"] == "completed"]
     result.completed = len(done)
     result.failed = sum(run["status"] in ("failed", "cancelled") for run in runs)

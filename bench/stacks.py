@@ -13,6 +13,7 @@ clone of the same repository.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -169,6 +170,21 @@ class Stack:
     def runs(self, project: str) -> list[dict]:
         """The project's runs, newest first (the concurrent runs fit in one page)."""
         return self.api("GET", f"/api/runs?project={project}&limit=500")["runs"]
+
+    def steps_done(self) -> int:
+        """Steps finished in the whole database: how the benchmark sees that runs still move
+        when none has ended yet (100 runs at once all progress before the first ends). Read
+        from the database directly, so watching costs the server nothing."""
+        query = "SELECT count(*) FROM orchestra_step WHERE status = 'done'"
+        if self.mode == "embedded":
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(self.workdir / "orchestra.sqlite3")) as conn:
+                return conn.execute(query).fetchone()[0]
+        import psycopg
+
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(query).fetchone()[0]
 
 
 def peak_rss_kb(pid: int) -> int:
