@@ -137,7 +137,8 @@ def run_concurrently(
         runs = stack.runs(project)
         ended = sum(run["status"] in TERMINAL for run in runs)
         # Progress is any step or run finishing anywhere, not only a run ending.
-        now = stack.steps_done() + ended
+        done_steps = stack.steps_done()
+        now = done_steps + ended if done_steps >= 0 else progress
         if now != progress:
             progress, moved = now, time.monotonic()
     done = [run for run in runs if run["status"] == "completed"]

@@ -183,8 +183,11 @@ class Stack:
                 return conn.execute(query).fetchone()[0]
         import psycopg
 
-        with psycopg.connect(self.database_url) as conn:
-            return conn.execute(query).fetchone()[0]
+        try:
+            with psycopg.connect(self.database_url) as conn:
+                return conn.execute(query).fetchone()[0]
+        except psycopg.OperationalError:  # a shared server out of connections: unknown now
+            return -1
 
 
 def peak_rss_kb(pid: int) -> int:
