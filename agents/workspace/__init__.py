@@ -6,9 +6,11 @@ worktree on its own branch (`step_branch_name`) cut from the run branch. After r
 merge queue (`merge_step`) integrates one step branch at a time into the run branch, inside a
 dedicated integration worktree of the run branch.
 
-Every function takes plain paths and strings and runs git in a subprocess with a fixed
-identity and without the user's or the system's git configuration, so results do not depend
-on the machine. Failures raise `GitError` naming the command and git's own message.
+Every function takes plain paths and strings and works with a fixed identity and without the
+user's or the system's git configuration, so results do not depend on the machine: a step's
+hot path (refs, its commit, what it touched, a clean merge) in process through libgit2, the
+rest by running git in a subprocess. Failures raise `GitError` naming the command and git's
+own message.
 
 Operations that change refs or the worktree list shared by all worktrees of a repository
 (`start_run_branch`, `add_worktree`, `merge_step`, `remove_worktree`) hold an exclusive
@@ -16,9 +18,9 @@ Operations that change refs or the worktree list shared by all worktrees of a re
 file descriptor per call, so it serialises threads of one process as well as processes.
 Nothing here imports Django.
 
-The package by job: `gitcmd` (running git, errors, the lock), `repository` (repositories,
-branches, reading at a commit), `worktrees` (worktrees and the work in them), `merge` (the
-merge queue and conflicts).
+The package by job: `gitcmd` (running git, errors, the lock), `libgit` (git in process),
+`repository` (repositories, branches, reading at a commit), `worktrees` (worktrees and the
+work in them), `merge` (the merge queue and conflicts).
 """
 
 from agents.workspace.gitcmd import GitError, capped, git_output, nul_separated
@@ -44,10 +46,12 @@ from agents.workspace.repository import (
 )
 from agents.workspace.worktrees import (
     add_worktree,
+    changed_between,
     changed_paths,
     commit_all,
     diff_since,
     remove_worktree,
+    remove_worktrees,
 )
 
 # Its former name, which some callers still use.
@@ -63,6 +67,7 @@ __all__ = [
     "MergeOutcome",
     "add_worktree",
     "capped",
+    "changed_between",
     "changed_paths",
     "commit_all",
     "diff_since",
@@ -76,6 +81,7 @@ __all__ = [
     "merge_step",
     "nul_separated",
     "remove_worktree",
+    "remove_worktrees",
     "run_branch_name",
     "start_run_branch",
     "step_branch_name",

@@ -121,6 +121,23 @@ def nul_separated(output: str) -> list[str]:
 
 # -- Locking -----------------------------------------------------------------------------------
 
+# Repository or worktree path -> its common git directory. Asked of git once per path and
+# process: the lock is taken several times per step.
+_common_dirs: dict[Path, Path] = {}
+
+
+def common_dir(repo: Path) -> Path:
+    """The git directory shared by a repository and all its worktrees."""
+    key = Path(repo).absolute()
+    known = _common_dirs.get(key)
+    if known is not None and known.is_dir():
+        return known
+    found = Path(
+        git_output(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").strip()
+    )
+    _common_dirs[key] = found
+    return found
+
 
 @contextlib.contextmanager
 def repository_lock(repo: Path) -> Iterator[None]:
@@ -129,10 +146,7 @@ def repository_lock(repo: Path) -> Iterator[None]:
     Not re-entrant: a locked operation must call the `..._locked` helpers, never the public
     functions that lock again.
     """
-    common_dir = Path(
-        git_output(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").strip()
-    )
-    fd = os.open(common_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(common_dir(repo) / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

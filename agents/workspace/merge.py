@@ -7,6 +7,7 @@ The merge queue (`merge_step`) integrates step branches into the run branch one 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.workspace import libgit
 from agents.workspace.gitcmd import (
     GitError,
     capped,
@@ -47,65 +48,93 @@ def merge_step(
 ) -> MergeOutcome:
     """Integrate `step_branch` into `run_branch` with a merge commit: the merge queue.
 
-    A clean merge is computed with `git merge-tree` and committed without a checkout. On
-    conflict the merge is replayed in the integration worktree at `integration_path`
-    (created on `run_branch` if missing; leftovers of an interrupted merge there are
-    discarded first) to collect the conflict hunks, then aborted, so the run branch is
-    untouched, and the outcome lists the conflicts. A step branch that is already merged is a
-    no-op returning the current head. Holds the repository lock for the whole merge: one
-    merge at a time per repository.
+    A clean merge is computed in process (libgit2's three-way merge of the two heads) and
+    committed without a checkout; the run branch moves by compare-and-swap from the head the
+    merge was made on. When libgit2 finds conflicts, git decides: `git merge-tree` again (a
+    clean result is committed as above), else the merge is replayed in the integration
+    worktree at `integration_path` (created on `run_branch` if missing; leftovers of an
+    interrupted merge there are discarded first) to collect the conflict hunks, then
+    aborted, so the run branch is untouched, and the outcome lists the conflicts. A step
+    branch that is already merged is a no-op returning the current head. Holds the
+    repository lock for the whole merge: one merge at a time per repository.
     """
     integration_path = Path(integration_path)
     with repository_lock(repo):
-        run_head, step_head = git_output(
-            repo, "rev-parse", f"refs/heads/{run_branch}", f"refs/heads/{step_branch}"
-        ).split()
-        if _is_ancestor(repo, step_head, run_head):
-            return MergeOutcome(ok=True, commit=run_head)
-        # The clean case, in git's object store alone: no files are checked out or written.
-        tree = run_git(repo, "merge-tree", "--write-tree", run_head, step_head, check=False)
-        if tree.returncode == 0:
-            commit = git_output(
-                repo,
-                "commit-tree",
-                decoded(tree.stdout).split()[0],
-                "-p",
-                run_head,
-                "-p",
-                step_head,
-                "-m",
-                message,
-            ).strip()
-            # Compare-and-swap: the branch moves only from the head this merge was made on.
-            git_output(repo, "update-ref", f"refs/heads/{run_branch}", commit, run_head)
-            return MergeOutcome(ok=True, commit=commit)
-        # A conflict (or an error): a real merge in the integration worktree shows the
-        # conflict hunks as git writes them, then is aborted.
-        add_worktree_locked(repo, integration_path, run_branch, run_branch)
-        _reset_integration_worktree(integration_path)
-        result = run_git(
-            integration_path,
-            "merge",
-            "--no-ff",
-            "--message",
-            message,
-            step_branch,
-            check=False,
-        )
-        if result.returncode == 0:
-            return MergeOutcome(ok=True, commit=head_commit(integration_path))
-        conflicts = unmerged_paths(integration_path)
-        if not conflicts:
-            _reset_integration_worktree(integration_path)
-            stderr = decoded(result.stderr).strip() or decoded(result.stdout).strip()
-            raise GitError(
-                f"`git merge {step_branch}` failed in {integration_path}: {stderr}",
-                ("merge", step_branch),
-                stderr,
+        repository = libgit.open_repository(repo)
+        run_ref = libgit.branch_ref(repository, run_branch)
+        run_head = libgit.commit_of(repository, run_ref.name).id
+        step_head = libgit.commit_of(repository, f"refs/heads/{step_branch}").id
+        if step_head == run_head or repository.descendant_of(run_head, step_head):
+            return MergeOutcome(ok=True, commit=str(run_head))
+        merged = repository.merge_commits(run_head, step_head)
+        if merged.conflicts is None:
+            tree = merged.write_tree(repository)
+            author = libgit.signature()
+            commit = repository.create_commit(
+                None, author, author, message + "\n", tree, [run_head, step_head]
             )
-        detail = _conflict_detail(integration_path, conflicts)
-        git_output(integration_path, "merge", "--abort")
-        return MergeOutcome(ok=False, commit="", conflicts=conflicts, detail=detail)
+            # Compare-and-swap: libgit2 moves the ref only from the head it was read at.
+            run_ref.set_target(commit, f"merge {step_branch}")
+            return MergeOutcome(ok=True, commit=str(commit))
+        return _merge_with_git(
+            repo, run_branch, step_branch, str(run_head), str(step_head), integration_path, message
+        )
+
+
+def _merge_with_git(
+    repo: Path,
+    run_branch: str,
+    step_branch: str,
+    run_head: str,
+    step_head: str,
+    integration_path: Path,
+    message: str,
+) -> MergeOutcome:
+    """The merge as git's own merge machinery does it, for conflicts: their detail is
+    shown as git writes it. Caller holds the repository lock."""
+    tree = run_git(repo, "merge-tree", "--write-tree", run_head, step_head, check=False)
+    if tree.returncode == 0:
+        commit = git_output(
+            repo,
+            "commit-tree",
+            decoded(tree.stdout).split()[0],
+            "-p",
+            run_head,
+            "-p",
+            step_head,
+            "-m",
+            message,
+        ).strip()
+        # Compare-and-swap: the branch moves only from the head this merge was made on.
+        git_output(repo, "update-ref", f"refs/heads/{run_branch}", commit, run_head)
+        return MergeOutcome(ok=True, commit=commit)
+    # A conflict (or an error): a real merge in the integration worktree shows the
+    # conflict hunks as git writes them, then is aborted.
+    add_worktree_locked(repo, integration_path, run_branch, run_branch)
+    _reset_integration_worktree(integration_path)
+    result = run_git(
+        integration_path,
+        "merge",
+        "--no-ff",
+        "--message",
+        message,
+        step_branch,
+        check=False,
+    )
+    if result.returncode == 0:
+        return MergeOutcome(ok=True, commit=head_commit(integration_path))
+    conflicts = unmerged_paths(integration_path)
+    if not conflicts:
+        _reset_integration_worktree(integration_path)
+        stderr = decoded(result.stderr).strip() or decoded(result.stdout).strip()
+        raise GitError(
+            f"`git merge {step_branch}` failed in {integration_path}: {stderr}",
+            ("merge", step_branch),
+            stderr,
+        )
+    detail = _conflict_detail(integration_path, conflicts)
+    git_output(integration_path, "merge", "--abort")
+    return MergeOutcome(ok=False, commit="", conflicts=conflicts, detail=detail)
 
 
 def _reset_integration_worktree(path: Path) -> None:
@@ -115,18 +144,6 @@ def _reset_integration_worktree(path: Path) -> None:
         git_output(path, "merge", "--abort")
     git_output(path, "reset", "--quiet", "--hard", "HEAD")
     git_output(path, "clean", "--quiet", "--force", "-d")
-
-
-def _is_ancestor(cwd: Path, ancestor: str, descendant: str) -> bool:
-    result = run_git(cwd, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
-    if result.returncode in (0, 1):
-        return result.returncode == 0
-    stderr = decoded(result.stderr).strip()
-    raise GitError(
-        f"`git merge-base --is-ancestor {ancestor} {descendant}` failed in {cwd}: {stderr}",
-        ("merge-base", "--is-ancestor", ancestor, descendant),
-        stderr,
-    )
 
 
 def _conflict_detail(worktree: Path, conflicts: list[str]) -> str:

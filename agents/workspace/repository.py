@@ -8,7 +8,9 @@ import re
 import tarfile
 from pathlib import Path, PurePosixPath
 
+from agents.workspace import libgit
 from agents.workspace.gitcmd import (
+    GitError,
     decoded,
     git_output,
     nul_separated,
@@ -103,12 +105,19 @@ def _write_seed_files(root: Path, files: dict[str, str]) -> None:
 
 
 def ref_exists(repo: Path, ref: str) -> bool:
-    return succeeds(repo, "show-ref", "--verify", "--quiet", ref)
+    """Whether the full ref name `ref` exists (read in process)."""
+    return libgit.has_ref(libgit.open_repository(repo), ref)
 
 
 def head_commit(repo: Path, ref: str = "HEAD") -> str:
-    """The full sha of the commit `ref` names (a branch, a sha, HEAD...)."""
-    return git_output(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+    """The full sha of the commit `ref` names (a branch, a sha, HEAD...), read in process.
+
+    What libgit2 cannot resolve goes to `git rev-parse`: its answer, or its own error message.
+    """
+    try:
+        return str(libgit.commit_of(libgit.open_repository(repo), ref).id)
+    except GitError:
+        return git_output(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
 
 
 def start_run_branch(repo: Path, run_id: int, base_ref: str = MAIN_BRANCH) -> tuple[str, str]:

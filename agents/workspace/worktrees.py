@@ -5,9 +5,14 @@ import re
 import tempfile
 from pathlib import Path
 
+import pygit2
+from pygit2.enums import ReferenceType
+
+from agents.workspace import libgit
 from agents.workspace.gitcmd import (
     GitError,
     capped,
+    common_dir,
     decoded,
     git_output,
     nul_separated,
@@ -18,31 +23,6 @@ from agents.workspace.gitcmd import (
 from agents.workspace.repository import head_commit, ref_exists
 
 # -- Worktrees ---------------------------------------------------------------------------------
-
-
-def _worktrees(repo: Path) -> list[dict[str, str]]:
-    """The repository's worktrees as `git worktree list --porcelain` records."""
-    records: list[dict[str, str]] = []
-    record: dict[str, str] = {}
-    for item in git_output(repo, "worktree", "list", "--porcelain", "-z").split("\0"):
-        if not item:
-            if record:
-                records.append(record)
-            record = {}
-            continue
-        key, _, value = item.partition(" ")
-        record[key] = value
-    if record:
-        records.append(record)
-    return records
-
-
-def _registered_worktree(repo: Path, path: Path) -> dict[str, str] | None:
-    wanted = Path(path).resolve()
-    for record in _worktrees(repo):
-        if Path(record["worktree"]).resolve() == wanted:
-            return record
-    return None
 
 
 def add_worktree(repo: Path, path: Path, branch: str, start_commit: str) -> Path:
@@ -57,19 +37,51 @@ def add_worktree(repo: Path, path: Path, branch: str, start_commit: str) -> Path
 
 
 def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) -> Path:
-    git_output(repo, "worktree", "prune")  # forget worktrees whose folder was deleted
-    existing = _registered_worktree(repo, path)
-    if existing is not None:
-        if existing.get("branch") == f"refs/heads/{branch}":
+    # One `git worktree add` in the common case: the checks read the repository in process,
+    # and the worktree list is pruned only when an add fails, since its cost grows with the
+    # number of worktrees (a folder deleted without `git worktree remove` stays registered and
+    # makes git refuse the path or the branch).
+    current = _worktree_branch(repo, path)
+    if current is not None:
+        if current == f"refs/heads/{branch}":
             return path
-        current = existing.get("branch", "a detached HEAD").removeprefix("refs/heads/")
-        raise GitError(f"{path} is already a worktree on {current}, not on {branch}.")
+        shown = current.removeprefix("refs/heads/") or "a detached HEAD"
+        raise GitError(f"{path} is already a worktree on {shown}, not on {branch}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     if ref_exists(repo, f"refs/heads/{branch}"):
-        git_output(repo, "worktree", "add", "--quiet", str(path), branch)
+        arguments = ("worktree", "add", "--quiet", str(path), branch)
     else:
-        git_output(repo, "worktree", "add", "--quiet", "-b", branch, str(path), start_commit)
+        arguments = ("worktree", "add", "--quiet", "-b", branch, str(path), start_commit)
+    if run_git(repo, *arguments, check=False).returncode != 0:
+        git_output(repo, "worktree", "prune")
+        git_output(repo, *arguments)
     return path
+
+
+def _worktree_branch(repo: Path, path: Path) -> str | None:
+    """The ref checked out in the worktree of `repo` at `path` ("" for a detached HEAD), or
+    None when `path` holds no worktree of this repository."""
+    admin = _admin_dir(path)
+    if admin is None or admin.parent.parent != common_dir(repo).resolve():
+        return None
+    head = libgit.open_repository(path).references.get("HEAD")
+    if head is None:
+        return None
+    return head.target if head.type == ReferenceType.SYMBOLIC else ""
+
+
+def _admin_dir(path: Path) -> Path | None:
+    """The folder in the common git directory that registers the worktree at `path` (what
+    its `.git` file points at), or None when `path` is no worktree or its registration is
+    gone."""
+    try:
+        pointer = (Path(path) / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # missing, a folder (a repository), unreadable
+        return None
+    if not pointer.startswith("gitdir: "):
+        return None
+    admin = (Path(path) / pointer.removeprefix("gitdir: ").strip()).resolve()
+    return admin if (admin / "HEAD").is_file() else None
 
 
 def remove_worktree(repo: Path, path: Path) -> None:
@@ -77,10 +89,18 @@ def remove_worktree(repo: Path, path: Path) -> None:
 
     No error if it is already gone. The branch is kept. Holds the repository lock.
     """
+    remove_worktrees(repo, [path])
+
+
+def remove_worktrees(repo: Path, paths: list[Path]) -> None:
+    """Remove the worktrees at `paths` (each as `remove_worktree` does), then prune once.
+
+    One `git worktree remove` per worktree that exists, under one hold of the repository lock.
+    """
     with repository_lock(repo):
-        git_output(repo, "worktree", "prune")
-        if _registered_worktree(repo, path) is not None:
-            git_output(repo, "worktree", "remove", "--force", "--force", str(path))
+        for path in paths:
+            if _admin_dir(path) is not None:
+                git_output(repo, "worktree", "remove", "--force", "--force", str(path))
         git_output(repo, "worktree", "prune")
 
 
@@ -88,7 +108,7 @@ def remove_worktree(repo: Path, path: Path) -> None:
 
 
 def merge_in_progress(worktree: Path) -> bool:
-    return succeeds(worktree, "rev-parse", "--verify", "--quiet", "MERGE_HEAD")
+    return libgit.has_ref(libgit.open_repository(worktree), "MERGE_HEAD")
 
 
 def unmerged_paths(worktree: Path) -> list[str]:
@@ -115,24 +135,57 @@ def commit_all(worktree: Path, message: str, *, allow_empty: bool = False) -> st
     the step all the same). During a merge (after `merge_into_worktree` reported
     conflicts) the commit concludes the merge, and it is refused with GitError while any file
     still holds conflict markers; nothing is staged then, so git still lists the conflicts.
+
+    In process (libgit2) but for the merge, which the command line concludes: staging honours
+    `.gitignore` as `git add --all` does, and the commit carries the fixed identity and the
+    message as `git commit --message` would store it.
     """
     worktree = Path(worktree)
-    merging = merge_in_progress(worktree)
-    if merging:
-        leftover = _files_with_conflict_markers(worktree)
-        if leftover:
-            raise GitError(
-                "Refusing to commit: conflict markers remain in " + ", ".join(leftover) + ". "
-                "Resolve every <<<<<<< ======= >>>>>>> block first."
-            )
+    repository = libgit.open_repository(worktree)
+    if libgit.has_ref(repository, "MERGE_HEAD"):
+        return _conclude_merge(worktree, message)
+    index = repository.index
+    try:
+        index.add_all()
+        index.write()
+        tree = index.write_tree()
+    except pygit2.GitError:  # what libgit2 cannot stage (say, a repository inside): git can
+        return _commit_with_git(worktree, message, allow_empty)
+    parents = [] if repository.head_is_unborn else [repository.head.peel(pygit2.Commit).id]
+    if parents and repository[parents[0]].tree_id == tree and not allow_empty:
+        return None
+    author = libgit.signature()
+    message = libgit.cleaned_message(message)
+    return str(repository.create_commit("HEAD", author, author, message, tree, parents))
+
+
+def _commit_with_git(worktree: Path, message: str, allow_empty: bool) -> str | None:
     git_output(worktree, "add", "--all")
-    if not merging and succeeds(worktree, "diff", "--cached", "--quiet"):
+    if succeeds(worktree, "diff", "--cached", "--quiet"):
         if not allow_empty:
             return None
         git_output(worktree, "commit", "--quiet", "--allow-empty", "--message", message)
-        return head_commit(worktree)
+    else:
+        git_output(worktree, "commit", "--quiet", "--message", message)
+    return head_commit(worktree)
+
+
+def _conclude_merge(worktree: Path, message: str) -> str:
+    leftover = _files_with_conflict_markers(worktree)
+    if leftover:
+        raise GitError(
+            "Refusing to commit: conflict markers remain in " + ", ".join(leftover) + ". "
+            "Resolve every <<<<<<< ======= >>>>>>> block first."
+        )
+    git_output(worktree, "add", "--all")
     git_output(worktree, "commit", "--quiet", "--message", message)
     return head_commit(worktree)
+
+
+def changed_between(repo: Path, old: str, new: str) -> list[str]:
+    """Repo-relative paths that differ between commits `old` and `new`, sorted; a rename
+    lists both paths. Read in process; right after `commit_all` it equals `changed_paths`."""
+    return libgit.changed_between(libgit.open_repository(repo), old, new)
 
 
 def changed_paths(worktree: Path, since_commit: str) -> list[str]:

@@ -83,7 +83,9 @@ def commit_step(step: Step) -> list[str]:
     step.head_commit = git.commit_all(worktree, message, allow_empty=True) or git.head_commit(
         worktree
     )
-    step.touched = git.changed_paths(worktree, step.base_commit)
+    # Everything is committed now: comparing the two commits' trees finds what the step
+    # touched without reading the working tree.
+    step.touched = git.changed_between(worktree, step.base_commit, step.head_commit)
     return ["head_commit", "touched"]
 
 
@@ -123,9 +125,11 @@ def remove_worktrees(run: Run) -> None:
     if not run.branch:
         return
     repo = repository_for(run.project)
-    for step in run.steps.exclude(worktree=""):
-        git.remove_worktree(repo, Path(step.worktree))
-    git.remove_worktree(repo, _worktrees(run) / "_merge")
+    paths = [
+        Path(worktree)
+        for worktree in run.steps.exclude(worktree="").values_list("worktree", flat=True)
+    ]
+    git.remove_worktrees(repo, [*paths, _worktrees(run) / "_merge"])
 
 
 # --- deterministic checks -------------------------------------------------------------------

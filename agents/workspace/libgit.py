@@ -1,0 +1,89 @@
+"""Git in process through libgit2 (pygit2): refs, commits, trees and merges without a fork.
+
+A step's hot path (its worktree's base, its commit, the files it touched, its merge) reads
+and writes the repository here: each `git` process costs a few milliseconds, and a step used
+to start two dozen of them. Commands whose exact output or side effects matter more than
+their cost (worktree add and remove, a merge with conflicts, diffs shown to people) still run
+the git command line through `gitcmd`.
+
+The same rules as `gitcmd`: the fixed identity and no outside configuration (the system,
+global and XDG git configuration are not read), no hooks (libgit2 runs none), and failures
+raise `GitError`.
+"""
+
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import ConfigLevel, RepositoryOpenFlag
+
+from agents.workspace.gitcmd import GitError
+
+IDENTITY = ("Orchestra", "orchestra@localhost")
+
+# Like GIT_CONFIG_NOSYSTEM and GIT_CONFIG_GLOBAL=/dev/null for the command line: only the
+# repository's own configuration counts. Process-wide, and nothing else here uses libgit2.
+for _level in (ConfigLevel.SYSTEM, ConfigLevel.GLOBAL, ConfigLevel.XDG, ConfigLevel.PROGRAMDATA):
+    pygit2.settings.search_path[_level] = ""
+
+
+def open_repository(path: Path) -> pygit2.Repository:
+    """The repository or worktree at `path` exactly (no search upwards from a subfolder)."""
+    try:
+        return pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
+    except (pygit2.GitError, KeyError, OSError) as exc:
+        raise GitError(f"{path} is not a git repository git can open here: {exc}") from exc
+
+
+def signature() -> pygit2.Signature:
+    """The fixed identity, dated now in the local time zone, as `git commit` would date it."""
+    return pygit2.Signature(*IDENTITY)
+
+
+def commit_of(repository: pygit2.Repository, ref: str) -> pygit2.Commit:
+    """The commit `ref` names (a branch, a full ref, a sha, HEAD...), as `rev-parse --verify`."""
+    try:
+        return repository.revparse_single(ref).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        where = repository.workdir or repository.path
+        raise GitError(
+            f"`git rev-parse --verify {ref}^{{commit}}` failed in {where}: {ref!r} names no "
+            f"commit ({exc})",
+            ("rev-parse", "--verify", f"{ref}^{{commit}}"),
+            str(exc),
+        ) from exc
+
+
+def branch_ref(repository: pygit2.Repository, branch: str) -> pygit2.Reference:
+    try:
+        return repository.references[f"refs/heads/{branch}"]
+    except KeyError as exc:
+        raise GitError(f"No branch {branch} in {repository.path}.") from exc
+
+
+def has_ref(repository: pygit2.Repository, ref: str) -> bool:
+    return repository.references.get(ref) is not None
+
+
+def cleaned_message(message: str) -> str:
+    """A commit message as `git commit --message` stores it (its "whitespace" cleanup):
+    trailing spaces cut, runs of blank lines squeezed to one, none at either end, a final
+    newline."""
+    lines: list[str] = []
+    for line in message.splitlines():
+        line = line.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def changed_between(repository: pygit2.Repository, old: str, new: str) -> list[str]:
+    """Repo-relative paths that differ between two commits, sorted; a rename lists both
+    paths. Trees are compared, not files: unchanged folders are skipped by their ids."""
+    diff = repository.diff(commit_of(repository, old).tree, commit_of(repository, new).tree)
+    paths = set()
+    for delta in diff.deltas:
+        paths.add(delta.old_file.path)
+        paths.add(delta.new_file.path)
+    return sorted(paths)
