@@ -14,7 +14,7 @@ raise `GitError`.
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import ConfigLevel, RepositoryOpenFlag
+from pygit2.enums import ConfigLevel, FileMode, RepositoryOpenFlag
 
 from agents.workspace.gitcmd import GitError
 
@@ -87,3 +87,65 @@ def changed_between(repository: pygit2.Repository, old: str, new: str) -> list[s
         paths.add(delta.old_file.path)
         paths.add(delta.new_file.path)
     return sorted(paths)
+
+
+class NotTrivial(Exception):
+    """Both sides changed the same path: a merge for git's own machinery to decide."""
+
+
+def trivial_merge(repository: pygit2.Repository, base, ours, theirs) -> pygit2.Oid:
+    """The tree merging `ours` and `theirs` (trees) from `base` (a tree, or None) when every
+    path changed on one side at most; raise NotTrivial otherwise.
+
+    Only folders that differ on both sides are opened, so the cost follows what changed, not
+    the repository's size. When no path changed on both sides, git's merge (renames included)
+    gives this same tree, with one exception this refuses as well: the same change made on
+    both sides, which covers a file deleted on both (perhaps renamed apart: a rename/rename
+    conflict for git) and identical additions.
+    """
+    if base is not None and base.id == ours.id:
+        return theirs.id
+    if base is not None and base.id == theirs.id:
+        return ours.id
+    if ours.id == theirs.id:
+        raise NotTrivial
+    builder = repository.TreeBuilder(ours)
+    names = {entry.name for entry in ours} | {entry.name for entry in theirs}
+    names |= {entry.name for entry in base} if base is not None else set()
+    for name in sorted(names):
+        was, mine, their = (_entry(tree, name) for tree in (base, ours, theirs))
+        if _key(mine) == _key(their):
+            if _key(mine) != _key(was):
+                raise NotTrivial
+        elif _key(was) == _key(mine):  # only theirs changed it
+            if their is None:
+                builder.remove(name)
+            else:
+                builder.insert(name, their.id, their.filemode)
+        elif _key(was) == _key(their):  # only ours changed it: the builder has it
+            continue
+        elif _is_tree(mine) and _is_tree(their) and (was is None or _is_tree(was)):
+            merged = trivial_merge(
+                repository,
+                repository[was.id] if was is not None else None,
+                repository[mine.id],
+                repository[their.id],
+            )
+            builder.insert(name, merged, FileMode.TREE)
+        else:
+            raise NotTrivial
+    return builder.write()
+
+
+def _entry(tree, name: str):
+    if tree is None or name not in tree:
+        return None
+    return tree[name]
+
+
+def _key(entry) -> tuple | None:
+    return None if entry is None else (entry.id, entry.filemode)
+
+
+def _is_tree(entry) -> bool:
+    return entry is not None and entry.filemode == FileMode.TREE

@@ -7,6 +7,8 @@ The merge queue (`merge_step`) integrates step branches into the run branch one 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pygit2
+
 from agents.workspace import libgit
 from agents.workspace.gitcmd import (
     GitError,
@@ -48,66 +50,79 @@ def merge_step(
 ) -> MergeOutcome:
     """Integrate `step_branch` into `run_branch` with a merge commit: the merge queue.
 
-    A clean merge is computed in process (libgit2's three-way merge of the two heads) and
-    committed without a checkout; the run branch moves by compare-and-swap from the head the
-    merge was made on. When libgit2 finds conflicts, git decides: `git merge-tree` again (a
-    clean result is committed as above), else the merge is replayed in the integration
-    worktree at `integration_path` (created on `run_branch` if missing; leftovers of an
-    interrupted merge there are discarded first) to collect the conflict hunks, then
-    aborted, so the run branch is untouched, and the outcome lists the conflicts. A step
-    branch that is already merged is a no-op returning the current head. Holds the
+    When no path changed on both sides (steps keep to their claims, so nearly always) the
+    merge is computed in process from the trees that differ and committed without a checkout;
+    the run branch moves by compare-and-swap from the head the merge was made on. Otherwise
+    git decides: `git merge-tree` (a clean result is committed as above), else the merge is
+    replayed in the integration worktree at `integration_path` (created on `run_branch` if
+    missing; leftovers of an interrupted merge there are discarded first) to collect the
+    conflict hunks, then aborted, so the run branch is untouched, and the outcome lists the
+    conflicts. A step branch that is already merged is a no-op returning the current head. Holds the
     repository lock for the whole merge: one merge at a time per repository.
     """
     integration_path = Path(integration_path)
     with repository_lock(repo):
         repository = libgit.open_repository(repo)
         run_ref = libgit.branch_ref(repository, run_branch)
-        run_head = libgit.commit_of(repository, run_ref.name).id
+        run_head = run_ref.peel(pygit2.Commit).id
         step_head = libgit.commit_of(repository, f"refs/heads/{step_branch}").id
         if step_head == run_head or repository.descendant_of(run_head, step_head):
             return MergeOutcome(ok=True, commit=str(run_head))
-        merged = repository.merge_commits(run_head, step_head)
-        if merged.conflicts is None:
-            tree = merged.write_tree(repository)
-            author = libgit.signature()
-            commit = repository.create_commit(
-                None, author, author, message + "\n", tree, [run_head, step_head]
+        base = repository.merge_base(run_head, step_head)
+        try:
+            tree = libgit.trivial_merge(
+                repository,
+                repository[base].tree if base is not None else None,
+                repository[run_head].tree,
+                repository[step_head].tree,
             )
-            # Compare-and-swap: libgit2 moves the ref only from the head it was read at.
-            run_ref.set_target(commit, f"merge {step_branch}")
-            return MergeOutcome(ok=True, commit=str(commit))
-        return _merge_with_git(
-            repo, run_branch, step_branch, str(run_head), str(step_head), integration_path, message
-        )
+        except libgit.NotTrivial:
+            return _merge_with_git(
+                repo, repository, run_ref, step_branch, step_head, integration_path, message
+            )
+        return _commit_merge(repository, run_ref, step_head, tree, message)
+
+
+def _commit_merge(
+    repository: pygit2.Repository,
+    run_ref: pygit2.Reference,
+    step_head: pygit2.Oid,
+    tree: pygit2.Oid,
+    message: str,
+) -> MergeOutcome:
+    """The merge commit of the run head and the step head with `tree`, as `git commit-tree`
+    would make it; the run branch moves to it by compare-and-swap (libgit2 moves the ref only
+    from the head it was read at, so a merge made on a stale head fails instead of losing
+    work)."""
+    author = libgit.signature()
+    parents = [run_ref.target, step_head]
+    commit = repository.create_commit(None, author, author, message + "\n", tree, parents)
+    try:
+        run_ref.set_target(commit, f"merge: {message}")
+    except pygit2.GitError as exc:
+        raise GitError(f"The run branch {run_ref.shorthand} moved during the merge: {exc}") from exc
+    return MergeOutcome(ok=True, commit=str(commit))
 
 
 def _merge_with_git(
     repo: Path,
-    run_branch: str,
+    repository: pygit2.Repository,
+    run_ref: pygit2.Reference,
     step_branch: str,
-    run_head: str,
-    step_head: str,
+    step_head: pygit2.Oid,
     integration_path: Path,
     message: str,
 ) -> MergeOutcome:
-    """The merge as git's own merge machinery does it, for conflicts: their detail is
-    shown as git writes it. Caller holds the repository lock."""
-    tree = run_git(repo, "merge-tree", "--write-tree", run_head, step_head, check=False)
+    """A merge where both sides changed the same paths: git's own merge machinery decides
+    (renames, merge attributes), and shows conflicts as git writes them. Caller holds the
+    repository lock."""
+    run_branch = run_ref.shorthand
+    tree = run_git(
+        repo, "merge-tree", "--write-tree", str(run_ref.target), str(step_head), check=False
+    )
     if tree.returncode == 0:
-        commit = git_output(
-            repo,
-            "commit-tree",
-            decoded(tree.stdout).split()[0],
-            "-p",
-            run_head,
-            "-p",
-            step_head,
-            "-m",
-            message,
-        ).strip()
-        # Compare-and-swap: the branch moves only from the head this merge was made on.
-        git_output(repo, "update-ref", f"refs/heads/{run_branch}", commit, run_head)
-        return MergeOutcome(ok=True, commit=commit)
+        clean = pygit2.Oid(hex=decoded(tree.stdout).split()[0])
+        return _commit_merge(repository, run_ref, step_head, clean, message)
     # A conflict (or an error): a real merge in the integration worktree shows the
     # conflict hunks as git writes them, then is aborted.
     add_worktree_locked(repo, integration_path, run_branch, run_branch)
