@@ -1,0 +1,196 @@
+"""What the workspace library does in process (libgit2) is what git itself would have done:
+the step's commit, the merge queue's trees, the ref moves; and a step costs few git
+processes, none inside a database transaction."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agents.workspace import (
+    GitError,
+    add_worktree,
+    changed_between,
+    changed_paths,
+    commit_all,
+    ensure_repository,
+    file_at,
+    head_commit,
+    libgit,
+    merge_step,
+    remove_worktrees,
+    start_run_branch,
+    step_branch_name,
+)
+from agents.workspace.merge import _commit_merge
+from tests.costs import step_cost
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return ensure_repository(
+        tmp_path / "project",
+        seed_files={
+            "README.md": "# Project\n",
+            "src/app.py": "print('app')\n",
+            "src/lib/util.py": "X = 1\n",
+            "docs/guide.md": "guide\n",
+        },
+    )
+
+
+def _git(cwd: Path, *args: str) -> str:
+    # The user's configuration is kept out, as the library keeps it out.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    env |= {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, check=True
+    )
+    return result.stdout
+
+
+def _step(repo: Path, tmp_path: Path, key: str) -> Path:
+    branch, base = start_run_branch(repo, 3)
+    return add_worktree(repo, tmp_path / "wt" / key, step_branch_name(3, key), base)
+
+
+def test_the_step_commit_is_the_one_git_commit_would_make(repo, tmp_path):
+    worktree = _step(repo, tmp_path, "implement")
+    base = head_commit(worktree)
+    (worktree / ".gitignore").write_text("*.log\nbuild/\n")
+    (worktree / "debug.log").write_text("ignored\n")
+    (worktree / "build").mkdir()
+    (worktree / "build" / "out.bin").write_text("ignored too\n")
+    (worktree / "docs" / "guide.md").unlink()
+    (worktree / "src" / "app.py").write_text("print('changed')\n")
+    (worktree / "run.sh").write_text("#!/bin/sh\n")
+    (worktree / "run.sh").chmod(0o755)
+
+    sha = commit_all(worktree, "  implement: Step  \n\n\n(attempt 1)   \n\n")
+
+    assert sha == head_commit(worktree)
+    shown = _git(worktree, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%P|%B", sha)
+    assert shown == f"Orchestra <orchestra@localhost>|Orchestra <orchestra@localhost>|{base}|" + (
+        "  implement: Step\n\n(attempt 1)\n\n"
+    )
+    # git agrees that everything but the ignored files is committed and the index is current.
+    assert _git(worktree, "status", "--porcelain") == ""
+    assert _git(worktree, "ls-files", "-s", "run.sh").startswith("100755 ")
+    assert file_at(repo, sha, "debug.log") is None and file_at(repo, sha, "docs/guide.md") is None
+    touched = [".gitignore", "docs/guide.md", "run.sh", "src/app.py"]
+    assert changed_between(worktree, base, sha) == touched == changed_paths(worktree, base)
+    assert commit_all(worktree, "Nothing") is None
+    empty = commit_all(worktree, "Empty", allow_empty=True)
+    trees = _git(worktree, "rev-parse", f"{empty}^{{tree}}", f"{empty}~1^{{tree}}").split()
+    assert trees[0] == trees[1]
+
+
+def _parallel_steps(repo: Path, tmp_path: Path, changes: dict[str, callable]) -> dict[str, str]:
+    """Each step changes its worktree and commits; their step branches, by key."""
+    branches = {}
+    for key, change in changes.items():
+        worktree = _step(repo, tmp_path, key)
+        change(worktree)
+        commit_all(worktree, f"Work on {key}")
+        branches[key] = step_branch_name(3, key)
+    return branches
+
+
+def test_the_merge_queue_builds_the_tree_git_merge_tree_builds(repo, tmp_path):
+    """Disjoint changes in shared folders, new folders, a deletion, a mode change: merged in
+    process, each result is the tree git computes for the same two heads."""
+
+    def research(worktree):
+        (worktree / "src" / "lib" / "sources.py").write_text("SOURCES = []\n")
+        (worktree / "docs" / "guide.md").unlink()
+
+    def implement(worktree):
+        (worktree / "src" / "lib" / "util.py").write_text("X = 2\n")
+        (worktree / "src" / "new" / "deep").mkdir(parents=True)
+        (worktree / "src" / "new" / "deep" / "mod.py").write_text("Y = 1\n")
+
+    def tests(worktree):
+        (worktree / "src" / "app.py").chmod(0o755)
+        (worktree / "tests").mkdir()
+        (worktree / "tests" / "test_app.py").write_text("def test(): pass\n")
+
+    branch, _ = start_run_branch(repo, 3)
+    steps = _parallel_steps(repo, tmp_path, {"research": research, "implement": implement})
+    steps |= _parallel_steps(repo, tmp_path, {"tests": tests})
+    for key, step_branch in steps.items():
+        before = head_commit(repo, branch)
+        expected = _git(repo, "merge-tree", "--write-tree", before, step_branch).split()[0]
+
+        outcome = merge_step(repo, branch, step_branch, tmp_path / "_merge", f"Merge {key}")
+
+        assert outcome.ok and outcome.commit == head_commit(repo, branch)
+        assert _git(repo, "rev-parse", f"{outcome.commit}^{{tree}}").strip() == expected
+        parents = _git(repo, "log", "-1", "--format=%P|%an|%B", outcome.commit)
+        assert parents == f"{before} {head_commit(repo, step_branch)}|Orchestra|Merge {key}\n\n"
+    assert not (tmp_path / "_merge").exists()  # no checkout was needed
+    assert _git(repo, "fsck", "--no-progress") == ""
+
+
+def test_the_same_change_on_both_sides_is_left_to_git(repo, tmp_path):
+    def same(worktree):
+        (worktree / "shared.txt").write_text("the same\n")
+        (worktree / "docs" / "guide.md").unlink()
+
+    branch, _ = start_run_branch(repo, 3)
+    steps = _parallel_steps(repo, tmp_path, {"one": same, "two": same})
+    merge_step(repo, branch, steps["one"], tmp_path / "_merge", "Merge one")
+    before = head_commit(repo, branch)
+    expected = _git(repo, "merge-tree", "--write-tree", before, steps["two"]).split()[0]
+
+    repository = libgit.open_repository(repo)
+    ours, theirs = (libgit.commit_of(repository, ref) for ref in (before, steps["two"]))
+    base = repository[repository.merge_base(ours.id, theirs.id)]
+    with pytest.raises(libgit.NotTrivial):  # so git's merge-tree decides
+        libgit.trivial_merge(repository, base.tree, ours.tree, theirs.tree)
+    outcome = merge_step(repo, branch, steps["two"], tmp_path / "_merge", "Merge two")
+
+    assert outcome.ok
+    assert _git(repo, "rev-parse", f"{outcome.commit}^{{tree}}").strip() == expected
+
+
+def test_a_merge_made_on_a_stale_run_head_does_not_move_the_branch(repo, tmp_path):
+    branch, _ = start_run_branch(repo, 3)
+    steps = _parallel_steps(repo, tmp_path, {"late": lambda w: (w / "a.txt").write_text("a\n")})
+    repository = libgit.open_repository(repo)
+    run_ref = libgit.branch_ref(repository, branch)
+    step_head = repository.revparse_single(steps["late"]).id
+    elsewhere = commit_all(_step(repo, tmp_path, "other"), "Other", allow_empty=True)
+    _git(repo, "update-ref", f"refs/heads/{branch}", elsewhere)  # someone moved it meanwhile
+
+    with pytest.raises(GitError, match="moved during the merge"):
+        _commit_merge(repository, run_ref, step_head, repository[step_head].tree_id, "Merge")
+
+    assert head_commit(repo, branch) == elsewhere
+
+
+def test_a_worktree_whose_folder_was_deleted_is_added_again(repo, tmp_path):
+    worktree = _step(repo, tmp_path, "implement")
+    shutil.rmtree(worktree)  # deleted behind git's back: still registered
+
+    again = _step(repo, tmp_path, "implement")
+    elsewhere = add_worktree(repo, tmp_path / "moved", step_branch_name(3, "other"), "main")
+    shutil.rmtree(elsewhere)
+    moved = add_worktree(repo, tmp_path / "moved-again", step_branch_name(3, "other"), "main")
+
+    assert again == worktree and (worktree / "README.md").is_file()
+    assert (moved / "README.md").is_file()
+    remove_worktrees(repo, [worktree, moved, tmp_path / "never-made"])
+    listing = _git(repo, "worktree", "list", "--porcelain")
+    assert "implement" not in listing and "moved" not in listing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_starts_few_git_processes_and_none_inside_a_transaction(owner, demo):
+    """Worktree add and removal are the git processes left; refs, the commit, what the
+    step touched and the merge run in process."""
+    cost = step_cost(owner, demo)
+
+    assert cost.git <= 2
+    assert cost.git_in_transaction == 0
