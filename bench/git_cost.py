@@ -6,7 +6,8 @@ the step's worktree is cut from the run branch head (`prepare_worktree`), its ag
 file (not timed), the work is committed and what it touched listed (`commit_step`), the step
 branch is merged into the run branch and the new head read (`merge_step`); at the run's end
 every worktree is removed (`remove_worktrees`), its time shared among the steps. No database,
-no model: git alone. Every repository is made in a temporary folder and deleted after.
+no model: git alone. Each repository is a clone (packed, as a project's repository is) made
+in a temporary folder and deleted after.
 
 Usage: python bench/git_cost.py [--steps 20] [--files 10000]
 """
@@ -73,7 +74,9 @@ def large_files(count: int) -> dict[str, str]:
 
 def chain(root: Path, files: dict[str, str], steps: int) -> tuple[dict[str, float], float]:
     """Median ms per phase of a step, and git processes per step."""
-    repo = git.ensure_repository(root / "repo", seed_files=files)
+    # A clone, as a project with a repository has: its objects arrive packed.
+    source = git.ensure_repository(root / "source", seed_files=files)
+    repo = git.ensure_repository(root / "repo", source=f"file://{source}")
     run_branch, _ = git.start_run_branch(repo, 1)
     worktrees = root / "worktrees"
     paths = []
