@@ -1,6 +1,6 @@
 """What the workspace library does in process (libgit2) is what git itself would have done:
-the step's commit, the merge queue's trees, the ref moves; and a step costs few git
-processes, none inside a database transaction."""
+the step's commit, the merge queue's trees, the ref moves, the worktrees. (A step's git
+processes are pinned in tests/orchestra/test_step_cost.py.)"""
 
 import os
 import shutil
@@ -25,7 +25,6 @@ from agents.workspace import (
     step_branch_name,
 )
 from agents.workspace.merge import _commit_merge
-from tests.costs import step_cost
 
 
 @pytest.fixture
@@ -184,13 +183,3 @@ def test_a_worktree_whose_folder_was_deleted_is_added_again(repo, tmp_path):
     remove_worktrees(repo, [worktree, moved, tmp_path / "never-made"])
     listing = _git(repo, "worktree", "list", "--porcelain")
     assert "implement" not in listing and "moved" not in listing
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_step_starts_few_git_processes_and_none_inside_a_transaction(owner, demo):
-    """Worktree add and removal are the git processes left; refs, the commit, what the
-    step touched and the merge run in process."""
-    cost = step_cost(owner, demo)
-
-    assert cost.git <= 2
-    assert cost.git_in_transaction == 0
