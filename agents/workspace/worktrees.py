@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -61,8 +62,7 @@ def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) 
 def _worktree_branch(repo: Path, path: Path) -> str | None:
     """The ref checked out in the worktree of `repo` at `path` ("" for a detached HEAD), or
     None when `path` holds no worktree of this repository."""
-    admin = _admin_dir(path)
-    if admin is None or admin.parent.parent != common_dir(repo).resolve():
+    if not _registered(repo, path):
         return None
     head = libgit.open_repository(path).references.get("HEAD")
     if head is None:
@@ -70,18 +70,18 @@ def _worktree_branch(repo: Path, path: Path) -> str | None:
     return head.target if head.type == ReferenceType.SYMBOLIC else ""
 
 
-def _admin_dir(path: Path) -> Path | None:
-    """The folder in the common git directory that registers the worktree at `path` (what
-    its `.git` file points at), or None when `path` is no worktree or its registration is
-    gone."""
+def _registered(repo: Path, path: Path) -> bool:
+    """Whether `path` holds a worktree registered in `repo`: its `.git` file points at a
+    registration folder in the repository's common git directory."""
     try:
         pointer = (Path(path) / ".git").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):  # missing, a folder (a repository), unreadable
-        return None
+        return False
     if not pointer.startswith("gitdir: "):
-        return None
+        return False
     admin = (Path(path) / pointer.removeprefix("gitdir: ").strip()).resolve()
-    return admin if (admin / "HEAD").is_file() else None
+    registrations = common_dir(repo).resolve() / "worktrees"
+    return admin.parent == registrations and (admin / "HEAD").is_file()
 
 
 def remove_worktree(repo: Path, path: Path) -> None:
@@ -95,13 +95,28 @@ def remove_worktree(repo: Path, path: Path) -> None:
 def remove_worktrees(repo: Path, paths: list[Path]) -> None:
     """Remove the worktrees at `paths` (each as `remove_worktree` does), then prune once.
 
-    One `git worktree remove` per worktree that exists, under one hold of the repository lock.
+    What `git worktree remove --force --force` does, without a process per worktree: each
+    registered worktree's folder is deleted, and the one prune forgets their registrations.
+    Holds the repository lock.
     """
     with repository_lock(repo):
         for path in paths:
-            if _admin_dir(path) is not None:
-                git_output(repo, "worktree", "remove", "--force", "--force", str(path))
+            if _registered(repo, path):
+                shutil.rmtree(path, onerror=_writable_and_retry)
         git_output(repo, "worktree", "prune")
+
+
+def _writable_and_retry(function, path, _info) -> None:
+    # An agent may leave a read-only folder behind: make it writable and try again.
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        if function in (os.unlink, os.rmdir):
+            function(path)
+        else:  # a folder that could not be opened or listed
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, onerror=_writable_and_retry)
+    except FileNotFoundError:
+        pass
 
 
 # -- Work in a worktree -------------------------------------------------------------------------

@@ -178,8 +178,14 @@ def test_a_worktree_whose_folder_was_deleted_is_added_again(repo, tmp_path):
     shutil.rmtree(elsewhere)
     moved = add_worktree(repo, tmp_path / "moved-again", step_branch_name(3, "other"), "main")
 
+    (moved / "locked").mkdir()
+    (moved / "locked" / "file.txt").write_text("kept\n")
+    (moved / "locked").chmod(0o500)  # an agent's read-only folder
+
     assert again == worktree and (worktree / "README.md").is_file()
     assert (moved / "README.md").is_file()
-    remove_worktrees(repo, [worktree, moved, tmp_path / "never-made"])
+    remove_worktrees(repo, [worktree, moved, tmp_path / "never-made", repo])
     listing = _git(repo, "worktree", "list", "--porcelain")
     assert "implement" not in listing and "moved" not in listing
+    assert not worktree.exists() and not moved.exists()
+    assert (repo / "README.md").is_file()  # the repository itself is not a worktree to remove
