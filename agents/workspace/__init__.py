@@ -8,8 +8,8 @@ dedicated integration worktree of the run branch.
 
 Every function takes plain paths and strings and works with a fixed identity and without the
 user's or the system's git configuration, so results do not depend on the machine: a step's
-hot path (refs, its commit, what it touched, a clean merge) in process through libgit2, the
-rest by running git in a subprocess. Failures raise `GitError` naming the command and git's
+path (its worktree, refs, its commit, what it touched, a merge without overlapping changes,
+the worktree's removal) in process through libgit2, the rest by running git in a subprocess. Failures raise `GitError` naming the command and git's
 own message.
 
 Operations that change refs or the worktree list shared by all worktrees of a repository

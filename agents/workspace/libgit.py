@@ -1,10 +1,10 @@
 """Git in process through libgit2 (pygit2): refs, commits, trees and merges without a fork.
 
-A step's hot path (its worktree's base, its commit, the files it touched, its merge) reads
-and writes the repository here: each `git` process costs a few milliseconds, and a step used
-to start two dozen of them. Commands whose exact output or side effects matter more than
-their cost (worktree add and remove, a merge with conflicts, diffs shown to people) still run
-the git command line through `gitcmd`.
+A step's path (its worktree, its base, its commit, the files it touched, its merge) reads and
+writes the repository here: each `git` process costs a few milliseconds, more on a loaded
+machine, and a step used to start two dozen of them. What is rare or shown to people (a
+merge where both sides changed the same paths and its conflicts, diffs, clones, a run's
+branch) still runs the git command line through `gitcmd`.
 
 The same rules as `gitcmd`: the fixed identity and no outside configuration (the system,
 global and XDG git configuration are not read), no hooks (libgit2 runs none), and failures

@@ -38,10 +38,12 @@ def add_worktree(repo: Path, path: Path, branch: str, start_commit: str) -> Path
 
 
 def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) -> Path:
-    # One `git worktree add` in the common case: the checks read the repository in process,
-    # and the worktree list is pruned only when an add fails, since its cost grows with the
-    # number of worktrees (a folder deleted without `git worktree remove` stays registered and
-    # makes git refuse the path or the branch).
+    # In process in the common case (libgit2 registers the worktree and checks the branch
+    # out, with no git process to start). Whatever libgit2 does not do as git would (a
+    # folder already there, filters configured in the repository) or refuses goes to
+    # `git worktree add`, and the worktree list is pruned only when that fails, since its
+    # cost grows with the number of worktrees (a folder deleted without `git worktree remove`
+    # stays registered and makes git refuse the path or the branch).
     current = _worktree_branch(repo, path)
     if current is not None:
         if current == f"refs/heads/{branch}":
@@ -49,6 +51,36 @@ def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) 
         shown = current.removeprefix("refs/heads/") or "a detached HEAD"
         raise GitError(f"{path} is already a worktree on {shown}, not on {branch}.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not _add_in_process(repo, path, branch, start_commit):
+        _add_with_git(repo, path, branch, start_commit)
+    return path
+
+
+def _add_in_process(repo: Path, path: Path, branch: str, start_commit: str) -> bool:
+    """Add the worktree through libgit2; False (and nothing left behind but the branch,
+    which git would have created too) when git should do it instead."""
+    repository = libgit.open_repository(repo)
+    if path.exists() or any(entry.name.startswith("filter.") for entry in repository.config):
+        return False
+    registrations = common_dir(repo) / "worktrees"
+    name, number = path.name, 0
+    while (registrations / name).exists():  # as git names them: k000, k0001, k0002...
+        number += 1
+        name = f"{path.name}{number}"
+    try:
+        existing = repository.branches.local.get(branch)
+        ref = existing or repository.branches.local.create(
+            branch, libgit.commit_of(repository, start_commit)
+        )
+        repository.add_worktree(name, str(path), ref)
+    except (pygit2.GitError, GitError, ValueError):
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(registrations / name, ignore_errors=True)
+        return False
+    return True
+
+
+def _add_with_git(repo: Path, path: Path, branch: str, start_commit: str) -> None:
     if ref_exists(repo, f"refs/heads/{branch}"):
         arguments = ("worktree", "add", "--quiet", str(path), branch)
     else:
@@ -56,7 +88,6 @@ def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) 
     if run_git(repo, *arguments, check=False).returncode != 0:
         git_output(repo, "worktree", "prune")
         git_output(repo, *arguments)
-    return path
 
 
 def _worktree_branch(repo: Path, path: Path) -> str | None:

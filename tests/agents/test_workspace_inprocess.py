@@ -189,3 +189,26 @@ def test_a_worktree_whose_folder_was_deleted_is_added_again(repo, tmp_path):
     assert "implement" not in listing and "moved" not in listing
     assert not worktree.exists() and not moved.exists()
     assert (repo / "README.md").is_file()  # the repository itself is not a worktree to remove
+
+
+def test_a_worktree_added_in_process_is_one_git_knows(repo, tmp_path):
+    (repo / "run.sh").write_text("#!/bin/sh\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "link").symlink_to("README.md")
+    commit_all(repo, "Modes")
+    branch = step_branch_name(3, "implement")
+
+    worktree = add_worktree(repo, tmp_path / "wt" / "implement", branch, "main")
+    (tmp_path / "empty").mkdir()  # an existing empty folder: git's own add takes it
+    second = add_worktree(repo, tmp_path / "empty", step_branch_name(3, "other"), "main")
+
+    assert _git(worktree, "status", "--porcelain") == "" == _git(second, "status", "--porcelain")
+    assert _git(worktree, "symbolic-ref", "HEAD").strip() == f"refs/heads/{branch}"
+    assert os.access(worktree / "run.sh", os.X_OK) and (worktree / "link").is_symlink()
+    listing = _git(repo, "worktree", "list", "--porcelain")
+    assert f"worktree {worktree}\nHEAD {head_commit(repo)}\nbranch refs/heads/{branch}" in listing
+    with pytest.raises(GitError, match="already a worktree on orchestra/run-3-steps/implement"):
+        add_worktree(repo, worktree, step_branch_name(3, "other"), "main")
+    with pytest.raises(GitError, match="already checked out|already used by worktree"):
+        add_worktree(repo, tmp_path / "wt" / "again", branch, "main")
+    assert not (tmp_path / "wt" / "again").exists()
