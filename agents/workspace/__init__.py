@@ -1,16 +1,16 @@
-"""Git workspaces for runs and steps: a small library over the `git` command line.
+"""Git workspaces for runs and steps: a small library over libgit2 and the `git` command line.
 
 The model: each project has a normal git repository whose default branch is `main`. A run
 works on its own branch (`run_branch_name`) cut from `main`; each step works in its own
 worktree on its own branch (`step_branch_name`) cut from the run branch. After review, the
-merge queue (`merge_step`) integrates one step branch at a time into the run branch, inside a
-dedicated integration worktree of the run branch.
+merge queue (`merge_step`) integrates one step branch at a time into the run branch, without a
+checkout unless it conflicts (then in a dedicated integration worktree of the run branch).
 
 Every function takes plain paths and strings and works with a fixed identity and without the
 user's or the system's git configuration, so results do not depend on the machine: a step's
 path (its worktree, refs, its commit, what it touched, a merge without overlapping changes,
-the worktree's removal) in process through libgit2, the rest by running git in a subprocess. Failures raise `GitError` naming the command and git's
-own message.
+the worktree's removal) in process through libgit2, the rest by running git in a subprocess.
+Failures raise `GitError` naming the command and git's own message.
 
 Operations that change refs or the worktree list shared by all worktrees of a repository
 (`start_run_branch`, `add_worktree`, `merge_step`, `remove_worktree`) hold an exclusive
