@@ -8,6 +8,8 @@ import re
 import tarfile
 from pathlib import Path, PurePosixPath
 
+import pygit2
+
 from agents.workspace import libgit
 from agents.workspace.gitcmd import (
     GitError,
@@ -123,13 +125,17 @@ def head_commit(repo: Path, ref: str = "HEAD") -> str:
 def start_run_branch(repo: Path, run_id: int, base_ref: str = MAIN_BRANCH) -> tuple[str, str]:
     """Create the run's branch at `base_ref`; return (branch, its head commit).
 
-    Idempotent: an existing run branch is left where it is. Holds the repository lock.
+    Idempotent: an existing run branch is left where it is. Holds the repository lock. In
+    process: the branch is a ref written as `git branch --no-track` writes it.
     """
     branch = run_branch_name(run_id)
     with repository_lock(repo):
-        if not ref_exists(repo, f"refs/heads/{branch}"):
-            git_output(repo, "branch", "--no-track", branch, head_commit(repo, base_ref))
-        return branch, head_commit(repo, branch)
+        repository = libgit.open_repository(repo)
+        existing = repository.branches.local.get(branch)
+        if existing is None:
+            base = libgit.commit_of(repository, head_commit(repo, base_ref))
+            existing = repository.branches.local.create(branch, base)
+        return branch, str(existing.peel(pygit2.Commit).id)
 
 
 # -- Reading -----------------------------------------------------------------------------------
