@@ -356,7 +356,7 @@ def test_dropping_the_socket_mid_run_leaves_every_event_exactly_once(admin):
     mark_page(page)
     for at_least in (3, 15, 30):
         page.wait_for_function(
-            """n => window.orchestraLive.lastSeq >= n
+            """n => window.orchestraLive && window.orchestraLive.lastSeq >= n
                    && window.orchestraLive.socket
                    && window.orchestraLive.socket.readyState === WebSocket.OPEN""",
             arg=at_least,
