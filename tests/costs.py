@@ -148,6 +148,7 @@ def run_chain(owner, project, length: int) -> tuple[Run, Cost]:
 
 def step_cost(owner, project, short: int = 2, long: int = 6) -> StepCost:
     """The marginal cost of one step: two chains, the difference."""
+    run_chain(owner, project, 1)  # the project's repository is made once, before either
     runs = [run_chain(owner, project, length) for length in (short, long)]
     for run, _cost in runs:
         if run.status != Run.Status.COMPLETED:
