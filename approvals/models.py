@@ -12,6 +12,8 @@ class Checkpoint(models.Model):
         ESCALATION = "escalation"
         # The run reached its soft spending limit: continue with a new limit, or stop.
         BUDGET = "budget"
+        # The final report waits for a person (the project's report approval).
+        REPORT = "report"
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -26,6 +26,9 @@ class Project(models.Model):
     max_revisions = models.PositiveIntegerField(default=2)
     max_step_attempts = models.PositiveIntegerField(default=2)
     requires_plan_approval = models.BooleanField(default=False)
+    # The final report waits for a person: approved, it ends the run; sent back with a
+    # comment, the orchestrator writes it again once.
+    requires_report_approval = models.BooleanField(default=False)
     # The git repository the agents work in: empty means a fresh one under the data folder;
     # otherwise an existing local path or a clone URL, cloned once.
     repository = models.CharField(max_length=500, blank=True)
@@ -152,6 +155,16 @@ class Run(models.Model):
     branch = models.CharField(max_length=200, blank=True)
     base_commit = models.CharField(max_length=40, blank=True)
     head_commit = models.CharField(max_length=40, blank=True)
+    # Paused by hand: nothing is dispatched and running steps park at their next turn until
+    # someone resumes it. Who paused it, for the run page.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True)
+    # A fork: the run it was forked from and the step it was forked at (that step and those
+    # downstream of it ran again; the others were reused as they were).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    forked_at_step = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -168,6 +181,10 @@ class Run(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_at is not None
 
 
 class Plan(models.Model):
@@ -212,6 +229,8 @@ class Step(models.Model):
         IN_REVIEW = "in_review"
         REVISING = "revising"
         MERGING = "merging"
+        # Parked at a turn boundary while its run is paused; carries on from its conversation.
+        PAUSED = "paused"
         DONE = "done"
         FAILED = "failed"
         SKIPPED = "skipped"
@@ -226,6 +245,7 @@ class Step(models.Model):
         Status.IN_REVIEW,
         Status.REVISING,
         Status.MERGING,
+        Status.PAUSED,
     )
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
@@ -261,6 +281,11 @@ class Step(models.Model):
     merge_rounds = models.PositiveIntegerField(default=0)
     # Deterministic checks (e.g. the test command) run before review, with their results.
     checks = models.JSONField(default=list, blank=True)
+    # A fork's step taken as it was from the parent run (its output and merged commit; no
+    # model was called for it).
+    reused_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -1,6 +1,7 @@
 """The agent loop: an explicit state machine over a conversation stored in the database.
 
-A turn returns exactly one of `FinalOutput`, `RunAgain`, `NeedsApproval` or `Failed`. The
+A turn returns exactly one of `FinalOutput`, `RunAgain`, `NeedsApproval`, `Paused` (the run
+was paused by hand; a step's agent stops between turns) or `Failed`. The
 conversation is saved after every change, so a paused agent (waiting for a human) holds no
 worker: `AgentSession(...).run()` on the same AgentRun, in any process, days later, carries
 on from the first tool call that has no answer yet. Policy, checkpoints and the step belong to
@@ -18,6 +19,7 @@ from agents.loop.outcomes import (
     NeedsApproval,
     Outcome,
     OutputTool,
+    Paused,
     RunAgain,
     TurnOutcome,
     cost_of,
@@ -32,6 +34,7 @@ __all__ = [
     "NeedsApproval",
     "Outcome",
     "OutputTool",
+    "Paused",
     "RunAgain",
     "TurnOutcome",
     "cost_of",

@@ -1,6 +1,6 @@
 """What a turn of the agent loop returns, and what a model call costs.
 
-A turn returns exactly one of `FinalOutput`, `RunAgain`, `NeedsApproval` or `Failed`;
+A turn returns exactly one of `FinalOutput`, `RunAgain`, `NeedsApproval`, `Paused` or `Failed`;
 `AgentSession.run` returns an `Outcome` (a turn outcome other than `RunAgain`).
 """
 
@@ -30,12 +30,18 @@ class NeedsApproval:
 
 
 @dataclass(frozen=True)
+class Paused:
+    """The run was paused by hand: the step's agent stops at this turn boundary, its
+    conversation stored, and carries on from it when the run is resumed."""
+
+
+@dataclass(frozen=True)
 class Failed:
     error: str
     cancelled: bool = False
 
 
-Outcome = FinalOutput | NeedsApproval | Failed
+Outcome = FinalOutput | NeedsApproval | Paused | Failed
 # Calls whose effects reach past the worktree: recorded before they run, never run twice.
 SIDE_EFFECTS = (Risk.EXEC, Risk.DEPLOY)
 TurnOutcome = Outcome | RunAgain

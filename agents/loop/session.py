@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 
 from django.db import NotSupportedError
-from django.db.models import F, Func, JSONField, Q
+from django.db.models import F, Func, JSONField
 from django.utils import timezone
 
 from agents.host import Host
@@ -17,6 +17,7 @@ from agents.loop.outcomes import (
     NeedsApproval,
     Outcome,
     OutputTool,
+    Paused,
     RunAgain,
     TurnOutcome,
     priced,
@@ -110,11 +111,14 @@ class AgentSession(ToolCalls, Pauses):
     def run_turn(self) -> TurnOutcome:
         # A fresh attempt was claimed a moment ago under the run lock; later turns re-check.
         fresh = self.agent_run.turns == 0 and len(self.messages) == 2
-        if not fresh and self._stopped():
+        halt = None if fresh else self._halt()
+        if halt == "stopped":
             return Failed("the run was stopped", cancelled=True)
         pending = self._unanswered_tool_calls()
         if pending:
             return self._handle_tool_calls(pending, resumed=True)
+        if halt == "paused":
+            return Paused()
         if self.agent_run.turns >= self.turn_limit:
             return Failed(f"turn limit of {self.turn_limit} reached without a final answer")
         hold = self.host.before_model_call()
@@ -193,15 +197,23 @@ class AgentSession(ToolCalls, Pauses):
             ]
         return []
 
-    def _stopped(self) -> bool:
-        """Checked before every turn: the run ended or the step was cancelled."""
+    def _halt(self) -> str | None:
+        """Checked before every turn, in one query: "stopped" when the run ended or the step
+        was cancelled, "paused" when a step's run was paused by hand (its reviewer, planner
+        and reporter finish what they do), else None."""
         if self.step is None:
-            return Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL).exists()
-        return (
+            ended = Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL)
+            return "stopped" if ended.exists() else None
+        row = (
             Step.objects.filter(pk=self.step.pk)
-            .filter(Q(status=Step.Status.CANCELLED) | Q(run__status__in=Run.TERMINAL))
-            .exists()
+            .values_list("status", "run__status", "run__paused_at")
+            .first()
         )
+        if row is None or row[0] == Step.Status.CANCELLED or row[1] in Run.TERMINAL:
+            return "stopped"
+        if row[2] is not None and self.agent_run.purpose == AgentRun.Purpose.STEP:
+            return "paused"
+        return None
 
     # --- model calls -----------------------------------------------------------------------
     def _tools_for_model(self) -> list[dict]:

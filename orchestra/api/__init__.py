@@ -12,7 +12,7 @@ Two ways in: `Authorization: Bearer <token>` for scripts and the CLI, and the Dj
 importing this package registers them all.
 """
 
-from orchestra.api import approvals, audit, errors, projects, runs
+from orchestra.api import approvals, audit, errors, operations, projects, runs
 from orchestra.api.app import api
 
-__all__ = ["api", "approvals", "audit", "errors", "projects", "runs"]
+__all__ = ["api", "approvals", "audit", "errors", "operations", "projects", "runs"]

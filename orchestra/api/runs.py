@@ -34,6 +34,16 @@ def run_summary(run: Run) -> dict:
         "demo_model": run.uses_demo_model,
         "created_at": iso(run.created_at),
         "finished_at": iso(run.finished_at),
+        **_operations(run),
+    }
+
+
+def _operations(run: Run) -> dict:
+    return {
+        "paused_at": iso(run.paused_at),
+        "paused_by": run.paused_by,
+        "parent": run.parent_id,
+        "forked_at_step": run.forked_at_step,
     }
 
 
@@ -67,6 +77,7 @@ def run_detail(run: Run) -> dict:
         },
         "report": run.report,
         "error": run.error,
+        **_operations(run),
     }
 
 

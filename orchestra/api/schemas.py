@@ -80,6 +80,12 @@ class RunSummaryOut(Schema):
     demo_model: bool
     created_at: str
     finished_at: str | None
+    # Paused by hand: when and by whom; null when not paused.
+    paused_at: str | None = None
+    paused_by: str = ""
+    # A fork: the run it came from and the step it was forked at.
+    parent: int | None = None
+    forked_at_step: str = ""
 
 
 class RunListOut(Schema):
@@ -118,6 +124,10 @@ class RunDetailOut(Schema):
     usage: UsageOut
     report: str
     error: str
+    paused_at: str | None = None
+    paused_by: str = ""
+    parent: int | None = None
+    forked_at_step: str = ""
 
 
 class EventOut(Schema):

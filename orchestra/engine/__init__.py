@@ -9,6 +9,7 @@ from orchestra.engine.budgets import raise_budget, start_run
 from orchestra.engine.decisions import decide_checkpoint, expire_due
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.merge import merge_step
+from orchestra.engine.pausing import pause_run, resume_run
 from orchestra.engine.planning import plan_run
 from orchestra.engine.recovery import (
     reclaim_expired_leases,
@@ -29,11 +30,13 @@ __all__ = [
     "execute_step",
     "expire_due",
     "merge_step",
+    "pause_run",
     "plan_run",
     "raise_budget",
     "reclaim_expired_leases",
     "recover_embedded_work",
     "report_run",
+    "resume_run",
     "resume_step",
     "review_step",
     "start_run",

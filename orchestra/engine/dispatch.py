@@ -25,8 +25,8 @@ def dispatch_ready_steps(run_id: int) -> None:
 
 def dispatch_locked(run: Run) -> bool:
     """The dispatch decision. Caller holds the run lock. Returns True when every step is
-    done and the report is due."""
-    if run.status not in (
+    done and the report is due. Nothing while the run is paused by hand."""
+    if run.is_paused or run.status not in (
         Run.Status.RUNNING,
         Run.Status.REVIEWING,
         Run.Status.AWAITING_APPROVAL,

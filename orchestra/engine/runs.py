@@ -66,7 +66,7 @@ def start_run(
         emit(
             run,
             "run.created",
-            actor=_actor(user),
+            actor=actor_of(user),
             data={"task": task.pk, "title": title, "demo_model": run.uses_demo_model},
         )
         activities.schedule(Activity.Kind.PLAN, "orchestra.plan_run", run_id=run.pk)
@@ -101,7 +101,7 @@ def run_activity(kind: str, work: Callable[[], T], *, run_id: int | None, step_i
         return work()
 
 
-def _actor(user) -> str:
+def actor_of(user) -> str:
     return user.get_username() if user and user.is_authenticated else "system"
 
 
@@ -204,7 +204,7 @@ def cancel_run(user, run: Run) -> Run:
         run.checkpoints.filter(status=Checkpoint.Status.PENDING).update(
             status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
         )
-        emit(run, "run.cancelled", actor=_actor(user))
+        emit(run, "run.cancelled", actor=actor_of(user))
         telemetry.run_ended(run)
         transaction.on_commit(lambda: queue.revoke(task_ids))
     return run

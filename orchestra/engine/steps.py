@@ -9,13 +9,14 @@ import logging
 
 from django.utils import timezone
 
-from agents.loop import Failed, FinalOutput, NeedsApproval
+from agents.loop import Failed, FinalOutput, NeedsApproval, Paused
 from agents.models import AgentRun
 from agents.workspace import GitError
 from approvals.models import Checkpoint
 from orchestra import activities
 from orchestra.engine import workspaces
 from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
+from orchestra.engine.pausing import park_step, unpark_step
 from orchestra.engine.prompts import step_message
 from orchestra.engine.review import (
     apply_verdict_locked,
@@ -64,6 +65,8 @@ def _start(step_id: int) -> tuple[Step, AgentRun] | None:
     step = Step.objects.select_related("run__project").get(pk=step_id)
     if step.run.is_terminal:
         return None
+    if step.run.is_paused and step.status in (Step.Status.READY, Step.Status.REVISING):
+        return None  # started when the run is resumed (see `resume_run`)
     if step.status in (Step.Status.READY, Step.Status.REVISING):
         # Git before the transaction: only the holder of the step's activity gets here.
         fields = workspaces.prepare_worktree(step.run, step)
@@ -73,6 +76,8 @@ def _start(step_id: int) -> tuple[Step, AgentRun] | None:
         return _take_over(step_id)
     if step.status == Step.Status.AWAITING_APPROVAL:
         return _resume(step_id)
+    if step.status == Step.Status.PAUSED:
+        return unpark_step(step_id)
     return None
 
 
@@ -80,6 +85,8 @@ def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step
     with locked_run(run_id) as run:
         step = Step.objects.get(pk=step_id)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
+            return None
+        if run.is_paused:
             return None
         dependency_outputs = (
             dict(run.steps.filter(key__in=step.depends_on).values_list("key", "output"))
@@ -186,6 +193,10 @@ def drive_step(step: Step, agent_run: AgentRun) -> tuple[Step, AgentRun] | None:
         ),
     )
     outcome = session.run()
+    while isinstance(outcome, Paused):
+        if park_step(step, agent_run):
+            return None
+        outcome = session.run()  # resumed (or ended) before it parked: go on
     if isinstance(outcome, NeedsApproval):
         with locked_run(step.run_id) as run:
             sync_run_status(run)

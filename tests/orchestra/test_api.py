@@ -251,6 +251,7 @@ def test_runs_are_listed_newest_first_and_filtered(demo, owner, outsider):
     assert summary["task"]["title"] == "two" and summary["project"] == "demo"
     assert set(summary) == {
         "id", "status", "phase", "project", "task", "demo_model", "created_at", "finished_at",
+        "paused_at", "paused_by", "parent", "forked_at_step",
     }  # fmt: skip
     assert [r["id"] for r in get(client, "/api/runs?status=cancelled")[1]["runs"]] == [first]
     assert len(get(client, "/api/runs?project=demo")[1]["runs"]) == 2
@@ -266,7 +267,7 @@ def test_a_run_in_detail(owner, started):
     assert status == 200
     assert set(run) == {
         "id", "status", "phase", "task", "project", "demo_model", "steps", "usage", "report",
-        "error",
+        "error", "paused_at", "paused_by", "parent", "forked_at_step",
     }  # fmt: skip
     assert run["status"] == "awaiting_approval" and run["project"] == "demo"
     assert run["task"] == {"id": run["task"]["id"], "title": "Greet", "description": ""}

@@ -9,7 +9,7 @@ from approvals.run_rules import revoke_run_rule
 from orchestra.access import CREATE_ROLES, can_decide, get_run_for_user, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
-from orchestra.engine import EngineError, cancel_run
+from orchestra.engine import EngineError, cancel_run, pause_run, resume_run
 from orchestra.models import Run
 
 TEMPLATE = "dashboard/run.html"
@@ -24,6 +24,8 @@ LIVE_FIELDS = [
     "error",
     "finished_at",
     "stopped_by",
+    "paused_at",
+    "paused_by",
 ]
 
 
@@ -138,6 +140,34 @@ def cancel(request, run_id: int):
     else:
         messages.success(request, "The run was cancelled.")
     return redirect("dashboard:run", run.pk)
+
+
+def _operate(request, run_id: int, action, done: str):
+    run = get_run_for_user(request.user, run_id, write=True)
+    try:
+        action(request.user, run)
+    except EngineError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done)
+    return redirect("dashboard:run", run.pk)
+
+
+@login_required
+@require_POST
+def pause(request, run_id: int):
+    return _operate(
+        request,
+        run_id,
+        pause_run,
+        "The run is paused: running steps stop after their current model call.",
+    )
+
+
+@login_required
+@require_POST
+def resume(request, run_id: int):
+    return _operate(request, run_id, resume_run, "The run was resumed.")
 
 
 @login_required

@@ -1,0 +1,37 @@
+"""A run operated by hand: pause and resume it, retry a failed step, fork it at a step."""
+
+from django.http import HttpRequest
+from ninja.errors import HttpError
+
+from orchestra.access import get_run_for_user
+from orchestra.api.app import api, request_user
+from orchestra.api.runs import run_summary
+from orchestra.api.schemas import ErrorOut, RunSummaryOut
+from orchestra.engine import EngineError, pause_run, resume_run
+
+OPERATED = {200: RunSummaryOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+
+
+def _operate(request: HttpRequest, run_id: int, action) -> dict:
+    """Resolve the run for an operator, apply `action`; a refusal (the run ended, or is
+    not in the state the action needs) is a conflict."""
+    user = request_user(request)
+    run = get_run_for_user(user, run_id, write=True)
+    try:
+        run = action(user, run)
+    except EngineError as exc:
+        raise HttpError(409, str(exc)) from None
+    return run_summary(run)
+
+
+@api.post("/runs/{run_id}/pause", response=OPERATED, summary="Pause a run")
+def pause(request: HttpRequest, run_id: int):
+    """Nothing new is dispatched; running steps finish their model call and park at their
+    next turn, resumable from their conversation."""
+    return _operate(request, run_id, pause_run)
+
+
+@api.post("/runs/{run_id}/resume", response=OPERATED, summary="Resume a paused run")
+def resume(request: HttpRequest, run_id: int):
+    """Parked steps carry on from their conversations; dispatch starts again."""
+    return _operate(request, run_id, resume_run)

@@ -1,0 +1,142 @@
+"""A run operated by hand, through the real engine with a scripted model: paused while a
+step is mid-call and resumed, a failed step retried, a run forked at a step, a report sent
+back by a person."""
+
+import pytest
+from django.test import Client
+
+from agents.llm import override_client
+from agents.models import AgentRun, ModelCall
+from orchestra.engine import pause_run, resume_run, start_run
+from orchestra.models import ApiToken, Run, Step
+from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BRIEF = {"objective": "x", "expected_output": "y", "acceptance_criteria": ["z"]}
+PLAN = {
+    "steps": [
+        {"key": "research", "title": "Research", "agent": "researcher", "brief": BRIEF},
+        {"key": "notes", "title": "Notes", "agent": "researcher", "brief": BRIEF},
+        {
+            "key": "implement",
+            "title": "Implement",
+            "agent": "coder",
+            "depends_on": ["research", "notes"],
+            "brief": {**BRIEF, "objective": "Write greeting.py"},
+        },
+    ]
+}
+
+
+def step_of(messages) -> str:
+    first_user = next(m["content"] for m in messages if m["role"] == "user")
+    return first_user.split("Step: ", 1)[1].split(" ", 1)[0] if "Step: " in first_user else ""
+
+
+def api(user) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
+
+
+def kinds_after(run: Run, seq: int) -> list[str]:
+    return list(run.events.filter(seq__gt=seq).order_by("seq").values_list("kind", flat=True))
+
+
+def test_pause_parks_a_step_mid_call_and_resume_carries_it_on_to_completion(demo, owner, operator):
+    """The operator pauses while `research`'s model call is in flight: the call's answer is
+    kept and its tool call answered, then the step parks at the turn boundary; `notes`, ready
+    but not started, does not start; nothing is dispatched. Resume carries `research` on in
+    the same conversation and the run completes."""
+
+    def answer(messages, tools):
+        if "submit_plan" in tools:
+            return tool_reply(call("submit_plan", PLAN, "plan"))
+        if role_of(messages) != "specialist":
+            return None
+        key = step_of(messages)
+        if key == "research" and len(messages) == 2:
+            # Mid-call: the model has the request; a person pauses the run now.
+            pause_run(operator, Run.objects.get(task__title="Pause me"))
+            return tool_reply(call("list_files", {"path": "."}, "look"))
+        return text_reply(f"{key} done")
+
+    model = ScriptedModel(answer)
+    with override_client(model):
+        run = start_run(owner, demo, "Pause me")
+        run.refresh_from_db()
+        assert run.is_paused and run.paused_by == "oscar"
+        research = run.steps.get(key="research")
+        assert research.status == Step.Status.PAUSED
+        agent_run = research.agent_runs.get(purpose=AgentRun.Purpose.STEP)
+        assert agent_run.status == AgentRun.Status.PAUSED
+        # The call in flight finished and was recorded; its tool call was answered; no
+        # further call was made for the step.
+        assert ModelCall.objects.filter(agent_run=agent_run).count() == 1
+        assert [m["role"] for m in agent_run.messages] == ["system", "user", "assistant", "tool"]
+        notes = run.steps.get(key="notes")
+        assert notes.status == Step.Status.READY and notes.attempts == 0
+        assert not notes.agent_runs.exists()
+        assert run.steps.get(key="implement").status == Step.Status.PENDING
+        paused = run.events.get(kind="run.paused")
+        assert paused.actor == "oscar" and paused.data["running"] == ["research"]
+        after_pause = kinds_after(run, paused.seq)
+        assert "step.dispatched" not in after_pause and "step.started" not in after_pause
+        assert "step.paused" in after_pause
+        calls_while_paused = len(model.requests)
+
+        resumed = resume_run(operator, run)
+    assert not resumed.is_paused
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert len(model.requests) > calls_while_paused
+    agent_run.refresh_from_db()
+    # Carried on in the same attempt and conversation, not started again.
+    assert agent_run.status == AgentRun.Status.COMPLETED
+    assert run.steps.get(key="research").attempts == 1
+    assert [m["role"] for m in agent_run.messages][:5] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    event = run.events.get(kind="run.resumed")
+    assert event.actor == "oscar" and set(event.data["steps"]) == {"research", "notes"}
+    assert run.events.filter(kind="step.resumed", step__key="research").exists()
+
+
+def test_pause_and_resume_over_the_api_with_their_refusals(demo, owner, operator, viewer):
+    run = start_run(owner, demo, "Operate over the API")  # waits at its first checkpoint
+    path = f"/api/runs/{run.pk}"
+    response = api(viewer).post(f"{path}/pause")
+    assert response.status_code == 403, response.json()
+    response = api(operator).post(f"{path}/resume")
+    assert response.status_code == 409
+    assert response.json()["detail"] == "The run is not paused."
+    response = api(operator).post(f"{path}/pause")
+    assert response.status_code == 200, response.json()
+    assert response.json()["paused_by"] == "oscar"
+    response = api(operator).post(f"{path}/pause")
+    assert response.status_code == 409 and "already paused" in response.json()["detail"]
+    response = api(operator).post(f"{path}/resume")
+    assert response.status_code == 200 and response.json()["paused_at"] is None
+    response = api(operator).post("/api/runs/999999/pause")
+    assert response.status_code == 404
+
+
+def test_the_run_page_pauses_and_resumes_with_buttons(demo, owner, operator, viewer):
+    run = start_run(owner, demo, "Buttons")
+    page = f"/runs/{run.pk}/"
+    browser = Client()
+    browser.force_login(viewer)
+    assert ">Pause</button>" not in browser.get(page).content.decode()
+    browser.force_login(operator)
+    assert ">Pause</button>" in browser.get(page).content.decode()
+    response = browser.post(f"/runs/{run.pk}/pause/", follow=True)
+    html = response.content.decode()
+    assert "The run is paused" in html and "Paused by oscar" in html
+    assert ">Resume</button>" in html and ">Pause</button>" not in html
+    html = browser.post(f"/runs/{run.pk}/pause/", follow=True).content.decode()
+    assert "The run is already paused (by oscar)." in html
+    html = browser.post(f"/runs/{run.pk}/resume/", follow=True).content.decode()
+    assert "The run was resumed." in html and ">Pause</button>" in html
