@@ -1,13 +1,13 @@
 """A run operated by hand: pause and resume it, retry a failed step, fork it at a step."""
 
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from ninja.errors import HttpError
 
 from orchestra.access import get_run_for_user
 from orchestra.api.app import api, request_user
 from orchestra.api.runs import run_summary
 from orchestra.api.schemas import ErrorOut, RunSummaryOut
-from orchestra.engine import EngineError, pause_run, resume_run
+from orchestra.engine import EngineError, pause_run, resume_run, retry_step
 
 OPERATED = {200: RunSummaryOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
 
@@ -35,3 +35,13 @@ def pause(request: HttpRequest, run_id: int):
 def resume(request: HttpRequest, run_id: int):
     """Parked steps carry on from their conversations; dispatch starts again."""
     return _operate(request, run_id, resume_run)
+
+
+@api.post("/runs/{run_id}/steps/{key}/retry", response=OPERATED, summary="Retry a failed step")
+def retry(request: HttpRequest, run_id: int, key: str):
+    """A failed run's failed step gets a fresh attempt; the run goes back to running."""
+    user = request_user(request)
+    run = get_run_for_user(user, run_id, write=True)
+    if not run.steps.filter(key=key).exists():
+        raise Http404(f"Run {run.pk} has no step {key!r}.")
+    return _operate(request, run_id, lambda user, run: retry_step(user, run, key))

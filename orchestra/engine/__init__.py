@@ -17,6 +17,7 @@ from orchestra.engine.recovery import (
     sweep_active_runs,
 )
 from orchestra.engine.report import report_run
+from orchestra.engine.retries import retry_step
 from orchestra.engine.review import apply_verdict, review_step
 from orchestra.engine.runs import EngineError, cancel_run
 from orchestra.engine.steps import execute_step, resume_step, take_over_step
@@ -38,6 +39,7 @@ __all__ = [
     "report_run",
     "resume_run",
     "resume_step",
+    "retry_step",
     "review_step",
     "start_run",
     "sweep_active_runs",

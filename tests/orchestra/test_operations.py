@@ -140,3 +140,67 @@ def test_the_run_page_pauses_and_resumes_with_buttons(demo, owner, operator, vie
     assert "The run is already paused (by oscar)." in html
     html = browser.post(f"/runs/{run.pk}/resume/", follow=True).content.decode()
     assert "The run was resumed." in html and ">Pause</button>" in html
+
+
+def test_a_retried_failed_step_completes_its_run(demo, owner, operator, viewer):
+    """`implement` fails on both its attempts and the run fails; the operator retries it over
+    the API: one fresh attempt, the run running again, then completed, with the steps that
+    had completed left as they were."""
+    broken = {"implement": True}
+
+    def answer(messages, tools):
+        if "submit_plan" in tools:
+            return tool_reply(call("submit_plan", PLAN, "plan"))
+        if role_of(messages) != "specialist":
+            return None
+        key = step_of(messages)
+        return text_reply("" if broken.get(key) else f"{key} done")
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Retry me")
+        run.refresh_from_db()
+        assert run.status == Run.Status.FAILED
+        implement = run.steps.get(key="implement")
+        assert implement.status == Step.Status.FAILED and implement.attempts == 2
+        research_calls = ModelCall.objects.filter(agent_run__step__key="research").count()
+        path = f"/api/runs/{run.pk}/steps"
+        assert api(viewer).post(f"{path}/implement/retry").status_code == 403
+        response = api(operator).post(f"{path}/research/retry")
+        assert response.status_code == 409
+        assert response.json()["detail"] == "Step 'research' did not fail (it is done)."
+        response = api(operator).post(f"{path}/nothing/retry")
+        assert response.status_code == 404 and "no step 'nothing'" in response.json()["detail"]
+
+        broken["implement"] = False
+        response = api(operator).post(f"{path}/implement/retry")
+    assert response.status_code == 200, response.json()
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert run.error == "" and run.report
+    implement.refresh_from_db()
+    assert implement.status == Step.Status.DONE and implement.attempts == 3
+    assert implement.output == "implement done"
+    assert ModelCall.objects.filter(agent_run__step__key="research").count() == research_calls
+    retried = run.events.get(kind="run.retried")
+    assert retried.actor == "oscar" and "empty reply" in retried.data["error"]
+    assert run.events.filter(kind="run.failed").count() == 1
+    # Done now: nothing to retry.
+    response = api(operator).post(f"{path}/implement/retry")
+    assert response.status_code == 409 and "this run is completed" in response.json()["detail"]
+
+
+def test_the_run_page_offers_retry_on_a_failed_step(demo, owner, operator):
+    def answer(messages, tools):
+        if "submit_plan" in tools:
+            return tool_reply(call("submit_plan", PLAN, "plan"))
+        if role_of(messages) == "specialist" and step_of(messages) == "notes":
+            return text_reply("")
+        return None
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Retry button")
+    browser = Client()
+    browser.force_login(operator)
+    html = browser.get(f"/runs/{run.pk}/").content.decode()
+    assert f'action="/runs/{run.pk}/steps/notes/retry/"' in html
+    assert "steps/research/retry" not in html

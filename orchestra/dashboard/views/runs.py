@@ -9,7 +9,7 @@ from approvals.run_rules import revoke_run_rule
 from orchestra.access import CREATE_ROLES, can_decide, get_run_for_user, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
-from orchestra.engine import EngineError, cancel_run, pause_run, resume_run
+from orchestra.engine import EngineError, cancel_run, pause_run, resume_run, retry_step
 from orchestra.models import Run
 
 TEMPLATE = "dashboard/run.html"
@@ -53,7 +53,10 @@ def _graph(run: Run, user) -> dict:
 
 
 def _steps(run: Run, user) -> dict:
-    return {"step_views": queries.step_views(run)}
+    return {
+        "step_views": queries.step_views(run),
+        "can_operate": role_in(user, run.project) in CREATE_ROLES,
+    }
 
 
 def _rules(run: Run, user) -> dict:
@@ -168,6 +171,17 @@ def pause(request, run_id: int):
 @require_POST
 def resume(request, run_id: int):
     return _operate(request, run_id, resume_run, "The run was resumed.")
+
+
+@login_required
+@require_POST
+def retry(request, run_id: int, key: str):
+    return _operate(
+        request,
+        run_id,
+        lambda user, run: retry_step(user, run, key),
+        f"Step {key} is tried again; the run is running.",
+    )
 
 
 @login_required
