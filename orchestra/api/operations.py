@@ -4,10 +4,11 @@ from django.http import Http404, HttpRequest
 from ninja.errors import HttpError
 
 from orchestra.access import get_run_for_user
-from orchestra.api.app import api, request_user
+from orchestra.api.app import Status, api, request_user
 from orchestra.api.runs import run_summary
-from orchestra.api.schemas import ErrorOut, RunSummaryOut
-from orchestra.engine import EngineError, pause_run, resume_run, retry_step
+from orchestra.api.schemas import ErrorOut, ForkIn, RunSummaryOut
+from orchestra.engine import EngineError, fork_run, pause_run, resume_run, retry_step
+from orchestra.engine.forks import InvalidFork
 
 OPERATED = {200: RunSummaryOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
 
@@ -45,3 +46,24 @@ def retry(request: HttpRequest, run_id: int, key: str):
     if not run.steps.filter(key=key).exists():
         raise Http404(f"Run {run.pk} has no step {key!r}.")
     return _operate(request, run_id, lambda user, run: retry_step(user, run, key))
+
+
+@api.post(
+    "/runs/{run_id}/fork",
+    response={201: RunSummaryOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    summary="Fork a finished or failed run at a step",
+)
+def fork(request: HttpRequest, run_id: int, payload: ForkIn):
+    """A new run linked to this one: the step (its brief or agent edited) and everything
+    downstream of it run again; the other completed steps are reused as they were."""
+    user = request_user(request)
+    parent = get_run_for_user(user, run_id, write=True)
+    if not parent.steps.filter(key=payload.step).exists():
+        raise Http404(f"Run {parent.pk} has no step {payload.step!r}.")
+    try:
+        created = fork_run(user, parent, payload.step, payload.brief, payload.agent)
+    except InvalidFork as exc:
+        raise HttpError(400, str(exc)) from None
+    except EngineError as exc:  # the run is still under way
+        raise HttpError(409, str(exc)) from None
+    return Status(201, run_summary(created))

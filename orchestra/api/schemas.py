@@ -163,6 +163,16 @@ class ApprovalListOut(Schema):
     next: str | None = None
 
 
+class ForkIn(CleanInput):
+    # The step to fork at: it and every step downstream of it run again.
+    step: str
+    # The step's new brief: an object of brief fields (merged over the old brief), or the new
+    # objective as text. Omitted: the brief as it was.
+    brief: dict | str | None = None
+    # Another agent (role) for the step. Omitted: the same agent.
+    agent: str | None = None
+
+
 class PatternIn(CleanInput):
     argument: str
     glob: str

@@ -54,6 +54,7 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", runs.cancel, name="cancel"),
     path("runs/<int:run_id>/pause/", runs.pause, name="pause"),
     path("runs/<int:run_id>/resume/", runs.resume, name="resume"),
+    path("runs/<int:run_id>/fork/", runs.fork, name="fork"),
     path("runs/<int:run_id>/steps/<slug:key>/retry/", runs.retry, name="retry-step"),
     path("runs/<int:run_id>/rules/<int:rule_id>/revoke/", runs.revoke_rule, name="revoke-rule"),
     path("runs/<int:run_id>/diff/", commits.run_diff, name="run-diff"),

@@ -8,6 +8,7 @@ made by someone else, so a duplicate task does nothing.
 from orchestra.engine.budgets import raise_budget, start_run
 from orchestra.engine.decisions import decide_checkpoint, expire_due
 from orchestra.engine.dispatch import dispatch_ready_steps
+from orchestra.engine.forks import fork_run
 from orchestra.engine.merge import merge_step
 from orchestra.engine.pausing import pause_run, resume_run
 from orchestra.engine.planning import plan_run
@@ -30,6 +31,7 @@ __all__ = [
     "dispatch_ready_steps",
     "execute_step",
     "expire_due",
+    "fork_run",
     "merge_step",
     "pause_run",
     "plan_run",

@@ -171,3 +171,45 @@ def describe_checks(results: list[dict]) -> str:
         f"- `{r['command']}`: {'passed' if r['passed'] else 'FAILED'}\n{r['output']}"
         for r in results
     )
+
+
+def fork_point(parent: Run, merged: list[Step], reused: set[str]) -> tuple[str, list[Step]]:
+    """Where a fork of `parent` starts its branch: the parent's run branch just after the
+    merges that only reused steps made before any step that runs again was merged (their
+    merged commits are then the fork's, exactly). Also the reused steps merged after that
+    point, which the fork merges again. `merged` are the parent's done steps. Git runs here."""
+    repo = repository_for(parent.project)
+    chain = git.git_output(
+        repo, "rev-list", "--first-parent", "--reverse", f"{parent.base_commit}..{parent.branch}"
+    ).split()
+    position = {commit: index for index, commit in enumerate(chain)}
+    ordered = sorted(
+        (s for s in merged if s.merged_commit in position), key=lambda s: position[s.merged_commit]
+    )
+    base, kept = parent.base_commit, set()
+    for step in ordered:
+        if step.key not in reused:
+            break
+        base = step.merged_commit
+        kept.add(step.key)
+    return base, [s for s in merged if s.key in reused and s.key not in kept]
+
+
+def start_fork_branch(fork: Run, base: str, remerge: list[Step]) -> tuple[str, dict[str, str]]:
+    """Cut the fork's run branch at `base` and merge the reused steps' branches that came
+    after it; the branch and each re-merged step's merged commit. Raises GitError, naming the
+    step, when one no longer merges cleanly. Git runs here."""
+    repo = repository_for(fork.project)
+    branch, _ = git.start_run_branch(repo, fork.pk, base)
+    commits = {}
+    for step in remerge:
+        outcome = git.merge_step(
+            repo, branch, step.branch, _worktrees(fork) / "_merge", f"Merge step {step.key}"
+        )
+        if not outcome.ok:
+            raise git.GitError(
+                f"step {step.key!r} of the parent run no longer merges cleanly "
+                f"({', '.join(outcome.conflicts)})"
+            )
+        commits[step.key] = outcome.commit
+    return branch, commits

@@ -204,3 +204,153 @@ def test_the_run_page_offers_retry_on_a_failed_step(demo, owner, operator):
     html = browser.get(f"/runs/{run.pk}/").content.decode()
     assert f'action="/runs/{run.pk}/steps/notes/retry/"' in html
     assert "steps/research/retry" not in html
+
+
+FILES = {"research": "notes.md", "implement": "greeting.py", "docs": "docs.md"}
+FORK_PLAN = {
+    "steps": [
+        {
+            "key": "research",
+            "title": "Research",
+            "agent": "coder",
+            "claims": ["notes.md"],
+            "brief": BRIEF,
+        },
+        {
+            "key": "implement",
+            "title": "Implement",
+            "agent": "coder",
+            "depends_on": ["research"],
+            "claims": ["greeting.py"],
+            "brief": {**BRIEF, "objective": "Greet in English"},
+        },
+        {
+            "key": "docs",
+            "title": "Docs",
+            "agent": "coder",
+            "depends_on": ["research"],
+            "claims": ["docs.md"],
+            "brief": BRIEF,
+        },
+    ]
+}
+
+
+def writing_steps(messages, tools):
+    """Each step writes its file (the implement step what its brief asks for), then ends."""
+    if "submit_plan" in tools:
+        return tool_reply(call("submit_plan", FORK_PLAN, "plan"))
+    if role_of(messages) == "reviewer":
+        # `docs` goes back once, so in the parent it merges after `implement`.
+        first = "Review the output of step docs" in messages[1]["content"]
+        verdict = {
+            "verdict": "revise" if first and "attempt 1" in messages[1]["content"] else "pass",
+            "feedback": "Say more.",
+        }
+        return tool_reply(call("submit_verdict", verdict, "verdict"))
+    if role_of(messages) != "specialist":
+        return None
+    key = step_of(messages)
+    if any(m["role"] == "tool" for m in messages):
+        return text_reply(f"{key} done")
+    content = f"{key}\n"
+    if key == "implement":
+        french = "Greet in French" in messages[1]["content"]
+        content = "print('Bonjour')\n" if french else "print('Hello')\n"
+    return tool_reply(call("write_file", {"path": FILES[key], "content": content}, "write"))
+
+
+def test_a_fork_at_implement_reuses_research_without_a_model_call_and_completes(
+    demo, owner, operator
+):
+    from agents import workspace as git
+    from orchestra.engine.workspaces import repository_for
+
+    model = ScriptedModel(writing_steps)
+    with override_client(model):
+        parent = start_run(owner, demo, "Greet someone")
+        parent.refresh_from_db()
+        assert parent.status == Run.Status.COMPLETED, parent.error
+        before = len(model.requests)
+        response = api(operator).post(
+            f"/api/runs/{parent.pk}/fork",
+            {"step": "implement", "brief": {"objective": "Greet in French"}},
+            content_type="application/json",
+        )
+    assert response.status_code == 201, response.json()
+    assert response.json()["parent"] == parent.pk
+    fork = Run.objects.get(pk=response.json()["id"])
+    assert fork.parent == parent and fork.forked_at_step == "implement"
+    assert fork.task_id == parent.task_id
+    assert fork.status == Run.Status.COMPLETED, fork.error
+
+    asked = [step_of(r) for r in model.requests[before:] if role_of(r) == "specialist"]
+    assert "research" not in asked and "docs" not in asked and "implement" in asked
+    research, docs = fork.steps.get(key="research"), fork.steps.get(key="docs")
+    parent_research = parent.steps.get(key="research")
+    assert research.reused_from == parent_research and docs.reused_from is not None
+    assert not research.agent_runs.exists() and not docs.agent_runs.exists()
+    assert research.output == parent_research.output
+    # The fork's branch started from the parent's after research's merge, so that merged
+    # commit is the fork's own; docs (merged after implement in the parent) merged again.
+    assert research.merged_commit == parent_research.merged_commit
+    assert docs.merged_commit != parent.steps.get(key="docs").merged_commit
+    implement = fork.steps.get(key="implement")
+    assert implement.brief["objective"] == "Greet in French" and implement.reused_from is None
+    assert implement.attempts >= 1 and implement.status == Step.Status.DONE
+    repo = repository_for(demo)
+    head = git.head_commit(repo, fork.branch)
+    assert git.file_at(repo, head, "greeting.py") == "print('Bonjour')\n"
+    assert git.file_at(repo, head, "notes.md") == "research\n"
+    assert git.file_at(repo, head, "docs.md") == "docs\n"
+    parent_head = git.head_commit(repo, parent.branch)
+    assert git.file_at(repo, parent_head, "greeting.py") == "print('Hello')\n"
+    assert fork.plans.get().diff[0]["after"]["objective"] == "Greet in French"
+    assert parent.events.get(kind="run.forked").data == {"fork": fork.pk, "step": "implement"}
+    reused = fork.events.filter(kind="step.reused").values_list("step__key", flat=True)
+    assert set(reused) == {"research", "docs"}
+
+
+def test_fork_refusals(demo, owner, operator):
+    running = start_run(owner, demo, "Still waiting")  # at its first checkpoint
+    client = api(operator)
+
+    def fork(run_id, body):
+        response = client.post(f"/api/runs/{run_id}/fork", body, content_type="application/json")
+        return response.status_code, response.json()["detail"]
+
+    status, detail = fork(running.pk, {"step": "implement"})
+    assert status == 409 and "this run is awaiting_approval" in detail
+    with override_client(ScriptedModel(writing_steps)):
+        done = start_run(owner, demo, "Done")
+    assert fork(done.pk, {"step": "nothing"}) == (404, f"Run {done.pk} has no step 'nothing'.")
+    status, detail = fork(done.pk, {"step": "implement", "agent": "wizard"})
+    assert status == 400 and "unknown agent 'wizard'" in detail
+    status, detail = fork(done.pk, {"step": "implement", "brief": "  "})
+    assert (status, detail) == (400, "The edited brief is empty.")
+    assert not Run.objects.filter(parent=done).exists()
+
+
+def test_the_run_page_forks_with_a_form(demo, owner, operator):
+    with override_client(ScriptedModel(writing_steps)):
+        parent = start_run(owner, demo, "Fork from the page")
+        browser = Client()
+        browser.force_login(operator)
+        html = browser.get(f"/runs/{parent.pk}/").content.decode()
+        assert ">Fork</button>" in html and '<option value="implement">' in html
+        html = browser.post(
+            f"/runs/{parent.pk}/fork/", {"step": "implement", "agent": "wizard"}, follow=True
+        ).content.decode()
+        assert "unknown agent &#x27;wizard&#x27;" in html
+        response = browser.post(
+            f"/runs/{parent.pk}/fork/",
+            {"step": "docs", "objective": "Document the French greeting"},
+            follow=True,
+        )
+    fork = Run.objects.get(parent=parent)
+    assert response.redirect_chain[-1][0] == f"/runs/{fork.pk}/"
+    html = response.content.decode()
+    assert f"Forked from run #{parent.pk} at step docs." in html
+    assert f'forked from <a href="/runs/{parent.pk}/">run #{parent.pk}</a> at step docs' in html
+    assert fork.steps.get(key="docs").brief["objective"] == "Document the French greeting"
+    assert fork.steps.get(key="implement").reused_from is not None

@@ -4,12 +4,20 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
+from agents.teams import known_roles
 from approvals.models import PolicyRule
 from approvals.run_rules import revoke_run_rule
 from orchestra.access import CREATE_ROLES, can_decide, get_run_for_user, role_in
 from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
-from orchestra.engine import EngineError, cancel_run, pause_run, resume_run, retry_step
+from orchestra.engine import (
+    EngineError,
+    cancel_run,
+    fork_run,
+    pause_run,
+    resume_run,
+    retry_step,
+)
 from orchestra.models import Run
 
 TEMPLATE = "dashboard/run.html"
@@ -102,6 +110,8 @@ def run(request, run_id: int):
     }
     for build in PARTIALS.values():
         context |= build(run, request.user)
+    if run.status in (Run.Status.COMPLETED, Run.Status.FAILED) and context["can_operate"]:
+        context["fork_agents"] = sorted(known_roles(run.project))
     return render(request, TEMPLATE, context)
 
 
@@ -182,6 +192,24 @@ def retry(request, run_id: int, key: str):
         lambda user, run: retry_step(user, run, key),
         f"Step {key} is tried again; the run is running.",
     )
+
+
+@login_required
+@require_POST
+def fork(request, run_id: int):
+    """Fork the run at a step, with an edited objective or agent; on to the new run."""
+    run = get_run_for_user(request.user, run_id, write=True)
+    key = request.POST.get("step", "")
+    objective = request.POST.get("objective", "").strip()
+    try:
+        created = fork_run(
+            request.user, run, key, objective or None, request.POST.get("agent") or None
+        )
+    except EngineError as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:run", run.pk)
+    messages.success(request, f"Forked from run #{run.pk} at step {key}.")
+    return redirect("dashboard:run", created.pk)
 
 
 @login_required
