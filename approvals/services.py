@@ -152,6 +152,10 @@ def _check_input(checkpoint, decision, comment, arguments, pattern, plan_edits):
         checkpoint.kind != Checkpoint.Kind.PLAN or decision != "approve"
     ):
         raise InvalidDecision("plan edits only go with approving a plan checkpoint")
+    if checkpoint.kind == Checkpoint.Kind.REPORT and decision == "reject" and not comment:
+        raise InvalidDecision(
+            "sending the report back needs a comment: what the orchestrator should change"
+        )
     if decision == "reject_stop" and checkpoint.step_id is None:
         raise InvalidDecision("reject_stop stops a step; reject a plan with reject")
     return decision, comment, arguments, pattern

@@ -31,7 +31,14 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "team", "concurrency_cap", "requires_plan_approval"]
+    list_display = [
+        "slug",
+        "name",
+        "team",
+        "concurrency_cap",
+        "requires_plan_approval",
+        "requires_report_approval",
+    ]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
 

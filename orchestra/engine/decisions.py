@@ -17,6 +17,7 @@ from orchestra.engine import budgets
 from orchestra.engine.dispatch import dispatch_ready_steps
 from orchestra.engine.merge import accept_step
 from orchestra.engine.planning import materialise_plan
+from orchestra.engine.report import publish_report, send_report_back
 from orchestra.engine.runs import fail_run
 from orchestra.engine.transitions import send_back, stop_step
 from orchestra.events import locked_run
@@ -94,6 +95,14 @@ def follow_up(run: Run, decided: Decided) -> None:
             fail_run(run, f"The plan was rejected: {comment or 'no comment given'}")
     elif checkpoint.kind == Checkpoint.Kind.BUDGET:
         budgets.follow_up(run, decided)
+    elif checkpoint.kind == Checkpoint.Kind.REPORT:
+        if status == Checkpoint.Status.APPROVED:
+            publish_report(run)
+        elif status == Checkpoint.Status.REJECTED:
+            who = checkpoint.decided_by.get_username() if checkpoint.decided_by else "someone"
+            send_report_back(run, comment, who)
+        else:
+            fail_run(run, f"The report was not approved: {comment or 'no decision'}")
     elif checkpoint.kind == Checkpoint.Kind.ESCALATION:
         step = Step.objects.get(pk=checkpoint.step_id)
         if status == Checkpoint.Status.APPROVED:

@@ -59,6 +59,10 @@ def _requeue_lost_work(run: Run) -> int:
         activities.schedule(Activity.Kind.PLAN, "orchestra.plan_run", run_id=run.pk)
         return 1
     if run.status == Run.Status.REPORTING:
+        if run.checkpoints.filter(
+            kind=Checkpoint.Kind.REPORT, status=Checkpoint.Status.PENDING
+        ).exists():
+            return 0  # the written report waits for a person
         run.status = Run.Status.RUNNING
         run.save(update_fields=["status"])
         Activity.objects.filter(run=run, kind=Activity.Kind.REPORT).update(

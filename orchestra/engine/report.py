@@ -1,4 +1,10 @@
-"""Report: the orchestrator integrates the reviewed outputs, once, and the run ends."""
+"""Report: the orchestrator integrates the reviewed outputs, once, and the run ends.
+
+A project may ask for report approval: the written report then waits at a checkpoint (kind
+"report", the run still reporting). Approved, it is published and the run completes; sent
+back with a comment, the orchestrator writes it once more with that comment in hand, and the
+new report waits for approval in turn.
+"""
 
 import logging
 
@@ -8,6 +14,8 @@ from django.utils import timezone
 from agents.loop import FinalOutput
 from agents.models import AgentRun
 from agents.workspace import GitError
+from approvals.checkpoints import open_checkpoint
+from approvals.models import Checkpoint
 from orchestra import activities, telemetry
 from orchestra.engine import workspaces
 from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
@@ -60,13 +68,25 @@ def report_run(run_id: int) -> None:
 
 def _abandoned_report(run: Run) -> AgentRun | None:
     """The report's agent run whose worker stopped, to carry on; a new one when it ended
-    without a report. Caller holds the run lock and the report's activity."""
+    without a report; the rewrite a person asked for (see `send_report_back`), not begun
+    yet. None while the report waits for approval. Caller holds the run lock and the
+    report's activity."""
+    if _awaiting_approval(run):
+        return None
     agent_run = (
         AgentRun.objects.filter(run=run, purpose=AgentRun.Purpose.REPORT).order_by("-pk").first()
     )
     if agent_run is None:
         return None
+    if agent_run.status == AgentRun.Status.RUNNING and agent_run.turns == 0:
+        return agent_run
     return take_over_agent_run(run, agent_run, actor="orchestrator")
+
+
+def _awaiting_approval(run: Run) -> bool:
+    return run.checkpoints.filter(
+        kind=Checkpoint.Kind.REPORT, status=Checkpoint.Status.PENDING
+    ).exists()
 
 
 def _write(run_id: int, agent_run: AgentRun) -> None:
@@ -75,17 +95,73 @@ def _write(run_id: int, agent_run: AgentRun) -> None:
     with locked_run(run_id) as run:
         if run.status != Run.Status.REPORTING:
             return
-        if isinstance(outcome, FinalOutput):
-            run.report = outcome.content
-            run.status = Run.Status.COMPLETED
-            run.finished_at = timezone.now()
-            run.save(update_fields=["report", "status", "finished_at"])
-            emit(run, "report.published", actor="orchestrator", data={"chars": len(run.report)})
-            emit(run, "run.completed", data={**usage(run), "branch": run.branch})
-            telemetry.run_ended(run)
-            transaction.on_commit(lambda: _remove_worktrees(run))
-        else:
+        if not isinstance(outcome, FinalOutput):
             fail_run(run, f"Writing the report failed: {outcome.error}")
+        elif run.project.requires_report_approval:
+            _ask_approval(run, outcome.content, agent_run)
+        else:
+            run.report = outcome.content
+            run.save(update_fields=["report"])
+            publish_report(run)
+
+
+def _ask_approval(run: Run, report: str, agent_run: AgentRun) -> None:
+    """The written report waits for a person; the run stays reporting. Caller holds the run
+    lock."""
+    run.report = report
+    run.save(update_fields=["report"])
+    rounds = run.checkpoints.filter(kind=Checkpoint.Kind.REPORT).count() + 1
+    emit(
+        run,
+        "report.written",
+        actor="orchestrator",
+        data={"chars": len(report), "round": rounds, "agent_run": agent_run.pk},
+    )
+    open_checkpoint(
+        run,
+        kind=Checkpoint.Kind.REPORT,
+        actor="orchestrator",
+        shown={
+            "report": report,
+            "round": rounds,
+            "policy": f"{run.project.name}'s reports need approval",
+            "reason": "Approve to publish the report and finish the run, or reject with a "
+            "comment to have the orchestrator write it again with your comment.",
+        },
+    )
+
+
+def publish_report(run: Run) -> None:
+    """The report (in `run.report`) is final and the run completes. Caller holds the run
+    lock."""
+    run.status = Run.Status.COMPLETED
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "finished_at"])
+    emit(run, "report.published", actor="orchestrator", data={"chars": len(run.report)})
+    emit(run, "run.completed", data={**usage(run), "branch": run.branch})
+    telemetry.run_ended(run)
+    transaction.on_commit(lambda: _remove_worktrees(run))
+
+
+def send_report_back(run: Run, comment: str, who: str) -> None:
+    """A person sent the report back: the orchestrator writes it once more, from the same
+    outputs, with the rejected report and the comment in hand. Caller holds the run lock."""
+    first = AgentRun.objects.filter(run=run, purpose=AgentRun.Purpose.REPORT).order_by("pk").first()
+    first_request = first.messages[1]["content"] if first else ""
+    new_agent_run(
+        run,
+        step=None,
+        purpose=AgentRun.Purpose.REPORT,
+        role="orchestrator",
+        brief={"task": run.task.title, "sent_back_by": who, "comment": comment},
+        user_message=(
+            f"{first_request}\n\nYour previous report:\n\n{run.report}\n\n"
+            f"{who} sent it back with this comment:\n{comment}\n\n"
+            "Write the report again, addressing the comment."
+        ),
+    )
+    emit(run, "report.sent_back", actor=who, data={"comment": comment})
+    activities.schedule(REPORT, "orchestra.report_run", run_id=run.pk)
 
 
 def _remove_worktrees(run: Run) -> None:

@@ -354,3 +354,64 @@ def test_the_run_page_forks_with_a_form(demo, owner, operator):
     assert f'forked from <a href="/runs/{parent.pk}/">run #{parent.pk}</a> at step docs' in html
     assert fork.steps.get(key="docs").brief["objective"] == "Document the French greeting"
     assert fork.steps.get(key="implement").reused_from is not None
+
+
+def test_report_approval_sends_the_report_back_once_with_a_comment_then_completes(
+    demo, owner, approver
+):
+    """With report approval on, the written report waits at a "report" checkpoint with the
+    run still reporting; sent back with a comment, the orchestrator writes it once more with
+    the comment in hand; approved, it is published and the run completes."""
+    from approvals.errors import InvalidDecision
+    from approvals.models import Checkpoint
+    from orchestra.engine import decide_checkpoint
+
+    demo.requires_report_approval = True
+    demo.save(update_fields=["requires_report_approval"])
+
+    def answer(messages, tools):
+        if "submit_plan" in tools:
+            return tool_reply(call("submit_plan", PLAN, "plan"))
+        if messages[1]["content"].startswith("Write the final report"):
+            if "sent it back with this comment" in messages[1]["content"]:
+                return text_reply("Report v2: research, notes and implement, with sources.")
+            return text_reply("Report v1.")
+        if role_of(messages) == "specialist":
+            return text_reply(f"{step_of(messages)} done")
+        return None
+
+    model = ScriptedModel(answer)
+    with override_client(model):
+        run = start_run(owner, demo, "Report for approval")
+        run.refresh_from_db()
+        assert run.status == Run.Status.REPORTING and run.report == "Report v1."
+        checkpoint = Checkpoint.objects.get(run=run, kind=Checkpoint.Kind.REPORT)
+        assert checkpoint.status == "pending" and checkpoint.shown["report"] == "Report v1."
+        assert not run.events.filter(kind="run.completed").exists()
+        browser = Client()
+        browser.force_login(approver)
+        page = browser.get(f"/approvals/{checkpoint.pk}/").content.decode()
+        assert (
+            "Approve the report" in page
+            and '<pre class="report-body" id="shown-report">Report v1.' in page
+        )
+        with pytest.raises(InvalidDecision, match="needs a comment"):
+            decide_checkpoint(approver, checkpoint, "reject")
+        decide_checkpoint(approver, checkpoint, "reject", "Name the sources.")
+
+        run.refresh_from_db()
+        assert run.status == Run.Status.REPORTING
+        writes = [r for r in model.requests if r[1]["content"].startswith("Write the final")]
+        assert len(writes) == 2  # written once more, not looping
+        assert "ada sent it back with this comment:\nName the sources." in writes[1][1]["content"]
+        assert "Your previous report:\n\nReport v1." in writes[1][1]["content"]
+        second = Checkpoint.objects.get(run=run, kind=Checkpoint.Kind.REPORT, status="pending")
+        assert second.shown["round"] == 2 and second.shown["report"].startswith("Report v2")
+        decide_checkpoint(approver, second, "approve")
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED and run.finished_at
+    assert run.report.startswith("Report v2")
+    kinds = list(run.events.order_by("seq").values_list("kind", flat=True))
+    assert kinds.count("report.written") == 2 and kinds.count("report.sent_back") == 1
+    assert kinds[-2:] == ["report.published", "run.completed"]
+    assert AgentRun.objects.filter(run=run, purpose=AgentRun.Purpose.REPORT).count() == 2
