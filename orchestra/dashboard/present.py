@@ -134,6 +134,23 @@ def describe_event(kind: str, data: dict | None, step: str | None = None) -> str
                 f"version {d.get('version')} from version {d.get('based_on')}: "
                 f"{changes} change{'' if changes == 1 else 's'}"
             )
+        case "run.paused":
+            running = ", ".join(d.get("running") or []) or "none"
+            text = f"paused by {d.get('by')}; steps running: {running}"
+        case "run.resumed":
+            text = f"resumed by {d.get('by')}; carried on: {', '.join(d.get('steps') or [])}"
+        case "step.paused":
+            text = "parked at a turn boundary until the run is resumed"
+        case "run.retried":
+            text = f"{d.get('by')} retries step {d.get('step')}"
+        case "run.forked":
+            text = f"forked at step {d.get('step')} as run #{d.get('fork')}"
+        case "step.reused":
+            text = f"reused from run #{d.get('from_run')}, no model call"
+        case "report.written":
+            text = f"{d.get('chars')} characters, waiting for approval (round {d.get('round')})"
+        case "report.sent_back":
+            text = f"sent back: {d.get('comment', '')}"
         case "merge.queued":
             text = f"{d.get('branch', '?')} waits to merge"
         case "step.merged":

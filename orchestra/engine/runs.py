@@ -176,9 +176,9 @@ def fail_run(run: Run, message: str, *, stopped_by=None, stopped: bool = False) 
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "error", "stopped_by", "finished_at"])
     kept = list(run.steps.filter(status=Step.Status.DONE).values_list("key", flat=True))
-    run.steps.filter(status__in=[Step.Status.PENDING, Step.Status.READY]).update(
-        status=Step.Status.SKIPPED
-    )
+    run.steps.filter(
+        status__in=[Step.Status.PENDING, Step.Status.READY, Step.Status.PAUSED]
+    ).update(status=Step.Status.SKIPPED)
     run.checkpoints.filter(status=Checkpoint.Status.PENDING).update(
         status=Checkpoint.Status.CANCELLED, decided_at=timezone.now()
     )
