@@ -254,6 +254,9 @@ class Step(models.Model):
     position = models.PositiveIntegerField(default=0)
     title = models.CharField(max_length=300)
     agent_role = models.CharField(max_length=64)
+    # The model this step's agent uses instead of its profile's (set when a run is forked
+    # at this step with another model); empty: the profile's.
+    model = models.CharField(max_length=100, blank=True)
     brief = models.JSONField(default=dict)
     depends_on = models.JSONField(default=list, blank=True)
     claims = models.JSONField(default=list, blank=True)

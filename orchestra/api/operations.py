@@ -61,7 +61,7 @@ def fork(request: HttpRequest, run_id: int, payload: ForkIn):
     if not parent.steps.filter(key=payload.step).exists():
         raise Http404(f"Run {parent.pk} has no step {payload.step!r}.")
     try:
-        created = fork_run(user, parent, payload.step, payload.brief, payload.agent)
+        created = fork_run(user, parent, payload.step, payload.brief, payload.agent, payload.model)
     except InvalidFork as exc:
         raise HttpError(400, str(exc)) from None
     except EngineError as exc:  # the run is still under way

@@ -171,6 +171,8 @@ class ForkIn(CleanInput):
     brief: dict | str | None = None
     # Another agent (role) for the step. Omitted: the same agent.
     agent: str | None = None
+    # Another model for the step's agent (its reviewer keeps its own). Omitted: the same.
+    model: str | None = None
 
 
 class PatternIn(CleanInput):

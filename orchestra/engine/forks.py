@@ -28,15 +28,20 @@ class InvalidFork(EngineError):
     """The edit asked for cannot run: bad input, not a conflict with the run's state."""
 
 
-def fork_run(user, parent: Run, key: str, brief=None, agent: str | None = None) -> Run:
+def fork_run(
+    user, parent: Run, key: str, brief=None, agent: str | None = None, model: str | None = None
+) -> Run:
     """Fork `parent` at step `key`, with `brief` (a dict of brief fields, or the new
-    objective as text) and `agent` replacing the step's; returns the new run, already
-    dispatching. Refused for a run still under way, an unknown step, or an edit that makes
-    the plan invalid."""
+    objective as text), `agent` and `model` replacing the step's; returns the new run,
+    already dispatching. Refused for a run still under way, an unknown step, or an edit that
+    makes the plan invalid."""
     steps = list(parent.steps.order_by("position"))
     forked = next((s for s in steps if s.key == key), None)
     _refusal(parent, forked, key)
     edited = _edited(forked, brief, agent)
+    models = {s.key: s.model for s in steps}
+    if model is not None:
+        models[key] = _model(model)
     specs = [edited if s.key == key else _spec(s) for s in steps]
     check = check_plan(
         {"steps": specs},
@@ -62,8 +67,8 @@ def fork_run(user, parent: Run, key: str, brief=None, agent: str | None = None) 
         run.head_commit = workspaces.run_head(run)
         run.status, run.phase = Run.Status.RUNNING, Run.Phase.DISPATCH
         run.save(update_fields=["branch", "base_commit", "head_commit", "status", "phase"])
-        plan = _plan(run, parent, user, specs, forked, edited)
-        _steps(run, plan, steps, specs, reused, remerged)
+        plan = _plan(run, parent, user, specs, forked, edited, models[key])
+        _steps(run, plan, steps, specs, models, reused, remerged)
         dispatch_locked(run)
     fork.refresh_from_db()
     return fork
@@ -106,6 +111,13 @@ def _edited(step: Step, brief, agent: str | None) -> dict:
     return spec
 
 
+def _model(model: str) -> str:
+    model = model.strip()
+    if not model or len(model) > 100 or any(c.isspace() for c in model):
+        raise InvalidFork("The model must be a model name: no spaces, at most 100 characters.")
+    return model
+
+
 def _with_ancestors(steps: list[Step]):
     above = ancestors({s.key: list(s.depends_on) for s in steps})
     return [(s, above.get(s.key, set())) for s in steps]
@@ -141,12 +153,15 @@ def _create(user, parent: Run, key: str, reused: set[str]) -> Run:
     return run
 
 
-def _plan(run: Run, parent: Run, user, specs: list[dict], forked: Step, edited: dict) -> Plan:
-    before = _spec(forked)
+def _plan(
+    run: Run, parent: Run, user, specs: list[dict], forked: Step, edited: dict, model: str
+) -> Plan:
+    before = {**_spec(forked), "model": forked.model}
+    after = {**edited, "model": model}
     diff = [
-        {"step": forked.key, "field": field, "before": before[field], "after": edited[field]}
-        for field in ("agent", "brief")
-        if before[field] != edited[field]
+        {"step": forked.key, "field": field, "before": before[field], "after": after[field]}
+        for field in ("agent", "brief", "model")
+        if before[field] != after[field]
     ]
     return Plan.objects.create(
         run=run,
@@ -159,7 +174,9 @@ def _plan(run: Run, parent: Run, user, specs: list[dict], forked: Step, edited: 
     )
 
 
-def _steps(run, plan, parents: list[Step], specs, reused: set[str], remerged: dict) -> None:
+def _steps(
+    run, plan, parents: list[Step], specs, models: dict, reused: set[str], remerged: dict
+) -> None:
     """The fork's steps: reused ones done as they were, the others pending. Caller holds the
     fork's lock."""
     now = timezone.now()
@@ -171,6 +188,7 @@ def _steps(run, plan, parents: list[Step], specs, reused: set[str], remerged: di
             position=position,
             title=spec["title"],
             agent_role=spec["agent"],
+            model=models[spec["key"]],
             brief=spec["brief"],
             depends_on=spec["depends_on"],
             claims=spec["claims"],

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.db.models import F
 
 from agents.host import Decision, Gate, Hold
-from agents.llm import client_for, live, model_for
+from agents.llm import client_for, live, model_for, uses_demo_model
 from agents.loop import AgentSession, OutputTool
 from agents.models import AgentProfile, AgentRun, ToolCall
 from agents.teams import profile_for_team
@@ -34,12 +34,15 @@ def new_agent_run(
 ) -> AgentRun:
     """Create the attempt record holding the exact system prompt and brief the agent sees."""
     profile = _profile(run, role)
+    model = model_for(profile)
+    if step is not None and step.model and purpose == AgentRun.Purpose.STEP:
+        model = model if uses_demo_model() else step.model  # chosen for this step by hand
     agent_run = AgentRun.objects.create(
         run=run,
         step=step,
         purpose=purpose,
         role=role,
-        model=model_for(profile),
+        model=model,
         attempt=attempt,
         brief=brief,
         messages=[

@@ -274,7 +274,7 @@ def test_a_fork_at_implement_reuses_research_without_a_model_call_and_completes(
         before = len(model.requests)
         response = api(operator).post(
             f"/api/runs/{parent.pk}/fork",
-            {"step": "implement", "brief": {"objective": "Greet in French"}},
+            {"step": "implement", "brief": {"objective": "Greet in French"}, "model": "gpt-4.1"},
             content_type="application/json",
         )
     assert response.status_code == 201, response.json()
@@ -298,6 +298,9 @@ def test_a_fork_at_implement_reuses_research_without_a_model_call_and_completes(
     implement = fork.steps.get(key="implement")
     assert implement.brief["objective"] == "Greet in French" and implement.reused_from is None
     assert implement.attempts >= 1 and implement.status == Step.Status.DONE
+    # The edited model is the step's agent's; its reviewer keeps its own.
+    models = dict(implement.agent_runs.values_list("purpose", "model").distinct())
+    assert models["step"] == "gpt-4.1" and models["review"] != "gpt-4.1"
     repo = repository_for(demo)
     head = git.head_commit(repo, fork.branch)
     assert git.file_at(repo, head, "greeting.py") == "print('Bonjour')\n"
@@ -305,7 +308,9 @@ def test_a_fork_at_implement_reuses_research_without_a_model_call_and_completes(
     assert git.file_at(repo, head, "docs.md") == "docs\n"
     parent_head = git.head_commit(repo, parent.branch)
     assert git.file_at(repo, parent_head, "greeting.py") == "print('Hello')\n"
-    assert fork.plans.get().diff[0]["after"]["objective"] == "Greet in French"
+    diff = {change["field"]: change for change in fork.plans.get().diff}
+    assert diff["brief"]["after"]["objective"] == "Greet in French"
+    assert diff["model"]["after"] == "gpt-4.1" and set(diff) == {"brief", "model"}
     assert parent.events.get(kind="run.forked").data == {"fork": fork.pk, "step": "implement"}
     reused = fork.events.filter(kind="step.reused").values_list("step__key", flat=True)
     assert set(reused) == {"research", "docs"}
@@ -328,6 +333,8 @@ def test_fork_refusals(demo, owner, operator):
     assert status == 400 and "unknown agent 'wizard'" in detail
     status, detail = fork(done.pk, {"step": "implement", "brief": "  "})
     assert (status, detail) == (400, "The edited brief is empty.")
+    status, detail = fork(done.pk, {"step": "implement", "model": "gpt 4"})
+    assert status == 400 and "no spaces" in detail
     assert not Run.objects.filter(parent=done).exists()
 
 

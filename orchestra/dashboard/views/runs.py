@@ -203,7 +203,12 @@ def fork(request, run_id: int):
     objective = request.POST.get("objective", "").strip()
     try:
         created = fork_run(
-            request.user, run, key, objective or None, request.POST.get("agent") or None
+            request.user,
+            run,
+            key,
+            objective or None,
+            request.POST.get("agent") or None,
+            request.POST.get("model", "").strip() or None,
         )
     except EngineError as exc:
         messages.error(request, str(exc))
