@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.models import RunBudget
 from agents.teams import known_roles
 from agents.workspace import GitError
-from orchestra.engine import workspaces
+from orchestra.engine import budgets, workspaces
 from orchestra.engine.dispatch import dispatch_locked
 from orchestra.engine.runs import EngineError, actor_of, fail_run
 from orchestra.events import emit, locked_run
@@ -124,8 +125,13 @@ def _with_ancestors(steps: list[Step]):
 
 
 def _create(user, parent: Run, key: str, reused: set[str]) -> Run:
-    """The fork's run, recorded before its branch is cut (the branch is named after it)."""
+    """The fork's run, recorded before its branch is cut (the branch is named after it),
+    within the project's budget like any new run, with the project's run limits."""
     who = actor_of(user)
+    refusal = budgets.refusal_for_new_run(parent.project)
+    if refusal:
+        raise EngineError(refusal)
+    limits = budgets.run_limits(parent.project, None)
     with transaction.atomic():
         created = Run.objects.create(
             task=parent.task,
@@ -134,6 +140,8 @@ def _create(user, parent: Run, key: str, reused: set[str]) -> Run:
             forked_at_step=key,
             uses_demo_model=parent.uses_demo_model,
         )
+        if any(value is not None for value in limits.values()):
+            RunBudget.objects.create(run=created, **limits)
     with locked_run(parent.pk) as locked_parent:
         emit(locked_parent, "run.forked", actor=who, data={"fork": created.pk, "step": key})
     with locked_run(created.pk) as run:
