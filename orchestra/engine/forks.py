@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.llm import uses_demo_model
 from agents.models import RunBudget
 from agents.teams import known_roles
 from agents.workspace import GitError
@@ -138,7 +139,7 @@ def _create(user, parent: Run, key: str, reused: set[str]) -> Run:
             project=parent.project,
             parent=parent,
             forked_at_step=key,
-            uses_demo_model=parent.uses_demo_model,
+            uses_demo_model=uses_demo_model(),
         )
         if any(value is not None for value in limits.values()):
             RunBudget.objects.create(run=created, **limits)

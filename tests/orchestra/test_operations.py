@@ -361,6 +361,7 @@ def test_the_run_page_forks_with_a_form(demo, owner, operator):
     assert f'forked from <a href="/runs/{parent.pk}/">run #{parent.pk}</a> at step docs' in html
     assert fork.steps.get(key="docs").brief["objective"] == "Document the French greeting"
     assert fork.steps.get(key="implement").reused_from is not None
+    assert html.count('title="Taken as it was from the parent run') == 2  # research, implement
 
 
 def test_report_approval_sends_the_report_back_once_with_a_comment_then_completes(
@@ -422,3 +423,25 @@ def test_report_approval_sends_the_report_back_once_with_a_comment_then_complete
     assert kinds.count("report.written") == 2 and kinds.count("report.sent_back") == 1
     assert kinds[-2:] == ["report.published", "run.completed"]
     assert AgentRun.objects.filter(run=run, purpose=AgentRun.Purpose.REPORT).count() == 2
+
+
+def test_a_fork_gets_the_project_run_limits_and_is_refused_past_its_budget(demo, owner, operator):
+    from decimal import Decimal
+
+    from agents.models import ProjectBudget, RunBudget
+
+    with override_client(ScriptedModel(writing_steps)):
+        parent = start_run(owner, demo, "Within budget")
+        budget = ProjectBudget.objects.create(project=demo, run_hard_usd=Decimal("5"))
+        response = api(operator).post(
+            f"/api/runs/{parent.pk}/fork", {"step": "docs"}, content_type="application/json"
+        )
+        assert response.status_code == 201, response.json()
+        assert RunBudget.objects.get(run_id=response.json()["id"]).hard_usd == Decimal("5")
+        budget.month_tokens = 100  # already spent by the two runs
+        budget.save(update_fields=["month_tokens"])
+        response = api(operator).post(
+            f"/api/runs/{parent.pk}/fork", {"step": "docs"}, content_type="application/json"
+        )
+    assert response.status_code == 409 and "monthly budget" in response.json()["detail"]
+    assert Run.objects.filter(parent=parent).count() == 1
