@@ -23,7 +23,7 @@ from orchestra.events import emit, locked_run
 from orchestra.models import Plan, Run, Step
 from orchestra.plans import ancestors, check_plan
 
-FORKABLE = (Run.Status.COMPLETED, Run.Status.FAILED)
+FORKABLE = (Run.Status.COMPLETED, Run.Status.FAILED, Run.Status.STOPPED)
 
 
 class InvalidFork(EngineError):
@@ -79,7 +79,7 @@ def fork_run(
 def _refusal(parent: Run, forked: Step | None, key: str) -> None:
     if parent.status not in FORKABLE:
         raise EngineError(
-            f"Only a completed or failed run can be forked; this run is {parent.status}."
+            f"Only a completed, failed or stopped run can be forked; this run is {parent.status}."
         )
     if not parent.branch:
         raise EngineError("This run never got a plan: there is nothing to fork.")

@@ -12,20 +12,22 @@ from orchestra.engine.runs import EngineError, actor_of, sync_run_status
 from orchestra.events import emit, locked_run
 from orchestra.models import Run, Step
 
+# Runs a failed step ended: by its last attempt, or a person who stopped it at a checkpoint.
+RETRIABLE = (Run.Status.FAILED, Run.Status.STOPPED)
 # What a failure leaves behind that must run again for the run to complete.
 CUT_SHORT = (Step.Status.FAILED, Step.Status.CANCELLED, Step.Status.SKIPPED)
 
 
 def retry_step(user, run: Run, key: str) -> Run:
-    """Give the failed step `key` a fresh attempt and take its failed run up again. Refused
-    unless the run failed and the step is one that failed."""
+    """Give the failed step `key` a fresh attempt and take its failed (or stopped) run up
+    again. Refused unless the run ended that way and the step is one that failed."""
     with locked_run(run.pk) as run:
         step = run.steps.filter(key=key).first()
         if step is None:
             raise EngineError(f"Run {run.pk} has no step {key!r}.")
-        if run.status != Run.Status.FAILED:
+        if run.status not in RETRIABLE:
             raise EngineError(
-                f"Only a failed run's steps can be retried; this run is {run.status}."
+                f"Only a failed or stopped run's steps can be retried; this run is {run.status}."
             )
         if step.status != Step.Status.FAILED:
             raise EngineError(f"Step {key!r} did not fail (it is {step.status}).")
@@ -36,10 +38,19 @@ def retry_step(user, run: Run, key: str) -> Run:
         )
         run.status, run.phase = Run.Status.RUNNING, Run.Phase.DISPATCH
         run.error = ""
+        run.stopped_by = None
         run.finished_at = None
         run.paused_at, run.paused_by = None, ""
         run.save(
-            update_fields=["status", "phase", "error", "finished_at", "paused_at", "paused_by"]
+            update_fields=[
+                "status",
+                "phase",
+                "error",
+                "stopped_by",
+                "finished_at",
+                "paused_at",
+                "paused_by",
+            ]
         )
         who = actor_of(user)
         emit(

@@ -325,7 +325,7 @@ def test_fork_refusals(demo, owner, operator):
         return response.status_code, response.json()["detail"]
 
     status, detail = fork(running.pk, {"step": "implement"})
-    assert status == 409 and "this run is awaiting_approval" in detail
+    assert status == 409 and "completed, failed or stopped run can be forked" in detail
     with override_client(ScriptedModel(writing_steps)):
         done = start_run(owner, demo, "Done")
     assert fork(done.pk, {"step": "nothing"}) == (404, f"Run {done.pk} has no step 'nothing'.")
@@ -445,3 +445,28 @@ def test_a_fork_gets_the_project_run_limits_and_is_refused_past_its_budget(demo,
         )
     assert response.status_code == 409 and "monthly budget" in response.json()["detail"]
     assert Run.objects.filter(parent=parent).count() == 1
+
+
+def test_a_step_stopped_at_a_checkpoint_is_retried_and_asks_again(demo, owner, operator, approver):
+    from approvals.models import Checkpoint
+    from orchestra.engine import decide_checkpoint
+
+    run = start_run(owner, demo, "Stop then retry")
+    checkpoint = Checkpoint.objects.get(run=run, status="pending")
+    decide_checkpoint(approver, checkpoint, "reject_stop", "Not this command.")
+    run.refresh_from_db()
+    assert run.status == Run.Status.STOPPED
+    step = Step.objects.get(pk=checkpoint.step_id)
+    assert step.status == Step.Status.FAILED
+    html = Client()
+    html.force_login(operator)
+    assert f"steps/{step.key}/retry/" in html.get(f"/runs/{run.pk}/").content.decode()
+
+    response = api(operator).post(f"/api/runs/{run.pk}/steps/{step.key}/retry")
+    assert response.status_code == 200, response.json()
+    run.refresh_from_db()
+    assert not run.is_terminal and run.stopped_by is None and run.error == ""
+    step.refresh_from_db()
+    assert step.attempts == 2 and step.status == Step.Status.AWAITING_APPROVAL
+    again = Checkpoint.objects.get(run=run, status="pending")
+    assert again.pk != checkpoint.pk and again.step_id == step.pk

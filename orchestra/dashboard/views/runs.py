@@ -18,6 +18,8 @@ from orchestra.engine import (
     resume_run,
     retry_step,
 )
+from orchestra.engine.forks import FORKABLE
+from orchestra.engine.retries import RETRIABLE
 from orchestra.models import Run
 
 TEMPLATE = "dashboard/run.html"
@@ -64,6 +66,7 @@ def _steps(run: Run, user) -> dict:
     return {
         "step_views": queries.step_views(run),
         "can_operate": role_in(user, run.project) in CREATE_ROLES,
+        "retriable": RETRIABLE,
     }
 
 
@@ -110,7 +113,7 @@ def run(request, run_id: int):
     }
     for build in PARTIALS.values():
         context |= build(run, request.user)
-    if run.status in (Run.Status.COMPLETED, Run.Status.FAILED) and context["can_operate"]:
+    if run.status in FORKABLE and context["can_operate"]:
         context["fork_agents"] = sorted(known_roles(run.project))
     return render(request, TEMPLATE, context)
 
