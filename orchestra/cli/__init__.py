@@ -5,6 +5,9 @@
     orchestra worker / beat       Celery processes for a configured deployment (REDIS_URL)
     orchestra run demo "title"    start a run as a user, optionally following it (--wait)
     orchestra approvals           list, show, approve, reject or edit checkpoints
+    orchestra pause|resume RUN    pause a run (steps park after their model call), resume it
+    orchestra retry RUN STEP      a failed run's failed step, tried again in the same run
+    orchestra fork RUN STEP       a new run from a finished one, that step edited and re-run
     orchestra token admin         issue an API token (printed last, shown once)
     orchestra password admin      set a user's password (asked for, or read from stdin)
     orchestra audit verify demo   check a project's audit chain (exit 1 if tampered)
@@ -16,7 +19,8 @@ Django is configured only once a subcommand runs, so `orchestra --help` works wi
 database and a bad setting is reported as one line instead of a traceback.
 
 The commands by job: `serve` (up, web, worker, beat), `runs` (run, --wait), `follow` (what
-following a run prints), `approvals` (decide checkpoints), `admin` (token, password, audit,
+following a run prints), `approvals` (decide checkpoints), `operations` (pause, resume,
+retry, fork), `admin` (token, password, audit,
 migrate, seed); `common` holds what they share. This module parses and dispatches.
 """
 
@@ -26,7 +30,7 @@ import sys
 
 from django.core.exceptions import ImproperlyConfigured
 
-from orchestra.cli import admin, approvals, purge, runs, serve
+from orchestra.cli import admin, approvals, operations, purge, runs, serve
 from orchestra.cli.common import CliError, setup_django
 from orchestra.cli.runs import follow_run
 
@@ -76,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=runs.cmd_run)
 
     approvals.add_parser(commands)
+    operations.add_parsers(commands)
 
     password = commands.add_parser("password", help="set a user's password")
     password.add_argument("user")

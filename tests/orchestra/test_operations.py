@@ -470,3 +470,30 @@ def test_a_step_stopped_at_a_checkpoint_is_retried_and_asks_again(demo, owner, o
     assert step.attempts == 2 and step.status == Step.Status.AWAITING_APPROVAL
     again = Checkpoint.objects.get(run=run, status="pending")
     assert again.pk != checkpoint.pk and again.step_id == step.pk
+
+
+def test_the_cli_pauses_resumes_retries_and_forks(demo, owner, operator, viewer, capsys):
+    from orchestra import cli
+
+    run = start_run(owner, demo, "From a terminal")  # waits at its first checkpoint
+    assert cli.main(["pause", str(run.pk), "--user", "vera"]) == 2
+    assert "may not" in capsys.readouterr().err
+    assert cli.main(["pause", str(run.pk), "--user", "oscar"]) == 0
+    assert f"Run {run.pk} is now paused." in capsys.readouterr().out
+    assert cli.main(["pause", str(run.pk), "--user", "oscar"]) == 2
+    assert "already paused (by oscar)" in capsys.readouterr().err
+    assert cli.main(["resume", str(run.pk), "--user", "oscar"]) == 0
+    assert Run.objects.get(pk=run.pk).paused_at is None
+    assert cli.main(["retry", str(run.pk), "verify", "--user", "oscar"]) == 2
+    assert "failed or stopped run" in capsys.readouterr().err
+    with override_client(ScriptedModel(writing_steps)):
+        done = start_run(owner, demo, "Done before")
+        capsys.readouterr()
+        argv = ["fork", str(done.pk), "implement", "--objective", "Greet in French"]
+        assert cli.main([*argv, "--user", "oscar"]) == 0
+    fork = Run.objects.get(parent=done)
+    out = capsys.readouterr().out
+    assert f"Run {fork.pk} forked from run {done.pk} at step implement." in out
+    assert f"Run {fork.pk} is now completed." in out
+    assert cli.main(["fork", "999999", "implement"]) == 2
+    assert "no run 999999 that admin can see" in capsys.readouterr().err
