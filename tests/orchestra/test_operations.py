@@ -362,6 +362,12 @@ def test_the_run_page_forks_with_a_form(demo, owner, operator):
     assert fork.steps.get(key="docs").brief["objective"] == "Document the French greeting"
     assert fork.steps.get(key="implement").reused_from is not None
     assert html.count('title="Taken as it was from the parent run') == 2  # research, implement
+    # A reused step has no attempt of its own: its page and the fork's trace still show.
+    assert browser.get(f"/runs/{fork.pk}/steps/research/").status_code == 200
+    assert browser.get(f"/runs/{fork.pk}/trace/").status_code == 200
+    fork.refresh_from_db()
+    diff = browser.get(f"/runs/{fork.pk}/diff/?from={fork.base_commit}&to={fork.head_commit}")
+    assert diff.status_code == 200 and "docs.md" in diff.content.decode()
 
 
 def test_report_approval_sends_the_report_back_once_with_a_comment_then_completes(
