@@ -3,6 +3,7 @@ call."""
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 
 
@@ -85,7 +86,19 @@ class Provider(models.Model):
 
 
 class AgentProfile(models.Model):
+    """How one role of a team works: its prompt, model, tools and limits. A profile without a
+    project is the team's, for every project of that team; a project's admins edit their own
+    copy (`project` set), which its runs use instead. Every save through the dashboard or the
+    API records a `ProfileVersion`."""
+
     team = models.CharField(max_length=40)
+    project = models.ForeignKey(
+        "orchestra.Project",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="agent_profiles",
+    )
     role = models.CharField(max_length=64)
     description = models.CharField(max_length=300, blank=True)
     system_prompt = models.TextField()
@@ -109,14 +122,64 @@ class AgentProfile(models.Model):
     allowed_tools = models.JSONField(default=list, blank=True)
     turn_limit = models.PositiveIntegerField(default=12)
 
+    #: What a version records, and what a person edits.
+    VERSIONED = [
+        "system_prompt",
+        "provider",
+        "model",
+        "fallback_provider",
+        "fallback_model",
+        "temperature",
+        "allowed_tools",
+        "turn_limit",
+    ]
+
     class Meta:
         ordering = ["team", "role"]
         constraints = [
-            models.UniqueConstraint(fields=["team", "role"], name="unique_team_role"),
+            models.UniqueConstraint(
+                fields=["team", "role"],
+                condition=models.Q(project__isnull=True),
+                name="unique_team_role",
+            ),
+            models.UniqueConstraint(fields=["project", "role"], name="unique_project_role"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.team}/{self.role}"
+        return f"{self.project.slug if self.project_id else self.team}/{self.role}"
+
+
+class ProfileVersion(models.Model):
+    """An immutable copy of a profile's settings as saved: number, fields, who and when.
+    Agent runs point at the version they ran with, so an edit never rewrites history."""
+
+    profile = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    system_prompt = models.TextField()
+    provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.CharField(max_length=120, blank=True)
+    fallback_provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    fallback_model = models.CharField(max_length=120, blank=True)
+    temperature = models.FloatField()
+    allowed_tools = models.JSONField(default=list, blank=True)
+    turn_limit = models.PositiveIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["profile", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "number"], name="unique_profile_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile} v{self.number}"
 
 
 class AgentRun(models.Model):
@@ -157,6 +220,10 @@ class AgentRun(models.Model):
     output_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
     worker = models.CharField(max_length=200, blank=True)
+    # The profile version the agent ran with; null for runs recorded before versions.
+    profile_version = models.ForeignKey(
+        ProfileVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -203,6 +203,7 @@ def seed_team(team: str) -> list[AgentProfile]:
     for spec in TEAMS[team]:
         profile, _ = AgentProfile.objects.get_or_create(
             team=team,
+            project=None,
             role=spec["role"],
             defaults={
                 "description": spec["description"],
@@ -220,16 +221,24 @@ class UnknownAgent(Exception):
 
 
 def profile_for_team(team: str, role: str) -> AgentProfile:
-    profile = AgentProfile.objects.filter(team=team, role=role).first()
+    """The team's own profile for `role`, the one every project starts on."""
+    profile = AgentProfile.objects.filter(team=team, role=role, project__isnull=True).first()
     if profile is None:
         raise UnknownAgent(f"the {team} team has no {role!r} agent")
     return profile
 
 
+def profile_for_project(project: Project, role: str) -> AgentProfile:
+    """The profile a run of `project` uses for `role`: the project's own, edited by its
+    admins, else its team's."""
+    own = AgentProfile.objects.filter(project=project, role=role).first()
+    return own if own is not None else profile_for_team(project.team, role)
+
+
 def known_roles(project: Project) -> set[str]:
     """Roles a plan may assign steps to: every agent of the team except the orchestrator."""
     return set(
-        AgentProfile.objects.filter(team=project.team)
+        AgentProfile.objects.filter(team=project.team, project__isnull=True)
         .exclude(role="orchestrator")
         .values_list("role", flat=True)
     )

@@ -201,9 +201,11 @@ def run_checkpoints(run: Run) -> list[Checkpoint]:
 def step_attempts(step: Step) -> list[AgentRun]:
     """Every agent run of the step (work and review), oldest first, with its tool calls."""
     return list(
-        step.agent_runs.prefetch_related(
+        step.agent_runs.select_related("profile_version__profile__project")
+        .prefetch_related(
             Prefetch("tool_calls", queryset=ToolCall.objects.order_by("started_at", "pk"))
-        ).order_by("started_at", "pk")
+        )
+        .order_by("started_at", "pk")
     )
 
 
@@ -263,7 +265,7 @@ def trace(run: Run) -> svg.Waterfall:
     time axis from the run's creation."""
     agent_runs = list(
         AgentRun.objects.filter(run=run)
-        .select_related("step")
+        .select_related("step", "profile_version__profile__project")
         .defer("messages", "brief", "outcome")
         .order_by("started_at", "pk")
     )
@@ -319,7 +321,8 @@ def trace(run: Run) -> svg.Waterfall:
         spans.append(
             svg.Span(
                 kind="agent_run",
-                label=f"{agent_run.role} · {target} #{agent_run.attempt}",
+                label=f"{agent_run.role} · {target} #{agent_run.attempt}"
+                + profile_label(agent_run, " · "),
                 start=agent_run.started_at,
                 end=agent_run.finished_at,
                 status=agent_run.status,
@@ -337,6 +340,13 @@ def trace(run: Run) -> svg.Waterfall:
     for checkpoint in loose_waits:
         spans.append(_wait_span(run, checkpoint, depth=0))
     return svg.waterfall(spans, start=run.created_at, now=run.finished_at or timezone.now())
+
+
+def profile_label(agent_run: AgentRun, before: str = "") -> str:
+    """Which profile version the agent ran with ("profile demo/coder v3": the project's own,
+    or "software/coder v1": its team's); empty for runs recorded before versions."""
+    version = agent_run.profile_version
+    return f"{before}profile {version}" if version is not None else ""
 
 
 def _wait_span(run: Run, checkpoint: Checkpoint, depth: int) -> svg.Span:

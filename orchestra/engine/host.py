@@ -8,8 +8,9 @@ from django.db.models import F
 from agents.host import Decision, Gate, Hold
 from agents.llm import client_for, live, model_for, uses_demo_model
 from agents.loop import AgentSession, OutputTool
-from agents.models import AgentProfile, AgentRun, ToolCall
-from agents.teams import profile_for_team
+from agents.models import AgentProfile, AgentRun, ProfileVersion, ToolCall
+from agents.profiles import current_version
+from agents.teams import profile_for_project
 from agents.tools import Risk, Tool, toolset_for
 from agents.workspace import GitError
 from approvals import policies
@@ -33,7 +34,7 @@ def new_agent_run(
     attempt: int = 1,
 ) -> AgentRun:
     """Create the attempt record holding the exact system prompt and brief the agent sees."""
-    profile = _profile(run, role)
+    profile, version = _profile_and_version(run, role)
     model = model_for(profile)
     if step is not None and step.model and purpose == AgentRun.Purpose.STEP:
         model = model if uses_demo_model() else step.model  # chosen for this step by hand
@@ -50,20 +51,29 @@ def new_agent_run(
             {"role": "user", "content": user_message},
         ],
         worker=owner_name(),
+        profile_version=version,
     )
     agent_run.profile = profile  # spares session_for a second lookup
     return agent_run
 
 
 @functools.lru_cache(maxsize=512)
-def _profile_of_run(run_id: int, created_at, team: str, role: str) -> AgentProfile:
-    return profile_for_team(team, role)
+def _profile_of_run(
+    run_id: int, created_at, project_id: int, role: str
+) -> tuple[AgentProfile, ProfileVersion]:
+    profile = profile_for_project(Project.objects.get(pk=project_id), role)
+    return profile, current_version(profile)
+
+
+def _profile_and_version(run: Run, role: str) -> tuple[AgentProfile, ProfileVersion]:
+    """The role's profile (the project's own, else its team's) and the version it is at, as
+    this process first read them for the run: a run's agents keep their profile while it
+    runs, an edit applies to the runs started after it, and a step costs no query for it."""
+    return _profile_of_run(run.pk, run.created_at, run.project_id, role)
 
 
 def _profile(run: Run, role: str) -> AgentProfile:
-    """The role's profile as this process first read it for the run: a run's agents keep
-    their profile while it runs, and a step costs no query for it."""
-    return _profile_of_run(run.pk, run.created_at, run.project.team, role)
+    return _profile_and_version(run, role)[0]
 
 
 def session_for(

@@ -14,7 +14,9 @@ logger = logging.getLogger(__name__)
 def planning_message(run: Run) -> str:
     catalogue = [
         {"role": p.role, "does": p.description, "tools": p.allowed_tools}
-        for p in AgentProfile.objects.filter(team=run.project.team).exclude(role="orchestrator")
+        for p in AgentProfile.objects.filter(team=run.project.team, project__isnull=True).exclude(
+            role="orchestrator"
+        )
     ]
     return (
         f"Task: {run.task.title}\n\n"
