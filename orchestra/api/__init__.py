@@ -1,4 +1,5 @@
-"""The JSON API at /api/: tasks, projects, runs, events and approvals.
+"""The JSON API at /api/: tasks, projects (with their profiles,
+members and policy), runs (with their steps and model calls), events and approvals.
 
 Views stay thin: they resolve objects through `orchestra.access` (404 for what a user may not
 see, 403 for what they may see but not do) and change state only through the services, so
@@ -12,7 +13,26 @@ Two ways in: `Authorization: Bearer <token>` for scripts and the CLI, and the Dj
 importing this package registers them all.
 """
 
-from orchestra.api import approvals, audit, errors, operations, projects, runs
+from orchestra.api import (
+    approvals,
+    audit,
+    errors,
+    operations,
+    projects,
+    runs,
+    settings,
+    traces,
+)
 from orchestra.api.app import api
 
-__all__ = ["api", "approvals", "audit", "errors", "operations", "projects", "runs"]
+__all__ = [
+    "api",
+    "approvals",
+    "audit",
+    "errors",
+    "operations",
+    "projects",
+    "runs",
+    "settings",
+    "traces",
+]

@@ -68,3 +68,40 @@ def _next_url(request: HttpRequest, cursor: str) -> str:
     query = request.GET.copy()
     query["cursor"] = cursor
     return request.build_absolute_uri(f"{request.path}?{urlencode(sorted(query.items()))}")
+
+
+def paginate_in_order(
+    request: HttpRequest,
+    rows: QuerySet,
+    *,
+    by: str,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list, str | None]:
+    """Like `paginate`, for lists read in their own order rather than newest first: `by` an
+    integer field (a position, or "pk"), ascending, the id breaking ties."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}.")
+    rows = rows.order_by(by, "pk")
+    if cursor:
+        key, pk = _decode_key(cursor)
+        rows = rows.filter(Q(**{f"{by}__gt": key}) | Q(**{by: key, "pk__gt": pk}))
+    page = list(rows[: limit + 1])
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    last = page[-1]
+    text = json.dumps({"key": getattr(last, by), "id": last.pk}, separators=(",", ":"))
+    return page, _next_url(request, base64.urlsafe_b64encode(text.encode()).decode().rstrip("="))
+
+
+def _decode_key(cursor: str) -> tuple[int, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        key, pk = position["key"], position["id"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (key, pk)):
+            raise ValueError("incomplete position")
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeError):
+        raise HttpError(400, "cursor is not valid: pass the `next` link as it was given.") from None
+    return key, pk

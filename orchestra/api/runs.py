@@ -47,7 +47,7 @@ def _operations(run: Run) -> dict:
     }
 
 
-def _step_json(step: Step) -> dict:
+def step_json(step: Step) -> dict:
     return {
         "key": step.key,
         "title": step.title,
@@ -69,7 +69,7 @@ def run_detail(run: Run) -> dict:
         "task": {"id": run.task_id, "title": run.task.title, "description": run.task.description},
         "project": run.project.slug,
         "demo_model": run.uses_demo_model,
-        "steps": [_step_json(step) for step in run.steps.order_by("position")],
+        "steps": [step_json(step) for step in run.steps.order_by("position")],
         "usage": {
             "input_tokens": run.input_tokens,
             "output_tokens": run.output_tokens,

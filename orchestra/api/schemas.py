@@ -211,3 +211,137 @@ class DecisionOut(Schema):
 def iso(moment: datetime | None) -> str | None:
     """Full-precision ISO 8601, the same form as `Event.as_json`, so clients compare strings."""
     return moment.isoformat() if moment else None
+
+
+# --- project settings: profiles, members, policy ---------------------------------------------
+class ProfileVersionOut(Schema):
+    number: int
+    system_prompt: str
+    provider: str | None
+    model: str
+    fallback_provider: str | None
+    fallback_model: str
+    temperature: float
+    allowed_tools: list[str]
+    turn_limit: int
+    created_by: str | None
+    created_at: str
+
+
+class ProfileOut(Schema):
+    role: str
+    description: str
+    # "project": the project's own copy; "team": the team's, shared with its other projects.
+    owner: Literal["project", "team"]
+    system_prompt: str
+    provider: str | None
+    model: str
+    fallback_provider: str | None
+    fallback_model: str
+    temperature: float
+    allowed_tools: list[str]
+    turn_limit: int
+    version: int | None
+
+
+class ProfileListOut(Schema):
+    profiles: list[ProfileOut]
+    next: str | None = None
+
+
+class ProfileDetailOut(ProfileOut):
+    versions: list[ProfileVersionOut]
+
+
+class ProfileIn(CleanInput):
+    # Omitted fields keep their value; providers by name, "" for the environment's default.
+    system_prompt: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    fallback_provider: str | None = None
+    fallback_model: str | None = None
+    temperature: float | None = None
+    allowed_tools: list[str] | None = None
+    turn_limit: int | None = None
+
+
+class MemberOut(Schema):
+    username: str
+    role: str
+
+
+class MemberListOut(Schema):
+    members: list[MemberOut]
+    next: str | None = None
+
+
+class MemberIn(CleanInput):
+    username: str
+    role: str
+
+
+class PolicyRuleOut(Schema):
+    id: int
+    position: int
+    name: str
+    tool: str
+    risk: str
+    agent_role: str
+    arguments: dict
+    within_claims: bool | None
+    outcome: str
+    approvals_required: int
+    approver_group: str
+    exclude_task_creator: bool
+    deadline_minutes: int | None
+    timeout_outcome: str
+    remind_after_minutes: int | None
+    escalate_group: str
+
+
+class PolicyOut(Schema):
+    rules: list[PolicyRuleOut]
+    next: str | None = None
+
+
+# --- a run's steps and model calls ------------------------------------------------------------
+class StepAttemptOut(Schema):
+    id: int
+    purpose: str
+    role: str
+    model: str
+    attempt: int
+    status: str
+    profile_version: str | None
+    model_calls: list[int]
+
+
+class RunStepOut(StepOut):
+    position: int
+    brief: dict
+    output: str
+    agent_runs: list[StepAttemptOut]
+
+
+class RunStepListOut(Schema):
+    steps: list[RunStepOut]
+    next: str | None = None
+
+
+class ModelCallOut(Schema):
+    id: int
+    run: int
+    step: str | None
+    agent_run: int
+    model: str
+    provider: str
+    started_at: str
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: str
+    error: str
+    # Exactly what was sent (a prefix of the agent's conversation) and what came back.
+    messages: list[dict]
+    response: dict
+    tool_calls: list
