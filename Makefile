@@ -36,7 +36,8 @@ up: install
 	$(BIN)/orchestra up --host 127.0.0.1 --port $${PORT:-8000}
 
 test: install-dev
-	$(BIN)/python -m pytest -n $${TEST_PROCESSES:-2} --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n $${TEST_PROCESSES:-2} --durations=10 --ignore=tests/integration
+	$(BIN)/python -m pytest --durations=5 tests/integration
 
 lint: install-dev
 	$(BIN)/ruff check .

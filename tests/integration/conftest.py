@@ -44,9 +44,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
-            # One Redis database and one Celery queue: these run one after another, on one
-            # of the suite's processes (`--dist loadgroup`).
-            item.add_marker(pytest.mark.xdist_group("integration"))
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"integration: {reason}"))
 
