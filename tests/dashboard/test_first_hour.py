@@ -63,6 +63,13 @@ def test_the_header_links_projects_the_projects_policy_and_admin_for_staff(waiti
     assert (favicon.status_code, favicon["Location"]) == (302, "/static/orchestra/favicon.svg")
 
 
+def test_the_header_links_model_providers_for_project_admins_only(waiting_run, owner, viewer):
+    nav = client_for(owner).get("/").text.split('aria-label="Main"')[1].split("</nav>")[0]
+    assert '<a href="/providers/">Providers</a>' in nav
+    nav = client_for(viewer).get("/").text.split('aria-label="Main"')[1].split("</nav>")[0]
+    assert "/providers/" not in nav  # the page would refuse a viewer
+
+
 def test_the_projects_page_lists_visible_projects_with_their_runs(waiting_run, owner, outsider):
     page = client_for(owner).get("/projects/").text
     row = page.split('<tr data-project="demo">')[1].split("</tr>")[0]
