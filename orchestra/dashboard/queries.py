@@ -19,9 +19,11 @@ from approvals.models import Checkpoint, PolicyRule, Vote
 from orchestra.access import visible_projects
 from orchestra.models import Event, Plan, Project, Run, Step
 
-from . import svg
+from . import present, svg
 
 FEED_LIMIT = 200
+# A tool's result as the trace shows it when its span is opened; the step page has the rest.
+TRACE_RESULT_LIMIT = 20_000
 RECENT_LIMIT = 15
 
 
@@ -312,12 +314,18 @@ def trace(run: Run) -> svg.Waterfall:
                     depth=1,
                     status=call.status,
                     detail=call.error or call.result[:200],
+                    arguments=_tool_input(call),
+                    result=_tool_output(call),
                 )
             )
 
     spans: list[svg.Span] = []
     for agent_run in agent_runs:
         target = agent_run.step.key if agent_run.step else agent_run.purpose
+        group = f"agent-run-{agent_run.pk}"
+        children = sorted(calls.get(agent_run.pk, []), key=lambda s: s.start)
+        for child in children:
+            child.group = group
         spans.append(
             svg.Span(
                 kind="agent_run",
@@ -334,9 +342,10 @@ def trace(run: Run) -> svg.Waterfall:
                 ),
                 tokens=agent_run.input_tokens + agent_run.output_tokens,
                 cost=agent_run.cost_usd,
+                group=group if children else "",
             )
         )
-        spans.extend(sorted(calls.get(agent_run.pk, []), key=lambda s: s.start))
+        spans.extend(children)
     for checkpoint in loose_waits:
         spans.append(_wait_span(run, checkpoint, depth=0))
     return svg.waterfall(spans, start=run.created_at, now=run.finished_at or timezone.now())
@@ -347,6 +356,21 @@ def profile_label(agent_run: AgentRun, before: str = "") -> str:
     or "software/coder v1": its team's); empty for runs recorded before versions."""
     version = agent_run.profile_version
     return f"{before}profile {version}" if version is not None else ""
+
+
+def _tool_input(call: ToolCall) -> str:
+    """The arguments as the tool received them; the raw text when they were not valid JSON."""
+    if call.arguments or not call.raw_arguments:
+        return present.pretty_json(call.arguments)
+    return call.raw_arguments
+
+
+def _tool_output(call: ToolCall) -> str:
+    text = call.error or call.result
+    if len(text) > TRACE_RESULT_LIMIT:
+        cut = len(text) - TRACE_RESULT_LIMIT
+        return f"{text[:TRACE_RESULT_LIMIT]}\n… {cut} more characters on the step page"
+    return text
 
 
 def _wait_span(run: Run, checkpoint: Checkpoint, depth: int) -> svg.Span:

@@ -209,6 +209,26 @@ def test_a_tool_span_is_its_execution_and_the_wait_for_a_person_its_own_span(wai
     assert "min" not in worked  # the step's own work took seconds
 
 
+def test_a_tool_span_opens_to_its_input_and_output_and_folds_under_its_agent_run(
+    waiting_run, owner
+):
+    call = waiting_run.tool_calls.filter(tool="write_file", status="succeeded").first()
+    page = client_for(owner).get(f"/runs/{waiting_run.pk}/trace/").text
+    span = r'<details class="wf-span" data-group="([\w-]+)">(.*?)</details>'
+    spans = re.findall(span, page, re.S)
+    assert len(spans) == waiting_run.tool_calls.count() - 1  # the call still waiting has not run
+    group = f"agent-run-{call.agent_run_id}"
+    opened = [body for key, body in spans if key == group and "tool · write_file" in body]
+    assert opened, spans
+    path = call.arguments["path"]
+    assert any(f"&quot;path&quot;: &quot;{path}&quot;" in body for body in opened)
+    assert any(f'<pre class="code">{call.result}</pre>' in body for body in opened)
+    # The agent run's row carries the fold button for exactly its own spans.
+    assert f'data-fold="{group}"' in page
+    assert "<script>" not in page.split("<main")[1]  # behaviour lives in static/trace.js
+    assert "/static/orchestra/trace.js" in page
+
+
 # --- one request per refresh round -----------------------------------------------------------
 def test_several_partials_come_back_in_one_response(waiting_run, owner, outsider, client):
     url = f"/runs/{waiting_run.pk}/parts/?name=header&name=steps&name=usage&name=steps"
