@@ -10,7 +10,20 @@ import difflib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, Now
 from django.urls import reverse
 from django.utils import timezone
 
@@ -161,19 +174,28 @@ class StepView:
         return max(self.duration - self.waited, timedelta(0))
 
 
+def waited_for_people(step: str = "pk"):
+    """The time a step (`step` names its id in the outer query) waited at its checkpoints for
+    people, a still-open wait counting until now: the run page's step cards and the metrics
+    page's step durations both take it out of a step's time, so neither counts it as work."""
+    waits = (
+        Checkpoint.objects.filter(step=OuterRef(step))
+        .order_by()
+        .values("step")
+        .annotate(total=Sum(Coalesce("decided_at", Now()) - F("requested_at")))
+        .values("total")
+    )
+    return Coalesce(Subquery(waits, output_field=DurationField()), Value(timedelta(0)))
+
+
 def step_views(run: Run) -> list[StepView]:
     now = timezone.now()
-    waited: dict[int, timedelta] = {}
-    for step_id, asked, decided in run.checkpoints.filter(step__isnull=False).values_list(
-        "step_id", "requested_at", "decided_at"
-    ):
-        waited[step_id] = waited.get(step_id, timedelta(0)) + ((decided or now) - asked)
     views = []
-    for step in run.steps.order_by("position"):
+    for step in run.steps.annotate(waited=waited_for_people()).order_by("position"):
         duration = None
         if step.started_at:
             duration = (step.finished_at or now) - step.started_at
-        views.append(StepView(step, duration, waited.get(step.pk, timedelta(0))))
+        views.append(StepView(step, duration, step.waited))
     return views
 
 
