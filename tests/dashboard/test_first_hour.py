@@ -10,9 +10,9 @@ import pytest
 
 from approvals.models import Checkpoint
 from orchestra.dashboard import metrics, queries
-from orchestra.dashboard.markdown import render_markdown
 from orchestra.dashboard.present import phases_of
 from orchestra.engine import decide_checkpoint
+from orchestra.markdown import render_markdown
 from orchestra.models import Run, Task
 
 from .conftest import client_for
@@ -43,6 +43,20 @@ def test_a_report_with_markup_in_it_is_shown_sanitised(waiting_run, owner):
     assert "<h2>Done</h2>" in report
     assert "<ol>\n<li>first</li>\n<li>second</li>\n</ol>" in report
     assert "onmouseover" not in report.replace("&lt;b onmouseover=x&gt;", "")
+
+
+def test_the_history_links_the_report_of_each_run_that_has_one(waiting_run, owner):
+    reported = Run.objects.create(
+        task=Task.objects.create(project=waiting_run.project, title="Reported", created_by=owner),
+        project=waiting_run.project,
+        status=Run.Status.COMPLETED,
+        report="# Report: Reported\n\n- done",
+    )
+    page = client_for(owner).get("/runs/").text
+    row = r'<tr>\s*<td><a href="/runs/(\d+)/">.*?</tr>'
+    rows = {int(m[1]): m[0] for m in re.finditer(row, page, re.S)}
+    assert f'href="/runs/{reported.pk}/#run-report">report</a>' in rows[reported.pk]
+    assert "#run-report" not in rows[waiting_run.pk]  # no report yet
 
 
 # --- navigation ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from django.utils.timesince import timesince
 from agents.llm.providers import may_manage_providers
 from agents.sandbox import sandbox_status as current_sandbox_status
 from orchestra.dashboard import present, queries
-from orchestra.dashboard.markdown import render_markdown
+from orchestra.markdown import render_markdown
 
 register = template.Library()
 
