@@ -17,6 +17,7 @@ from orchestra.api.schemas import (
     iso,
 )
 from orchestra.engine import EngineError, cancel_run, start_run
+from orchestra.markdown import render_markdown
 from orchestra.models import Run, Step
 from orchestra.text import CleanText
 
@@ -76,6 +77,7 @@ def run_detail(run: Run) -> dict:
             "cost_usd": str(run.cost_usd),
         },
         "report": run.report,
+        "report_html": str(render_markdown(run.report)),
         "error": run.error,
         **_operations(run),
     }

@@ -122,7 +122,9 @@ class RunDetailOut(Schema):
     demo_model: bool
     steps: list[StepOut]
     usage: UsageOut
+    # The report as written (Markdown), and as sanitised HTML to show as it is.
     report: str
+    report_html: str
     error: str
     paused_at: str | None = None
     paused_by: str = ""

@@ -17,8 +17,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, DateTimeField, F, Min, Q, QuerySet, Sum
-from django.db.models.functions import Trunc
+from django.db.models import (
+    Count,
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Greatest, Trunc
 from django.urls import reverse
 from django.utils import dateformat, timezone
 
@@ -27,7 +38,7 @@ from approvals.models import Checkpoint
 from orchestra.access import visible_projects
 from orchestra.models import Project, Run, Step
 
-from . import charts, present
+from . import charts, present, queries
 
 # key: (label, how far back; None for all time)
 PERIODS: dict[str, tuple[str, timedelta | None]] = {
@@ -170,6 +181,7 @@ def compute(
 
     project_rows, first = _project_rows(runs)
     role_rows = _role_rows(runs)
+    # A step's duration is its work: the time it waited for people is the waits' own figure.
     step_times, steps_capped = _durations(
         Step.objects.filter(
             run__in=runs,
@@ -180,6 +192,7 @@ def compute(
         "started_at",
         "finished_at",
         ("run__project", "agent_role"),
+        less=queries.waited_for_people(),
     )
     waits, waits_capped = _durations(
         Checkpoint.objects.filter(run__in=runs, status__in=DECIDED, decided_at__isnull=False),
@@ -306,12 +319,18 @@ def _role_rows(runs: QuerySet[Run]) -> dict[str, Row]:
 
 
 def _durations(
-    queryset: QuerySet, start: str, end: str, keys: tuple[str, str]
+    queryset: QuerySet, start: str, end: str, keys: tuple[str, str], less=None
 ) -> tuple[list[tuple[int, str | None, float]], bool]:
     """(project id, role, seconds) for the newest DURATION_LIMIT rows, and whether there
-    were more."""
+    were more; `less` is a duration taken off each (a step's waits for people)."""
+    took = F(end) - F(start)
+    if less is not None:
+        # Never below zero, as on the run page's step cards (`queries.StepView.worked`).
+        took = Greatest(
+            ExpressionWrapper(took - less, output_field=DurationField()), Value(timedelta(0))
+        )
     rows = list(
-        queryset.annotate(took=F(end) - F(start))
+        queryset.annotate(took=took)
         .order_by(f"-{end}")
         .values_list(*keys, "took")[: DURATION_LIMIT + 1]
     )

@@ -10,7 +10,20 @@ import difflib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, Now
 from django.urls import reverse
 from django.utils import timezone
 
@@ -19,9 +32,11 @@ from approvals.models import Checkpoint, PolicyRule, Vote
 from orchestra.access import visible_projects
 from orchestra.models import Event, Plan, Project, Run, Step
 
-from . import svg
+from . import present, svg
 
 FEED_LIMIT = 200
+# A tool's result as the trace shows it when its span is opened; the step page has the rest.
+TRACE_RESULT_LIMIT = 20_000
 RECENT_LIMIT = 15
 
 
@@ -159,19 +174,28 @@ class StepView:
         return max(self.duration - self.waited, timedelta(0))
 
 
+def waited_for_people(step: str = "pk"):
+    """The time a step (`step` names its id in the outer query) waited at its checkpoints for
+    people, a still-open wait counting until now: the run page's step cards and the metrics
+    page's step durations both take it out of a step's time, so neither counts it as work."""
+    waits = (
+        Checkpoint.objects.filter(step=OuterRef(step))
+        .order_by()
+        .values("step")
+        .annotate(total=Sum(Coalesce("decided_at", Now()) - F("requested_at")))
+        .values("total")
+    )
+    return Coalesce(Subquery(waits, output_field=DurationField()), Value(timedelta(0)))
+
+
 def step_views(run: Run) -> list[StepView]:
     now = timezone.now()
-    waited: dict[int, timedelta] = {}
-    for step_id, asked, decided in run.checkpoints.filter(step__isnull=False).values_list(
-        "step_id", "requested_at", "decided_at"
-    ):
-        waited[step_id] = waited.get(step_id, timedelta(0)) + ((decided or now) - asked)
     views = []
-    for step in run.steps.order_by("position"):
+    for step in run.steps.annotate(waited=waited_for_people()).order_by("position"):
         duration = None
         if step.started_at:
             duration = (step.finished_at or now) - step.started_at
-        views.append(StepView(step, duration, waited.get(step.pk, timedelta(0))))
+        views.append(StepView(step, duration, step.waited))
     return views
 
 
@@ -312,12 +336,18 @@ def trace(run: Run) -> svg.Waterfall:
                     depth=1,
                     status=call.status,
                     detail=call.error or call.result[:200],
+                    arguments=_tool_input(call),
+                    result=_tool_output(call),
                 )
             )
 
     spans: list[svg.Span] = []
     for agent_run in agent_runs:
         target = agent_run.step.key if agent_run.step else agent_run.purpose
+        group = f"agent-run-{agent_run.pk}"
+        children = sorted(calls.get(agent_run.pk, []), key=lambda s: s.start)
+        for child in children:
+            child.group = group
         spans.append(
             svg.Span(
                 kind="agent_run",
@@ -334,9 +364,10 @@ def trace(run: Run) -> svg.Waterfall:
                 ),
                 tokens=agent_run.input_tokens + agent_run.output_tokens,
                 cost=agent_run.cost_usd,
+                group=group if children else "",
             )
         )
-        spans.extend(sorted(calls.get(agent_run.pk, []), key=lambda s: s.start))
+        spans.extend(children)
     for checkpoint in loose_waits:
         spans.append(_wait_span(run, checkpoint, depth=0))
     return svg.waterfall(spans, start=run.created_at, now=run.finished_at or timezone.now())
@@ -347,6 +378,21 @@ def profile_label(agent_run: AgentRun, before: str = "") -> str:
     or "software/coder v1": its team's); empty for runs recorded before versions."""
     version = agent_run.profile_version
     return f"{before}profile {version}" if version is not None else ""
+
+
+def _tool_input(call: ToolCall) -> str:
+    """The arguments as the tool received them; the raw text when they were not valid JSON."""
+    if call.arguments or not call.raw_arguments:
+        return present.pretty_json(call.arguments)
+    return call.raw_arguments
+
+
+def _tool_output(call: ToolCall) -> str:
+    text = call.error or call.result
+    if len(text) > TRACE_RESULT_LIMIT:
+        cut = len(text) - TRACE_RESULT_LIMIT
+        return f"{text[:TRACE_RESULT_LIMIT]}\n… {cut} more characters on the step page"
+    return text
 
 
 def _wait_span(run: Run, checkpoint: Checkpoint, depth: int) -> svg.Span:

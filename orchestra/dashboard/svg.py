@@ -179,6 +179,11 @@ class Span:
     url: str = ""
     tokens: int | None = None
     cost: object = None
+    # The agent run a span folds under ("agent-run-<pk>"), also set on that run's own span.
+    group: str = ""
+    # A tool call's input and output, shown when its span is opened.
+    arguments: str = ""
+    result: str = ""
     open_ended: bool = False
     open_for: timedelta = timedelta(0)
     left: float = 0.0

@@ -22,6 +22,7 @@ from tests.dashboard.test_browser import (  # noqa: F401 - fixtures and the same
     ROOT,
     assert_not_reloaded,
     browser,
+    cancel,
     create_task,
     mark_page,
     pytestmark,
@@ -289,5 +290,57 @@ def test_fragment_requests_per_live_event_before_and_after_coalescing(browser, s
         assert per_event["after"] < per_event["before"], lines
         # The last state still lands: the page shows the checkpoint after coalescing.
         expect(page.locator("#run-header .callout")).to_contain_text("run_command")
+    finally:
+        page.context.close()
+
+
+def test_a_tool_span_opens_to_its_input_and_output_and_an_agent_run_folds(browser, server):  # noqa: F811 - test_browser's fixtures
+    page = sign_in(browser, server, "admin", ADMIN_PASSWORD)
+    try:
+        run_id = create_task(page, "Trace to read", "Greet people by name.")
+        expect(status(page)).to_have_text("awaiting approval", timeout=LONG)
+        page.goto(f"/runs/{run_id}/trace/")
+
+        # A tool span opens to the arguments the tool got and the result it gave back.
+        span = page.locator("details.wf-span", has_text="tool · write_file").first
+        io = span.locator(".wf-io")
+        expect(io).to_be_hidden()
+        span.locator("summary").click()
+        expect(io.get_by_role("heading", name="Input")).to_be_visible()
+        expect(io.locator("pre").first).to_contain_text('"path":')
+        expect(io.locator("pre").first).to_contain_text('"content":')
+        expect(io.get_by_role("heading", name=re.compile("^Output"))).to_be_visible()
+        expect(io.locator("pre").nth(1)).not_to_be_empty()
+        shoot(page, "trace-open-span")
+
+        # Folding the agent run hides its spans, and unfolding brings them back.
+        group = span.get_attribute("data-group")
+        spans = page.locator(f'[data-group="{group}"]')
+        count = spans.count()
+        assert count >= 2, count
+        fold = page.locator(f'button[data-fold="{group}"]')
+        expect(fold).to_have_attribute("aria-expanded", "true")
+        agent_label = fold.get_attribute("aria-label")
+        page.get_by_role("button", name=agent_label, exact=True).click()
+        expect(fold).to_have_attribute("aria-expanded", "false")
+        for index in range(count):
+            expect(spans.nth(index)).to_be_hidden()
+        fold.click()
+        expect(span).to_be_visible()
+
+        # Zooming widens the time axis; the span labels stay in view.
+        axis = page.locator(".wf-row.head .wf-axis")
+        before = axis.bounding_box()["width"]
+        page.get_by_role("button", name="Zoom in").click()
+        page.get_by_role("button", name="Zoom in").click()
+        expect(page.locator("#wf-zoom-level")).to_have_text("4×")
+        after = axis.bounding_box()["width"]
+        assert after > 3.5 * before, (before, after)
+        label = span.locator(".wf-label").bounding_box()
+        assert label is not None and 0 <= label["x"] < DESKTOP["width"], label
+        page.get_by_role("button", name="Zoom out").click()
+        expect(page.locator("#wf-zoom-level")).to_have_text("2×")
+        shoot(page, "trace-zoomed")
+        cancel(page, run_id)
     finally:
         page.context.close()

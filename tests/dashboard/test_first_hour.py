@@ -10,9 +10,9 @@ import pytest
 
 from approvals.models import Checkpoint
 from orchestra.dashboard import metrics, queries
-from orchestra.dashboard.markdown import render_markdown
 from orchestra.dashboard.present import phases_of
 from orchestra.engine import decide_checkpoint
+from orchestra.markdown import render_markdown
 from orchestra.models import Run, Task
 
 from .conftest import client_for
@@ -45,6 +45,20 @@ def test_a_report_with_markup_in_it_is_shown_sanitised(waiting_run, owner):
     assert "onmouseover" not in report.replace("&lt;b onmouseover=x&gt;", "")
 
 
+def test_the_history_links_the_report_of_each_run_that_has_one(waiting_run, owner):
+    reported = Run.objects.create(
+        task=Task.objects.create(project=waiting_run.project, title="Reported", created_by=owner),
+        project=waiting_run.project,
+        status=Run.Status.COMPLETED,
+        report="# Report: Reported\n\n- done",
+    )
+    page = client_for(owner).get("/runs/").text
+    row = r'<tr>\s*<td><a href="/runs/(\d+)/">.*?</tr>'
+    rows = {int(m[1]): m[0] for m in re.finditer(row, page, re.S)}
+    assert f'href="/runs/{reported.pk}/#run-report">report</a>' in rows[reported.pk]
+    assert "#run-report" not in rows[waiting_run.pk]  # no report yet
+
+
 # --- navigation ------------------------------------------------------------------------------
 def test_the_header_links_projects_the_projects_policy_and_admin_for_staff(waiting_run, owner):
     client = client_for(owner)
@@ -61,6 +75,13 @@ def test_the_header_links_projects_the_projects_policy_and_admin_for_staff(waiti
     assert 'rel="icon" type="image/svg+xml" href="/static/orchestra/favicon.svg"' in run_page
     favicon = client.get("/favicon.ico")
     assert (favicon.status_code, favicon["Location"]) == (302, "/static/orchestra/favicon.svg")
+
+
+def test_the_header_links_model_providers_for_project_admins_only(waiting_run, owner, viewer):
+    nav = client_for(owner).get("/").text.split('aria-label="Main"')[1].split("</nav>")[0]
+    assert '<a href="/providers/">Providers</a>' in nav
+    nav = client_for(viewer).get("/").text.split('aria-label="Main"')[1].split("</nav>")[0]
+    assert "/providers/" not in nav  # the page would refuse a viewer
 
 
 def test_the_projects_page_lists_visible_projects_with_their_runs(waiting_run, owner, outsider):
@@ -200,6 +221,26 @@ def test_a_tool_span_is_its_execution_and_the_wait_for_a_person_its_own_span(wai
     worked = re.search(r"<dd data-work>([^<]+)</dd>", verify)[1]
     assert waited.startswith("6 min")
     assert "min" not in worked  # the step's own work took seconds
+
+
+def test_a_tool_span_opens_to_its_input_and_output_and_folds_under_its_agent_run(
+    waiting_run, owner
+):
+    call = waiting_run.tool_calls.filter(tool="write_file", status="succeeded").first()
+    page = client_for(owner).get(f"/runs/{waiting_run.pk}/trace/").text
+    span = r'<details class="wf-span" data-group="([\w-]+)">(.*?)</details>'
+    spans = re.findall(span, page, re.S)
+    assert len(spans) == waiting_run.tool_calls.count() - 1  # the call still waiting has not run
+    group = f"agent-run-{call.agent_run_id}"
+    opened = [body for key, body in spans if key == group and "tool · write_file" in body]
+    assert opened, spans
+    path = call.arguments["path"]
+    assert any(f"&quot;path&quot;: &quot;{path}&quot;" in body for body in opened)
+    assert any(f'<pre class="code">{call.result}</pre>' in body for body in opened)
+    # The agent run's row carries the fold button for exactly its own spans.
+    assert f'data-fold="{group}"' in page
+    assert "<script>" not in page.split("<main")[1]  # behaviour lives in static/trace.js
+    assert "/static/orchestra/trace.js" in page
 
 
 # --- one request per refresh round -----------------------------------------------------------

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -43,6 +43,18 @@ def seconds(pairs) -> list[float]:
     return sorted((end - start).total_seconds() for start, end in pairs)
 
 
+def work_seconds(steps) -> list[float]:
+    """Each step's time less its waits for people, worked out here in Python."""
+    worked = []
+    for step in steps:
+        waited = sum(
+            ((c.decided_at or timezone.now()) - c.requested_at).total_seconds()
+            for c in Checkpoint.objects.filter(step=step)
+        )
+        worked.append((step.finished_at - step.started_at).total_seconds() - waited)
+    return sorted(worked)
+
+
 def p95(values: list[float]) -> float:
     """An independent 95th percentile: Python's own linear interpolation (type 7)."""
     return statistics.quantiles(values, n=20, method="inclusive")[18]
@@ -73,8 +85,7 @@ def test_numbers_per_project_match_the_database(two_runs, owner):
         usage["c"],
     )
 
-    done = Step.objects.filter(status=Step.Status.DONE)
-    steps = seconds(done.values_list("started_at", "finished_at"))
+    steps = work_seconds(Step.objects.filter(status=Step.Status.DONE))
     assert demo.steps.count == len(steps) >= 5  # the completed run's five and more
     assert demo.steps.median == pytest.approx(statistics.median(steps))
     assert demo.steps.p95 == pytest.approx(p95(steps))
@@ -100,11 +111,7 @@ def test_numbers_per_agent_role_match_the_database(two_runs, owner):
         assert row.runs == agent_runs.values("run").distinct().count(), role
         ran_in = Run.objects.filter(agent_runs__role=role).distinct()
         assert row.completed == ran_in.filter(status=Run.Status.COMPLETED).count(), role
-        steps = seconds(
-            Step.objects.filter(agent_role=role, status="done").values_list(
-                "started_at", "finished_at"
-            )
-        )
+        steps = work_seconds(Step.objects.filter(agent_role=role, status="done"))
         assert row.steps.count == len(steps), role
         if steps:
             assert row.steps.median == pytest.approx(statistics.median(steps)), role
@@ -116,6 +123,27 @@ def test_numbers_per_agent_role_match_the_database(two_runs, owner):
     waited = Checkpoint.objects.filter(status="approved").values_list("step__agent_role", flat=True)
     for role in set(waited):
         assert roles[role].waits.count == list(waited).count(role)
+
+
+def test_step_durations_leave_out_the_time_people_took_to_decide(waiting_run, owner):
+    pending = waiting_run.checkpoints.get(status=Checkpoint.Status.PENDING)
+    # The person took six minutes to decide: the step started six minutes earlier too.
+    earlier = timedelta(minutes=6)
+    Checkpoint.objects.filter(pk=pending.pk).update(requested_at=F("requested_at") - earlier)
+    Step.objects.filter(pk=pending.step_id).update(started_at=F("started_at") - earlier)
+    step_id = pending.step_id
+    decide_checkpoint(owner, pending, "approve")
+    while pending := waiting_run.checkpoints.filter(status=Checkpoint.Status.PENDING).first():
+        decide_checkpoint(owner, pending, "approve")
+    step = Step.objects.get(pk=step_id)
+    assert step.status == Step.Status.DONE
+    assert step.finished_at - step.started_at > earlier  # waits included, as stored
+
+    report = metrics.compute(owner)
+    assert report.total.waits.p95 > 300  # the six minutes count as a wait for a human
+    assert report.total.steps.p95 < 60, report.total.steps  # the work alone took seconds
+    role = next(r for r in report.roles if r.label == step.agent_role)
+    assert role.steps.p95 < 60 and role.waits.p95 > 300
 
 
 def test_the_page_shows_the_numbers_tables_and_charts(two_runs, owner):
@@ -285,7 +313,8 @@ def seed_project(slug: str, runs: int, user) -> Project:
                 agent_role=role,
                 status=Step.Status.DONE,
                 started_at=now - timedelta(seconds=5 + i),
-                finished_at=now,
+                # after its checkpoint's 30 s wait below: 5 + i seconds of work
+                finished_at=now + timedelta(seconds=31),
             )
             AgentRun.objects.create(
                 run=run, step=step, purpose="step", role=role, model="demo", input_tokens=10

@@ -267,7 +267,7 @@ def test_a_run_in_detail(owner, started):
     assert status == 200
     assert set(run) == {
         "id", "status", "phase", "task", "project", "demo_model", "steps", "usage", "report",
-        "error", "paused_at", "paused_by", "parent", "forked_at_step",
+        "report_html", "error", "paused_at", "paused_by", "parent", "forked_at_step",
     }  # fmt: skip
     assert run["status"] == "awaiting_approval" and run["project"] == "demo"
     assert run["task"] == {"id": run["task"]["id"], "title": "Greet", "description": ""}
@@ -391,9 +391,23 @@ def test_the_demo_cycle_through_the_api_only(owner, approver):
     run = get(client, f"/api/runs/{run_id}")[1]
     assert run["status"] == "completed", run["error"]
     assert "implement" in run["report"] and "deploy" in run["report"]
+    # The same report rendered: its Markdown heading and list items as HTML.
+    assert run["report"].startswith("# Report") and run["report_html"].startswith("<h1>Report")
+    assert run["report_html"].count("<li>") == run["report"].count("\n- ") > 0
     assert all(step["status"] == "done" for step in run["steps"])
     kinds = [e["kind"] for e in get(client, f"/api/runs/{run_id}/events")[1]["events"]]
     assert kinds[-1] == "run.completed"
+
+
+def test_the_report_comes_as_markdown_and_as_sanitised_html(owner, started):
+    written = "## Done\n\n- one\n\n<script>alert(1)</script> [x](javascript:alert(1))"
+    Run.objects.filter(pk=started).update(report=written)
+    run = get(client_for(owner), f"/api/runs/{started}")[1]
+    assert run["report"] == written
+    html = run["report_html"]
+    assert html.startswith("<h2>Done</h2>\n<ul>\n<li>one</li>\n</ul>")
+    assert "<script>" not in html and 'href="javascript' not in html
+    assert "&lt;script&gt;" in html  # shown as text, never run
 
 
 def test_a_second_decision_is_409_naming_who_decided(approver, second_approver, started):

@@ -8,9 +8,10 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from agents.llm.providers import may_manage_providers
 from agents.sandbox import sandbox_status as current_sandbox_status
 from orchestra.dashboard import present, queries
-from orchestra.dashboard.markdown import render_markdown
+from orchestra.markdown import render_markdown
 
 register = template.Library()
 
@@ -25,6 +26,14 @@ def pending_approvals(context, known: int | None = None) -> int:
     if request is None:
         return 0
     return queries.pending_count(request.user)
+
+
+@register.simple_tag(takes_context=True)
+def manages_providers(context) -> bool:
+    """Whether the header links the model providers page: project admins and staff manage
+    providers, everyone else would meet a refusal there."""
+    request = context.get("request")
+    return request is not None and may_manage_providers(request.user)
 
 
 @register.simple_tag

@@ -1,4 +1,5 @@
-"""Markdown as the dashboard shows it: a run's report is written by a model, in Markdown.
+"""Markdown as people read it: a run's report is written by a model, in Markdown, and both
+the dashboard and the API (`report_html`) give it out rendered, through this one renderer.
 
 markdown-it-py renders CommonMark (with tables) and HTML inside the Markdown is left as text
 (`html: False`); nh3 then keeps only harmless tags and attributes, so whatever a model
