@@ -1,8 +1,10 @@
 """The append-only event log and its live broadcast.
 
-Every engine transaction is a `locked_run` block, which locks the run row first, so events
-of one run are numbered and committed strictly in `seq` order: a reader that sees seq N
-committed has every event before it. Broadcasts go out after commit and carry the whole
+Every engine transaction that writes events holds the run row's lock from the statement
+that numbers them until it commits: a `locked_run` block (state changes) locks it first, a
+`recording` block (a model or tool call's records) last. So events of one run are numbered
+and committed strictly in `seq` order: a reader that sees seq N committed has every event
+before it. Broadcasts go out after commit and carry the whole
 events; consumers re-read any gap from the database, so a dropped message never loses one.
 """
 
