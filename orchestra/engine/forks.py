@@ -18,6 +18,7 @@ from agents.teams import known_roles
 from agents.workspace import GitError
 from orchestra.engine import budgets, workspaces
 from orchestra.engine.dispatch import dispatch_locked
+from orchestra.engine.planning import emit_accepted, step_of
 from orchestra.engine.runs import EngineError, actor_of, fail_run
 from orchestra.events import emit, locked_run
 from orchestra.models import Plan, Run, Step
@@ -190,18 +191,7 @@ def _steps(
     fork's lock."""
     now = timezone.now()
     for position, (parent_step, spec) in enumerate(zip(parents, specs, strict=True)):
-        step = Step(
-            run=run,
-            plan=plan,
-            key=spec["key"],
-            position=position,
-            title=spec["title"],
-            agent_role=spec["agent"],
-            model=models[spec["key"]],
-            brief=spec["brief"],
-            depends_on=spec["depends_on"],
-            claims=spec["claims"],
-        )
+        step = step_of(run, plan, position, spec, model=models[spec["key"]])
         if spec["key"] in reused:
             step.status = Step.Status.DONE
             step.reused_from = parent_step
@@ -214,21 +204,7 @@ def _steps(
             step.merged_commit = remerged.get(step.key, parent_step.merged_commit)
             step.started_at = step.finished_at = now
         step.save()
-    emit(
-        run,
-        "plan.accepted",
-        data={
-            "plan": plan.pk,
-            "version": plan.version,
-            "branch": run.branch,
-            "base_commit": run.base_commit,
-            "steps": [
-                {"key": s["key"], "agent": s["agent"], "depends_on": s["depends_on"]} for s in specs
-            ],
-            "reused": sorted(reused),
-            "edited": plan.diff,
-        },
-    )
+    emit_accepted(run, plan, specs, reused=sorted(reused), edited=plan.diff)
     for step in run.steps.filter(status=Step.Status.DONE):
         emit(
             run,

@@ -151,27 +151,25 @@ def accept_plan(run_id: int) -> None:
     dispatch_ready_steps(run_id)
 
 
-def materialise_plan(run: Run, plan: Plan) -> None:
-    """Create the steps of an accepted plan (its run branch was cut when the plan was
-    accepted). Caller holds the run lock."""
-    plan.status = Plan.Status.ACCEPTED
-    plan.save(update_fields=["status"])
-    # Orderings added for shared claims are already in the stored step dependencies.
-    for position, spec in enumerate(plan.data["steps"]):
-        Step.objects.create(
-            run=run,
-            plan=plan,
-            key=spec["key"],
-            position=position,
-            title=spec["title"],
-            agent_role=spec["agent"],
-            brief=spec["brief"],
-            depends_on=list(spec.get("depends_on", [])),
-            claims=list(spec.get("claims", [])),
-        )
-    run.status = Run.Status.RUNNING
-    run.phase = Run.Phase.DISPATCH
-    run.save(update_fields=["status", "phase"])
+def step_of(run: Run, plan: Plan, position: int, spec: dict, **fields) -> Step:
+    """A step of `plan` as the row to write (not saved); `fields` set the rest."""
+    return Step(
+        run=run,
+        plan=plan,
+        key=spec["key"],
+        position=position,
+        title=spec["title"],
+        agent_role=spec["agent"],
+        brief=spec["brief"],
+        depends_on=list(spec.get("depends_on", [])),
+        claims=list(spec.get("claims", [])),
+        **fields,
+    )
+
+
+def emit_accepted(run: Run, plan: Plan, specs: list[dict], **data) -> None:
+    """`plan.accepted`: the plan, the run branch and each step's agent and dependencies;
+    `data` adds what this acceptance has to say. Caller holds the run lock."""
     emit(
         run,
         "plan.accepted",
@@ -182,9 +180,25 @@ def materialise_plan(run: Run, plan: Plan) -> None:
             "base_commit": run.base_commit,
             "steps": [
                 {"key": s["key"], "agent": s["agent"], "depends_on": s.get("depends_on", [])}
-                for s in plan.data["steps"]
+                for s in specs
             ],
-            "added_orderings": plan.added_orderings,
+            **data,
         },
     )
+
+
+def materialise_plan(run: Run, plan: Plan) -> None:
+    """Create the steps of an accepted plan (its run branch was cut when the plan was
+    accepted). Caller holds the run lock."""
+    plan.status = Plan.Status.ACCEPTED
+    plan.save(update_fields=["status"])
+    # Orderings added for shared claims are already in the stored step dependencies.
+    specs = plan.data["steps"]
+    Step.objects.bulk_create(
+        [step_of(run, plan, position, spec) for position, spec in enumerate(specs)]
+    )
+    run.status = Run.Status.RUNNING
+    run.phase = Run.Phase.DISPATCH
+    run.save(update_fields=["status", "phase"])
+    emit_accepted(run, plan, specs, added_orderings=plan.added_orderings)
     emit(run, "phase.changed", data={"phase": Run.Phase.DISPATCH})
