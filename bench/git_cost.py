@@ -5,11 +5,13 @@ A chain of steps is played against the workspace library in the order the engine
 the step's worktree is cut from the run branch head (`prepare_worktree`), its agent writes one
 file (not timed), the work is committed and what it touched listed (`commit_step`), the step
 branch is merged into the run branch and the new head read (`merge_step`); at the run's end
-every worktree is removed (`remove_worktrees`), its time shared among the steps. No database,
+every worktree is removed (`remove_worktrees`: parked, up to ORCHESTRA_PARKED_WORKTREES, for
+later runs to take), its time shared among the steps. The chain runs `--runs` times, so the
+later runs show a step on parked worktrees. No database,
 no model: git alone. Each repository is a clone (packed, as a project's repository is) made
 in a temporary folder and deleted after.
 
-Usage: python bench/git_cost.py [--steps 20] [--files 10000]
+Usage: python bench/git_cost.py [--steps 20] [--files 10000] [--runs 2]
 """
 
 import argparse
@@ -29,6 +31,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestra.settings")
 import django  # noqa: E402
 
 django.setup()
+
+from django.conf import settings  # noqa: E402
 
 from agents import workspace as git  # noqa: E402
 from agents.teams import STARTER_FILES  # noqa: E402
@@ -72,18 +76,23 @@ def large_files(count: int) -> dict[str, str]:
     }
 
 
-def chain(root: Path, files: dict[str, str], steps: int) -> tuple[dict[str, float], float]:
-    """Median ms per phase of a step, and git processes per step."""
+def chain(root: Path, files: dict[str, str], steps: int, runs: int) -> list[tuple[dict, float]]:
+    """Per run of a chain: median ms per phase of a step, and git processes per step. Each
+    run's worktrees are removed as the engine removes them (parked, up to the setting), so
+    the runs after the first take parked worktrees."""
     # A clone, as a project with a repository has: its objects arrive packed.
     source = git.ensure_repository(root / "source", seed_files=files)
     repo = git.ensure_repository(root / "repo", source=f"file://{source}")
-    run_branch, _ = git.start_run_branch(repo, 1)
-    worktrees = root / "worktrees"
+    return [chain_run(repo, root / f"run-{run}", run, steps) for run in range(1, runs + 1)]
+
+
+def chain_run(repo: Path, worktrees: Path, run: int, steps: int) -> tuple[dict, float]:
+    run_branch, _ = git.start_run_branch(repo, run)
     paths = []
     with Meter() as meter:
         for index in range(steps):
             key = f"k{index:03d}"
-            branch = git.step_branch_name(1, key)
+            branch = git.step_branch_name(run, key)
             path = worktrees / key
 
             def prepare(branch=branch, path=path):
@@ -93,16 +102,12 @@ def chain(root: Path, files: dict[str, str], steps: int) -> tuple[dict[str, floa
 
             base = meter.timed("worktree", prepare)
             (path / "out").mkdir(exist_ok=True)
-            (path / "out" / f"{key}.json").write_text(f'{{"key": "{key}"}}\n')
+            (path / "out" / f"{key}-{run}.json").write_text(f'{{"key": "{key}"}}\n')
 
             def commit(path=path, base=base, key=key):
                 head = git.commit_all(path, f"{key}: Step (attempt 1)", allow_empty=True)
-                touched = (
-                    git.changed_between(path, base, head)
-                    if hasattr(git, "changed_between")
-                    else git.changed_paths(path, base)
-                )
-                assert touched == [f"out/{key}.json"], touched
+                touched = git.changed_between(path, base, head)
+                assert touched == [f"out/{key}-{run}.json"], touched
 
             meter.timed("commit", commit)
 
@@ -116,11 +121,9 @@ def chain(root: Path, files: dict[str, str], steps: int) -> tuple[dict[str, floa
             paths.append(path)
 
         def remove():
-            if hasattr(git, "remove_worktrees"):
-                git.remove_worktrees(repo, [*paths, worktrees / "_merge"])
-            else:
-                for path in [*paths, worktrees / "_merge"]:
-                    git.remove_worktree(repo, path)
+            git.remove_worktrees(
+                repo, [*paths, worktrees / "_merge"], park=settings.ORCHESTRA_PARKED_WORKTREES
+            )
 
         meter.timed("removal", remove)
     figures = {phase: statistics.median(meter.seconds[phase]) * 1000 for phase in PHASES[:3]}
@@ -132,18 +135,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="steps in each chain")
     parser.add_argument("--files", type=int, default=10_000, help="files in the large repo")
+    parser.add_argument("--runs", type=int, default=2, help="runs of the chain, one after another")
     options = parser.parse_args()
     repositories = {
         "demo": STARTER_FILES["software"],
         f"{options.files} files": large_files(options.files),
     }
-    print(f"git per step, a chain of {options.steps} (median ms; removal is the run's end / steps)")
-    print(f"{'repository':<14}" + "".join(f"{p:>10}" for p in PHASES) + f"{'total':>10}{'git':>6}")
+    print(
+        f"git per step, {options.runs} runs of a chain of {options.steps} (median ms; removal is "
+        f"the run's end / steps; {settings.ORCHESTRA_PARKED_WORKTREES} worktrees parked at most)"
+    )
+    print(f"{'repository':<14}{'run':>4}" + "".join(f"{p:>10}" for p in PHASES), end="")
+    print(f"{'total':>10}{'git':>6}")
     for name, files in repositories.items():
         with tempfile.TemporaryDirectory(prefix="orchestra-git-cost-") as folder:
-            figures, processes = chain(Path(folder), files, options.steps)
-        cells = "".join(f"{figures[p]:>10.1f}" for p in PHASES)
-        print(f"{name:<14}{cells}{sum(figures.values()):>10.1f}{processes:>6.1f}")
+            results = chain(Path(folder), files, options.steps, options.runs)
+        for run, (figures, processes) in enumerate(results, 1):
+            cells = "".join(f"{figures[p]:>10.1f}" for p in PHASES)
+            print(f"{name:<14}{run:>4}{cells}{sum(figures.values()):>10.1f}{processes:>6.1f}")
 
 
 if __name__ == "__main__":

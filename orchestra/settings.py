@@ -445,6 +445,10 @@ ORCHESTRA_DEPLOY_TIMEOUT = env_float("ORCHESTRA_DEPLOY_TIMEOUT", 300.0)
 # the network unless this is off, as most deploys push somewhere.
 ORCHESTRA_DEPLOY_NETWORK = env_bool("ORCHESTRA_DEPLOY_NETWORK", True)
 ORCHESTRA_WORKSPACES = Path(env_str("ORCHESTRA_WORKSPACES", str(DATA_DIR / "workspaces")))
+# Worktrees of finished runs kept per repository (under its git directory), checked out, for
+# later steps to take: a step then rewrites only the files that differ instead of checking
+# the whole repository out. Each holds a checkout of the project; 0 deletes them instead.
+ORCHESTRA_PARKED_WORKTREES = env_int("ORCHESTRA_PARKED_WORKTREES", 32)
 ORCHESTRA_ADMIN_PASSWORD = env_str("ORCHESTRA_ADMIN_PASSWORD")
 
 # --- Notifications (checkpoint webhooks and emails) ----------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import ReferenceType
 
-from agents.workspace import libgit
+from agents.workspace import libgit, parking
 from agents.workspace.gitcmd import (
     GitError,
     capped,
@@ -72,6 +72,8 @@ def _add_in_process(repo: Path, path: Path, branch: str, start_commit: str) -> b
         ref = existing or repository.branches.local.create(
             branch, libgit.commit_of(repository, start_commit)
         )
+        if parking.take(repo, path, ref):
+            return True
         repository.add_worktree(name, str(path), ref)
     except (pygit2.GitError, GitError, ValueError):
         shutil.rmtree(path, ignore_errors=True)
@@ -123,16 +125,17 @@ def remove_worktree(repo: Path, path: Path) -> None:
     remove_worktrees(repo, [path])
 
 
-def remove_worktrees(repo: Path, paths: list[Path]) -> None:
+def remove_worktrees(repo: Path, paths: list[Path], *, park: int = 0) -> None:
     """Remove the worktrees at `paths` (each as `remove_worktree` does), then prune once.
 
     What `git worktree remove --force --force` does, without a process per worktree: each
     registered worktree's folder is deleted, and the one prune forgets their registrations.
-    Holds the repository lock.
+    With `park`, up to that many are parked instead, for later worktrees to take
+    (`parking`). Holds the repository lock.
     """
     with repository_lock(repo):
         for path in paths:
-            if _registered(repo, path):
+            if _registered(repo, path) and not parking.park(repo, path, park):
                 shutil.rmtree(path, onerror=_writable_and_retry)
         git_output(repo, "worktree", "prune")
 

@@ -129,7 +129,9 @@ def remove_worktrees(run: Run) -> None:
         Path(worktree)
         for worktree in run.steps.exclude(worktree="").values_list("worktree", flat=True)
     ]
-    git.remove_worktrees(repo, [*paths, _worktrees(run) / "_merge"])
+    git.remove_worktrees(
+        repo, [*paths, _worktrees(run) / "_merge"], park=settings.ORCHESTRA_PARKED_WORKTREES
+    )
 
 
 # --- deterministic checks -------------------------------------------------------------------

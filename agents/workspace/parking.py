@@ -1,0 +1,105 @@
+"""Parked worktrees: a finished step's checkout kept for the next step to take.
+
+Adding a worktree writes every file of the repository and removing one deletes them all, so
+on a repository of 10,000 files a step spent more than a second and a half on the two. A
+removed worktree is parked instead: cleaned back to its commit, its HEAD detached (so its
+branch is free again), and its folder moved under the common git directory, still
+registered. The next worktree added takes a parked one: the folder moves to its path, HEAD
+goes to its branch, and the checkout rewrites only the files that differ between the two
+commits. A parked folder holds committed project files only; agents never see it (their
+tools are confined to their own worktree, and nothing may read inside `.git`).
+
+Both sides run under the repository lock (their callers hold it). Whatever does not go as
+planned deletes the parked worktree, and the caller falls back to a fresh add or removal.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import CheckoutStrategy
+
+from agents.workspace import libgit
+from agents.workspace.gitcmd import GitError, common_dir
+
+# The clean-up at both ends: tracked files exactly as committed, nothing else left.
+_CLEAN = (
+    CheckoutStrategy.FORCE | CheckoutStrategy.REMOVE_UNTRACKED | CheckoutStrategy.REMOVE_IGNORED
+)
+
+
+def parked_dir(repo: Path) -> Path:
+    return common_dir(repo) / "orchestra-parked"
+
+
+def park(repo: Path, path: Path, keep: int) -> bool:
+    """Park the worktree at `path` (registered in `repo`) when fewer than `keep` are parked;
+    False when it was not (the caller deletes it)."""
+    shelf = parked_dir(repo)
+    if keep <= 0 or (shelf.is_dir() and len(os.listdir(shelf)) >= keep):
+        return False
+    admin = _admin_dir(path)
+    try:
+        worktree = libgit.open_repository(path)
+        worktree.state_cleanup()  # a merge left in progress
+        if not worktree.head_is_unborn:
+            commit = worktree.head.peel(pygit2.Commit)
+            worktree.checkout_tree(commit.tree, strategy=_CLEAN)
+            worktree.set_head(commit.id)
+        shelf.mkdir(exist_ok=True)
+        os.rename(path, shelf / admin.name)
+    except (OSError, pygit2.GitError, GitError):
+        return False
+    try:
+        _point(admin, shelf / admin.name)
+    except OSError:
+        discard(admin, shelf / admin.name)
+    return True
+
+
+def take(repo: Path, path: Path, branch_ref: pygit2.Reference) -> bool:
+    """Move a parked worktree to `path` and check `branch_ref` out in it; False when none is
+    parked or taking one failed (then it is deleted)."""
+    shelf = parked_dir(repo)
+    try:
+        names = sorted(os.listdir(shelf))
+    except FileNotFoundError:
+        return False
+    for name in names:
+        parked = shelf / name
+        admin = common_dir(repo) / "worktrees" / name
+        try:
+            os.rename(parked, path)
+        except OSError:
+            continue  # another filesystem, or the path appeared: leave it parked
+        try:
+            _point(admin, path)
+            worktree = libgit.open_repository(path)
+            worktree.set_head(branch_ref.name)
+            worktree.checkout_head(strategy=_CLEAN)
+        except (OSError, pygit2.GitError, GitError):
+            discard(admin, path)
+            return False
+        return True
+    return False
+
+
+def discard(admin: Path, path: Path) -> None:
+    """Forget a worktree: its folder and its registration."""
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(admin, ignore_errors=True)
+
+
+def _admin_dir(path: Path) -> Path:
+    pointer = (Path(path) / ".git").read_text(encoding="utf-8")
+    return (Path(path) / pointer.removeprefix("gitdir: ").strip()).resolve()
+
+
+def _point(admin: Path, path: Path) -> None:
+    # The registration's `gitdir` file says where the worktree is (`git worktree prune` forgets
+    # a registration whose worktree is gone); the worktree's `.git` file names the
+    # registration, which does not move (written again, absolute, in case it was relative).
+    dot_git = Path(path).absolute() / ".git"
+    (admin / "gitdir").write_text(f"{dot_git}\n", encoding="utf-8")
+    dot_git.write_text(f"gitdir: {admin}\n", encoding="utf-8")

@@ -1,0 +1,142 @@
+"""Parked worktrees: a removed worktree kept for the next one is, once taken, exactly what a
+fresh `git worktree add` would have given, as git itself sees it."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agents.workspace import (
+    add_worktree,
+    commit_all,
+    ensure_repository,
+    head_commit,
+    merge_into_worktree,
+    remove_worktrees,
+    start_run_branch,
+    step_branch_name,
+)
+from agents.workspace.parking import parked_dir
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return ensure_repository(
+        tmp_path / "project",
+        seed_files={"README.md": "# Project\n", "src/app.py": "print('app')\n", "docs/a.md": "a\n"},
+    )
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    env |= {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, check=True
+    ).stdout
+
+
+def _files(worktree: Path) -> set[str]:
+    return {
+        str(path.relative_to(worktree))
+        for path in worktree.rglob("*")
+        if path.is_file() and ".git" not in path.relative_to(worktree).parts
+    }
+
+
+def _worktrees(repo: Path) -> dict[str, str]:
+    """git's own list: worktree path -> what is checked out there."""
+    listed, path = {}, None
+    for line in _git(repo, "worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            path = line.removeprefix("worktree ")
+        elif line.startswith(("branch ", "detached")):
+            listed[path] = line.removeprefix("branch ")
+    return listed
+
+
+def _finished_run(repo: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A run whose step changed files, left untracked and ignored files, and is removed."""
+    _, base = start_run_branch(repo, 1)
+    old = add_worktree(repo, tmp_path / "run-1" / "build", step_branch_name(1, "build"), base)
+    (old / "src" / "app.py").write_text("print('changed')\n")
+    (old / ".gitignore").write_text("*.log\n")
+    commit_all(old, "build")
+    (old / "scratch.txt").write_text("left behind\n")
+    (old / "debug.log").write_text("ignored, left behind\n")
+    (old / "cache").mkdir()
+    (old / "cache" / "x.bin").write_bytes(b"\0")
+    return old, step_branch_name(1, "build")
+
+
+def test_a_taken_worktree_is_what_a_fresh_one_would_be(repo, tmp_path):
+    old, old_branch = _finished_run(repo, tmp_path)
+    remove_worktrees(repo, [old], park=4)
+    assert not old.exists()
+    assert len(os.listdir(parked_dir(repo))) == 1
+
+    # A later run starts from main, which has moved on since.
+    (repo / "docs" / "b.md").write_text("b\n")
+    commit_all(repo, "main moves")
+    _, base = start_run_branch(repo, 2)
+    branch = step_branch_name(2, "write")
+    taken = add_worktree(repo, tmp_path / "run-2" / "write", branch, base)
+    fresh = tmp_path / "fresh"
+    _git(repo, "worktree", "add", "--quiet", "--detach", str(fresh), base)
+
+    assert os.listdir(parked_dir(repo)) == []
+    assert _files(taken) == _files(fresh)
+    for name in _files(fresh):
+        assert (taken / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert _git(taken, "status", "--porcelain", "--ignored") == ""
+    assert _git(taken, "rev-parse", "HEAD").strip() == base == head_commit(taken)
+    assert _git(taken, "symbolic-ref", "HEAD").strip() == f"refs/heads/{branch}"
+    _git(repo, "worktree", "prune")  # git keeps it registered where it now is
+    assert _worktrees(repo)[str(taken)] == f"refs/heads/{branch}"
+    # The finished step's branch is free again: git checks it out elsewhere.
+    _git(repo, "worktree", "add", "--quiet", str(tmp_path / "again"), old_branch)
+    # Work in the taken worktree commits as in any other.
+    (taken / "new.txt").write_text("new\n")
+    assert commit_all(taken, "write") == _git(repo, "rev-parse", branch).strip()
+
+
+def test_parking_keeps_at_most_the_setting_and_deletes_the_rest(repo, tmp_path):
+    _, base = start_run_branch(repo, 1)
+    paths = [
+        add_worktree(repo, tmp_path / "run-1" / key, step_branch_name(1, key), base)
+        for key in ("a", "b", "c")
+    ]
+    remove_worktrees(repo, paths, park=2)
+    assert not any(path.exists() for path in paths)
+    assert len(os.listdir(parked_dir(repo))) == 2
+    _git(repo, "worktree", "prune")
+    listed = _worktrees(repo)
+    parked = sorted(str(parked_dir(repo) / name) for name in os.listdir(parked_dir(repo)))
+    assert sorted(p for p in listed if p != str(repo)) == parked
+    assert all(listed[path] == "detached" for path in parked)
+
+
+def test_a_worktree_left_mid_merge_is_parked_clean(repo, tmp_path):
+    _, base = start_run_branch(repo, 1)
+    one = add_worktree(repo, tmp_path / "one", step_branch_name(1, "one"), base)
+    two = add_worktree(repo, tmp_path / "two", step_branch_name(1, "two"), base)
+    (one / "README.md").write_text("one\n")
+    (two / "README.md").write_text("two\n")
+    commit_all(one, "one")
+    commit_all(two, "two")
+    assert merge_into_worktree(two, head_commit(one)) == ["README.md"]
+    remove_worktrees(repo, [two], park=4)
+
+    taken = add_worktree(repo, tmp_path / "three", step_branch_name(1, "three"), base)
+    assert _git(taken, "status", "--porcelain", "--ignored") == ""
+    git_dir = Path(_git(taken, "rev-parse", "--absolute-git-dir").strip())
+    assert not (git_dir / "MERGE_HEAD").exists()
+    assert (taken / "README.md").read_text() == "# Project\n"
+
+
+def test_without_parking_worktrees_are_deleted(repo, tmp_path):
+    _, base = start_run_branch(repo, 1)
+    path = add_worktree(repo, tmp_path / "a", step_branch_name(1, "a"), base)
+    remove_worktrees(repo, [path])
+    assert not path.exists() and not parked_dir(repo).exists()
+    assert list(_worktrees(repo)) == [str(repo)]
