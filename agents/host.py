@@ -68,6 +68,10 @@ class Host(Protocol):
         """The agent is about to give its final answer: work the host must do outside any
         transaction before it is recorded (the engine commits the step's worktree)."""
 
+    def before_pause(self) -> None:
+        """The agent is about to wait for a person: work the host must do outside any
+        transaction first (a remote worker saves the step's work so far)."""
+
     def pause(self, run: Run, call: ToolCall, gate: Gate, shown: dict) -> int:
         """Ask a person about `call` (recorded, awaiting approval): returns the checkpoint's
         id. Inside the caller's `locked_run`."""

@@ -7,7 +7,17 @@ emit events and keep the audit chain; an admin form would bypass all of that.
 
 from django.contrib import admin
 
-from orchestra.models import ApiToken, Event, Membership, Plan, Project, Run, Step, Task
+from orchestra.models import (
+    ApiToken,
+    Event,
+    Membership,
+    Plan,
+    Project,
+    Run,
+    Step,
+    Task,
+    WorkerCredential,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -92,3 +102,15 @@ class MembershipAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["user", "name", "created_at", "last_used_at"]
     readonly_fields = ["digest"]
+
+
+@admin.register(WorkerCredential)
+class WorkerCredentialAdmin(admin.ModelAdmin):
+    """Issued and revoked with `orchestra worker-token`; here they are seen (and may be
+    revoked by setting the date)."""
+
+    list_display = ["name", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["name", "digest", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False

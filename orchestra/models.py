@@ -400,3 +400,20 @@ class ApiToken(models.Model):
         raw = "orc_" + secrets.token_urlsafe(32)
         cls.objects.create(user=user, name=name, digest=cls.digest_of(raw))
         return raw
+
+
+class WorkerCredential(models.Model):
+    """A worker's key to the central repository (git over HTTP). Only its SHA-256 is
+    stored; the plain token is shown once, when it is issued. A revoked one opens nothing."""
+
+    name = models.CharField(max_length=100, unique=True)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name if self.revoked_at is None else f"{self.name} (revoked)"

@@ -343,6 +343,16 @@ CELERY_BEAT_SCHEDULE = {
     # passes its limit it goes.
     "orchestra.apply_retention": {"task": "orchestra.apply_retention", "schedule": 3600.0},
 }
+# Queues: engine work that needs the central repository (planning, merges, the report, the
+# periodic chores) goes to `orchestra`; step work (an attempt, its review) to `steps`, or to
+# a queue named after the step's agent role when the role is listed here (e.g.
+# "coder,reviewer"), so a worker can serve only some roles (`orchestra worker --queues`).
+ORCHESTRA_ROLE_QUEUES = [
+    role.strip() for role in env_str("ORCHESTRA_ROLE_QUEUES").split(",") if role.strip()
+]
+if {"orchestra", "steps", "celery"} & set(ORCHESTRA_ROLE_QUEUES):
+    raise ImproperlyConfigured("ORCHESTRA_ROLE_QUEUES cannot name orchestra, steps or celery")
+CELERY_TASK_ROUTES = ("orchestra.queues.route",)
 # LLM steps wait on the network: threads, with many slots per worker process.
 ORCHESTRA_WORKER_POOL = env_str("ORCHESTRA_WORKER_POOL", "threads")
 ORCHESTRA_WORKER_CONCURRENCY = env_int("ORCHESTRA_WORKER_CONCURRENCY", 64)
@@ -450,6 +460,28 @@ ORCHESTRA_WORKSPACES = Path(env_str("ORCHESTRA_WORKSPACES", str(DATA_DIR / "work
 # the whole repository out. Each holds a checkout of the project; 0 deletes them instead.
 ORCHESTRA_PARKED_WORKTREES = env_int("ORCHESTRA_PARKED_WORKTREES", 32)
 ORCHESTRA_ADMIN_PASSWORD = env_str("ORCHESTRA_ADMIN_PASSWORD")
+# A worker on another machine (no shared disk): the central web process's git URL, e.g.
+# http://central:8000/git, and this worker's credential (`orchestra worker-token add NAME`
+# there). The worker then keeps its own clone of each project under ORCHESTRA_WORKSPACES,
+# fetches before a step and pushes the step's branch after it. Unset: the repositories are
+# here, on disk.
+ORCHESTRA_GIT_REMOTE = env_str("ORCHESTRA_GIT_REMOTE").strip().rstrip("/")
+ORCHESTRA_GIT_TOKEN = env_str("ORCHESTRA_GIT_TOKEN").strip()
+if ORCHESTRA_GIT_REMOTE:
+    from urllib.parse import urlsplit
+
+    _remote = urlsplit(ORCHESTRA_GIT_REMOTE)
+    if _remote.scheme not in ("http", "https") or not _remote.hostname:
+        raise ImproperlyConfigured("ORCHESTRA_GIT_REMOTE must be an http(s) URL")
+    if _remote.username or _remote.password:
+        raise ImproperlyConfigured(
+            "ORCHESTRA_GIT_REMOTE must not hold credentials: set ORCHESTRA_GIT_TOKEN instead"
+        )
+    if not ORCHESTRA_GIT_TOKEN:
+        raise ImproperlyConfigured(
+            "ORCHESTRA_GIT_REMOTE is set but ORCHESTRA_GIT_TOKEN is not (issue one on the "
+            "central machine with `orchestra worker-token add NAME`)"
+        )
 
 # --- Notifications (checkpoint webhooks and emails) ----------------------------------------
 # Where people reach the dashboard: links in notifications are absolute.

@@ -33,6 +33,7 @@ class Pauses:
             "",
         )
         preview = {**self._change_preview(tool, arguments), **self.host.preview(tool, arguments)}
+        self.host.before_pause()
         with locked_run(self.agent_run.run_id) as run:
             if run.is_terminal:
                 # Cancelled while the model was answering: no checkpoint for a dead run.
@@ -136,6 +137,7 @@ class Pauses:
     def _ask_about_lost_deploy(self, call: ToolCall) -> NeedsApproval | Failed:
         """A deploy whose worker stopped mid-call is a question for a person, never a success
         or a silent failure: run it again, say it ran, or stop."""
+        self.host.before_pause()
         with locked_run(self.agent_run.run_id) as run:
             if run.is_terminal:
                 return Failed("the run was stopped", cancelled=True)

@@ -20,7 +20,8 @@ Nothing here imports Django.
 
 The package by job: `gitcmd` (running git, errors, the lock), `libgit` (git in process),
 `repository` (repositories, branches, reading at a commit), `worktrees` (worktrees and the
-work in them), `merge` (the merge queue and conflicts).
+work in them), `merge` (the merge queue and conflicts), `remote` (a worker's clone of a
+central repository over HTTP: clone, fetch, push).
 """
 
 from agents.workspace.gitcmd import GitError, capped, git_output, nul_separated
@@ -30,6 +31,14 @@ from agents.workspace.merge import (
     MergeOutcome,
     merge_into_worktree,
     merge_step,
+)
+from agents.workspace.remote import (
+    central_head,
+    clone_repository,
+    fetch_branches,
+    push_branch,
+    reset_worktree,
+    tracking_ref,
 )
 from agents.workspace.repository import (
     INITIAL_COMMIT_MESSAGE,
@@ -50,6 +59,7 @@ from agents.workspace.worktrees import (
     changed_paths,
     commit_all,
     diff_since,
+    merge_in_progress,
     remove_worktree,
     remove_worktrees,
 )
@@ -66,6 +76,12 @@ __all__ = [
     "GitError",
     "MergeOutcome",
     "add_worktree",
+    "central_head",
+    "clone_repository",
+    "fetch_branches",
+    "merge_in_progress",
+    "push_branch",
+    "reset_worktree",
     "capped",
     "changed_between",
     "changed_paths",
@@ -85,4 +101,5 @@ __all__ = [
     "run_branch_name",
     "start_run_branch",
     "step_branch_name",
+    "tracking_ref",
 ]

@@ -45,7 +45,9 @@ class GitError(Exception):
         self.stderr = stderr
 
 
-def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment git runs in: this process's, without inherited GIT_* variables and
+    without the user's or the system's configuration, plus `extra`."""
     # Drop GIT_* variables inherited from a parent git process (a hook, a test runner inside a
     # repository): GIT_DIR or GIT_INDEX_FILE would silently point commands elsewhere.
     env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
@@ -80,7 +82,7 @@ def run_git(
         result = subprocess.run(
             command,
             cwd=cwd,
-            env=_environment(env),
+            env=environment(env),
             capture_output=True,
             stdin=subprocess.DEVNULL,
             timeout=timeout,
@@ -100,6 +102,18 @@ def run_git(
             stderr,
         )
     return result
+
+
+def config_environment(*pairs: tuple[str, str]) -> dict[str, str]:
+    """The fixed configuration, then `pairs`, as GIT_CONFIG_* variables: for git processes
+    that start others (`http-backend`), and for values that must not appear in an argument
+    list (a credential header)."""
+    options = [option.split("=", 1) for option in _CONFIG] + [list(pair) for pair in pairs]
+    env = {"GIT_CONFIG_COUNT": str(len(options))}
+    for index, (key, value) in enumerate(options):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
 
 
 def git_output(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:

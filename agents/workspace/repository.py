@@ -69,7 +69,7 @@ def ensure_repository(
     if source:
         path.parent.mkdir(parents=True, exist_ok=True)
         run_git(path.parent, "clone", "--quiet", "--", source, str(path), timeout=_CLONE_TIMEOUT)
-        _ensure_main_after_clone(path)
+        ensure_main_after_clone(path)
         return path
     path.mkdir(parents=True, exist_ok=True)
     has_files = any(path.iterdir())
@@ -81,7 +81,7 @@ def ensure_repository(
     return path
 
 
-def _ensure_main_after_clone(path: Path) -> None:
+def ensure_main_after_clone(path: Path) -> None:
     main_ref = f"refs/heads/{MAIN_BRANCH}"
     if ref_exists(path, main_ref):
         return

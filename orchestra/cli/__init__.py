@@ -9,6 +9,7 @@
     orchestra retry RUN STEP      a failed run's failed step, tried again in the same run
     orchestra fork RUN STEP       a new run from a finished one, that step edited and re-run
     orchestra token admin         issue an API token (printed last, shown once)
+    orchestra worker-token add W  a remote worker's git credential (also revoke, list)
     orchestra password admin      set a user's password (asked for, or read from stdin)
     orchestra audit verify demo   check a project's audit chain (exit 1 if tampered)
     orchestra audit export demo   the audit chain as JSON lines (stdout or -o FILE)
@@ -20,7 +21,7 @@ database and a bad setting is reported as one line instead of a traceback.
 
 The commands by job: `serve` (up, web, worker, beat), `runs` (run, --wait), `follow` (what
 following a run prints), `approvals` (decide checkpoints), `operations` (pause, resume,
-retry, fork), `admin` (token, password, audit,
+retry, fork), `workers` (worker-token), `admin` (token, password, audit,
 migrate, seed); `common` holds what they share. This module parses and dispatches.
 """
 
@@ -30,7 +31,7 @@ import sys
 
 from django.core.exceptions import ImproperlyConfigured
 
-from orchestra.cli import admin, approvals, operations, purge, runs, serve
+from orchestra.cli import admin, approvals, operations, purge, runs, serve, workers
 from orchestra.cli.common import CliError, setup_django
 from orchestra.cli.runs import follow_run
 
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--pool", help="default ORCHESTRA_WORKER_POOL (threads)")
     worker.add_argument("--hostname", help="Celery node name, e.g. worker2@%%h")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "--queues",
+        help="comma-separated queues to consume, e.g. steps or coder,reviewer (default: "
+        "orchestra, steps, every role queue and celery; a remote worker: steps and role queues)",
+    )
     worker.set_defaults(handler=serve.cmd_worker)
 
     beat = commands.add_parser("beat", help="run Celery beat (needs REDIS_URL)")
@@ -90,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("user")
     token.add_argument("--name", default="cli", help="label to recognise the token by")
     token.set_defaults(handler=admin.cmd_token)
+
+    workers.add_parser(commands)
 
     audit = commands.add_parser("audit", help="verify or export a project's audit chain")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)

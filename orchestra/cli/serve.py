@@ -96,6 +96,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from django.conf import settings
 
     require_broker("a worker")
+    queues = worker_queues(args.queues)
     from orchestra.celery import app
 
     argv = [
@@ -113,7 +114,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.hostname:
         argv += ["--hostname", args.hostname]
+    argv += ["--queues", ",".join(queues)]
     return app.start(argv) or 0
+
+
+def worker_queues(option: str | None) -> list[str]:
+    """The queues a worker consumes: `--queues`, else every queue it can serve. A worker
+    whose repositories are remote cannot serve the central queue."""
+    from django.conf import settings
+
+    from orchestra import queues
+
+    remote = bool(settings.ORCHESTRA_GIT_REMOTE)
+    if option is None:
+        return queues.worker_queues(remote)
+    chosen = [name.strip() for name in option.split(",") if name.strip()]
+    if not chosen:
+        raise CliError("--queues names no queue")
+    if remote and queues.CENTRAL in chosen:
+        raise CliError(
+            f"this worker's repositories are remote (ORCHESTRA_GIT_REMOTE), so it cannot "
+            f"consume the {queues.CENTRAL!r} queue: planning, merges and the report need the "
+            f"central repository. Use --queues {queues.STEPS} (or role queues) here, and run "
+            f"a worker for {queues.CENTRAL!r} on the central machine."
+        )
+    return chosen
 
 
 def cmd_beat(args: argparse.Namespace) -> int:

@@ -1,7 +1,6 @@
 """The agent loop's host: starting and continuing agents on behalf of the engine."""
 
 import functools
-from pathlib import Path
 
 from django.db.models import F
 
@@ -89,7 +88,7 @@ def session_for(
     project = run.project
     profile = getattr(agent_run, "profile", None) or _profile(run, agent_run.role)
     if step is not None and step.worktree:
-        workspace = Path(step.worktree)
+        workspace = workspaces.worktree_of(step)
     else:
         workspace = workspaces.repository_for(project)
     return AgentSession(
@@ -169,6 +168,13 @@ class EngineHost:
             self.committed = exc
             return
         self.committed = {field: getattr(step, field) for field in fields}
+
+    def before_pause(self) -> None:
+        """A step's agent waits for a person: its work so far is saved where any worker
+        resuming it finds it (a remote worker pushes it; nothing to do otherwise)."""
+        step = self.step
+        if step is not None and self.agent_run.purpose == AgentRun.Purpose.STEP:
+            workspaces.save_progress(step)
 
     def preview(self, tool: Tool, arguments: dict) -> dict:
         """A deploy's checkpoint shows what would ship: the commit and the files changed

@@ -61,7 +61,6 @@ def _merge(step: Step) -> bool:
         return False
     try:
         outcome = workspaces.merge_step(step.run, step)
-        conflicts = [] if outcome.ok else workspaces.bring_run_head_into(step.run, step)
         head = workspaces.run_head(step.run) if outcome.ok else ""
     except GitError as exc:
         # Not a conflict: git itself failed. A human looks; the branch is intact.
@@ -99,8 +98,10 @@ def _merge(step: Step) -> bool:
                 step=step,
                 data={"files": outcome.conflicts, "round": step.merge_rounds + 1},
             )
+            # Preparing the step's next round merges the run head into its worktree, on
+            # whichever worker runs it (`workspaces.prepare_worktree`).
             feedback = (
-                "Merging your branch into the run branch conflicted with work another step "
+                f"{workspaces.CONFLICT_FEEDBACK} with work another step "
                 f"merged first, in: {', '.join(outcome.conflicts)}. Those files in your "
                 "worktree now hold conflict markers (<<<<<<< ======= >>>>>>>): resolve them so "
                 "that both changes are kept, then finish.\n\n" + outcome.detail
@@ -114,7 +115,7 @@ def _merge(step: Step) -> bool:
                     run,
                     step,
                     feedback,
-                    event_data={"merge_conflict": conflicts or outcome.conflicts},
+                    event_data={"merge_conflict": outcome.conflicts},
                     merge_conflict=True,
                 )
     return report

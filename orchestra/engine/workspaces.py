@@ -5,8 +5,17 @@ Layout under ORCHESTRA_WORKSPACES:
   <slug>-releases/<env>/           what the built-in or the project's deploy ships
   <slug>-worktrees/run-<id>/<key>  one worktree per step, on branch orchestra/run-<id>/<key>
   <slug>-worktrees/run-<id>/_merge the run branch's integration worktree (the merge queue)
+
+A worker on another machine (ORCHESTRA_GIT_REMOTE set) has the same layout under its own
+ORCHESTRA_WORKSPACES, with `<slug>/` its clone of the central repository (which the web
+process serves over HTTP, see `orchestra.gitserve`). Before a step's worktree is made it
+fetches the run branch and the run's step branches; after the step's commit it pushes the
+step branch; the merge queue, planning and the report stay on the central machine. A step's
+worktree path is this machine's, computed here, never read from `Step.worktree` (which the
+last machine to work on the step wrote).
 """
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +31,27 @@ from orchestra.models import Project, Run, Step
 # the check is a git command.
 _checked: set[Path] = set()
 
+# How the merge queue's feedback starts when a step's branch conflicted with the run branch:
+# preparing the step's next round brings the run head into its worktree (see
+# `prepare_worktree`), on whichever worker runs it.
+CONFLICT_FEEDBACK = "Merging your branch into the run branch conflicted"
+
+
+def remote() -> str:
+    """The central repositories' URL when this worker's are clones of them, else ""."""
+    return settings.ORCHESTRA_GIT_REMOTE
+
 
 def repository_for(project: Project) -> Path:
-    """The project's repository, created (or cloned from `project.repository`) on first use."""
+    """The project's repository, created (or cloned from `project.repository`) on first use;
+    on a remote worker, its clone of the central one."""
+    if remote():
+        path = settings.ORCHESTRA_WORKSPACES / project.slug
+        if path not in _checked or not (path / ".git").exists():
+            url = f"{remote()}/{project.slug}.git"
+            git.clone_repository(url, path, settings.ORCHESTRA_GIT_TOKEN)
+            _checked.add(path)
+        return path
     if project.workspace_path:
         path = Path(project.workspace_path)
     else:
@@ -55,16 +82,26 @@ def cut_run_branch(run: Run) -> tuple[str, str]:
 
 
 def run_head(run: Run) -> str:
-    """The run branch's integrated head, read from git (the source of truth)."""
-    return git.head_commit(repository_for(run.project), run.branch)
+    """The run branch's integrated head, read from git (the source of truth): on a remote
+    worker, fetched from the central repository first."""
+    repo = repository_for(run.project)
+    if remote():
+        _fetch_run(repo, run)
+        return git.head_commit(repo, git.tracking_ref(run.branch))
+    return git.head_commit(repo, run.branch)
 
 
 def prepare_worktree(run: Run, step: Step) -> list[str]:
     """Give the step its worktree, cut from the run branch's current head (which holds every
-    dependency's merged work); a revision keeps working in the one it has. Returns the
-    step fields it set, for the caller to save. Caller holds the step's activity, not a
-    database transaction (git runs here)."""
+    dependency's merged work); a revision keeps working in the one it has, and a round after
+    a merge conflict first has the run head merged into it (conflict markers left for the
+    agent). Returns the step fields it set, for the caller to save. Caller holds the step's
+    activity, not a database transaction (git runs here)."""
+    if remote():
+        return _prepare_remote(run, step)
     if step.worktree and Path(step.worktree).is_dir():
+        if _conflict_round(step):
+            _bring_run_head_into(Path(step.worktree), run_head(run))
         return []
     repo = repository_for(run.project)
     step.branch = git.step_branch_name(run.pk, step.key)
@@ -75,10 +112,73 @@ def prepare_worktree(run: Run, step: Step) -> list[str]:
     return ["branch", "base_commit", "worktree"]
 
 
+def _conflict_round(step: Step) -> bool:
+    return step.status == Step.Status.REVISING and step.feedback.startswith(CONFLICT_FEEDBACK)
+
+
+def _bring_run_head_into(worktree: Path, head: str) -> list[str]:
+    """Merge the run head into the step's worktree, leaving conflict markers for the agent;
+    a merge already in progress there (this round was prepared before) is left as it is."""
+    if git.merge_in_progress(worktree):
+        return []
+    return git.merge_into_worktree(worktree, head)
+
+
+def worktree_of(step: Step) -> Path:
+    """The step's worktree on this machine. On a remote worker it is made when missing (a
+    review, a resumed or taken-over attempt that another worker started) from the step's
+    branch on the central repository, and a review finds it at the commit it reviews."""
+    if not remote():
+        return Path(step.worktree)
+    run = step.run
+    path = _worktrees(run) / step.key
+    wanted = step.head_commit if step.status == Step.Status.IN_REVIEW else ""
+    if path.is_dir() and (not wanted or git.head_commit(path) == wanted):
+        return path
+    repo = repository_for(run.project)
+    _fetch_run(repo, run)
+    central = git.central_head(repo, step.branch)
+    git.add_worktree(repo, path, step.branch, central or step.base_commit)
+    target = wanted or central
+    if target and git.head_commit(path) != target:
+        git.reset_worktree(path, target)
+    return path
+
+
+def _prepare_remote(run: Run, step: Step) -> list[str]:
+    repo = repository_for(run.project)
+    remove_finished_worktrees(run.project)
+    _fetch_run(repo, run)
+    fields = []
+    if not step.branch:
+        step.branch = git.step_branch_name(run.pk, step.key)
+        step.base_commit = git.head_commit(repo, git.tracking_ref(run.branch))
+        fields += ["branch", "base_commit"]
+    central = git.central_head(repo, step.branch)
+    path = _worktrees(run) / step.key
+    git.add_worktree(repo, path, step.branch, central or step.base_commit)
+    # The central branch is the truth: a stale worktree (another worker did a round since)
+    # starts from it, and so does a conflict round (the merge below starts clean).
+    start = central or step.base_commit
+    if git.head_commit(path) != start or _conflict_round(step):
+        git.reset_worktree(path, start)
+    if _conflict_round(step):
+        git.merge_into_worktree(path, git.head_commit(repo, git.tracking_ref(run.branch)))
+    if step.worktree != str(path):
+        step.worktree = str(path)
+        fields.append("worktree")
+    return fields
+
+
+def _fetch_run(repo: Path, run: Run) -> None:
+    git.fetch_branches(repo, settings.ORCHESTRA_GIT_TOKEN, run.branch, f"{run.branch}-steps/*")
+
+
 def commit_step(step: Step) -> list[str]:
     """Commit what the step's agent changed (an empty commit when nothing, so every step
-    leaves one commit), and note the paths it touched. Returns the fields it set."""
-    worktree = Path(step.worktree)
+    leaves one commit), and note the paths it touched; a remote worker pushes the step's
+    branch to the central repository. Returns the fields it set."""
+    worktree = worktree_of(step)
     message = f"{step.key}: {step.title} (attempt {step.attempts})"
     step.head_commit = git.commit_all(worktree, message, allow_empty=True) or git.head_commit(
         worktree
@@ -86,7 +186,43 @@ def commit_step(step: Step) -> list[str]:
     # Everything is committed now: comparing the two commits' trees finds what the step
     # touched without reading the working tree.
     step.touched = git.changed_between(worktree, step.base_commit, step.head_commit)
+    if remote():
+        git.push_branch(worktree, step.branch, settings.ORCHESTRA_GIT_TOKEN)
     return ["head_commit", "touched"]
+
+
+def save_progress(step: Step) -> None:
+    """Before a step pauses for a person: on a remote worker its work so far is committed
+    and pushed, so whichever worker resumes it finds it. Nothing to do otherwise (the
+    worktree stays where it is)."""
+    if not remote() or not step.worktree:
+        return
+    worktree = worktree_of(step)
+    if git.merge_in_progress(worktree):
+        return  # conflict markers cannot be committed; the resolution is the agent's
+    message = f"{step.key}: work in progress (attempt {step.attempts}, waiting for a person)"
+    if git.commit_all(worktree, message):
+        git.push_branch(worktree, step.branch, settings.ORCHESTRA_GIT_TOKEN)
+
+
+def remove_finished_worktrees(project: Project) -> None:
+    """On a remote worker: the worktrees of the project's runs that have ended go (their
+    branches are on the central repository). Run when a worktree is prepared."""
+    repo = repository_for(project)
+    folder = repo.parent / f"{repo.name}-worktrees"
+    runs = {
+        int(child.name.removeprefix("run-")): child
+        for child in (folder.iterdir() if folder.is_dir() else ())
+        if child.name.startswith("run-") and child.name.removeprefix("run-").isdigit()
+    }
+    if not runs:
+        return
+    ended = Run.objects.filter(pk__in=list(runs), status__in=Run.TERMINAL).values_list(
+        "pk", flat=True
+    )
+    for run_id in ended:
+        git.remove_worktrees(repo, list(runs[run_id].iterdir()))
+        shutil.rmtree(runs[run_id], ignore_errors=True)
 
 
 def merge_step(run: Run, step: Step) -> git.MergeOutcome:
@@ -102,18 +238,13 @@ def merge_step(run: Run, step: Step) -> git.MergeOutcome:
     )
 
 
-def bring_run_head_into(run: Run, step: Step) -> list[str]:
-    """After a conflict: merge the run branch into the step's worktree, leaving conflict
-    markers for the agent to resolve. Returns the conflicting paths."""
-    return git.merge_into_worktree(Path(step.worktree), run_head(run))
-
-
 def integrated_tree(run: Run):
-    """What `deploy` ships: exports the run branch's head into a folder, returns the sha."""
+    """What `deploy` ships: exports the run branch's head into a folder, returns the sha (on
+    a remote worker, the central head, fetched first)."""
     repo = repository_for(run.project)
 
     def export(target: Path) -> str:
-        commit = git.head_commit(repo, run.branch)
+        commit = run_head(run)
         git.export_tree(repo, commit, target)
         return commit
 
@@ -154,7 +285,7 @@ def run_checks(run: Run, step: Step, gate: Callable[[str], Gate]) -> list[dict]:
         elif not verdict.allowed:
             results.append(result | {"output": "not run", "needs_person": verdict.reason})
         else:
-            code, output = _run(Path(step.worktree), command, run.project.sandbox_network)
+            code, output = _run(worktree_of(step), command, run.project.sandbox_network)
             results.append(result | {"passed": code == 0, "output": output[-4000:]})
     return results
 
