@@ -26,7 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agents.workspace import gitcmd
 from orchestra.credentials import worker_for_token
-from orchestra.engine.workspaces import repository_for
+from orchestra.engine.workspaces import central_repository
 from orchestra.models import Project, Step
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _check_command(project: Project, old: str, new: str, ref: str) -> None:
 def _run_backend(
     request: HttpRequest, project: Project, path: str, worker: str, head: bytes, body: BinaryIO
 ) -> HttpResponse:
-    repo = repository_for(project)
+    repo = central_repository(project)
     env = {
         **gitcmd.environment(),
         "GIT_PROJECT_ROOT": str(repo.parent),

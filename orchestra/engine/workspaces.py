@@ -43,15 +43,20 @@ def remote() -> str:
 
 
 def repository_for(project: Project) -> Path:
-    """The project's repository, created (or cloned from `project.repository`) on first use;
-    on a remote worker, its clone of the central one."""
-    if remote():
-        path = settings.ORCHESTRA_WORKSPACES / project.slug
-        if path not in _checked or not (path / ".git").exists():
-            url = f"{remote()}/{project.slug}.git"
-            git.clone_repository(url, path, settings.ORCHESTRA_GIT_TOKEN)
-            _checked.add(path)
-        return path
+    """The project's repository: the central one (`central_repository`), or on a remote
+    worker its own clone of it, cloned on first use."""
+    if not remote():
+        return central_repository(project)
+    path = settings.ORCHESTRA_WORKSPACES / project.slug
+    if path not in _checked or not (path / ".git").exists():
+        git.clone_repository(f"{remote()}/{project.slug}.git", path, settings.ORCHESTRA_GIT_TOKEN)
+        _checked.add(path)
+    return path
+
+
+def central_repository(project: Project) -> Path:
+    """The project's repository on this machine, created (or cloned from
+    `project.repository`) on first use: what the web process serves to remote workers."""
     if project.workspace_path:
         path = Path(project.workspace_path)
     else:
