@@ -226,7 +226,9 @@ def remove_finished_worktrees(project: Project) -> None:
         "pk", flat=True
     )
     for run_id in ended:
-        git.remove_worktrees(repo, list(runs[run_id].iterdir()))
+        git.remove_worktrees(
+            repo, list(runs[run_id].iterdir()), park=settings.ORCHESTRA_PARKED_WORKTREES
+        )
         shutil.rmtree(runs[run_id], ignore_errors=True)
 
 
