@@ -11,9 +11,13 @@ and merge are included.
 
 import contextlib
 import json
+import re
 import subprocess
+import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.db import connection
 
@@ -30,6 +34,8 @@ class Cost:
     git_in_transaction: int = 0
     events: int = 0
     seconds: float = 0.0
+    # With `listed`: each statement as (the project code that issued it, its SQL, shortened).
+    listed: Counter | None = None
 
     def per_step(self, other: "Cost", steps: int) -> "StepCost":
         return StepCost(
@@ -104,6 +110,38 @@ def _git_counted(cost: Cost):
         subprocess.run = original
 
 
+_ROOT = Path(__file__).resolve().parents[1]
+_OURS = tuple(str(_ROOT / part) for part in ("orchestra", "agents", "approvals"))
+
+
+def _origin() -> str:
+    """The project code that issued the statement: its two innermost frames (the helper that
+    sent it, and what called that), e.g. `events._flush < steps._new_attempt`."""
+    frames = []
+    frame = sys._getframe(2)
+    while frame is not None and len(frames) < 2:
+        path = frame.f_code.co_filename
+        if path.startswith(_OURS):
+            name = Path(path).stem
+            if f"{name}.{frame.f_code.co_name}" not in frames[-1:]:
+                frames.append(f"{name}.{frame.f_code.co_name}")
+        frame = frame.f_back
+    return " < ".join(frames) or "(outside the project)"
+
+
+def _shortened(sql: str) -> str:
+    """The SQL with its repeated VALUES groups and column lists folded, to group by."""
+    sql = re.sub(r"\s+", " ", sql)
+    sql = re.sub(r"(\((?:%s|\?)(?:, (?:%s|\?))*\))(?:, \1)+", r"\1, ...", sql)
+    sql = re.sub(r"SELECT .*? FROM", "SELECT ... FROM", sql, count=1)
+    return sql if len(sql) <= 160 else sql[:157] + "..."
+
+
+def _listed(cost: Cost, statement: str, count: int = 1) -> None:
+    if cost.listed is not None:
+        cost.listed[(_origin(), statement)] += count
+
+
 @contextlib.contextmanager
 def _transactions_counted(cost: Cost):
     """BEGIN and COMMIT (or ROLLBACK) are statements too, sent by the driver rather than
@@ -113,6 +151,7 @@ def _transactions_counted(cost: Cost):
     def ended(original):
         def end(*args, **kwargs):
             cost.statements += 2
+            _listed(cost, f"BEGIN ... {original.__name__.upper()}", 2)
             return original(*args, **kwargs)
 
         return end
@@ -124,12 +163,14 @@ def _transactions_counted(cost: Cost):
         connection.commit, connection.rollback = originals
 
 
-def run_chain(owner, project, length: int) -> tuple[Run, Cost]:
-    """Run a chain of `length` steps to the end; what it cost."""
-    cost = Cost()
+def run_chain(owner, project, length: int, *, listing: bool = False) -> tuple[Run, Cost]:
+    """Run a chain of `length` steps to the end; what it cost (with `listing`, each statement
+    and the code that issued it, in `Cost.listed`)."""
+    cost = Cost(listed=Counter() if listing else None)
 
     def count(execute, sql, params, many, context):
         cost.statements += 1
+        _listed(cost, _shortened(sql))
         return execute(sql, params, many, context)
 
     with (
@@ -154,3 +195,18 @@ def step_cost(owner, project, short: int = 2, long: int = 6) -> StepCost:
         if run.status != Run.Status.COMPLETED:
             raise AssertionError(f"run {run.pk} ended {run.status}: {run.error}")
     return runs[0][1].per_step(runs[1][1], long - short)
+
+
+def step_statements(owner, project, short: int = 2, long: int = 6) -> list[tuple[float, str, str]]:
+    """The statements of one step, as (times per step, issuing code, SQL): the difference of
+    two chains' listings, like `step_cost`, in the order they were first sent."""
+    run_chain(owner, project, 1)
+    listings = [
+        run_chain(owner, project, length, listing=True)[1].listed for length in (short, long)
+    ]
+    keys = list(listings[1]) + [key for key in listings[0] if key not in listings[1]]
+    return [
+        ((listings[1][key] - listings[0][key]) / (long - short), *key)
+        for key in keys
+        if listings[1][key] != listings[0][key]
+    ]

@@ -40,3 +40,13 @@ def test_the_stored_conversation_is_appended_turn_by_turn(demo, owner):
     assert coder.messages[3]["content"].endswith("characters to out/k000.json")
     assert coder.messages[4]["content"] == "k000 written"
     assert coder.turns == 2
+
+
+def test_the_listing_names_every_statement_it_counts(demo, owner):
+    """`bench/step_costs.py --statements` lists what the count counts, each statement with
+    the code that issued it."""
+    _run, cost = run_chain(owner, demo, 1, listing=True)
+    assert sum(cost.listed.values()) == cost.statements
+    origins = {origin for origin, _sql in cost.listed}
+    assert any(origin.startswith("events.locked_run") for origin in origins), origins
+    assert "(outside the project)" not in origins, origins
