@@ -10,6 +10,7 @@ events; consumers re-read any gap from the database, so a dropped message never 
 
 import asyncio
 import atexit
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,6 @@ from decimal import Decimal
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from orchestra.models import Event, Run, Step
@@ -87,6 +87,49 @@ _APPEND = (
     " output_tokens = output_tokens + %s, cost_usd = cost_usd + %s WHERE id = %s"
     " RETURNING event_seq"
 )
+_STATE = (
+    'UPDATE "orchestra_run" SET status = %s, phase = %s, head_commit = %s, event_seq = %s,'
+    " input_tokens = input_tokens + %s, output_tokens = output_tokens + %s,"
+    " cost_usd = cost_usd + %s WHERE id = %s"
+)
+# On PostgreSQL the events and the run's row are written by one statement: the events come
+# as one array per column (the same UNNEST Django's bulk_create sends). A `recording`: the
+# run's row numbers the events (its lock, taken last) and they follow.
+_APPEND_WITH_EVENTS = (
+    "WITH counted AS ("
+    'UPDATE "orchestra_run" SET event_seq = event_seq + %s, input_tokens = input_tokens + %s,'
+    " output_tokens = output_tokens + %s, cost_usd = cost_usd + %s WHERE id = %s"
+    " RETURNING event_seq)"
+    ' INSERT INTO "orchestra_event" (run_id, seq, kind, actor, step_id, data, "at")'
+    ' SELECT %s, counted.event_seq - %s + e.ord, e.kind, e.actor, e.step_id, e.data, e."at"'
+    " FROM counted,"
+    " UNNEST(%s::varchar[], %s::varchar[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
+    ' WITH ORDINALITY AS e(kind, actor, step_id, data, "at", ord)'
+    " RETURNING seq"
+)
+# A `locked_run`: the run is locked and its events numbered already.
+_STATE_WITH_EVENTS = (
+    'WITH appended AS (INSERT INTO "orchestra_event"'
+    ' (run_id, seq, kind, actor, step_id, data, "at")'
+    ' SELECT %s, %s + e.ord, e.kind, e.actor, e.step_id, e.data, e."at"'
+    " FROM UNNEST(%s::varchar[], %s::varchar[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
+    ' WITH ORDINALITY AS e(kind, actor, step_id, data, "at", ord))'
+    ' UPDATE "orchestra_run" SET status = %s, phase = %s, head_commit = %s, event_seq = %s,'
+    " input_tokens = input_tokens + %s, output_tokens = output_tokens + %s,"
+    " cost_usd = cost_usd + %s WHERE id = %s"
+)
+
+
+def _event_arrays(events: list[Event]) -> list[list]:
+    """The events' columns as arrays, in the order the UNNEST above reads them."""
+    encoder = Event._meta.get_field("data").encoder
+    return [
+        [event.kind for event in events],
+        [event.actor for event in events],
+        [event.step_id for event in events],
+        [json.dumps(event.data, cls=encoder) for event in events],
+        [event.at for event in events],
+    ]
 
 
 def _flush_appended(run: Run) -> None:
@@ -95,15 +138,23 @@ def _flush_appended(run: Run) -> None:
     run._pending_events, run._pending_usage = None, None
     if not events and not (input_tokens or output_tokens or cost):
         return
+    usage = [len(events), input_tokens, output_tokens, cost, run.pk]
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND, [len(events), input_tokens, output_tokens, cost, run.pk])
-        (last,) = cursor.fetchone()
+        if events and connection.vendor == "postgresql":
+            cursor.execute(
+                _APPEND_WITH_EVENTS, [*usage, run.pk, len(events), *_event_arrays(events)]
+            )
+            first = min(seq for (seq,) in cursor.fetchall()) - 1
+        else:
+            cursor.execute(_APPEND, usage)
+            (last,) = cursor.fetchone()
+            first = last - len(events)
     if not events:
         return
-    first = last - len(events)
     for event in events:  # `emit` numbered them from 1 on the stand-in
         event.seq += first
-    Event.objects.bulk_create(events)
+    if connection.vendor != "postgresql":
+        Event.objects.bulk_create(events)
     payloads = [event.as_json() for event in events]
     transaction.on_commit(lambda: broadcast(run.pk, payloads))
 
@@ -115,18 +166,17 @@ def _flush(run: Run) -> None:
     state_changed = (run.status, run.phase, run.head_commit) != run._locked_state
     if not events and not state_changed and not (input_tokens or output_tokens or cost):
         return
-    Event.objects.bulk_create(events)
     # Status, phase and head commit ride along: engine code sets them on the locked run,
     # this writes them.
-    Run.objects.filter(pk=run.pk).update(
-        status=run.status,
-        phase=run.phase,
-        head_commit=run.head_commit,
-        event_seq=run.event_seq,
-        input_tokens=F("input_tokens") + input_tokens,
-        output_tokens=F("output_tokens") + output_tokens,
-        cost_usd=F("cost_usd") + cost,
-    )
+    state = [run.status, run.phase, run.head_commit, run.event_seq]
+    state += [input_tokens, output_tokens, cost, run.pk]
+    with connection.cursor() as cursor:
+        if events and connection.vendor == "postgresql":
+            first = events[0].seq - 1
+            cursor.execute(_STATE_WITH_EVENTS, [run.pk, first, *_event_arrays(events), *state])
+        else:
+            Event.objects.bulk_create(events)
+            cursor.execute(_STATE, state)
     if events:
         payloads = [event.as_json() for event in events]
         transaction.on_commit(lambda: broadcast(run.pk, payloads, run.project_id))
