@@ -28,7 +28,7 @@ def accept_step(run: Run, step: Step) -> bool:
     )
     step.save(update_fields=["status", "task_id"])
     emit(run, "merge.queued", step=step, data={"branch": step.branch, "commit": step.head_commit})
-    sync_run_status(run)
+    sync_run_status(run, step=step)
     return False
 
 

@@ -10,7 +10,12 @@ from orchestra.engine import workspaces
 from orchestra.engine.host import gate_command, new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.merge import accept_step
 from orchestra.engine.report import report_run
-from orchestra.engine.runs import close_agent_run, locked_run_of_step, run_activity
+from orchestra.engine.runs import (
+    close_agent_run,
+    locked_run_of_step,
+    run_activity,
+    with_siblings,
+)
 from orchestra.engine.transitions import escalate, send_back
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
@@ -253,7 +258,7 @@ def apply_verdict_locked(
     they start the moment their last dependency is done; revise re-runs it (bounded); past the
     bound, or on escalate, a human decides. Caller holds the run lock. Returns True when the
     report is due."""
-    step = Step.objects.get(pk=step_id)
+    step = with_siblings(Step.objects).get(pk=step_id)
     if run.is_terminal or step.status != Step.Status.IN_REVIEW:
         return False
     emit(

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from agents.llm import uses_demo_model
@@ -105,15 +106,53 @@ def actor_of(user) -> str:
     return user.get_username() if user and user.is_authenticated else "system"
 
 
-def sync_run_status(run: Run, steps: list[Step] | None = None) -> None:
-    """Derive the run's status and phase from its steps. Caller holds the run lock."""
+# What `sync_run_status` tells apart among a run's steps, each group by one of its statuses.
+_DISPATCHING = (Step.Status.READY, Step.Status.RUNNING, Step.Status.REVISING)
+_SIBLING_GROUPS = {
+    "siblings_dispatching": (_DISPATCHING, Step.Status.READY),
+    "siblings_in_review": ((Step.Status.IN_REVIEW,), Step.Status.IN_REVIEW),
+    "siblings_awaiting": ((Step.Status.AWAITING_APPROVAL,), Step.Status.AWAITING_APPROVAL),
+}
+
+
+def with_siblings(steps: QuerySet[Step]) -> QuerySet[Step]:
+    """`steps`, each read with what `sync_run_status` needs to know of the other steps of its
+    run, in the same statement: a transition that reads its step costs no read of the rest."""
+    others = Step.objects.filter(run_id=OuterRef("run_id")).exclude(pk=OuterRef("pk"))
+    return steps.annotate(
+        **{
+            name: Exists(others.filter(status__in=statuses))
+            for name, (statuses, _shown_as) in _SIBLING_GROUPS.items()
+        }
+    )
+
+
+def reread_step(step: Step) -> Step:
+    """`step` read again in place (like `refresh_from_db`), with its siblings (see
+    `with_siblings`). Caller holds the run lock."""
+    fresh = with_siblings(Step.objects.filter(pk=step.pk)).get()
+    for field in Step._meta.concrete_fields:
+        setattr(step, field.attname, getattr(fresh, field.attname))
+    for name in _SIBLING_GROUPS:
+        setattr(step, name, getattr(fresh, name))
+    return step
+
+
+def sync_run_status(run: Run, steps: list[Step] | None = None, *, step: Step | None = None) -> None:
+    """Derive the run's status and phase from its steps. Caller holds the run lock. `steps`
+    are all the run's unfinished steps as they now are; or `step`, the one step this
+    transaction changed, read with `with_siblings` (or `reread_step`) under this lock; else
+    the statuses are read."""
     if run.is_terminal or run.status in (Run.Status.PLANNING, Run.Status.REPORTING):
         return
     if steps is not None:
         statuses = {s.status for s in steps}
+    elif step is not None and all(hasattr(step, name) for name in _SIBLING_GROUPS):
+        statuses = {step.status}
+        statuses |= {shown for name, (_, shown) in _SIBLING_GROUPS.items() if getattr(step, name)}
     else:
         statuses = set(run.steps.values_list("status", flat=True))
-    if statuses & {Step.Status.READY, Step.Status.RUNNING, Step.Status.REVISING}:
+    if statuses & set(_DISPATCHING):
         status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
     elif Step.Status.IN_REVIEW in statuses:
         status, phase = Run.Status.REVIEWING, Run.Phase.REVIEW

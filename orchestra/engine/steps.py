@@ -28,8 +28,10 @@ from orchestra.engine.runs import (
     close_agent_run,
     fail_run,
     locked_run_of_step,
+    reread_step,
     run_activity,
     sync_run_status,
+    with_siblings,
 )
 from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
@@ -83,7 +85,7 @@ def _start(step_id: int) -> tuple[Step, AgentRun] | None:
 
 def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step, AgentRun] | None:
     with locked_run(run_id) as run:
-        step = Step.objects.get(pk=step_id)
+        step = with_siblings(Step.objects).get(pk=step_id)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
             return None
         if run.is_paused:
@@ -127,7 +129,7 @@ def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step
                 "base_commit": step.base_commit,
             },
         )
-        sync_run_status(run)
+        sync_run_status(run, step=step)
     return step, agent_run
 
 
@@ -225,7 +227,7 @@ def hand_to_review(
     the reviewer's attempt, or None when the step moved on meanwhile (cancelled) or its
     checks run first."""
     close_agent_run(agent_run, outcome)
-    step.refresh_from_db()
+    reread_step(step)
     if run.is_terminal or step.status != Step.Status.RUNNING:
         return None
     step.output = outcome.content
@@ -252,10 +254,10 @@ def hand_to_review(
     if step.brief.get("checks"):
         # Deterministic checks come before the reviewer, outside this transaction.
         step.save(update_fields=fields)
-        sync_run_status(run)
+        sync_run_status(run, step=step)
         return None
     reviewer = claim_review(run, step, extra_fields=fields)
-    sync_run_status(run)
+    sync_run_status(run, step=step)
     return reviewer
 
 

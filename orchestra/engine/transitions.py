@@ -40,7 +40,7 @@ def escalate(run: Run, step: Step, reason: str) -> None:
     )
     step.status = Step.Status.AWAITING_APPROVAL
     step.save(update_fields=["status"])
-    sync_run_status(run)
+    sync_run_status(run, step=step)
 
 
 def stop_step(run: Run, step: Step, reason: str, by=None) -> None:
@@ -84,4 +84,4 @@ def send_back(
     schedule_step(step)
     step.save(update_fields=["revisions", "merge_rounds", "feedback", "status", "task_id"])
     emit(run, "step.revising", step=step, data={"round": step.revisions, **event_data})
-    sync_run_status(run)
+    sync_run_status(run, step=step)
