@@ -186,13 +186,14 @@ def _review_evidence(step: Step) -> str:
 
 def run_review(step: Step, agent_run: AgentRun) -> None:
     """Run a review claimed inline (right after the step's final output, in the same
-    worker) under its activity."""
+    worker) under its activity, which that transaction began when it is `agent_run.activity`."""
     report = run_activity(
         REVIEW,
         lambda: _judge(step, agent_run),
         run_id=step.run_id,
         step_id=step.pk,
         what=f"the review of step {step.key!r}",
+        begun=getattr(agent_run, "activity", None),
     )
     if report:
         report_run(step.run_id)

@@ -92,10 +92,22 @@ def gave_up(activity: Activity, what: str) -> bool:
     return True
 
 
-def run_activity(kind: str, work: Callable[[], T], *, run_id: int | None, step_id=None, what: str):
+def run_activity(
+    kind: str,
+    work: Callable[[], T],
+    *,
+    run_id: int | None,
+    step_id=None,
+    what: str,
+    begun: Activity | None = None,
+):
     """Claim the activity and do `work` holding it (heartbeat, then done); its result, or
-    None when another worker holds the activity or it was given up (see `gave_up`)."""
-    activity = activities.claim(kind, run_id=run_id, step_id=step_id)
+    None when another worker holds the activity or it was given up (see `gave_up`). An
+    activity this worker `begun` in a transaction that committed is held already: no claim."""
+    if begun is not None and begun.pk is not None:
+        activity = begun
+    else:
+        activity = activities.claim(kind, run_id=run_id, step_id=step_id)
     if activity is None or gave_up(activity, what):
         return None
     with activities.held(activity):

@@ -250,7 +250,7 @@ def hand_to_review(
         actor=step.agent_role,
         data={"chars": len(step.output), "commit": step.head_commit, "touched": step.touched},
     )
-    activities.begin(Activity.Kind.REVIEW, run_id=run.pk, step_id=step.pk)
+    review = activities.begin(Activity.Kind.REVIEW, run_id=run.pk, step_id=step.pk)
     if step.brief.get("checks"):
         # Deterministic checks come before the reviewer, outside this transaction.
         step.save(update_fields=fields)
@@ -258,6 +258,8 @@ def hand_to_review(
         return None
     reviewer = claim_review(run, step, extra_fields=fields)
     sync_run_status(run, step=step)
+    if reviewer is not None:
+        reviewer.activity = review  # held from this commit on: `run_review` claims nothing
     return reviewer
 
 
