@@ -22,6 +22,7 @@ from agents.loop.outcomes import (
     Paused,
     RunAgain,
     TurnOutcome,
+    closing_fields,
     cost_of,
 )
 from agents.loop.session import AgentSession
@@ -37,5 +38,6 @@ __all__ = [
     "Paused",
     "RunAgain",
     "TurnOutcome",
+    "closing_fields",
     "cost_of",
 ]

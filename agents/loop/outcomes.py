@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils import timezone
 
+from agents.models import AgentRun
 from agents.tools import Risk
 
 
@@ -42,6 +44,24 @@ class Failed:
 
 
 Outcome = FinalOutput | NeedsApproval | Paused | Failed
+
+
+def closing_fields(outcome: FinalOutput | Failed) -> dict:
+    """The AgentRun fields an attempt that ended with `outcome` is closed with."""
+    if isinstance(outcome, FinalOutput):
+        status, detail = AgentRun.Status.COMPLETED, {"final_output": outcome.content[:20_000]}
+    elif outcome.cancelled:
+        status, detail = AgentRun.Status.CANCELLED, {"error": outcome.error}
+    else:
+        status, detail = AgentRun.Status.FAILED, {"error": outcome.error}
+    return {
+        "status": status,
+        "outcome": {"kind": type(outcome).__name__, **detail},
+        "error": detail.get("error", ""),
+        "finished_at": timezone.now(),
+    }
+
+
 # Calls whose effects reach past the worktree: recorded before they run, never run twice.
 SIDE_EFFECTS = (Risk.EXEC, Risk.DEPLOY)
 TurnOutcome = Outcome | RunAgain

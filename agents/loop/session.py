@@ -20,6 +20,7 @@ from agents.loop.outcomes import (
     Paused,
     RunAgain,
     TurnOutcome,
+    closing_fields,
     priced,
 )
 from agents.loop.pauses import Pauses
@@ -137,7 +138,9 @@ class AgentSession(ToolCalls, Pauses):
         # turn that goes on is recorded without holding the run.
         transaction = locked_run if final is not None else recording
         with transaction(self.agent_run.run_id) as run:
-            record(run)  # the call, its usage, and the reply appended to the conversation
+            # The call, its usage, the reply appended to the conversation; a final reply
+            # whose hook runs in this transaction closes the attempt in the same UPDATE.
+            record(run, final if self.on_final is not None else None)
             if final is not None:
                 if final.data is not None:
                     self._write_output_call(run, reply.tool_calls[0], final.data)
@@ -222,7 +225,7 @@ class AgentSession(ToolCalls, Pauses):
             tools.append(self.output_tool.as_openai())
         return tools
 
-    def _call_model(self) -> tuple[ModelReply, Callable[[Run], None]]:
+    def _call_model(self) -> tuple[ModelReply, Callable[..., None]]:
         """Ask the model. Returns the reply and the function that records it inside the
         caller's `locked_run`; a failed call is recorded here, in its own transaction."""
         started_at = timezone.now()
@@ -242,8 +245,8 @@ class AgentSession(ToolCalls, Pauses):
             raise
         latency_ms = (time.perf_counter() - began) * 1000
 
-        def record(run: Run) -> None:
-            self._write_model_call(run, started_at, latency_ms, sent, reply)
+        def record(run: Run, final: FinalOutput | None = None) -> None:
+            self._write_model_call(run, started_at, latency_ms, sent, reply, final=final)
 
         return reply, record
 
@@ -278,10 +281,18 @@ class AgentSession(ToolCalls, Pauses):
         )
 
     def _write_model_call(
-        self, run: Run, started_at, latency_ms: float, sent: int, reply: ModelReply | None, error=""
+        self,
+        run: Run,
+        started_at,
+        latency_ms: float,
+        sent: int,
+        reply: ModelReply | None,
+        error="",
+        final: FinalOutput | None = None,
     ) -> None:
         """Inside the caller's `locked_run`: the call, its usage on the attempt, step and run,
-        the assistant message appended to the stored conversation, the `model.called` event."""
+        the assistant message appended to the stored conversation, the `model.called` event;
+        with `final`, the attempt closed (see `closing_fields`)."""
         model = (reply.fallback_model if reply else "") or self.agent_run.model
         input_tokens = reply.input_tokens if reply else 0
         output_tokens = reply.output_tokens if reply else 0
@@ -312,7 +323,12 @@ class AgentSession(ToolCalls, Pauses):
         }
         if added:
             usage["messages"] = Appended("messages", added)
-        AgentRun.objects.filter(pk=self.agent_run.pk).update(turns=self.agent_run.turns, **usage)
+        closed = closing_fields(final) if final is not None else {}
+        AgentRun.objects.filter(pk=self.agent_run.pk).update(
+            turns=self.agent_run.turns, **usage, **closed
+        )
+        for field, value in closed.items():
+            setattr(self.agent_run, field, value)
         add_usage(run, input_tokens, output_tokens, cost)
         self.host.record_usage(input_tokens, output_tokens, cost)
         emit(

@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from agents.llm import uses_demo_model
-from agents.loop import FinalOutput, NeedsApproval, Outcome
+from agents.loop import FinalOutput, NeedsApproval, Outcome, closing_fields
 from agents.models import AgentRun
 from approvals.models import Checkpoint
 from orchestra import activities, queue, telemetry
@@ -192,20 +192,13 @@ def locked_run_of_step(step_id: int, run_id: int | None = None) -> Iterator[Run 
 
 
 def close_agent_run(agent_run: AgentRun, outcome: Outcome) -> None:
+    """The attempt's end, unless paused, or closed already by the loop with the final reply
+    it recorded (in this same transaction)."""
     if isinstance(outcome, NeedsApproval):
         return  # paused in the same transaction that opened the checkpoint
-    if isinstance(outcome, FinalOutput):
-        status, detail = AgentRun.Status.COMPLETED, {"final_output": outcome.content[:20_000]}
-    elif outcome.cancelled:
-        status, detail = AgentRun.Status.CANCELLED, {"error": outcome.error}
-    else:
-        status, detail = AgentRun.Status.FAILED, {"error": outcome.error}
-    AgentRun.objects.filter(pk=agent_run.pk).update(
-        status=status,
-        outcome={"kind": type(outcome).__name__, **detail},
-        error=detail.get("error", ""),
-        finished_at=timezone.now(),
-    )
+    if isinstance(outcome, FinalOutput) and agent_run.status == AgentRun.Status.COMPLETED:
+        return
+    AgentRun.objects.filter(pk=agent_run.pk).update(**closing_fields(outcome))
 
 
 def usage(run: Run) -> dict:
