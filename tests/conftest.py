@@ -9,6 +9,21 @@ from orchestra.models import Membership, Project
 from orchestra.seed import seed_demo
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """On SQLite the tests' database is a file, like the embedded default's. Django's test
+    database would be in memory, shared between threads through SQLite's shared cache, whose
+    table locks fail at once ("database table is locked") where a file's locks wait
+    (busy timeout, WAL): the embedded worker's threads could not write beside each other."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # One folder per process (xdist worker), so parallel processes never share a file.
+        folder = tmp_path_factory.mktemp("database")
+        database.setdefault("TEST", {})["NAME"] = str(folder / "orchestra-test.sqlite3")
+
+
 @pytest.fixture(autouse=True)
 def engine_settings(settings, tmp_path):
     # Personas are made for every test: the production hasher would dominate the suite.
