@@ -1,5 +1,6 @@
 """A project's settings as the dashboard shows them: agent profiles (read, and saved as a new
-version by admins), members (read; added, changed and removed by admins), approval policy."""
+version by admins) and members (read; added, changed and removed by admins). The approval
+policy has its own module, `policy`."""
 
 from django.http import HttpRequest
 from ninja.errors import HttpError
@@ -8,8 +9,6 @@ from agents import profiles as profile_services
 from agents.models import AgentProfile, ProfileVersion
 from agents.profiles import InvalidProfile
 from agents.teams import UnknownAgent, profile_for_project
-from approvals import rules as policy
-from approvals.models import PolicyRule
 from orchestra.access import get_project_for_user
 from orchestra.api.app import Status, api, request_user
 from orchestra.api.pages import DEFAULT_LIMIT, MAX_LIMIT, paginate_in_order
@@ -18,7 +17,6 @@ from orchestra.api.schemas import (
     MemberIn,
     MemberListOut,
     MemberOut,
-    PolicyOut,
     ProfileDetailOut,
     ProfileIn,
     ProfileListOut,
@@ -159,23 +157,6 @@ def remove_member(request: HttpRequest, slug: str, username: str):
     except member_services.InvalidMember as exc:
         raise HttpError(400, str(exc)) from None
     return Status(204, None)
-
-
-@api.get(
-    "/projects/{slug}/policy",
-    response={200: PolicyOut, 400: ErrorOut, 404: ErrorOut},
-    summary="A project's approval policy rules, in the order they are tried",
-)
-def get_policy(
-    request: HttpRequest, slug: str, cursor: str | None = None, limit: int = DEFAULT_LIMIT
-):
-    project = get_project_for_user(request_user(request), slug)
-    rules = PolicyRule.objects.filter(project=project, run__isnull=True, revoked_at__isnull=True)
-    page, next_url = paginate_in_order(request, rules, by="position", cursor=cursor, limit=limit)
-    return {
-        "rules": [{**policy.rule_fields(rule), "name": rule.name} for rule in page],
-        "next": next_url,
-    }
 
 
 # --- helpers --------------------------------------------------------------------------------
