@@ -332,6 +332,43 @@ class PolicyRuleIn(CleanInput):
     escalate_group: str = Field("", description="A group that may decide after the reminder.")
 
 
+Limit = str | int | float | None
+
+
+class ProjectBudgetIn(CleanInput):
+    """Limits to set; omitted ones keep their value, null removes one. Dollars as text or a
+    number (at most 4 decimals), tokens as a whole number, each above zero."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_soft_usd: Limit = Field(None, description="Each new run pauses and asks past it.")
+    run_hard_usd: Limit = Field(None, description="Each new run stops past it.")
+    run_soft_tokens: Limit = None
+    run_hard_tokens: Limit = None
+    day_usd: Limit = Field(None, description="No new task once spent today.")
+    day_tokens: Limit = None
+    month_usd: Limit = Field(None, description="No new task once spent this month.")
+    month_tokens: Limit = None
+
+
+class SpendOut(Schema):
+    usd: str
+    tokens: int
+    unpriced_calls: int
+
+
+class ProjectBudgetOut(Schema):
+    run_soft_usd: str | None
+    run_hard_usd: str | None
+    run_soft_tokens: int | None
+    run_hard_tokens: int | None
+    day_usd: str | None
+    day_tokens: int | None
+    month_usd: str | None
+    month_tokens: int | None
+    spent: dict[str, SpendOut] = Field(description='"daily" and "monthly": this period so far.')
+
+
 class RuleErrorOut(ErrorOut):
     field: str | None = Field(None, description="The field at fault, when one is.")
 
