@@ -2,6 +2,7 @@
 calls and tool calls, whose arguments an approval covers) is only viewed."""
 
 from django.contrib import admin
+from django.utils.html import format_html
 
 from agents.forms import ProviderForm
 from agents.llm.providers import save_provider
@@ -9,12 +10,14 @@ from agents.models import (
     AgentProfile,
     AgentRun,
     ModelCall,
+    ProfileVersion,
     ProjectBudget,
     Provider,
     RunBudget,
     ToolCall,
 )
-from orchestra.admin import ReadOnlyAdmin
+from agents.profiles import version_diff
+from orchestra.admin import ReadOnlyAdmin, ReadOnlyMixin
 
 
 @admin.register(Provider)
@@ -52,10 +55,55 @@ class RunBudgetAdmin(ReadOnlyAdmin):
     raw_id_fields = ["run"]
 
 
+class ProfileVersionInline(ReadOnlyMixin, admin.TabularInline):
+    """A profile's versions, newest first: history, viewed only (a version is never edited)."""
+
+    model = ProfileVersion
+    fields = ["number", "created_by", "created_at", "model", "temperature", "turn_limit"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
-    list_display = ["team", "role", "provider", "model", "fallback_model", "temperature"]
+    list_display = ["team", "role", "project", "provider", "model", "fallback_model", "temperature"]
     list_filter = ["team", "provider"]
+    inlines = [ProfileVersionInline]
+
+
+@admin.register(ProfileVersion)
+class ProfileVersionAdmin(ReadOnlyAdmin):
+    """Each saved version of a profile, with what changed from the one before it."""
+
+    list_display = ["profile", "number", "created_by", "created_at", "model", "turn_limit"]
+    list_filter = ["profile__team", "profile__role"]
+    list_select_related = ["profile", "profile__project", "created_by"]
+    fields = [
+        "profile",
+        "number",
+        "created_by",
+        "created_at",
+        "provider",
+        "model",
+        "fallback_provider",
+        "fallback_model",
+        "temperature",
+        "allowed_tools",
+        "turn_limit",
+        "system_prompt",
+        "changes",
+    ]
+    readonly_fields = ["changes"]
+
+    @admin.display(description="Changes from the previous version")
+    def changes(self, version: ProfileVersion) -> str:
+        previous = (
+            ProfileVersion.objects.filter(profile=version.profile_id, number__lt=version.number)
+            .order_by("-number")
+            .first()
+        )
+        return format_html('<pre class="profile-diff">{}</pre>', version_diff(previous, version))
 
 
 @admin.register(AgentRun)

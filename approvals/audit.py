@@ -13,7 +13,7 @@ the chain stays verifiable, and removing records without an anchor still shows a
 
 Kinds recorded across the code: "checkpoint.decided", "checkpoint.expired",
 "policy.created", "policy.changed", "policy.deleted", "policy.revoked", "plan.edited",
-"membership.changed", "retention.purged".
+"membership.changed", "budget.changed", "retention.purged".
 """
 
 from __future__ import annotations

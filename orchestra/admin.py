@@ -20,9 +20,8 @@ from orchestra.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows staff may view but not add, change or delete: the change page has no save button
-    and a POST to it is refused (403)."""
+class ReadOnlyMixin:
+    """For a model admin or an inline: rows viewed, never added, changed or deleted."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -32,6 +31,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Rows staff may view but not add, change or delete: the change page has no save button
+    and a POST to it is refused (403)."""
 
 
 class MembershipInline(admin.TabularInline):

@@ -33,8 +33,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+try:
+    from tests.loopback import LoopbackHTTPServer, LoopbackServer, QuietHandler
+except ImportError:  # run as a script: this directory is on the path, the project may not be
+    from loopback import LoopbackHTTPServer, LoopbackServer, QuietHandler
 
 __all__ = [
     "Error",
@@ -250,8 +254,7 @@ def _error_body(status: int, message: str, kind: str = "scripted_error") -> dict
 # --- The server ------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackHTTPServer):
     # Stopping must not wait for handlers still sleeping in a scripted delay.
     block_on_close = False
     # Benchmarks open many connections at once; the default backlog of 5 would reset some.
@@ -267,7 +270,7 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     # Keep-alive, as real endpoints do: the SDK pools connections.
     protocol_version = "HTTP/1.1"
     server_version = "ScriptedLLM/1.0"
@@ -286,9 +289,6 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
         finally:
             self.server.owner._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests and benchmarks read stdout."""
 
     # -- request handling
 
@@ -401,7 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
 
 
-class ScriptedLLMServer:
+class ScriptedLLMServer(LoopbackServer):
     """An OpenAI-compatible endpoint on 127.0.0.1 that answers what the test scripted.
 
     Answers come from the queue filled by `script(...)`, in order, one per request (retries
@@ -418,6 +418,11 @@ class ScriptedLLMServer:
     message carries `reasoning_content` back.
     """
 
+    Handler = _Handler
+    server_class = _Server
+    thread_name = "scripted-llm"
+    poll_interval = 0.05
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -430,8 +435,7 @@ class ScriptedLLMServer:
         context_window: int | None = None,
         refuse_reasoning_input: bool = False,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.responder: Responder | None = responder
         self.api_key = api_key
         self.rejected_params = frozenset(rejected_params)
@@ -446,52 +450,27 @@ class ScriptedLLMServer:
         self._connections: set[socket.socket] = set()
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle
 
     def start(self) -> ScriptedLLMServer:
         """Bind and serve in a daemon thread; the port is known when this returns."""
-        if self._httpd is not None:
-            return self
         self._stopping.clear()
-        httpd = _Server((self.host, self.port), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"scripted-llm-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         """Stop serving, wake handlers sleeping in a delay and drop open connections."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
+        if self._httpd is None:
             return
         self._stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
+        super().stop()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     close = stop
-
-    def __enter__(self) -> ScriptedLLMServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:

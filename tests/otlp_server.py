@@ -13,16 +13,16 @@ empty `ExportTraceServiceResponse`. A test waits on a condition instead of sleep
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.loopback import LoopbackServer, QuietHandler
 
 __all__ = ["OtlpReceiver", "ReceivedSpan"]
 
@@ -86,72 +86,50 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-class OtlpReceiver:
+class _Handler(QuietHandler):
+    def do_POST(self) -> None:
+        body = self.read_body()
+        if self.headers.get("Content-Type") != "application/x-protobuf":
+            self.answer(415, b"protobuf only", "application/x-protobuf")
+            return
+        self.server.owner._record(self.path, body)
+        response = ExportTraceServiceResponse().SerializeToString()
+        self.answer(200, response, "application/x-protobuf")
+
+
+class OtlpReceiver(LoopbackServer):
+    Handler = _Handler
+    thread_name = "otlp-receiver"
+
     def __init__(self) -> None:
+        super().__init__()
         self.bodies: list[bytes] = []
         self.spans: list[ReceivedSpan] = []
         self.paths: list[str] = []
-        self._changed = threading.Condition()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
         """The base URL, as OTEL_EXPORTER_OTLP_ENDPOINT takes it (the exporter adds the path)."""
-        assert self._httpd is not None, "the receiver is not running"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.origin
 
     def wait_for(
         self, condition: Callable[[list[ReceivedSpan]], bool], timeout: float = 15.0
     ) -> list[ReceivedSpan]:
         """The spans received so far, once `condition(spans)` holds; AssertionError after
         `timeout`."""
-        with self._changed:
-            met = self._changed.wait_for(lambda: condition(self.spans), timeout)
-            assert met, f"condition not met; {len(self.spans)} span(s) received"
-            return list(self.spans)
-
-    def __enter__(self) -> OtlpReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Type") != "application/x-protobuf":
-                    self._answer(415, b"protobuf only")
-                    return
-                receiver._record(self.path, body)
-                self._answer(200, ExportTraceServiceResponse().SerializeToString())
-
-            def _answer(self, status: int, payload: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="otlp-receiver", daemon=True
+        self.wait_until(
+            lambda: condition(self.spans),
+            timeout,
+            lambda: f"condition not met; {len(self.spans)} span(s) received",
         )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._httpd is not None and self._thread is not None
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
+        return list(self.spans)
 
     def _record(self, path: str, body: bytes) -> None:
         spans = decode(body)
-        with self._changed:
+
+        def store() -> None:
             self.paths.append(path)
             self.bodies.append(body)
             self.spans.extend(spans)
-            self._changed.notify_all()
+
+        self.notify(store)

@@ -14,7 +14,7 @@ def _detail(request: HttpRequest, message: str, status: int) -> HttpResponse:
     return api.create_response(request, {"detail": message}, status=status)
 
 
-def _validation_message(errors: list[dict]) -> str:
+def validation_message(errors: list[dict]) -> str:
     """ninja's error list as one readable clause per field, e.g. "title: Field required".
 
     Locations drop ninja's plumbing: the source ("body", "query", "path") and, for bodies,
@@ -34,7 +34,7 @@ def _validation_message(errors: list[dict]) -> str:
 
 @api.exception_handler(ValidationError)
 def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    return _detail(request, _validation_message(exc.errors), 400)
+    return _detail(request, validation_message(exc.errors), 400)
 
 
 @api.exception_handler(RequestDataTooBig)

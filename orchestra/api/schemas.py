@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Literal
 
 from ninja import Schema
+from pydantic import ConfigDict, Field
 
 from orchestra.models import Project
 from orchestra.text import CleanInput
@@ -304,6 +305,72 @@ class PolicyRuleOut(Schema):
 class PolicyOut(Schema):
     rules: list[PolicyRuleOut]
     next: str | None = None
+
+
+class PolicyRuleIn(CleanInput):
+    """A rule to add at the end of the policy: `outcome` is required, omitted fields take the
+    defaults shown. The rules service checks the values, as for the dashboard's rule form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", description="Shown on the policy page and in the reasons it gives.")
+    tool: str = Field("", description="A tool's name; empty for any tool.")
+    risk: str = Field("", description="read, write, exec or deploy; empty for any risk.")
+    agent_role: str = Field("", description="An agent role; empty for any agent.")
+    arguments: dict[str, str] = Field(
+        default_factory=dict,
+        description='Argument name to glob, e.g. {"path": "src/*"}; all must match.',
+    )
+    within_claims: bool = Field(False, description="Only writes inside the step's claims.")
+    outcome: str = Field(description="allow, deny or require_approval.")
+    approvals_required: int = Field(1, description="Distinct approvals needed, 1 to 5.")
+    approver_group: str = Field("", description="A group whose members approve; empty: any.")
+    exclude_task_creator: bool = Field(False, description="The task's creator may not approve.")
+    deadline_minutes: int | None = Field(None, description="Minutes until the timeout outcome.")
+    timeout_outcome: str = Field("reject", description="reject or reject_stop.")
+    remind_after_minutes: int | None = Field(None, description="Before the deadline.")
+    escalate_group: str = Field("", description="A group that may decide after the reminder.")
+
+
+Limit = str | int | float | None
+
+
+class ProjectBudgetIn(CleanInput):
+    """Limits to set; omitted ones keep their value, null removes one. Dollars as text or a
+    number (at most 4 decimals), tokens as a whole number, each above zero."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_soft_usd: Limit = Field(None, description="Each new run pauses and asks past it.")
+    run_hard_usd: Limit = Field(None, description="Each new run stops past it.")
+    run_soft_tokens: Limit = None
+    run_hard_tokens: Limit = None
+    day_usd: Limit = Field(None, description="No new task once spent today.")
+    day_tokens: Limit = None
+    month_usd: Limit = Field(None, description="No new task once spent this month.")
+    month_tokens: Limit = None
+
+
+class SpendOut(Schema):
+    usd: str
+    tokens: int
+    unpriced_calls: int
+
+
+class ProjectBudgetOut(Schema):
+    run_soft_usd: str | None
+    run_hard_usd: str | None
+    run_soft_tokens: int | None
+    run_hard_tokens: int | None
+    day_usd: str | None
+    day_tokens: int | None
+    month_usd: str | None
+    month_tokens: int | None
+    spent: dict[str, SpendOut] = Field(description='"daily" and "monthly": this period so far.')
+
+
+class RuleErrorOut(ErrorOut):
+    field: str | None = Field(None, description="The field at fault, when one is.")
 
 
 # --- a run's steps and model calls ------------------------------------------------------------

@@ -1,5 +1,8 @@
 """A project's settings as the dashboard shows them: agent profiles (read, and saved as a new
-version by admins), members (read; added, changed and removed by admins), approval policy."""
+version by admins), members (read; added, changed and removed by admins) and the budget (read;
+set by admins). The approval policy has its own module, `policy`."""
+
+from decimal import Decimal
 
 from django.http import HttpRequest
 from ninja.errors import HttpError
@@ -8,8 +11,6 @@ from agents import profiles as profile_services
 from agents.models import AgentProfile, ProfileVersion
 from agents.profiles import InvalidProfile
 from agents.teams import UnknownAgent, profile_for_project
-from approvals import rules as policy
-from approvals.models import PolicyRule
 from orchestra.access import get_project_for_user
 from orchestra.api.app import Status, api, request_user
 from orchestra.api.pages import DEFAULT_LIMIT, MAX_LIMIT, paginate_in_order
@@ -18,13 +19,16 @@ from orchestra.api.schemas import (
     MemberIn,
     MemberListOut,
     MemberOut,
-    PolicyOut,
     ProfileDetailOut,
     ProfileIn,
     ProfileListOut,
+    ProjectBudgetIn,
+    ProjectBudgetOut,
     iso,
 )
 from orchestra.engine import members as member_services
+from orchestra.engine import project_budgets
+from orchestra.engine.budgets import InvalidBudget
 from orchestra.models import Membership, Project
 
 
@@ -162,20 +166,27 @@ def remove_member(request: HttpRequest, slug: str, username: str):
 
 
 @api.get(
-    "/projects/{slug}/policy",
-    response={200: PolicyOut, 400: ErrorOut, 404: ErrorOut},
-    summary="A project's approval policy rules, in the order they are tried",
+    "/projects/{slug}/budget",
+    response={200: ProjectBudgetOut, 404: ErrorOut},
+    summary="A project's spending limits and what it has spent today and this month",
 )
-def get_policy(
-    request: HttpRequest, slug: str, cursor: str | None = None, limit: int = DEFAULT_LIMIT
-):
-    project = get_project_for_user(request_user(request), slug)
-    rules = PolicyRule.objects.filter(project=project, run__isnull=True, revoked_at__isnull=True)
-    page, next_url = paginate_in_order(request, rules, by="position", cursor=cursor, limit=limit)
-    return {
-        "rules": [{**policy.rule_fields(rule), "name": rule.name} for rule in page],
-        "next": next_url,
-    }
+def get_budget(request: HttpRequest, slug: str):
+    return _budget_json(get_project_for_user(request_user(request), slug))
+
+
+@api.put(
+    "/projects/{slug}/budget",
+    response={200: ProjectBudgetOut, 400: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    summary="Set a project's spending limits (admins); null removes a limit",
+)
+def set_budget(request: HttpRequest, slug: str, payload: ProjectBudgetIn):
+    user = request_user(request)
+    project = get_project_for_user(user, slug)
+    try:
+        project_budgets.set_project_budget(user, project, **payload.dict(exclude_unset=True))
+    except InvalidBudget as exc:
+        raise HttpError(400, f"{exc.field}: {exc}") from None
+    return _budget_json(project)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -184,6 +195,21 @@ def _profile(project: Project, role: str) -> AgentProfile:
         return profile_for_project(project, role)
     except UnknownAgent:
         raise HttpError(404, f"This project has no {role!r} agent.") from None
+
+
+def _budget_json(project: Project) -> dict:
+    limits = project_budgets.project_limits(project)
+    spent = project_budgets.project_spending(project)
+    return {
+        **{
+            name: str(value) if isinstance(value, Decimal) else value
+            for name, value in limits.items()
+        },
+        "spent": {
+            period: {"usd": str(s.usd), "tokens": s.tokens, "unpriced_calls": s.unpriced_calls}
+            for period, s in spent.items()
+        },
+    }
 
 
 def _member_json(membership: Membership) -> dict:

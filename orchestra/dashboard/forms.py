@@ -8,6 +8,7 @@ the field, never a 500 or a row that cannot be read back."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
@@ -18,6 +19,7 @@ from agents.tools import REGISTRY, Risk
 from approvals.models import Checkpoint, PolicyRule
 from approvals.rules import MAX_APPROVALS, MAX_MINUTES
 from approvals.services import MAX_COMMENT
+from orchestra.engine.budgets import MAX_TOKENS, MAX_USD
 from orchestra.models import Project, Run
 from orchestra.text import json_problem, reject_control_text
 
@@ -35,6 +37,30 @@ class CleanForm(forms.Form):
         super().full_clean()
 
 
+def usd_limit(label: str, help_text: str = "") -> forms.DecimalField:
+    """An optional limit in dollars, as the budget service takes it (`parse_limit`)."""
+    return forms.DecimalField(
+        required=False,
+        min_value=Decimal("0.0001"),
+        max_value=MAX_USD,
+        decimal_places=4,
+        label=label,
+        help_text=help_text,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "no limit"}),
+    )
+
+
+def token_limit(label: str, help_text: str = "") -> forms.IntegerField:
+    return forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_TOKENS,
+        label=label,
+        help_text=help_text,
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "no limit"}),
+    )
+
+
 class NewTaskForm(CleanForm):
     title = forms.CharField(
         max_length=TITLE_MAX,
@@ -46,6 +72,12 @@ class NewTaskForm(CleanForm):
         widget=forms.Textarea(attrs={"rows": 5}),
         help_text="What should the agents produce, and what must they respect?",
     )
+    # This run's own limits; empty: the project's defaults (engine.budgets.run_limits).
+    soft_usd = usd_limit("Soft limit ($)", "The run pauses and asks a person past it.")
+    hard_usd = usd_limit("Hard limit ($)", "The run stops past it.")
+    soft_tokens = token_limit("Soft limit (tokens)")
+    hard_tokens = token_limit("Hard limit (tokens)")
+    LIMITS = ("soft_usd", "hard_usd", "soft_tokens", "hard_tokens")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -56,6 +88,21 @@ class NewTaskForm(CleanForm):
         # cut a pasted description short without a word.
         for field in self.fields.values():
             field.widget.attrs.pop("maxlength", None)
+
+    def task_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name not in self.LIMITS]
+
+    def limit_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.LIMITS]
+
+    @property
+    def budget_given(self) -> bool:
+        return any(self.data.get(name) for name in self.LIMITS)
+
+    def budget(self) -> dict | None:
+        """The limits given for this run, or None for the project's."""
+        given = {n: self.cleaned_data[n] for n in self.LIMITS if self.cleaned_data[n] is not None}
+        return given or None
 
 
 class DecisionForm(CleanForm):

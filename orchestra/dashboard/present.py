@@ -428,3 +428,21 @@ def describe_plan_change(change: dict) -> str:
         case "remove_dependency":
             return f"{step} no longer waits for {change.get('on')}"
     return f"{op} on {step}"
+
+
+def limit_text(name: str, value) -> str:
+    """One spending limit in words: "$2.50" or "500,000 tokens"; "no limit" when None."""
+    if value is None:
+        return "no limit"
+    return f"${value:,.2f}" if name.endswith("usd") else f"{value:,} tokens"
+
+
+def limits_text(limits: dict, prefix: str = "") -> str:
+    """A run's limits in a phrase, e.g. "soft $2.00, hard 500,000 tokens"; "" when none."""
+    parts = []
+    for which in ("soft", "hard"):
+        for kind in ("usd", "tokens"):
+            value = limits.get(f"{prefix}{which}_{kind}")
+            if value is not None:
+                parts.append(f"{which} {limit_text(kind, value)}")
+    return ", ".join(parts)

@@ -48,6 +48,7 @@ urlpatterns = [
         name="policy-move",
     ),
     path("projects/<slug:slug>/policy/reset/", policy.reset_policy, name="policy-reset"),
+    path("projects/<slug:slug>/budget/", budgets.project_budget, name="budget"),
     path("projects/<slug:slug>/agents/", profiles.profiles, name="profiles"),
     path("projects/<slug:slug>/agents/<slug:role>/", profiles.profile, name="profile"),
     path(

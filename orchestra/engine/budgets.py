@@ -72,24 +72,66 @@ def run_limits(project: Project, budget: dict | None) -> dict:
     for name, value in (budget or {}).items():
         if name not in LIMITS:
             raise runs.EngineError(f"Unknown budget field {name!r}; use {', '.join(LIMITS)}.")
-        limits[name] = _limit(name, value)
-    for kind in ("usd", "tokens"):
-        soft, hard = limits[f"soft_{kind}"], limits[f"hard_{kind}"]
-        if soft is not None and hard is not None and soft > hard:
-            raise runs.EngineError(f"The soft limit ({soft}) is above the hard one ({hard}).")
+        limits[name] = parse_limit(name, value)
+    check_soft_below_hard(limits)
     return limits
 
 
-def _limit(name: str, value) -> Decimal | int | None:
+class InvalidBudget(runs.EngineError):
+    """A limit that is not one: `field` names it."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+# What the limits' columns hold (12 digits, 4 of them decimals; a signed 64-bit integer).
+MAX_USD = Decimal("99999999.9999")
+MAX_TOKENS = 2**63 - 1
+
+
+def parse_limit(name: str, value) -> Decimal | int | None:
+    """A limit as given (text or number; empty or None for no limit), checked: a positive
+    number of dollars with at most 4 decimals, or a positive whole number of tokens."""
     if value in (None, ""):
         return None
+    usd = "usd" in name
     try:
-        number = Decimal(str(value)) if name.endswith("usd") else int(value)
+        if isinstance(value, bool):
+            raise ValueError
+        number = Decimal(str(value).strip()) if usd else int(str(value).strip())
     except (InvalidOperation, ValueError, TypeError):
-        raise runs.EngineError(f"The budget's {name} must be a number, not {value!r}.") from None
+        raise InvalidBudget(f"The budget's {name} must be a number, not {value!r}.", name) from None
+    if usd and not number.is_finite():
+        raise InvalidBudget(f"The budget's {name} must be a finite number.", name)
     if number <= 0:
-        raise runs.EngineError(f"The budget's {name} must be above zero.")
+        raise InvalidBudget(f"The budget's {name} must be above zero.", name)
+    if number > (MAX_USD if usd else MAX_TOKENS):
+        raise InvalidBudget(
+            f"The budget's {name} must be at most {MAX_USD if usd else MAX_TOKENS}.", name
+        )
+    if usd and number.as_tuple().exponent < -4:
+        raise InvalidBudget(f"The budget's {name} has more than 4 decimal places.", name)
     return number
+
+
+def check_soft_below_hard(limits: dict, prefix: str = "") -> None:
+    """A soft limit above its hard one would never be reached: refused, naming the soft one."""
+    for kind in ("usd", "tokens"):
+        soft, hard = limits.get(f"{prefix}soft_{kind}"), limits.get(f"{prefix}hard_{kind}")
+        if soft is not None and hard is not None and soft > hard:
+            raise InvalidBudget(
+                f"The soft limit ({soft}) is above the hard one ({hard}).", f"{prefix}soft_{kind}"
+            )
+
+
+def periods(now: datetime | None = None) -> dict[str, tuple[datetime, datetime]]:
+    """The project's budget periods, "daily" and "monthly", as (start, end) in local time."""
+    now = timezone.localtime(now)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    return {"daily": (day, day + timedelta(days=1)), "monthly": (month, next_month)}
 
 
 def refusal_for_new_run(project: Project) -> str:
@@ -97,15 +139,12 @@ def refusal_for_new_run(project: Project) -> str:
     limits = ProjectBudget.objects.filter(project=project).first()
     if limits is None:
         return ""
-    now = timezone.localtime()
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = day.replace(day=1)
-    next_month = (month + timedelta(days=32)).replace(day=1)
-    periods = [
-        ("daily", day, day + timedelta(days=1), limits.day_usd, limits.day_tokens),
-        ("monthly", month, next_month, limits.month_usd, limits.month_tokens),
-    ]
-    for name, since, until, usd, tokens in periods:
+    bounds = periods()
+    for name, usd, tokens in (
+        ("daily", limits.day_usd, limits.day_tokens),
+        ("monthly", limits.month_usd, limits.month_tokens),
+    ):
+        since, until = bounds[name]
         if usd is None and tokens is None:
             continue
         spend = project_spend(project, since)
@@ -244,7 +283,7 @@ def _set_soft_limits(run: Run, soft_usd, soft_tokens) -> None:
         ("soft_usd", soft_usd, spend.usd),
         ("soft_tokens", soft_tokens, spend.tokens),
     ):
-        number = _limit(name, value)
+        number = parse_limit(name, value)
         if number is None:
             continue
         if number <= spent:

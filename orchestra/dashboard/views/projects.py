@@ -2,10 +2,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from orchestra.access import CREATE_ROLES, get_project_for_user, role_in, visible_projects
-from orchestra.dashboard import queries
+from orchestra.dashboard import present, queries
 from orchestra.dashboard.auth import login_required
 from orchestra.dashboard.forms import NewTaskForm
 from orchestra.engine import EngineError, start_run
+from orchestra.engine.budgets import InvalidBudget
+from orchestra.engine.project_budgets import project_limits
 
 
 @login_required
@@ -37,7 +39,10 @@ def new_task(request, slug: str):
                 project,
                 form.cleaned_data["title"],
                 form.cleaned_data["description"],
+                budget=form.budget(),
             )
+        except InvalidBudget as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
         except EngineError as exc:
             form.add_error(None, str(exc))
         else:
@@ -54,6 +59,7 @@ def _page(request, project, form, status: int = 200):
             "runs": queries.project_runs(project),
             "form": form,
             "can_create": role_in(request.user, project) in CREATE_ROLES,
+            "run_defaults": present.limits_text(project_limits(project), prefix="run_"),
         },
         status=status,
     )
