@@ -5,7 +5,9 @@
 shows a worker credential (`Authorization: Bearer <token>`, or basic auth with the token as
 the password); without a live one nothing runs (401). A push may only create or update step
 branches (`refs/heads/orchestra/run-<id>-steps/<key>`) of the project's existing steps: its
-command list is read before git runs, and anything else is refused (403) with the reason.
+command list is read before git runs, and anything else refuses the whole push. The refusal is
+answered the way git servers answer a rejected ref, a report-status naming each ref and why
+(`git push` prints it and fails); a client that asked for no report gets a 403 with the reason.
 The request body is read as a stream (a push may be large) and the reply is streamed back.
 """
 
@@ -16,8 +18,9 @@ import logging
 import re
 import subprocess
 import threading
+import zlib
 from collections.abc import AsyncIterator, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -38,6 +41,8 @@ _RUN_REF = re.compile(r"refs/heads/orchestra/run-\d+")
 _CHUNK = 64 * 1024
 # The longest command list read before git runs: a push names a handful of refs.
 _MAX_COMMANDS = 1000
+# The most data one side-band packet carries: 65520 bytes a pkt-line, less length and band.
+_SIDEBAND_DATA = {"side-band-64k": 65515, "side-band": 995}
 
 
 class Refused(Exception):
@@ -45,6 +50,14 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+class Push(NamedTuple):
+    """A push's command list as read before git runs."""
+
+    head: bytes  # the bytes read, which git must still receive
+    commands: list[tuple[str, str, str]]  # (old, new, ref)
+    capabilities: set[str]
 
 
 def _refusal(status: int, reason: str) -> HttpResponse:
@@ -81,10 +94,16 @@ def git_http(request: HttpRequest, slug: str, path: str) -> HttpResponse:
     head = b""
     if request.method == "POST" and service == "git-receive-pack":
         try:
-            head = _check_push(body, project)
+            push = _read_push(body)
         except Refused as refused:
             logger.warning("push by %s refused: %s", credential.name, refused.reason)
             return _refusal(refused.status, refused.reason)
+        refusals = _refusals(project, push.commands)
+        if refusals:
+            for ref, reason in refusals.items():
+                logger.warning("push by %s refused: %s: %s", credential.name, ref, reason)
+            return _refused_push(push, refusals, body)
+        head = push.head
     return _run_backend(request, project, path, credential.name, head, body)
 
 
@@ -113,12 +132,12 @@ def _service(request: HttpRequest, path: str) -> str | None:
 
 
 # --- what a push may change ---------------------------------------------------------------------
-def _check_push(body: BinaryIO, project: Project) -> bytes:
-    """Read the push's command list (pkt-lines up to the flush) and refuse any command that
-    is not the creation or update of one of the project's step branches. Returns the bytes
-    read, which git must still receive."""
+def _read_push(body: BinaryIO) -> Push:
+    """Read the push's command list (pkt-lines up to the flush) and the capabilities the
+    client asked for (after a NUL on the first command)."""
     read = bytearray()
     commands: list[tuple[str, str, str]] = []
+    capabilities: set[str] = set()
     while True:
         size_hex = _read_exactly(body, 4, read)
         try:
@@ -129,7 +148,10 @@ def _check_push(body: BinaryIO, project: Project) -> bytes:
             break
         if size < 4:
             raise Refused(400, "malformed push: a pkt-line is too short")
-        line = _read_exactly(body, size - 4, read).split(b"\0", 1)[0].rstrip(b"\n").decode()
+        line, _, asked = _read_exactly(body, size - 4, read).partition(b"\0")
+        if asked and not commands:
+            capabilities = set(asked.decode(errors="replace").split())
+        line = line.rstrip(b"\n").decode()
         if line.startswith("shallow "):
             continue
         parts = line.split(" ")
@@ -138,9 +160,19 @@ def _check_push(body: BinaryIO, project: Project) -> bytes:
         commands.append((parts[0], parts[1], parts[2]))
         if len(commands) > _MAX_COMMANDS:
             raise Refused(400, "a push may change at most 1000 refs")
+    return Push(bytes(read), commands, capabilities)
+
+
+def _refusals(project: Project, commands: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Why each refused command is refused, by ref: only the creation or update of one of
+    the project's step branches is allowed."""
+    refusals = {}
     for old, new, ref in commands:
-        _check_command(project, old, new, ref)
-    return bytes(read)
+        try:
+            _check_command(project, old, new, ref)
+        except Refused as refused:
+            refusals[ref] = refused.reason
+    return refusals
 
 
 def _read_exactly(body: BinaryIO, size: int, read: bytearray) -> bytes:
@@ -167,6 +199,34 @@ def _check_command(project: Project, old: str, new: str, ref: str) -> None:
         raise Refused(
             403, f"refusing to update {ref}: run {run_id} of {project.slug} has no step {key!r}"
         )
+
+
+def _refused_push(push: Push, refusals: dict[str, str], body: BinaryIO) -> HttpResponse:
+    """The reply to a push refused before git ran: git's report-status (`unpack ok`, then
+    `ng <ref> <reason>` for every ref, since one refusal refuses the whole push), in the
+    side band when the client asked for one. The pack the client sent is read and dropped
+    first, so the connection stays usable."""
+    with contextlib.suppress(OSError, EOFError, zlib.error):
+        while body.read(_CHUNK):
+            pass
+    if not push.capabilities & {"report-status", "report-status-v2"}:
+        return _refusal(403, "; ".join(refusals.values()))
+    report = _pkt_line(b"unpack ok\n")
+    for _old, _new, ref in push.commands:
+        reason = refusals.get(ref, "not pushed: another ref of this push was refused")
+        report += _pkt_line(f"ng {ref} {reason}\n".encode())
+    report += b"0000"
+    band = next((_SIDEBAND_DATA[b] for b in _SIDEBAND_DATA if b in push.capabilities), 0)
+    if band:
+        chunks = [report[i : i + band] for i in range(0, len(report), band)]
+        report = b"".join(_pkt_line(b"\x01" + chunk) for chunk in chunks) + b"0000"
+    response = HttpResponse(report, content_type="application/x-git-receive-pack-result")
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+def _pkt_line(data: bytes) -> bytes:
+    return b"%04x" % (len(data) + 4) + data
 
 
 # --- the CGI ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ remote-tracking refs (`refs/remotes/origin/...`); a step branch is pushed back a
 
 from pathlib import Path
 
-from agents.workspace.gitcmd import config_environment, git_output, run_git
+from agents.workspace.gitcmd import GitError, config_environment, git_output, run_git
 from agents.workspace.libgit import has_ref, open_repository
 from agents.workspace.repository import ensure_main_after_clone, head_commit
 
@@ -74,17 +74,27 @@ def central_head(repo: Path, branch: str) -> str | None:
 
 def push_branch(repo: Path, branch: str, token: str) -> None:
     """Push the local `branch` to the central repository (no force: a push that would drop
-    commits there is refused)."""
-    run_git(
-        repo,
-        "push",
-        "--quiet",
-        "--no-verify",
-        ORIGIN,
-        f"refs/heads/{branch}:refs/heads/{branch}",
-        env=credential_environment(token),
-        timeout=_NETWORK_TIMEOUT,
-    )
+    commits there is refused). A refusal raises a GitError carrying git's own report, which
+    names each rejected ref and the central repository's reason."""
+    try:
+        run_git(
+            repo,
+            "push",
+            "--quiet",
+            "--no-verify",
+            ORIGIN,
+            f"refs/heads/{branch}:refs/heads/{branch}",
+            env=credential_environment(token),
+            timeout=_NETWORK_TIMEOUT,
+        )
+    except GitError as exc:
+        if not exc.stderr:
+            raise  # timed out or did not start: the message says so
+        raise GitError(
+            f"pushing {branch} to the central repository failed: {exc.stderr}",
+            exc.command,
+            exc.stderr,
+        ) from exc
 
 
 def reset_worktree(worktree: Path, commit: str) -> None:

@@ -40,13 +40,16 @@ def get(url: str, token: str | None = None) -> tuple[int, str, str]:
         return error.code, error.headers["Content-Type"], error.read().decode()
 
 
-def post_push(url: str, token: str, commands: list[str]) -> tuple[int, str]:
-    """A receive-pack request whose command list is `commands` ("old new ref"), no pack."""
+def post_push(
+    url: str, token: str, commands: list[str], capabilities: str = "report-status"
+) -> tuple[int, str, str]:
+    """A receive-pack request whose command list is `commands` ("old new ref"), then a few
+    bytes standing for the pack. Returns the status, the content type and the body."""
     lines = []
     for index, command in enumerate(commands):
-        line = (command + ("\0report-status" if index == 0 else "") + "\n").encode()
+        line = (command + (f"\0{capabilities}" if index == 0 else "") + "\n").encode()
         lines.append(b"%04x" % (len(line) + 4) + line)
-    body = b"".join(lines) + b"0000"
+    body = b"".join(lines) + b"0000" + b"PACK" + bytes(100_000)
     request = urllib.request.Request(  # noqa: S310
         f"{url}/git-receive-pack",
         data=body,
@@ -58,9 +61,26 @@ def post_push(url: str, token: str, commands: list[str]) -> tuple[int, str]:
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, response.read().decode(errors="replace")
+            body = response.read().decode(errors="replace")
+            return response.status, response.headers["Content-Type"], body
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def pkt_lines(data: str) -> list[str]:
+    """The payloads of the pkt-lines in `data`, up to the first flush."""
+    lines = []
+    while (size := int(data[:4], 16)) != 0:
+        lines.append(data[4:size])
+        data = data[size:]
+    return lines
+
+
+def report(url: str, token: str, commands: list[str]) -> list[str]:
+    """The report-status of a receive-pack request that asked for one (not in a side band)."""
+    status, content_type, body = post_push(url, token, commands)
+    assert status == 200 and content_type == "application/x-git-receive-pack-result"
+    return [line.rstrip("\n") for line in pkt_lines(body)]
 
 
 def test_only_a_live_worker_credential_opens_the_repository(central):
@@ -108,7 +128,7 @@ def test_a_worker_clones_fetches_and_pushes_its_step_branch(central, tmp_path):
     assert git.head_commit(central_repo, run.branch) == run.base_commit
 
 
-def test_pushes_to_anything_but_a_step_branch_are_refused_with_the_reason(central, tmp_path):
+def test_a_refused_git_push_fails_and_git_prints_the_reason(central, tmp_path, caplog):
     run, url = central
     token = issue_worker_token("box-1")
     clone = git.clone_repository(url, tmp_path / "box-1" / "demo", token)
@@ -117,27 +137,56 @@ def test_pushes_to_anything_but_a_step_branch_are_refused_with_the_reason(centra
     central_repo = repository_for(run.project)
     main_before = git.head_commit(central_repo, "main")
 
-    with pytest.raises(git.GitError, match="403"):
+    with pytest.raises(git.GitError) as refused:
         git.push_branch(clone, "main", token)
+    reason = "workers may push only step branches"
+    assert "[remote rejected] main -> main" in refused.value.stderr
+    assert reason in refused.value.stderr and reason in str(refused.value)
+    assert str(refused.value).startswith("pushing main to the central repository failed: ")
+    assert "403" not in refused.value.stderr
     assert git.head_commit(central_repo, "main") == main_before
+    logged = [r.getMessage() for r in caplog.records if r.name == "orchestra.gitserve"]
+    assert any("box-1" in m and "refs/heads/main" in m and reason in m for m in logged)
 
-    old, new, zero = run.base_commit, git.head_commit(clone), "0" * 40
-    status, body = post_push(url, token, [f"{old} {new} refs/heads/main"])
-    assert status == 403 and "workers may push only step branches" in body
-    status, body = post_push(url, token, [f"{old} {new} refs/heads/{run.branch}"])
-    assert status == 403 and "(a run branch)" in body
+
+def test_pushes_to_anything_but_a_step_branch_are_refused_with_the_reason(central, tmp_path):
+    run, url = central
+    token = issue_worker_token("box-1")
+    central_repo = repository_for(run.project)
+    main_before = git.head_commit(central_repo, "main")
+    old, new, zero = run.base_commit, "1" * 40, "0" * 40
+
+    main = report(url, token, [f"{old} {new} refs/heads/main"])
+    assert main[0] == "unpack ok"
+    assert main[1].startswith("ng refs/heads/main refusing to update refs/heads/main: ")
+    assert "workers may push only step branches" in main[1]
+    assert "(a run branch)" in report(url, token, [f"{old} {new} refs/heads/{run.branch}"])[1]
     step_ref = f"refs/heads/{run.branch}-steps/build"
-    status, body = post_push(url, token, [f"{old} {zero} {step_ref}"])
-    assert status == 403 and "never delete" in body
-    status, body = post_push(url, token, [f"{zero} {new} refs/heads/{run.branch}-steps/nope"])
-    assert status == 403 and "has no step 'nope'" in body
-    # One refused command refuses the whole push.
-    status, body = post_push(
-        url, token, [f"{zero} {new} {step_ref}", f"{old} {new} refs/heads/main"]
-    )
-    assert status == 403
+    assert "never delete" in report(url, token, [f"{old} {zero} {step_ref}"])[1]
+    nope = report(url, token, [f"{zero} {new} refs/heads/{run.branch}-steps/nope"])
+    assert "has no step 'nope'" in nope[1]
+    # One refused command refuses the whole push; every ref is reported.
+    both = report(url, token, [f"{zero} {new} {step_ref}", f"{old} {new} refs/heads/main"])
+    assert both[1] == f"ng {step_ref} not pushed: another ref of this push was refused"
+    assert both[2].startswith("ng refs/heads/main refusing")
     assert git.head_commit(central_repo, "main") == main_before
     assert not ref_exists(central_repo, step_ref)
+
+
+def test_the_report_goes_in_the_side_band_the_client_asked_for(central):
+    run, url = central
+    token = issue_worker_token("box-1")
+    command = f"{run.base_commit} {'1' * 40} refs/heads/main"
+    status, _, body = post_push(url, token, [command], "report-status side-band-64k agent=x")
+    assert status == 200
+    packets = pkt_lines(body)
+    assert all(packet.startswith("\x01") for packet in packets)
+    inner = pkt_lines("".join(packet[1:] for packet in packets))
+    assert inner[0] == "unpack ok\n" and inner[1].startswith("ng refs/heads/main refusing")
+    # A client that asked for no report gets the reason as text.
+    status, content_type, body = post_push(url, token, [command], "agent=x")
+    assert status == 403 and content_type.startswith("text/plain")
+    assert "workers may push only step branches" in body
 
 
 def test_the_cli_issues_lists_and_revokes_worker_credentials(db, capsys):
