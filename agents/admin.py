@@ -16,7 +16,7 @@ from agents.models import (
     RunBudget,
     ToolCall,
 )
-from agents.profiles import version_diff
+from agents.profiles import record_saved_profile, version_diff
 from orchestra.admin import ReadOnlyAdmin, ReadOnlyMixin
 
 
@@ -70,6 +70,11 @@ class AgentProfileAdmin(admin.ModelAdmin):
     list_display = ["team", "role", "project", "provider", "model", "fallback_model", "temperature"]
     list_filter = ["team", "provider"]
     inlines = [ProfileVersionInline]
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Saved here as from the dashboard: a change of its settings is a new version."""
+        super().save_model(request, obj, form, change)
+        record_saved_profile(request.user, obj)
 
 
 @admin.register(ProfileVersion)

@@ -57,7 +57,8 @@ def current_version(profile: AgentProfile, user=None) -> ProfileVersion:
 
 def save_profile(user, project: Project, role: str, **fields) -> ProfileVersion:
     """Save `fields` (names from `AgentProfile.VERSIONED`) as the project's profile for
-    `role` and record them as its next version. Project admins only."""
+    `role` and record them as its next version; a save that changes none of them records
+    nothing and returns the latest version. Project admins only."""
     require_admin(user, project)
     fields = _clean(fields)
     with transaction.atomic():
@@ -65,7 +66,16 @@ def save_profile(user, project: Project, role: str, **fields) -> ProfileVersion:
         for name, value in fields.items():
             setattr(profile, name, value)
         profile.save()
-        return _record(profile, user)
+        return current_version(profile, user)
+
+
+def record_saved_profile(user, profile: AgentProfile) -> ProfileVersion:
+    """After `profile` was saved as it is (the admin site's form, which checks its fields):
+    record its settings as the next version by `user`, unless they are the latest's."""
+    with transaction.atomic():
+        # The profile row's lock: two saves at once compare against versions in turn.
+        AgentProfile.objects.select_for_update().filter(pk=profile.pk).first()
+        return current_version(profile, user)
 
 
 def version_diff(old: ProfileVersion | None, new: ProfileVersion) -> str:

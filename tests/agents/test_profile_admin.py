@@ -74,3 +74,53 @@ def test_versions_are_registered_read_only(rf, staff):
     assert not model_admin.has_add_permission(request)
     assert not model_admin.has_change_permission(request)
     assert not model_admin.has_delete_permission(request)
+
+
+def change_form(staff: Client, profile: AgentProfile, **changes) -> dict:
+    """The admin's change form of `profile` as a staff user would send it back: every field
+    (and the version inline's management form) as shown, then `changes`."""
+    page = staff.get(f"/admin/agents/agentprofile/{profile.pk}/change/")
+    assert page.status_code == 200
+    data = {}
+    forms = [page.context["adminform"].form]
+    for inline in page.context["inline_admin_formsets"]:
+        forms += [inline.formset.management_form, *inline.formset.forms]
+    for form in forms:
+        for field in form:
+            value = field.value()
+            data[field.html_name] = "" if value is None else value
+    data["allowed_tools"] = page.context["adminform"].form["allowed_tools"].value()
+    data.update(changes)
+    data["_save"] = "Save"
+    return data
+
+
+def test_a_save_in_the_admin_records_the_next_version_by_its_author(staff, edited):
+    url = f"/admin/agents/agentprofile/{edited.pk}/change/"
+    root = get_user_model().objects.get(username="root")
+
+    response = staff.post(url, change_form(staff, edited, turn_limit=9, model="bigger-model"))
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    latest = edited.versions.order_by("-number").first()
+    assert latest.number == 4 and latest.created_by == root
+    assert latest.turn_limit == 9 and latest.model == "bigger-model"
+    assert AgentProfile.objects.get(pk=edited.pk).turn_limit == 9
+    page = staff.get(f"/admin/agents/profileversion/{latest.pk}/change/").text
+    assert "+turn_limit: 9" in page and "+model: bigger-model" in page
+
+
+def test_a_save_in_the_admin_that_changes_nothing_records_no_version(staff, edited):
+    url = f"/admin/agents/agentprofile/{edited.pk}/change/"
+    response = staff.post(url, change_form(staff, edited))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert [v.number for v in edited.versions.order_by("number")] == [1, 2, 3]
+    # Nor does a description, which is not part of a version.
+    staff.post(url, change_form(staff, edited, description="Writes the code."))
+    assert AgentProfile.objects.get(pk=edited.pk).description == "Writes the code."
+    assert edited.versions.count() == 3
+
+
+def test_a_dashboard_save_that_changes_nothing_records_no_version(owner, demo, edited):
+    version = save_profile(owner, demo, "coder", turn_limit=7)
+    assert version.number == 3 and edited.versions.count() == 3
