@@ -80,6 +80,42 @@ def test_bad_proxy_header_is_reported(tmp_path):
     assert "ORCHESTRA_PROXY_SSL_HEADER" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("remote", "token", "message"),
+    [
+        ("git://central/git", "orcw_x", "ORCHESTRA_GIT_REMOTE must be an http(s) URL"),
+        ("central:8000/git", "orcw_x", "ORCHESTRA_GIT_REMOTE must be an http(s) URL"),
+        ("https:///git", "orcw_x", "ORCHESTRA_GIT_REMOTE must be an http(s) URL"),
+        (
+            "https://box:orcw_x@central/git",
+            "orcw_x",
+            "ORCHESTRA_GIT_REMOTE must not hold credentials: set ORCHESTRA_GIT_TOKEN instead",
+        ),
+        (
+            "https://box@central/git",
+            "orcw_x",
+            "ORCHESTRA_GIT_REMOTE must not hold credentials",
+        ),
+        (
+            "https://central/git",
+            " ",
+            "ORCHESTRA_GIT_REMOTE is set but ORCHESTRA_GIT_TOKEN is not",
+        ),
+    ],
+)
+def test_a_worker_with_a_bad_git_remote_does_not_start(tmp_path, remote, token, message):
+    result = manage(tmp_path, "check", ORCHESTRA_GIT_REMOTE=remote, ORCHESTRA_GIT_TOKEN=token)
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+    assert "orcw_x" not in result.stderr  # a credential is never echoed
+
+
+def test_a_worker_with_an_https_remote_and_a_token_starts(tmp_path):
+    env = {"ORCHESTRA_GIT_REMOTE": "https://central:8000/git/", "ORCHESTRA_GIT_TOKEN": "orcw_x"}
+    result = manage(tmp_path, "check", **env)
+    assert result.returncode == 0, result.stderr
+
+
 # --- in process ---------------------------------------------------------------------------
 def test_pages_carry_a_content_security_policy_without_inline_scripts(owner):
     client = Client()
