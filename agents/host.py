@@ -82,8 +82,9 @@ class Host(Protocol):
     def before_model_call(self) -> Hold:
         """Whether the agent may ask the model now (its run's budget)."""
 
-    def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
-        """A model call's usage; renews the lease. Inside the caller's `locked_run`."""
+    def record_usage(self, run: Run, input_tokens: int, output_tokens: int, cost) -> None:
+        """A model call's usage; renews the lease. Inside the caller's `locked_run` or
+        `recording` block (`run`)."""
 
     def touched(self, paths: list[str]) -> None:
         """Paths a successful write changed."""

@@ -15,10 +15,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 
 from orchestra.models import Event, Run, Step
@@ -60,6 +62,7 @@ def locked_run(run_id: int) -> Iterator[Run]:
         )
         run._pending_events = []
         run._pending_usage = [0, 0, Decimal("0")]
+        run._pending_writes = []
         run._locked_state = (run.status, run.phase, run.head_commit)
         yield run
         _flush(run)
@@ -77,6 +80,7 @@ def recording(run_id: int) -> Iterator[Run]:
         run = Run(pk=run_id)
         run._pending_events = []
         run._pending_usage = [0, 0, Decimal("0")]
+        run._pending_writes = []
         yield run
         _flush_appended(run)
 
@@ -93,31 +97,133 @@ _STATE = (
     " cost_usd = cost_usd + %s WHERE id = %s"
 )
 # On PostgreSQL the events and the run's row are written by one statement: the events come
-# as one array per column (the same UNNEST Django's bulk_create sends). A `recording`: the
-# run's row numbers the events (its lock, taken last) and they follow.
+# as one array per column (the same UNNEST Django's bulk_create sends), and the rows the
+# block wrote "later" (`update_later`, `insert_later`) ride along as CTEs ({writes}); an
+# inserted row's id goes into its event's data ({data}) and comes back ({ids}). A
+# `recording`: the run's row numbers the events (its lock, taken last) and they follow.
 _APPEND_WITH_EVENTS = (
-    "WITH counted AS ("
+    "WITH {writes}counted AS ("
     'UPDATE "orchestra_run" SET event_seq = event_seq + %s, input_tokens = input_tokens + %s,'
     " output_tokens = output_tokens + %s, cost_usd = cost_usd + %s WHERE id = %s"
     " RETURNING event_seq)"
     ' INSERT INTO "orchestra_event" (run_id, seq, kind, actor, step_id, data, "at")'
-    ' SELECT %s, counted.event_seq - %s + e.ord, e.kind, e.actor, e.step_id, e.data, e."at"'
+    ' SELECT %s, counted.event_seq - %s + e.ord, e.kind, e.actor, e.step_id, {data}, e."at"'
     " FROM counted,"
     " UNNEST(%s::varchar[], %s::varchar[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
     ' WITH ORDINALITY AS e(kind, actor, step_id, data, "at", ord)'
-    " RETURNING seq"
+    " RETURNING seq{ids}"
 )
 # A `locked_run`: the run is locked and its events numbered already.
 _STATE_WITH_EVENTS = (
-    'WITH appended AS (INSERT INTO "orchestra_event"'
+    'WITH {writes}appended AS (INSERT INTO "orchestra_event"'
     ' (run_id, seq, kind, actor, step_id, data, "at")'
-    ' SELECT %s, %s + e.ord, e.kind, e.actor, e.step_id, e.data, e."at"'
+    ' SELECT %s, %s + e.ord, e.kind, e.actor, e.step_id, {data}, e."at"'
     " FROM UNNEST(%s::varchar[], %s::varchar[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
     ' WITH ORDINALITY AS e(kind, actor, step_id, data, "at", ord))'
     ' UPDATE "orchestra_run" SET status = %s, phase = %s, head_commit = %s, event_seq = %s,'
     " input_tokens = input_tokens + %s, output_tokens = output_tokens + %s,"
-    " cost_usd = cost_usd + %s WHERE id = %s"
+    " cost_usd = cost_usd + %s WHERE id = %s{ids}"
 )
+
+# The event at ordinal %s names the row the CTE w{n} inserted by its id in data[%s]; the id
+# comes back too.
+_NAMED = " WHEN %s THEN jsonb_set(e.data, %s::text[], (SELECT to_jsonb(id) FROM w{n}))"
+_INSERTED_ID = "(SELECT id FROM w{n})"
+
+
+@dataclass
+class _Write:
+    """A row written by the statement that writes a block's events."""
+
+    sql: str
+    params: list
+    row: tuple[str, int] | None = None  # an UPDATE's table and primary key
+    obj: models.Model | None = None  # an INSERT's object, which gets its id after
+    event: Event | None = None  # the event whose data names the inserted row
+    field: str = ""
+
+
+def _deferring(run: Run) -> list[_Write] | None:
+    writes = getattr(run, "_pending_writes", None)
+    return writes if writes is not None and connection.vendor == "postgresql" else None
+
+
+def update_later(run: Run, model: type[models.Model], pk: int, **values) -> None:
+    """Update one row inside `run`'s `locked_run` or `recording` block: on PostgreSQL the
+    UPDATE rides in the statement that writes the block's events at its end, elsewhere it
+    runs now. Only for writes nothing in the block reads back (usage added with F(), a
+    message appended, a counter set)."""
+    writes = _deferring(run)
+    if writes is None:
+        model.objects.filter(pk=pk).update(**values)
+        return
+    row = (model._meta.db_table, pk)
+    if any(write.row == row for write in writes):
+        _write_now(writes, updates_only=True)  # one statement updates a row only once
+    query = model.objects.filter(pk=pk).query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(connection.alias).as_sql()
+    writes.append(_Write(sql, list(params), row=row))
+
+
+def insert_later(run: Run, obj: models.Model, event: Event, field: str) -> None:
+    """Insert `obj` inside `run`'s block, like `update_later`; `event`, emitted in the same
+    block, names it by its id in `data[field]`."""
+    writes = _deferring(run)
+    if writes is None:
+        obj.save(force_insert=True)
+        event.data[field] = obj.pk
+        return
+    meta = obj._meta
+    query = InsertQuery(type(obj))
+    query.insert_values([f for f in meta.local_concrete_fields if f is not meta.auto_field], [obj])
+    compiler = query.get_compiler(connection.alias)
+    compiler.returning_fields = [meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    writes.append(_Write(sql, list(params), obj=obj, event=event, field=field))
+
+
+def _write_now(writes: list[_Write], *, updates_only: bool = False) -> None:
+    for write in list(writes):
+        if updates_only and write.row is None:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(write.sql, write.params)
+            if write.obj is not None:
+                _inserted(write, cursor.fetchone()[0])
+        writes.remove(write)
+
+
+def _inserted(write: _Write, pk: int) -> None:
+    write.obj.pk = pk
+    write.obj._state.adding = False
+    write.obj._state.db = connection.alias
+    write.event.data[write.field] = pk
+
+
+def _with_writes(
+    template: str, writes: list[_Write], events: list[Event]
+) -> tuple[str, list, list]:
+    """`template` with the writes' CTEs, the event data that names inserted rows and the ids
+    returned; the params of the CTEs and of the data column."""
+    ctes, cte_params, cases, case_params, ids = [], [], [], [], []
+    for n, write in enumerate(writes):
+        ctes.append(f"w{n} AS ({write.sql}), ")
+        cte_params += write.params
+        if write.obj is not None:
+            ordinal = next(i for i, event in enumerate(events, 1) if event is write.event)
+            assert write.obj._meta.pk.column == "id", write.obj._meta.pk
+            cases.append(_NAMED.format(n=n))
+            case_params += [ordinal, [write.field]]
+            ids.append(_INSERTED_ID.format(n=n))
+    data = f"CASE e.ord{''.join(cases)} ELSE e.data END" if cases else "e.data"
+    returned = ", ".join(ids)
+    if returned and "RETURNING" not in template:
+        returned = " RETURNING " + returned
+    elif returned:
+        returned = ", " + returned
+    sql = template.format(writes="".join(ctes), data=data, ids=returned)
+    return sql, cte_params, case_params
 
 
 def _event_arrays(events: list[Event]) -> list[list]:
@@ -132,19 +238,39 @@ def _event_arrays(events: list[Event]) -> list[list]:
     ]
 
 
+def _returned_ids(writes: list[_Write], row) -> None:
+    inserts = [write for write in writes if write.obj is not None]
+    for write, pk in zip(inserts, row[len(row) - len(inserts) :], strict=True):
+        _inserted(write, pk)
+
+
 def _flush_appended(run: Run) -> None:
     events: list[Event] = run._pending_events
     input_tokens, output_tokens, cost = run._pending_usage
-    run._pending_events, run._pending_usage = None, None
+    writes: list[_Write] = run._pending_writes
+    run._pending_events, run._pending_usage, run._pending_writes = None, None, None
+    if writes and not events:
+        _write_now(writes)
     if not events and not (input_tokens or output_tokens or cost):
         return
     usage = [len(events), input_tokens, output_tokens, cost, run.pk]
     with connection.cursor() as cursor:
         if events and connection.vendor == "postgresql":
+            sql, cte_params, case_params = _with_writes(_APPEND_WITH_EVENTS, writes, events)
             cursor.execute(
-                _APPEND_WITH_EVENTS, [*usage, run.pk, len(events), *_event_arrays(events)]
+                sql,
+                [
+                    *cte_params,
+                    *usage,
+                    run.pk,
+                    len(events),
+                    *case_params,
+                    *_event_arrays(events),
+                ],
             )
-            first = min(seq for (seq,) in cursor.fetchall()) - 1
+            rows = cursor.fetchall()
+            first = min(row[0] for row in rows) - 1
+            _returned_ids(writes, rows[0])
         else:
             cursor.execute(_APPEND, usage)
             (last,) = cursor.fetchone()
@@ -162,7 +288,10 @@ def _flush_appended(run: Run) -> None:
 def _flush(run: Run) -> None:
     events: list[Event] = run._pending_events
     input_tokens, output_tokens, cost = run._pending_usage
-    run._pending_events, run._pending_usage = None, None
+    writes: list[_Write] = run._pending_writes
+    run._pending_events, run._pending_usage, run._pending_writes = None, None, None
+    if writes and not events:
+        _write_now(writes)
     state_changed = (run.status, run.phase, run.head_commit) != run._locked_state
     if not events and not state_changed and not (input_tokens or output_tokens or cost):
         return
@@ -173,7 +302,13 @@ def _flush(run: Run) -> None:
     with connection.cursor() as cursor:
         if events and connection.vendor == "postgresql":
             first = events[0].seq - 1
-            cursor.execute(_STATE_WITH_EVENTS, [run.pk, first, *_event_arrays(events), *state])
+            sql, cte_params, case_params = _with_writes(_STATE_WITH_EVENTS, writes, events)
+            cursor.execute(
+                sql,
+                [*cte_params, run.pk, first, *case_params, *_event_arrays(events), *state],
+            )
+            if any(write.obj is not None for write in writes):
+                _returned_ids(writes, cursor.fetchone())
         else:
             Event.objects.bulk_create(events)
             cursor.execute(_STATE, state)

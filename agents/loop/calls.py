@@ -20,8 +20,8 @@ from agents.loop.outcomes import (
 )
 from agents.models import ToolCall
 from agents.tools import Risk, Tool, ToolContext, ToolError, patch_paths, schema_errors
-from orchestra.events import emit, recording
-from orchestra.models import Run
+from orchestra.events import emit, insert_later, recording
+from orchestra.models import Event, Run
 
 # The loop's one logger, whichever of its parts logs.
 logger = logging.getLogger("agents.loop")
@@ -46,8 +46,8 @@ class ToolCalls:
         where = self.step.key if self.step else agent_run.purpose
         return f"{agent_run.run_id}:{where}:{agent_run.purpose}:{agent_run.attempt}:{ordinal}"
 
-    def _answer(self, request: ToolRequest, content: str) -> None:
-        self._append({"role": "tool", "tool_call_id": request.id, "content": content})
+    def _answer(self, request: ToolRequest, content: str, run: Run | None = None) -> None:
+        self._append({"role": "tool", "tool_call_id": request.id, "content": content}, run)
 
     def _handle_tool_call(
         self, ordinal: int, request: ToolRequest, *, resumed: bool
@@ -227,7 +227,7 @@ class ToolCalls:
             )
             call.status, call.result, call.arguments = status, result, arguments
             self._emit_tool_called(run, call)
-            self._answer(request, result)
+            self._answer(request, result, run)
 
     def _finish_call(
         self,
@@ -251,13 +251,20 @@ class ToolCalls:
                 )
             return
         now = timezone.now()
-        call = self._new_tool_call(
+        call = self._tool_call(
             run, key, request, tool, arguments, status, result, started_at or now, now
         )
-        self._emit_tool_called(run, call)
-        self._answer(request, result)
+        # The call, its event and its answer in one statement on PostgreSQL (`insert_later`).
+        insert_later(run, call, self._emit_tool_called(run, call), "tool_call")
+        self._answer(request, result, run)
 
-    def _new_tool_call(
+    def _new_tool_call(self, run: Run, *args) -> ToolCall:
+        """A call recorded now: its id is needed before the transaction ends."""
+        call = self._tool_call(run, *args)
+        call.save(force_insert=True)
+        return call
+
+    def _tool_call(
         self,
         run: Run,
         key: str,
@@ -269,7 +276,7 @@ class ToolCalls:
         started_at,
         finished_at,
     ) -> ToolCall:
-        return ToolCall.objects.create(
+        return ToolCall(
             agent_run=self.agent_run,
             run_id=run.pk,
             step=self.step,
@@ -285,8 +292,8 @@ class ToolCalls:
             finished_at=finished_at,
         )
 
-    def _emit_tool_called(self, run: Run, call: ToolCall) -> None:
-        emit(
+    def _emit_tool_called(self, run: Run, call: ToolCall) -> Event:
+        return emit(
             run,
             "tool.called",
             step=self.step,

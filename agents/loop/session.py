@@ -26,7 +26,7 @@ from agents.loop.outcomes import (
 from agents.loop.pauses import Pauses
 from agents.models import AgentRun, ModelCall, ToolCall
 from agents.tools import Tool
-from orchestra.events import add_usage, emit, locked_run, recording
+from orchestra.events import add_usage, emit, insert_later, locked_run, recording, update_later
 from orchestra.models import Project, Run, Step
 
 
@@ -170,11 +170,15 @@ class AgentSession(ToolCalls, Pauses):
     def messages(self) -> list[dict]:
         return self.agent_run.messages
 
-    def _append(self, message: dict) -> None:
+    def _append(self, message: dict, run: Run | None = None) -> None:
+        """Append to the stored conversation; inside `run`'s block when given, after what the
+        block appended before (see `update_later`)."""
         self.agent_run.messages.append(message)
-        AgentRun.objects.filter(pk=self.agent_run.pk).update(
-            messages=Appended("messages", [message])
-        )
+        appended = Appended("messages", [message])
+        if run is None:
+            AgentRun.objects.filter(pk=self.agent_run.pk).update(messages=appended)
+        else:
+            update_later(run, AgentRun, self.agent_run.pk, messages=appended)
 
     def _tool_calls_before_last(self) -> int:
         return sum(len(m.get("tool_calls") or []) for m in self.messages[:-1])
@@ -301,7 +305,7 @@ class AgentSession(ToolCalls, Pauses):
         self.agent_run.turns += 1
         added = [reply.as_message()] if reply is not None else []
         self.agent_run.messages.extend(added)
-        call = ModelCall.objects.create(
+        call = ModelCall(
             agent_run=self.agent_run,
             run_id=run.pk,
             model=model,
@@ -324,20 +328,20 @@ class AgentSession(ToolCalls, Pauses):
         if added:
             usage["messages"] = Appended("messages", added)
         closed = closing_fields(final) if final is not None else {}
-        AgentRun.objects.filter(pk=self.agent_run.pk).update(
-            turns=self.agent_run.turns, **usage, **closed
+        update_later(
+            run, AgentRun, self.agent_run.pk, turns=self.agent_run.turns, **usage, **closed
         )
         for field, value in closed.items():
             setattr(self.agent_run, field, value)
         add_usage(run, input_tokens, output_tokens, cost)
-        self.host.record_usage(input_tokens, output_tokens, cost)
-        emit(
+        self.host.record_usage(run, input_tokens, output_tokens, cost)
+        event = emit(
             run,
             "model.called",
             step=self.step,
             actor=self.agent_run.role,
             data={
-                "model_call": call.pk,
+                "model_call": None,  # its id, once written
                 "agent_run": self.agent_run.pk,
                 "purpose": self.agent_run.purpose,
                 "model": model,
@@ -352,3 +356,4 @@ class AgentSession(ToolCalls, Pauses):
                 "error": error,
             },
         )
+        insert_later(run, call, event, "model_call")

@@ -18,7 +18,7 @@ from approvals.models import Checkpoint
 from orchestra.activities import owner_name
 from orchestra.engine import budgets, workspaces
 from orchestra.engine.shipping import deploy_preview
-from orchestra.events import emit
+from orchestra.events import emit, update_later
 from orchestra.models import Project, Run, Step
 
 
@@ -232,9 +232,12 @@ class EngineHost:
         live.listen(live.to_run_pages(agent_run.run_id, agent_run.pk, key, agent_run.role))
         return hold
 
-    def record_usage(self, input_tokens: int, output_tokens: int, cost) -> None:
+    def record_usage(self, run: Run, input_tokens: int, output_tokens: int, cost) -> None:
         if self.step is not None:
-            Step.objects.filter(pk=self.step.pk).update(
+            update_later(
+                run,
+                Step,
+                self.step.pk,
                 input_tokens=F("input_tokens") + input_tokens,
                 output_tokens=F("output_tokens") + output_tokens,
                 cost_usd=F("cost_usd") + cost,
