@@ -86,5 +86,6 @@ class Host(Protocol):
         """A model call's usage; renews the lease. Inside the caller's `locked_run` or
         `recording` block (`run`)."""
 
-    def touched(self, paths: list[str]) -> None:
-        """Paths a successful write changed."""
+    def touched(self, run: Run, paths: list[str]) -> None:
+        """Paths a successful write changed. Inside the block that records the call
+        (`run`)."""

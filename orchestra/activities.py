@@ -30,6 +30,7 @@ from django.db import connection
 from django.utils import timezone
 
 from orchestra import queue
+from orchestra.events import insert_later, open_block
 from orchestra.models import Activity, Step
 
 logger = logging.getLogger(__name__)
@@ -74,12 +75,13 @@ _UPSERTED = ["run", "step", "kind", "status", "task", "args", "owner", "attempt"
 
 
 def _upsert(activity: Activity) -> Activity:
-    """Write the activity whether or not its key exists: one INSERT ... ON CONFLICT."""
-    Activity.objects.bulk_create(
-        [activity],
-        update_conflicts=True,
-        unique_fields=["key"],
-        update_fields=[*_UPSERTED, "lease_expires_at", "heartbeat_at", "updated_at"],
+    """Write the activity whether or not its key exists: one INSERT ... ON CONFLICT. Inside
+    a `locked_run` it rides in the block's last statement (it has its id once the block
+    ends); nothing in the block reads it back."""
+    insert_later(
+        open_block(),
+        activity,
+        upsert=(["key"], [*_UPSERTED, "lease_expires_at", "heartbeat_at", "updated_at"]),
     )
     return activity
 

@@ -16,10 +16,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import connection, models, transaction
+from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 # The event loop of the in-process server, registered by the first WebSocket consumer, so
 # embedded worker threads can reach the in-memory channel layer that lives on it.
 _embedded_loop: asyncio.AbstractEventLoop | None = None
+# The runs of the `locked_run` and `recording` blocks this thread is in, innermost last.
+_blocks = threading.local()
 
 
 def register_embedded_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -64,7 +68,8 @@ def locked_run(run_id: int) -> Iterator[Run]:
         run._pending_usage = [0, 0, Decimal("0")]
         run._pending_writes = []
         run._locked_state = (run.status, run.phase, run.head_commit)
-        yield run
+        with _open(run):
+            yield run
         _flush(run)
 
 
@@ -81,8 +86,26 @@ def recording(run_id: int) -> Iterator[Run]:
         run._pending_events = []
         run._pending_usage = [0, 0, Decimal("0")]
         run._pending_writes = []
-        yield run
+        with _open(run):
+            yield run
         _flush_appended(run)
+
+
+@contextmanager
+def _open(run: Run) -> Iterator[None]:
+    stack = _blocks.__dict__.setdefault("runs", [])
+    stack.append(run)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def open_block() -> Run | None:
+    """The run of the innermost `locked_run` or `recording` block this thread is in, for
+    writes that may ride in its last statement (`insert_later`)."""
+    stack = getattr(_blocks, "runs", None)
+    return stack[-1] if stack else None
 
 
 # Names are constants; every value is a parameter.
@@ -135,12 +158,40 @@ _INSERTED_ID = "(SELECT id FROM w{n})"
 class _Write:
     """A row written by the statement that writes a block's events."""
 
-    sql: str
-    params: list
-    row: tuple[str, int] | None = None  # an UPDATE's table and primary key
+    sql: str = ""
+    params: list = dataclass_field(default_factory=list)
+    # An UPDATE: its model, its row's primary key and the values, compiled when sent.
+    model: type[models.Model] | None = None
+    pk: int | None = None
+    values: dict = dataclass_field(default_factory=dict)
     obj: models.Model | None = None  # an INSERT's object, which gets its id after
     event: Event | None = None  # the event whose data names the inserted row
     field: str = ""
+
+    def statement(self) -> tuple[str, list]:
+        if self.model is None:
+            return self.sql, self.params
+        query = self.model.objects.filter(pk=self.pk).query.chain(UpdateQuery)
+        query.add_update_values(self.values)
+        sql, params = query.get_compiler(connection.alias).as_sql()
+        return sql, list(params)
+
+    def merge(self, values: dict) -> bool:
+        """Take `values` into this UPDATE of the same row: a field set once, or appended to
+        twice (an expression with `then`, e.g. a conversation's messages). False when they
+        cannot be."""
+        merged = dict(self.values)
+        for name, value in values.items():
+            if name not in merged:
+                merged[name] = value
+                continue
+            then = getattr(merged[name], "then", None)
+            combined = then(value) if then is not None else None
+            if combined is None:
+                return False
+            merged[name] = combined
+        self.values = merged
+        return True
 
 
 def _deferring(run: Run) -> list[_Write] | None:
@@ -157,25 +208,50 @@ def update_later(run: Run, model: type[models.Model], pk: int, **values) -> None
     if writes is None:
         model.objects.filter(pk=pk).update(**values)
         return
-    row = (model._meta.db_table, pk)
-    if any(write.row == row for write in writes):
-        _write_now(writes, updates_only=True)  # one statement updates a row only once
-    query = model.objects.filter(pk=pk).query.chain(UpdateQuery)
-    query.add_update_values(values)
-    sql, params = query.get_compiler(connection.alias).as_sql()
-    writes.append(_Write(sql, list(params), row=row))
+    # One statement updates a row only once: a second update of it joins the first, or
+    # sends it now.
+    same = next((w for w in writes if w.model is model and w.pk == pk), None)
+    if same is not None and same.merge(values):
+        return
+    if same is not None:
+        _write_now(writes, updates_only=True)
+    writes.append(_Write(model=model, pk=pk, values=values))
 
 
-def insert_later(run: Run, obj: models.Model, event: Event, field: str) -> None:
+def insert_later(
+    run: Run | None,
+    obj: models.Model,
+    event: Event | None = None,
+    field: str = "",
+    *,
+    upsert: tuple[list[str], list[str]] | None = None,
+) -> None:
     """Insert `obj` inside `run`'s block, like `update_later`; `event`, emitted in the same
-    block, names it by its id in `data[field]`."""
-    writes = _deferring(run)
+    block, names it by its id in `data[field]`. `obj` has its id when the block ends. With
+    `upsert` (unique fields, fields to update), a row with the same unique fields is
+    updated instead (INSERT ... ON CONFLICT)."""
+    model = type(obj)
+    writes = _deferring(run) if run is not None else None
     if writes is None:
-        obj.save(force_insert=True)
-        event.data[field] = obj.pk
+        if upsert is None:
+            obj.save(force_insert=True)
+        else:
+            model.objects.bulk_create(
+                [obj], update_conflicts=True, unique_fields=upsert[0], update_fields=upsert[1]
+            )
+        if event is not None:
+            event.data[field] = obj.pk
         return
     meta = obj._meta
-    query = InsertQuery(type(obj))
+    if upsert is None:
+        query = InsertQuery(model)
+    else:
+        query = InsertQuery(
+            model,
+            on_conflict=OnConflict.UPDATE,
+            unique_fields=[meta.get_field(name) for name in upsert[0]],
+            update_fields=[meta.get_field(name) for name in upsert[1]],
+        )
     query.insert_values([f for f in meta.local_concrete_fields if f is not meta.auto_field], [obj])
     compiler = query.get_compiler(connection.alias)
     compiler.returning_fields = [meta.pk]
@@ -185,10 +261,10 @@ def insert_later(run: Run, obj: models.Model, event: Event, field: str) -> None:
 
 def _write_now(writes: list[_Write], *, updates_only: bool = False) -> None:
     for write in list(writes):
-        if updates_only and write.row is None:
+        if updates_only and write.model is None:
             continue
         with connection.cursor() as cursor:
-            cursor.execute(write.sql, write.params)
+            cursor.execute(*write.statement())
             if write.obj is not None:
                 _inserted(write, cursor.fetchone()[0])
         writes.remove(write)
@@ -198,7 +274,8 @@ def _inserted(write: _Write, pk: int) -> None:
     write.obj.pk = pk
     write.obj._state.adding = False
     write.obj._state.db = connection.alias
-    write.event.data[write.field] = pk
+    if write.event is not None:
+        write.event.data[write.field] = pk
 
 
 def _with_writes(
@@ -208,14 +285,17 @@ def _with_writes(
     returned; the params of the CTEs and of the data column."""
     ctes, cte_params, cases, case_params, ids = [], [], [], [], []
     for n, write in enumerate(writes):
-        ctes.append(f"w{n} AS ({write.sql}), ")
-        cte_params += write.params
-        if write.obj is not None:
+        sql, params = write.statement()
+        ctes.append(f"w{n} AS ({sql}), ")
+        cte_params += params
+        if write.obj is None:
+            continue
+        assert write.obj._meta.pk.column == "id", write.obj._meta.pk
+        ids.append(_INSERTED_ID.format(n=n))
+        if write.event is not None:
             ordinal = next(i for i, event in enumerate(events, 1) if event is write.event)
-            assert write.obj._meta.pk.column == "id", write.obj._meta.pk
             cases.append(_NAMED.format(n=n))
             case_params += [ordinal, [write.field]]
-            ids.append(_INSERTED_ID.format(n=n))
     data = f"CASE e.ord{''.join(cases)} ELSE e.data END" if cases else "e.data"
     returned = ", ".join(ids)
     if returned and "RETURNING" not in template:

@@ -194,16 +194,19 @@ class ToolCalls:
             self._run_side_effect(call, request, tool, arguments)
             return
         status, result = self._run_tool(tool, arguments, key)
+        touched = []
         if tool.risk == Risk.WRITE and status == ToolCall.Status.SUCCEEDED:
-            self._widen_lease(tool, arguments)
-        self._finish_call(key, request, tool, arguments, status, result, started_at=started_at)
+            touched = self._touched_paths(tool, arguments)
+        self._finish_call(
+            key, request, tool, arguments, status, result, started_at=started_at, touched=touched
+        )
 
-    def _widen_lease(self, tool: Tool, arguments: dict) -> None:
-        """A step leases what it touches, not only what it claimed: the dispatcher keeps
-        other steps off these paths until this one is merged."""
+    def _touched_paths(self, tool: Tool, arguments: dict) -> list[str]:
+        """The paths a successful write changed: the step's lease widens to them, recorded
+        with the call (see `Host.touched`)."""
         paths = patch_paths(arguments["patch"]) if tool.name == "apply_patch" else []
         paths = paths or [arguments.get("path", "")]
-        self.host.touched([p for p in paths if p])
+        return [p for p in paths if p]
 
     def _run_side_effect(
         self,
@@ -240,6 +243,7 @@ class ToolCalls:
         *,
         started_at=None,
         run: Run | None = None,
+        touched: list[str] | None = None,
     ) -> None:
         """Record a finished tool call, emit `tool.called`, and hand the result to the model:
         inside the caller's transaction when `run` is given, else in one of its own that reads
@@ -247,9 +251,19 @@ class ToolCalls:
         if run is None:
             with recording(self.agent_run.run_id) as locked:
                 self._finish_call(
-                    key, request, tool, arguments, status, result, started_at=started_at, run=locked
+                    key,
+                    request,
+                    tool,
+                    arguments,
+                    status,
+                    result,
+                    started_at=started_at,
+                    run=locked,
+                    touched=touched,
                 )
             return
+        if touched:
+            self.host.touched(run, touched)
         now = timezone.now()
         call = self._tool_call(
             run, key, request, tool, arguments, status, result, started_at or now, now

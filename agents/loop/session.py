@@ -40,6 +40,12 @@ class Appended(Func):
         self.items = items
         super().__init__(F(field))
 
+    def then(self, later) -> "Appended | None":
+        """This append followed by `later`, one of the same field, as one."""
+        if not isinstance(later, Appended) or later.source_expressions != self.source_expressions:
+            return None
+        return Appended(self.source_expressions[0].name, [*self.items, *later.items])
+
     def as_sql(self, compiler, connection, **extra):
         column, params = compiler.compile(self.source_expressions[0])
         if connection.vendor == "postgresql":

@@ -243,7 +243,7 @@ class EngineHost:
                 cost_usd=F("cost_usd") + cost,
             )
 
-    def touched(self, paths: list[str]) -> None:
+    def touched(self, run: Run, paths: list[str]) -> None:
         """A step leases what it touches, not only what it claimed: the dispatcher keeps
         other steps off these paths until this one is merged."""
         if self.step is None or not paths:
@@ -253,5 +253,5 @@ class EngineHost:
         touched = list(self.step.touched or [])
         widened = sorted(set(touched) | set(paths))
         if widened != touched:
-            Step.objects.filter(pk=self.step.pk).update(touched=widened)
+            update_later(run, Step, self.step.pk, touched=widened)
             self.step.touched = widened
