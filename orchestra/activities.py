@@ -30,8 +30,8 @@ from django.db import connection
 from django.utils import timezone
 
 from orchestra import queue
-from orchestra.events import insert_later, open_block
 from orchestra.models import Activity, Step
+from orchestra.writes import insert_later, open_block
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ from agents.loop.outcomes import (
 )
 from agents.models import ToolCall
 from agents.tools import Risk, Tool, ToolContext, ToolError, patch_paths, schema_errors
-from orchestra.events import emit, insert_later, recording
+from orchestra.events import emit, recording
 from orchestra.models import Event, Run
+from orchestra.writes import insert_later
 
 # The loop's one logger, whichever of its parts logs.
 logger = logging.getLogger("agents.loop")

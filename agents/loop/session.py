@@ -26,8 +26,9 @@ from agents.loop.outcomes import (
 from agents.loop.pauses import Pauses
 from agents.models import AgentRun, ModelCall, ToolCall
 from agents.tools import Tool
-from orchestra.events import add_usage, emit, insert_later, locked_run, recording, update_later
+from orchestra.events import add_usage, emit, locked_run, recording
 from orchestra.models import Project, Run, Step
+from orchestra.writes import insert_later, update_later
 
 
 class Appended(Func):

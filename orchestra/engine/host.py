@@ -18,8 +18,9 @@ from approvals.models import Checkpoint
 from orchestra.activities import owner_name
 from orchestra.engine import budgets, workspaces
 from orchestra.engine.shipping import deploy_preview
-from orchestra.events import emit, update_later
+from orchestra.events import emit
 from orchestra.models import Project, Run, Step
+from orchestra.writes import update_later
 
 
 def new_agent_run(

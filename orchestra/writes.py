@@ -1,0 +1,204 @@
+"""Rows an engine block writes "later": in the statement that writes the block's events.
+
+Inside a `locked_run` or `recording` block (see `orchestra.events`), on PostgreSQL, an
+UPDATE (`update_later`) or INSERT (`insert_later`) that nothing in the block reads back
+rides as a CTE in the block's last statement, the one that writes its events and the run's
+row: a model call, its usage and its conversation cost one statement, not four. An
+inserted row's id reaches the event that names it inside that statement. Elsewhere (SQLite,
+outside a block) the write runs at once.
+"""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+
+from django.db import connection, models
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery, UpdateQuery
+
+from orchestra.models import Event, Run
+
+# The runs of the `locked_run` and `recording` blocks this thread is in, innermost last.
+_blocks = threading.local()
+
+
+@contextmanager
+def opened(run: Run) -> Iterator[None]:
+    """`run`'s block is open while inside (`open_block` returns it)."""
+    stack = _blocks.__dict__.setdefault("runs", [])
+    stack.append(run)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def open_block() -> Run | None:
+    """The run of the innermost `locked_run` or `recording` block this thread is in, for
+    writes that may ride in its last statement (`insert_later`)."""
+    stack = getattr(_blocks, "runs", None)
+    return stack[-1] if stack else None
+
+
+# The event at ordinal %s names the row the CTE w{n} inserted by its id in data[%s]; the id
+# comes back too.
+_NAMED = " WHEN %s THEN jsonb_set(e.data, %s::text[], (SELECT to_jsonb(id) FROM w{n}))"
+_INSERTED_ID = "(SELECT id FROM w{n})"
+
+
+@dataclass
+class Write:
+    """A row written by the statement that writes a block's events."""
+
+    sql: str = ""
+    params: list = dataclass_field(default_factory=list)
+    # An UPDATE: its model, its row's primary key and the values, compiled when sent.
+    model: type[models.Model] | None = None
+    pk: int | None = None
+    values: dict = dataclass_field(default_factory=dict)
+    obj: models.Model | None = None  # an INSERT's object, which gets its id after
+    event: Event | None = None  # the event whose data names the inserted row
+    field: str = ""
+
+    def statement(self) -> tuple[str, list]:
+        if self.model is None:
+            return self.sql, self.params
+        query = self.model.objects.filter(pk=self.pk).query.chain(UpdateQuery)
+        query.add_update_values(self.values)
+        sql, params = query.get_compiler(connection.alias).as_sql()
+        return sql, list(params)
+
+    def merge(self, values: dict) -> bool:
+        """Take `values` into this UPDATE of the same row: a field set once, or appended to
+        twice (an expression with `then`, e.g. a conversation's messages). False when they
+        cannot be."""
+        merged = dict(self.values)
+        for name, value in values.items():
+            if name not in merged:
+                merged[name] = value
+                continue
+            then = getattr(merged[name], "then", None)
+            combined = then(value) if then is not None else None
+            if combined is None:
+                return False
+            merged[name] = combined
+        self.values = merged
+        return True
+
+
+def _deferring(run: Run) -> list[Write] | None:
+    writes = getattr(run, "_pending_writes", None)
+    return writes if writes is not None and connection.vendor == "postgresql" else None
+
+
+def update_later(run: Run, model: type[models.Model], pk: int, **values) -> None:
+    """Update one row inside `run`'s `locked_run` or `recording` block: on PostgreSQL the
+    UPDATE rides in the statement that writes the block's events at its end, elsewhere it
+    runs now. Only for writes nothing in the block reads back (usage added with F(), a
+    message appended, a counter set)."""
+    writes = _deferring(run)
+    if writes is None:
+        model.objects.filter(pk=pk).update(**values)
+        return
+    # One statement updates a row only once: a second update of it joins the first, or
+    # sends it now.
+    same = next((w for w in writes if w.model is model and w.pk == pk), None)
+    if same is not None and same.merge(values):
+        return
+    if same is not None:
+        write_now(writes, updates_only=True)
+    writes.append(Write(model=model, pk=pk, values=values))
+
+
+def insert_later(
+    run: Run | None,
+    obj: models.Model,
+    event: Event | None = None,
+    field: str = "",
+    *,
+    upsert: tuple[list[str], list[str]] | None = None,
+) -> None:
+    """Insert `obj` inside `run`'s block, like `update_later`; `event`, emitted in the same
+    block, names it by its id in `data[field]`. `obj` has its id when the block ends. With
+    `upsert` (unique fields, fields to update), a row with the same unique fields is
+    updated instead (INSERT ... ON CONFLICT)."""
+    model = type(obj)
+    writes = _deferring(run) if run is not None else None
+    if writes is None:
+        if upsert is None:
+            obj.save(force_insert=True)
+        else:
+            model.objects.bulk_create(
+                [obj], update_conflicts=True, unique_fields=upsert[0], update_fields=upsert[1]
+            )
+        if event is not None:
+            event.data[field] = obj.pk
+        return
+    meta = obj._meta
+    if upsert is None:
+        query = InsertQuery(model)
+    else:
+        query = InsertQuery(
+            model,
+            on_conflict=OnConflict.UPDATE,
+            unique_fields=[meta.get_field(name) for name in upsert[0]],
+            update_fields=[meta.get_field(name) for name in upsert[1]],
+        )
+    query.insert_values([f for f in meta.local_concrete_fields if f is not meta.auto_field], [obj])
+    compiler = query.get_compiler(connection.alias)
+    compiler.returning_fields = [meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    writes.append(Write(sql, list(params), obj=obj, event=event, field=field))
+
+
+def write_now(writes: list[Write], *, updates_only: bool = False) -> None:
+    for write in list(writes):
+        if updates_only and write.model is None:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(*write.statement())
+            if write.obj is not None:
+                _inserted(write, cursor.fetchone()[0])
+        writes.remove(write)
+
+
+def _inserted(write: Write, pk: int) -> None:
+    write.obj.pk = pk
+    write.obj._state.adding = False
+    write.obj._state.db = connection.alias
+    if write.event is not None:
+        write.event.data[write.field] = pk
+
+
+def with_writes(template: str, writes: list[Write], events: list[Event]) -> tuple[str, list, list]:
+    """`template` with the writes' CTEs, the event data that names inserted rows and the ids
+    returned; the params of the CTEs and of the data column."""
+    ctes, cte_params, cases, case_params, ids = [], [], [], [], []
+    for n, write in enumerate(writes):
+        sql, params = write.statement()
+        ctes.append(f"w{n} AS ({sql}), ")
+        cte_params += params
+        if write.obj is None:
+            continue
+        assert write.obj._meta.pk.column == "id", write.obj._meta.pk
+        ids.append(_INSERTED_ID.format(n=n))
+        if write.event is not None:
+            ordinal = next(i for i, event in enumerate(events, 1) if event is write.event)
+            cases.append(_NAMED.format(n=n))
+            case_params += [ordinal, [write.field]]
+    data = f"CASE e.ord{''.join(cases)} ELSE e.data END" if cases else "e.data"
+    returned = ", ".join(ids)
+    if returned and "RETURNING" not in template:
+        returned = " RETURNING " + returned
+    elif returned:
+        returned = ", " + returned
+    sql = template.format(writes="".join(ctes), data=data, ids=returned)
+    return sql, cte_params, case_params
+
+
+def returned_ids(writes: list[Write], row) -> None:
+    inserts = [write for write in writes if write.obj is not None]
+    for write, pk in zip(inserts, row[len(row) - len(inserts) :], strict=True):
+        _inserted(write, pk)
