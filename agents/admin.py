@@ -84,21 +84,7 @@ class ProfileVersionAdmin(ReadOnlyAdmin):
     list_display = ["profile", "number", "created_by", "created_at", "model", "turn_limit"]
     list_filter = ["profile__team", "profile__role"]
     list_select_related = ["profile", "profile__project", "created_by"]
-    fields = [
-        "profile",
-        "number",
-        "created_by",
-        "created_at",
-        "provider",
-        "model",
-        "fallback_provider",
-        "fallback_model",
-        "temperature",
-        "allowed_tools",
-        "turn_limit",
-        "system_prompt",
-        "changes",
-    ]
+    fields = ["profile", "number", "created_by", "created_at", *AgentProfile.VERSIONED, "changes"]
     readonly_fields = ["changes"]
 
     @admin.display(description="Changes from the previous version")

@@ -2,7 +2,6 @@
 fresh `git worktree add` would have given, as git itself sees it."""
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from agents.workspace import (
     step_branch_name,
 )
 from agents.workspace.parking import parked_dir
+from tests.agents.test_workspace_inprocess import _git
 
 
 @pytest.fixture
@@ -26,14 +26,6 @@ def repo(tmp_path) -> Path:
         tmp_path / "project",
         seed_files={"README.md": "# Project\n", "src/app.py": "print('app')\n", "docs/a.md": "a\n"},
     )
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
-    env |= {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, check=True
-    ).stdout
 
 
 def _files(worktree: Path) -> set[str]:
