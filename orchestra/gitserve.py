@@ -70,12 +70,13 @@ def _refusal(status: int, reason: str) -> HttpResponse:
 @csrf_exempt
 def git_http(request: HttpRequest, slug: str, path: str) -> HttpResponse:
     """One request of git's smart HTTP protocol on the project's central repository."""
-    credential = worker_for_token(_token(request))
+    token = _token(request)
+    credential = worker_for_token(token)
     if credential is None:
         reason = (
             "a worker credential is required (issue one with `orchestra worker-token add "
             "NAME` and set it as ORCHESTRA_GIT_TOKEN)"
-            if not _token(request)
+            if not token
             else "this worker credential is unknown or revoked"
         )
         return _refusal(401, reason)

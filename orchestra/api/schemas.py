@@ -217,8 +217,9 @@ def iso(moment: datetime | None) -> str | None:
 
 
 # --- project settings: profiles, members, policy ---------------------------------------------
-class ProfileVersionOut(Schema):
-    number: int
+class ProfileSettingsOut(Schema):
+    """What a profile's version records (`AgentProfile.VERSIONED`)."""
+
     system_prompt: str
     provider: str | None
     model: str
@@ -227,23 +228,19 @@ class ProfileVersionOut(Schema):
     temperature: float
     allowed_tools: list[str]
     turn_limit: int
+
+
+class ProfileVersionOut(ProfileSettingsOut):
+    number: int
     created_by: str | None
     created_at: str
 
 
-class ProfileOut(Schema):
+class ProfileOut(ProfileSettingsOut):
     role: str
     description: str
     # "project": the project's own copy; "team": the team's, shared with its other projects.
     owner: Literal["project", "team"]
-    system_prompt: str
-    provider: str | None
-    model: str
-    fallback_provider: str | None
-    fallback_model: str
-    temperature: float
-    allowed_tools: list[str]
-    turn_limit: int
     version: int | None
 
 
