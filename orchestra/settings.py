@@ -202,7 +202,7 @@ else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "orchestra.sqlite",
             "NAME": env_str("ORCHESTRA_SQLITE_PATH", str(DATA_DIR / "orchestra.sqlite3")),
             "OPTIONS": {
                 # WAL lets readers work beside the writer; IMMEDIATE takes the write lock at

@@ -38,12 +38,12 @@ def add_worktree(repo: Path, path: Path, branch: str, start_commit: str) -> Path
 
 
 def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) -> Path:
-    # In process in the common case (libgit2 registers the worktree and checks the branch
-    # out, with no git process to start). Whatever libgit2 does not do as git would (a
-    # folder already there, filters configured in the repository) or refuses goes to
-    # `git worktree add`, and the worktree list is pruned only when that fails, since its
-    # cost grows with the number of worktrees (a folder deleted without `git worktree remove`
-    # stays registered and makes git refuse the path or the branch).
+    # In process in the common case (a parked worktree taken, with no git process to
+    # start). A fresh checkout, and whatever libgit2 does not do as git would (a folder
+    # already there, filters configured in the repository), goes to `git worktree add`, and
+    # the worktree list is pruned only when that fails, since its cost grows with the number
+    # of worktrees (a folder deleted without `git worktree remove` stays registered and makes
+    # git refuse the path or the branch).
     current = _worktree_branch(repo, path)
     if current is not None:
         if current == f"refs/heads/{branch}":
@@ -57,29 +57,24 @@ def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) 
 
 
 def _add_in_process(repo: Path, path: Path, branch: str, start_commit: str) -> bool:
-    """Add the worktree through libgit2; False (and nothing left behind but the branch,
-    which git would have created too) when git should do it instead."""
+    """Take a parked worktree for the branch (creating the branch when missing); False when
+    none could be taken, and git adds a fresh one instead.
+
+    A fresh checkout writes every file of the repository, and pygit2's `add_worktree` holds
+    the interpreter's lock all along (half a second on a 500-file repository, while every
+    other thread of an embedded worker waits): git does it, in a process of its own."""
     repository = libgit.open_repository(repo)
     if path.exists() or any(entry.name.startswith("filter.") for entry in repository.config):
         return False
-    registrations = common_dir(repo) / "worktrees"
-    name, number = path.name, 0
-    while (registrations / name).exists():  # as git names them: k000, k0001, k0002...
-        number += 1
-        name = f"{path.name}{number}"
     try:
         existing = repository.branches.local.get(branch)
         ref = existing or repository.branches.local.create(
             branch, libgit.commit_of(repository, start_commit)
         )
-        if parking.take(repo, path, ref):
-            return True
-        repository.add_worktree(name, str(path), ref)
+        return parking.take(repo, path, ref)
     except (pygit2.GitError, GitError, ValueError):
         shutil.rmtree(path, ignore_errors=True)
-        shutil.rmtree(registrations / name, ignore_errors=True)
         return False
-    return True
 
 
 def _add_with_git(repo: Path, path: Path, branch: str, start_commit: str) -> None:
@@ -131,13 +126,17 @@ def remove_worktrees(repo: Path, paths: list[Path], *, park: int = 0) -> None:
     What `git worktree remove --force --force` does, without a process per worktree: each
     registered worktree's folder is deleted, and the one prune forgets their registrations.
     With `park`, up to that many are parked instead, for later worktrees to take
-    (`parking`). Holds the repository lock.
+    (`parking`), and when every one was parked nothing is pruned (parked worktrees stay
+    registered). Holds the repository lock.
     """
     with repository_lock(repo):
+        deleted = False
         for path in paths:
             if _registered(repo, path) and not parking.park(repo, path, park):
                 shutil.rmtree(path, onerror=_writable_and_retry)
-        git_output(repo, "worktree", "prune")
+                deleted = True
+        if deleted or not park:
+            git_output(repo, "worktree", "prune")
 
 
 def _writable_and_retry(function, path, _info) -> None:

@@ -70,7 +70,7 @@ def _merge(step: Step) -> bool:
                 emit(run, "merge.failed", step=step, data={"error": str(exc)[:2000]})
                 escalate(run, step, f"Merging the step's branch failed: {exc}")
         return False
-    report = False
+    report = merged = False
     with locked_run(step.run_id) as run:
         step.refresh_from_db()
         if run.is_terminal or step.status != Step.Status.MERGING:
@@ -91,6 +91,7 @@ def _merge(step: Step) -> bool:
             )
             complete_step(run, step, also=["merged_commit"])
             report = dispatch_locked(run)
+            merged = True
         else:
             emit(
                 run,
@@ -118,4 +119,15 @@ def _merge(step: Step) -> bool:
                     event_data={"merge_conflict": outcome.conflicts},
                     merge_conflict=True,
                 )
+    if merged:
+        _release_worktree(run, step)
     return report
+
+
+def _release_worktree(run: Run, step: Step) -> None:
+    """After the merge's transaction: the step's checkout goes back to the shelf. A failure
+    only costs the next step a fresh checkout; the run's end removes what is left."""
+    try:
+        workspaces.release_worktree(run, step)
+    except (GitError, OSError):
+        logger.warning("could not release the worktree of step %s", step.pk, exc_info=True)

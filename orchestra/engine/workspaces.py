@@ -232,6 +232,19 @@ def remove_finished_worktrees(project: Project) -> None:
         shutil.rmtree(runs[run_id], ignore_errors=True)
 
 
+def release_worktree(run: Run, step: Step) -> None:
+    """A merged step's worktree is parked at once (or removed when the shelf is full), so
+    the next step of this run or another takes its checkout instead of writing every file
+    of the repository again: in a plan wider than the shelf, fresh checkouts were most of a
+    step's cost. Nothing reads a merged step's worktree again (its branch holds its work).
+    Not on a remote worker's machine: the merge runs on the central one."""
+    if remote() or not step.worktree:
+        return
+    git.remove_worktrees(
+        repository_for(run.project), [Path(step.worktree)], park=settings.ORCHESTRA_PARKED_WORKTREES
+    )
+
+
 def merge_step(run: Run, step: Step) -> git.MergeOutcome:
     """Integrate the step's branch into the run branch: the merge queue, one merge at a time
     per repository (a lock inside the repository)."""

@@ -250,7 +250,10 @@ def test_a_gated_file_write_shows_the_diff(demo, owner, approver):
     assert "-# Old notes" in diff and "+# Research" in diff
     assert (workspace / "notes" / "research.md").read_text() == "# Old notes\n"  # not yet
     decide_checkpoint(approver, checkpoint, "approve")
-    assert (workspace / "notes" / "research.md").read_text().startswith("# Research")
+    # The approved write went on: the step committed it, and its merged worktree is parked.
+    step = run.steps.get(key="research")
+    assert step.status == Step.Status.DONE and not workspace.exists()
+    assert git.file_at(repo, step.head_commit, "notes/research.md").startswith("# Research")
 
 
 def test_a_run_cancelled_while_the_model_answers_opens_no_checkpoint(demo, owner):

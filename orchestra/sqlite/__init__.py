@@ -1,0 +1,2 @@
+"""The embedded default's database backend: SQLite with its writers queued in process
+(see base.py)."""
