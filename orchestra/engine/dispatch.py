@@ -23,6 +23,11 @@ def dispatch_ready_steps(run_id: int) -> None:
         report_run(run_id)
 
 
+# What dispatch reads of each unfinished step, and what it writes (status, dispatched_at,
+# task_id) without reading.
+_DECIDES = ("run", "key", "position", "agent_role", "status", "depends_on", "claims", "touched")
+
+
 def dispatch_locked(run: Run) -> bool:
     """The dispatch decision. Caller holds the run lock. Returns True when every step is
     done and the report is due. Nothing while the run is paused by hand."""
@@ -32,8 +37,9 @@ def dispatch_locked(run: Run) -> bool:
         Run.Status.AWAITING_APPROVAL,
     ):
         return False
-    # Only what is not done yet: a plan's finished steps are not read on every completion.
-    steps = list(run.steps.exclude(status=Step.Status.DONE))
+    # Only what is not done yet, and only the columns the decision reads: a plan's finished
+    # steps, briefs and outputs are not read on every completion.
+    steps = list(run.steps.exclude(status=Step.Status.DONE).only(*_DECIDES))
     if not steps:
         return run.steps.exists()
     remaining = {s.key for s in steps}
