@@ -9,8 +9,9 @@ The lifecycle of an `Activity`:
   or a running one whose lease expired. A duplicate delivery finds it held and returns.
 - `begin` takes it directly, for work a worker carries on inline (a review right after the
   step it reviews, the report right after the last merge).
-- `held` keeps the lease alive with a heartbeat thread while the work runs and marks it done
-  when the block ends; an exception leaves it due for the sweep.
+- `held` keeps the lease alive while the work runs (the process's lease keeper renews every
+  held lease in one statement) and marks it done when the block ends; an exception leaves it
+  due for the sweep.
 - `expired` lists what the sweep must take over: queued work nobody started within its
   lease, running work whose owner stopped renewing.
 
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from orchestra import queue
@@ -186,32 +188,24 @@ TASKS = {
 
 @contextmanager
 def held(activity: Activity) -> Iterator[Activity]:
-    """Run the activity's work: renew its lease every third of it from a heartbeat thread,
-    mark it done at the end. An exception leaves it due, so the sweep hands it on (bounded
-    by ORCHESTRA_ACTIVITY_ATTEMPTS)."""
-    stop = threading.Event()
-    beat = None
-    if settings.ORCHESTRA_EMBEDDED_WORKER != "sync":
-        beat = threading.Thread(
-            target=_heartbeat, args=(activity.pk, activity.owner, stop), daemon=True
-        )
-        beat.start()
+    """Run the activity's work: the process's lease keeper renews its lease every third of
+    it, and it is marked done at the end. An exception leaves it due, so the sweep hands it
+    on (bounded by ORCHESTRA_ACTIVITY_ATTEMPTS). Never inside a database transaction."""
+    keeping = settings.ORCHESTRA_EMBEDDED_WORKER != "sync"
+    if keeping:
+        _keeper.hold(activity)
     try:
         yield activity
     except BaseException:
-        _stop(stop, beat)
+        if keeping:
+            _keeper.release(activity, settle=True)
         Activity.objects.filter(
             pk=activity.pk, owner=activity.owner, status=Activity.Status.RUNNING
         ).update(lease_expires_at=timezone.now())
         raise
-    _stop(stop, beat)
+    if keeping:
+        _keeper.release(activity)
     finish(activity)
-
-
-def _stop(stop: threading.Event, beat: threading.Thread | None) -> None:
-    stop.set()
-    if beat is not None:
-        beat.join()
 
 
 def finish(activity: Activity) -> None:
@@ -226,21 +220,73 @@ def finish_now(activity: Activity) -> None:
     Activity.objects.filter(pk=activity.pk).update(status=Activity.Status.DONE)
 
 
-def _heartbeat(activity_id: int, owner: str, stop: threading.Event) -> None:
-    every = max(settings.ORCHESTRA_LEASE / 3, 0.05)
+class _LeaseKeeper:
+    """One thread per process renews the leases of every activity the process holds, in one
+    UPDATE every third of a lease.
+
+    A thread per activity cost a thread started and joined around each piece of work (four
+    per step), the join waiting for the beat thread to be scheduled again, and a connection
+    per beat; with tens of steps at once, tens of threads each writing alone.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, str] = {}  # activity id -> its owner
+        self._guard = threading.Lock()  # over `_held` and the thread
+        self._renewing = threading.Lock()  # held while a renewal is written
+        self._thread: threading.Thread | None = None
+
+    def hold(self, activity: Activity) -> None:
+        with self._guard:
+            self._held[activity.pk] = activity.owner
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="orchestra-leases", daemon=True
+                )
+                self._thread.start()
+
+    def release(self, activity: Activity, *, settle: bool = False) -> None:
+        """No more renewals. With `settle`, also wait for a renewal being written, so the
+        caller's own write of the lease lands after it (a failed piece of work marks its
+        lease due at once, and a renewal in flight must not push it back out)."""
+        with self._guard:
+            self._held.pop(activity.pk, None)
+        if settle:
+            with self._renewing:
+                pass
+
+    def _run(self) -> None:
+        every = max(settings.ORCHESTRA_LEASE / 3, 0.05)
+        pause = threading.Event()
+        while not pause.wait(every):
+            with self._renewing:
+                with self._guard:
+                    held = dict(self._held)
+                if held:
+                    _renew(held)
+
+    def holding(self) -> dict[int, str]:
+        with self._guard:
+            return dict(self._held)
+
+
+def _renew(held: dict[int, str]) -> None:
+    """Extend the leases of `held` (id -> owner) still running under their owner; a missed
+    renewal only shortens a lease."""
+    now = timezone.now()
+    mine = Q()
+    for pk, owner in held.items():
+        mine |= Q(pk=pk, owner=owner)
     try:
-        while not stop.wait(every):
-            now = timezone.now()
-            renewed = Activity.objects.filter(
-                pk=activity_id, owner=owner, status=Activity.Status.RUNNING
-            ).update(lease_expires_at=lease_from(now), heartbeat_at=now)
-            connection.close()  # back to the pool between beats: one borrowed at a time
-            if not renewed:
-                return  # done, or taken over by another worker
-    except Exception:  # a missed beat only shortens the lease
-        logger.warning("heartbeat of activity %s failed", activity_id, exc_info=True)
+        Activity.objects.filter(mine, status=Activity.Status.RUNNING).update(
+            lease_expires_at=lease_from(now), heartbeat_at=now
+        )
+    except Exception:
+        logger.warning("renewing the leases of %s activities failed", len(held), exc_info=True)
     finally:
-        connection.close()
+        connection.close()  # back to the pool between renewals
+
+
+_keeper = _LeaseKeeper()
 
 
 def expired(now: datetime) -> list[Activity]:
