@@ -327,14 +327,49 @@ class _Sender:
     async def _drain(self) -> None:
         assert self._queue is not None
         while True:
-            layer, group, message = await self._queue.get()
-            try:
-                await layer.group_send(group, message)
-            except Exception:
-                logger.warning("broadcast to %s failed", group, exc_info=True)
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for layer, group, message in coalesced(batch):
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    logger.warning("broadcast to %s failed", group, exc_info=True)
             with self._idle:
-                self._pending -= 1
+                self._pending -= len(batch)
                 self._idle.notify_all()
+
+
+def coalesced(batch: list[tuple]) -> list[tuple]:
+    """The broadcasts queued while the last ones were sent, as fewer messages: a group's
+    consecutive `run.event` messages become one (their events in order), a model's streamed
+    text only its latest (each holds the whole text so far), a project's rings for one run
+    one ring. Each group's messages keep their order; with many steps at once the sender
+    keeps up with one round trip per group instead of one per transaction."""
+    out: list[tuple] = []
+    last: dict[str, int] = {}  # group -> index in `out` of its latest message
+    for layer, group, message in batch:
+        at = last.get(group)
+        merged = _merged(out[at][2], message) if at is not None else None
+        if merged is not None:
+            out[at] = (layer, group, merged)
+            continue
+        last[group] = len(out)
+        out.append((layer, group, message))
+    return out
+
+
+def _merged(first: dict, then: dict) -> dict | None:
+    kind = first["type"]
+    if kind != then["type"]:
+        return None
+    if kind == "run.event":
+        return {**first, "events": [*first["events"], *then["events"]]}
+    if kind == "run.text" and first["live"].get("agent_run") == then["live"].get("agent_run"):
+        return then
+    if kind == "inbox.ring" and first.get("run") == then.get("run"):
+        return {**first, "kinds": sorted({*first["kinds"], *then["kinds"]})}
+    return None
 
 
 _sender = _Sender()

@@ -411,3 +411,40 @@ def test_each_frame_carries_the_line_the_page_renders(run, owner):
         assert "the plan was taken over from a lost worker by w3" in lines[5]
 
     run_async(body)
+
+
+def test_broadcasts_queued_meanwhile_go_as_fewer_messages_in_each_groups_order():
+    from orchestra.events import coalesced
+
+    layer = object()
+
+    def events(*seqs):
+        return {"type": "run.event", "events": [{"seq": seq} for seq in seqs]}
+
+    def text(agent_run, so_far):
+        return {"type": "run.text", "live": {"agent_run": agent_run, "text": so_far}}
+
+    ring = {"type": "inbox.ring", "run": 7, "kinds": ["step.completed"]}
+    batch = [
+        (layer, "run-7", events(1, 2)),
+        (layer, "project-1", ring),
+        (layer, "run-7", events(3)),
+        (layer, "run-8", events(1)),
+        (layer, "project-1", {**ring, "kinds": ["merge.queued", "step.completed"]}),
+        (layer, "run-7", text(4, "Hel")),
+        (layer, "run-7", text(4, "Hello")),
+        (layer, "run-7", text(5, "Other")),
+        (layer, "run-7", events(4)),
+        (layer, "project-1", {**ring, "run": 8}),
+    ]
+    sent = [(group, message) for _layer, group, message in coalesced(batch)]
+    assert sent == [
+        ("run-7", events(1, 2, 3)),
+        ("project-1", {**ring, "kinds": ["merge.queued", "step.completed"]}),
+        ("run-8", events(1)),
+        ("run-7", text(4, "Hello")),
+        ("run-7", text(5, "Other")),
+        ("run-7", events(4)),  # after the text that preceded it, never before
+        ("project-1", {**ring, "run": 8}),
+    ]
+    assert coalesced([]) == []
