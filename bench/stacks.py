@@ -164,8 +164,15 @@ class Stack:
     def run(self, run_id: int) -> dict:
         return self.api("GET", f"/api/runs/{run_id}")
 
-    def events(self, run_id: int) -> list[dict]:
-        return self.api("GET", f"/api/runs/{run_id}/events?after=0&limit=5000")["events"]
+    def events(self, run_id: int, after: int = 0) -> list[dict]:
+        """The run's events after seq `after`, in order (every page)."""
+        events: list[dict] = []
+        while True:
+            page = self.api("GET", f"/api/runs/{run_id}/events?after={after}&limit=5000")
+            events += page["events"]
+            if len(page["events"]) < 5000:
+                return events
+            after = events[-1]["seq"]
 
     def runs(self, project: str) -> list[dict]:
         """The project's runs, newest first (the concurrent runs fit in one page)."""
