@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from agents.llm import live, quirks
 from agents.llm.base import ModelError, ModelReply, ToolRequest
@@ -248,23 +249,29 @@ class OpenAIModelClient:
     # -- streamed
 
     def _complete_streaming(self, request: dict[str, Any]) -> ModelReply:
-        stream = self._completions.create(**request)
-        kind = stream.response.headers.get("content-type", "")
-        if "html" in kind:
-            with stream:
-                body = stream.response.read().decode("utf-8", "replace")
-            raise _InvalidResponse(f"expected a stream, got {self._preview(body)}")
-        content: list[str] = []
-        reasoning: list[str] = []
-        calls: dict[int, _PartialCall] = {}
-        usage = None
-        model = ""
-        finish_reason = None
-        chunks = 0
-        with stream:
-            for chunk in stream:
-                if not isinstance(chunk, ChatCompletionChunk):
-                    raise _InvalidResponse(f"expected a stream chunk, got {self._preview(chunk)}")
+        # The SDK sends the request (retries, errors, headers as ever); the stream's events
+        # are read here. The SDK's own iterator builds a typed object per chunk, which cost
+        # about 0.15 ms a chunk, three times the parsing: a 500-chunk reply spent 75 ms of
+        # the interpreter on it, with every agent of the process streaming beside it.
+        with self._completions.with_streaming_response.create(**request) as response:
+            kind = response.headers.get("content-type", "")
+            if "html" in kind:
+                body = response.read().decode("utf-8", "replace")
+                raise _InvalidResponse(f"expected a stream, got {self._preview(body)}")
+            content: list[str] = []
+            reasoning: list[str] = []
+            calls: dict[int, _PartialCall] = {}
+            usage = None
+            model = ""
+            finish_reason = None
+            chunks = 0
+            lines = response.iter_lines()
+            for data in _event_data(lines):
+                if data.startswith("[DONE]"):
+                    for _rest in lines:  # read to the end: the connection goes back to the pool
+                        pass
+                    break
+                chunk = _chunk(data, response.http_request)
                 chunks += 1
                 model = chunk.model or model
                 if chunk.usage is not None:
@@ -381,6 +388,59 @@ class OpenAIModelClient:
         return quirks.html_hint(page, self.endpoint) if page else _preview(value)
 
 
+def _event_data(lines: Iterator[str]) -> Iterator[str]:
+    """The data of each server-sent event in `lines`, in order (fields other than `data`,
+    and comments, are skipped: a chat stream names no events)."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+def _chunk(data: str, request: Any) -> _Fields:
+    """One streamed chunk, read by attribute as the SDK's typed chunk is; an error sent in
+    the stream raises as the SDK's iterator raises it."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        raise _InvalidResponse(f"expected a stream chunk, got {_preview(data)}") from None
+    if not isinstance(parsed, dict):
+        raise _InvalidResponse(f"expected a stream chunk, got {_preview(parsed)}")
+    error = parsed.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        if not isinstance(message, str) or not message:
+            message = "An error occurred during streaming"
+        raise openai.APIError(message=message, request=request, body=error)
+    return _Fields(parsed)
+
+
+class _Fields:
+    """A JSON object read by attribute (a missing field is None), its objects and lists of
+    objects likewise: what the reading code expects of the SDK's typed chunks."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict):
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._data.get(name)
+        if isinstance(value, dict):
+            return _Fields(value)
+        if isinstance(value, list):
+            return [_Fields(item) if isinstance(item, dict) else item for item in value]
+        return value
+
+
 def _merge_call_delta(calls: dict[int, _PartialCall], delta: Any) -> None:
     """Fold one streamed tool-call fragment into the call at its index.
 
@@ -428,6 +488,8 @@ def _raw_arguments(arguments: Any) -> str:
         return "{}"
     if isinstance(arguments, str):
         return arguments
+    if isinstance(arguments, _Fields):  # an object in a streamed chunk, as it came
+        arguments = arguments._data
     return json.dumps(arguments)
 
 

@@ -4,6 +4,7 @@ Retries, Retry-After, timeouts and SSE parsing all happen inside the SDK and its
 only real requests show whether the adapter's settings and error mapping hold. No database.
 """
 
+import json
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from agents.llm.base import ModelError, ModelReply
 from agents.llm.openai_client import OpenAIModelClient
 from tests.llm_server import ScriptedLLMServer, error, garbage, reply, slow
+from tests.loopback import LoopbackServer, QuietHandler
 
 MESSAGES = [
     {"role": "system", "content": "You are a test."},
@@ -227,3 +229,68 @@ def test_endpoint_and_keyless_local_servers(server):
     assert client.endpoint == server.base_url
     assert ask(client).content == "ok"
     assert server.request_headers[0]["authorization"] == "Bearer not-needed"
+
+
+class _RawStream(LoopbackServer):
+    """Answers every completion with the same server-sent event stream, byte for byte."""
+
+    body = b""
+
+    class Handler(QuietHandler):
+        def do_POST(self):
+            self.read_body()
+            self.answer(200, self.server.owner.body, "text/event-stream")
+
+
+def _streamed(body: str) -> ModelReply:
+    with _RawStream() as raw:
+        raw.body = body.encode()
+        client = OpenAIModelClient(raw.origin + "/v1", "", timeout=5, max_retries=0, stream=True)
+        return client.complete(
+            model="m", messages=[{"role": "user", "content": "hi"}], tools=[], temperature=0
+        )
+
+
+def _chunk(**delta) -> str:
+    return json.dumps({"model": "m", "choices": [{"index": 0, "delta": delta}]})
+
+
+def test_a_stream_is_read_as_server_sent_events_whatever_their_layout():
+    # A comment, a field without its space, an event named, data cut over two lines (joined
+    # with a newline), CRLF line ends, usage in the last chunk.
+    usage = json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+    body = (
+        ": keep-alive\n\n"
+        f"data:{_chunk(content='Hel')}\n\n"
+        f"event: message\ndata: {_chunk(content='lo')}\r\n\r\n"
+        'data: {"model": "m", "choices": [{"index": 0,\n'
+        'data: "delta": {"content": "!"}, "finish_reason": "stop"}]}\n\n'
+        f"data: {usage}\n\ndata: [DONE]\n\n"
+    )
+    reply = _streamed(body)
+    assert reply.content == "Hello!"
+    assert reply.finish_reason == "stop"
+    assert (reply.input_tokens, reply.output_tokens, reply.usage_estimated) == (3, 2, False)
+
+
+def test_an_error_inside_a_stream_is_the_endpoints_error():
+    body = (
+        f"data: {_chunk(content='Hal')}\n\n"
+        'data: {"error": {"message": "overloaded, try later"}}\n\n'
+    )
+    with pytest.raises(ModelError, match="reported an error: overloaded, try later"):
+        _streamed(body)
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ("data: {not json\n\n", "expected a stream chunk, got non-JSON text '{not json'"),
+        ("data: [1, 2]\n\n", "expected a stream chunk"),
+        ("data: [DONE]\n\n", "the stream ended without a single chunk"),
+    ],
+)
+def test_a_stream_that_is_not_chunks_is_an_invalid_response(body, why):
+    with pytest.raises(ModelError, match="invalid response") as raised:
+        _streamed(body)
+    assert why in str(raised.value)
