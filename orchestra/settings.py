@@ -154,9 +154,9 @@ if DATABASE_URL:
     # thread until garbage collection. A pool (psycopg-pool, Django's OPTIONS["pool"]) caps
     # each process at ORCHESTRA_DB_POOL_MAX: a request borrows a connection for its database
     # work and waits up to ORCHESTRA_DB_POOL_TIMEOUT seconds when all are lent. Workers hold
-    # one connection per running task plus one per heartbeat, so a worker's pool is sized from
-    # its thread count, and Celery's close at task end hands the connection back, to be reused
-    # by the next task instead of reconnecting. ORCHESTRA_DB_POOL=0 turns the pool off (then
+    # one connection per running task plus one for the process's lease keeper, so a worker's
+    # pool is sized from its thread count, and Celery's close at task end hands it back, to be
+    # reused by the next task instead of reconnecting. ORCHESTRA_DB_POOL=0 turns the pool off (then
     # DATABASE_CONN_MAX_AGE applies; keep it 0 under ASGI). Each process names itself in
     # pg_stat_activity.application_name: orchestra-web, orchestra-worker, ...
     DB_POOL = env_bool("ORCHESTRA_DB_POOL", True)
@@ -164,10 +164,10 @@ if DATABASE_URL:
     # Same default as ORCHESTRA_WORKER_CONCURRENCY / ORCHESTRA_EMBEDDED_THREADS below.
     if ORCHESTRA_PROCESS_ROLE == "worker":
         DB_POOL_MAX = env_int(
-            "ORCHESTRA_DB_WORKER_POOL_MAX", 2 * env_int("ORCHESTRA_WORKER_CONCURRENCY", 64) + 2
+            "ORCHESTRA_DB_WORKER_POOL_MAX", env_int("ORCHESTRA_WORKER_CONCURRENCY", 64) + 2
         )
     elif ORCHESTRA_PROCESS_ROLE == "up":  # serves and, embedded, works
-        DB_POOL_MAX += 2 * env_int("ORCHESTRA_EMBEDDED_THREADS", 32)
+        DB_POOL_MAX += env_int("ORCHESTRA_EMBEDDED_THREADS", 32) + 1
     DB_POOL_MIN = min(env_int("ORCHESTRA_DB_POOL_MIN", 2), DB_POOL_MAX)
     DB_POOL_TIMEOUT = env_float("ORCHESTRA_DB_POOL_TIMEOUT", 30.0)
     DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 0)
