@@ -38,8 +38,10 @@ def dispatch_locked(run: Run) -> bool:
     ):
         return False
     # Only what is not done yet, and only the columns the decision reads: a plan's finished
-    # steps, briefs and outputs are not read on every completion.
-    steps = list(run.steps.exclude(status=Step.Status.DONE).only(*_DECIDES))
+    # steps, briefs and outputs are not read on every completion. In plan order, by position
+    # alone (the model's default ordering starts with the run's, which costs a join).
+    unfinished = run.steps.exclude(status=Step.Status.DONE).order_by("position", "pk")
+    steps = list(unfinished.only(*_DECIDES))
     if not steps:
         return run.steps.exists()
     remaining = {s.key for s in steps}
