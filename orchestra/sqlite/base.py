@@ -89,22 +89,19 @@ class QueuedCursor(base.SQLiteCursorWrapper):
     wrapper: DatabaseWrapper
 
     def execute(self, query, params=None):
-        if self._takes_turn(query):
-            self.wrapper._wait_for_turn()
-            try:
-                return super().execute(query, params)
-            finally:
-                self.wrapper._end_turn()
-        return super().execute(query, params)
+        return self._in_turn(super().execute, query, params)
 
     def executemany(self, query, param_list):
-        if self._takes_turn(query):
-            self.wrapper._wait_for_turn()
-            try:
-                return super().executemany(query, param_list)
-            finally:
-                self.wrapper._end_turn()
-        return super().executemany(query, param_list)
+        return self._in_turn(super().executemany, query, param_list)
+
+    def _in_turn(self, send, query, params):
+        if not self._takes_turn(query):
+            return send(query, params)
+        self.wrapper._wait_for_turn()
+        try:
+            return send(query, params)
+        finally:
+            self.wrapper._end_turn()
 
     def _takes_turn(self, query: str) -> bool:
         return (
