@@ -1,7 +1,10 @@
 """Dispatch: deterministic code, not a model, decides which steps start."""
 
+import json
 import logging
 
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from orchestra.engine.report import report_run
@@ -23,9 +26,14 @@ def dispatch_ready_steps(run_id: int) -> None:
         report_run(run_id)
 
 
-# What dispatch reads of each unfinished step, and what it writes (status, dispatched_at,
-# task_id) without reading.
-_DECIDES = ("run", "key", "position", "agent_role", "status", "depends_on", "claims", "touched")
+# What dispatch reads of each unfinished step, as plain values (a wide plan's every
+# completion reads them all: model instances for each cost more than the rest of the
+# decision). The lists come as JSON text, decoded only for the steps the decision looks at.
+_DECIDES = ("pk", "key", "agent_role", "status", "depends_on_text", "claims_text", "touched_text")
+_AS_TEXT = {
+    f"{name}_text": Cast(name, output_field=TextField())
+    for name in ("depends_on", "claims", "touched")
+}
 
 
 def dispatch_locked(run: Run) -> bool:
@@ -41,28 +49,51 @@ def dispatch_locked(run: Run) -> bool:
     # steps, briefs and outputs are not read on every completion. In plan order, by position
     # alone (the model's default ordering starts with the run's, which costs a join).
     unfinished = run.steps.exclude(status=Step.Status.DONE).order_by("position", "pk")
-    steps = list(unfinished.only(*_DECIDES))
-    if not steps:
+    values = unfinished.annotate(**_AS_TEXT).values_list(*_DECIDES)
+    rows = [dict(zip(_DECIDES, row, strict=True)) for row in values]
+    if not rows:
         return run.steps.exists()
-    remaining = {s.key for s in steps}
-    active = [s for s in steps if s.status in Step.ACTIVE]
-    busy = sum(1 for s in active if s.status != Step.Status.AWAITING_APPROVAL)
+    remaining = {row["key"] for row in rows}
+    active = [row for row in rows if row["status"] in Step.ACTIVE]
+    busy = sum(1 for row in active if row["status"] != Step.Status.AWAITING_APPROVAL)
     # Leases: what each active step claimed in the plan, widened by what it touched.
-    held = {path for s in active for path in (*s.claims, *s.touched)}
+    held = {path for row in active for path in (*_paths(row, "claims"), *_paths(row, "touched"))}
+    chosen: set[int] = set()
     now = timezone.now()
-    for step in steps:
-        if step.status != Step.Status.PENDING:
+    for row in rows:
+        if row["status"] != Step.Status.PENDING:
             continue
         if busy >= run.project.concurrency_cap:
             break
-        if remaining & set(step.depends_on) or held & set(step.claims):
+        claims = set(_paths(row, "claims"))
+        if remaining & set(_paths(row, "depends_on")) or held & claims:
             continue
-        step.status = Step.Status.READY
-        step.dispatched_at = now
-        schedule_step(step)
-        step.save(update_fields=["status", "dispatched_at", "task_id"])
-        held |= set(step.claims)
+        step = _dispatched(run, row, now)
+        held |= claims
         busy += 1
+        chosen.add(step.pk)
         emit(run, "step.dispatched", step=step, data={"agent": step.agent_role})
-    sync_run_status(run, steps)
+    statuses = {row["status"] for row in rows if row["pk"] not in chosen}
+    sync_run_status(run, statuses | ({Step.Status.READY} if chosen else set()))
     return False
+
+
+def _paths(row: dict, name: str) -> list[str]:
+    return json.loads(row[f"{name}_text"] or "[]")
+
+
+def _dispatched(run: Run, row: dict, now) -> Step:
+    """The step of `row` made ready: its activity scheduled, its state written."""
+    step = Step(
+        pk=row["pk"],
+        run=run,
+        key=row["key"],
+        agent_role=row["agent_role"],
+        status=Step.Status.READY,
+        dispatched_at=now,
+    )
+    step._state.adding = False
+    step._state.db = run._state.db
+    schedule_step(step)
+    step.save(update_fields=["status", "dispatched_at", "task_id"])
+    return step

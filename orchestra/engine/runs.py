@@ -150,19 +150,19 @@ def reread_step(step: Step) -> Step:
     return step
 
 
-def sync_run_status(run: Run, steps: list[Step] | None = None, *, step: Step | None = None) -> None:
-    """Derive the run's status and phase from its steps. Caller holds the run lock. `steps`
-    are all the run's unfinished steps as they now are; or `step`, the one step this
-    transaction changed, read with `with_siblings` (or `reread_step`) under this lock; else
-    the statuses are read."""
+def sync_run_status(
+    run: Run, statuses: set[str] | None = None, *, step: Step | None = None
+) -> None:
+    """Derive the run's status and phase from its steps. Caller holds the run lock.
+    `statuses` are those of all the run's unfinished steps as they now are; or `step`, the
+    one step this transaction changed, read with `with_siblings` (or `reread_step`) under
+    this lock; else the statuses are read."""
     if run.is_terminal or run.status in (Run.Status.PLANNING, Run.Status.REPORTING):
         return
-    if steps is not None:
-        statuses = {s.status for s in steps}
-    elif step is not None and all(hasattr(step, name) for name in _SIBLING_GROUPS):
+    if statuses is None and step is not None and all(hasattr(step, n) for n in _SIBLING_GROUPS):
         statuses = {step.status}
         statuses |= {shown for name, (_, shown) in _SIBLING_GROUPS.items() if getattr(step, name)}
-    else:
+    elif statuses is None:
         statuses = set(run.steps.values_list("status", flat=True))
     if statuses & set(_DISPATCHING):
         status, phase = Run.Status.RUNNING, Run.Phase.DISPATCH
