@@ -148,7 +148,7 @@ def run_concurrently(
             progress, moved = now, time.monotonic()
     done = [run for run in runs if run["status"] == "completed"]
     result.completed = len(done)
-    result.failed = sum(run["status"] in ("failed", "stopped", "cancelled") for run in runs)
+    result.failed = sum(run["status"] in TERMINAL for run in runs) - len(done)
     left = [r for r in runs if r not in done]
     result.errors = [f"run {r['id']} {r['status']} ({r['phase']})" for r in left][:5]
     if done:

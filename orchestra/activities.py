@@ -191,20 +191,16 @@ def held(activity: Activity) -> Iterator[Activity]:
     """Run the activity's work: the process's lease keeper renews its lease every third of
     it, and it is marked done at the end. An exception leaves it due, so the sweep hands it
     on (bounded by ORCHESTRA_ACTIVITY_ATTEMPTS). Never inside a database transaction."""
-    keeping = settings.ORCHESTRA_EMBEDDED_WORKER != "sync"
-    if keeping:
-        _keeper.hold(activity)
+    _keeper.hold(activity)
     try:
         yield activity
     except BaseException:
-        if keeping:
-            _keeper.release(activity, settle=True)
+        _keeper.release(activity, settle=True)
         Activity.objects.filter(
             pk=activity.pk, owner=activity.owner, status=Activity.Status.RUNNING
         ).update(lease_expires_at=timezone.now())
         raise
-    if keeping:
-        _keeper.release(activity)
+    _keeper.release(activity)
     finish(activity)
 
 
@@ -236,6 +232,10 @@ class _LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     def hold(self, activity: Activity) -> None:
+        """Renew `activity`'s lease from now on; not when work runs inline in the caller's
+        thread (ORCHESTRA_EMBEDDED_WORKER=sync: nothing runs beside it)."""
+        if settings.ORCHESTRA_EMBEDDED_WORKER == "sync":
+            return
         with self._guard:
             self._held[activity.pk] = activity.owner
             if self._thread is None or not self._thread.is_alive():

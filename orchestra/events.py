@@ -59,11 +59,8 @@ def locked_run(run_id: int) -> Iterator[Run]:
             .select_related("project", "task")
             .get(pk=run_id)
         )
-        run._pending_events = []
-        run._pending_usage = [0, 0, Decimal("0")]
-        run._pending_writes = []
         run._locked_state = (run.status, run.phase, run.head_commit)
-        with opened(run):
+        with _gathering(run):
             yield run
         _flush(run)
 
@@ -78,12 +75,31 @@ def recording(run_id: int) -> Iterator[Run]:
     accept."""
     with transaction.atomic():
         run = Run(pk=run_id)
-        run._pending_events = []
-        run._pending_usage = [0, 0, Decimal("0")]
-        run._pending_writes = []
-        with opened(run):
+        with _gathering(run):
             yield run
         _flush_appended(run)
+
+
+@contextmanager
+def _gathering(run: Run) -> Iterator[None]:
+    """While inside, `run` gathers what its block writes at the end: events, usage, and the
+    rows written "later" (`orchestra.writes`)."""
+    run._pending_events = []
+    run._pending_usage = [0, 0, Decimal("0")]
+    run._pending_writes = []
+    with opened(run):
+        yield
+
+
+def _gathered(run: Run) -> tuple[list[Event], list, list[Write]]:
+    """What the block gathered, taken off `run`; the later writes are sent now when no
+    event statement will carry them."""
+    gathered = run._pending_events, run._pending_usage, run._pending_writes
+    run._pending_events, run._pending_usage, run._pending_writes = None, None, None
+    events, _usage, writes = gathered
+    if writes and not events:
+        write_now(writes)
+    return gathered
 
 
 # Names are constants; every value is a parameter.
@@ -102,28 +118,34 @@ _STATE = (
 # block wrote "later" (`update_later`, `insert_later`) ride along as CTEs ({writes}); an
 # inserted row's id goes into its event's data ({data}) and comes back ({ids}). A
 # `recording`: the run's row numbers the events (its lock, taken last) and they follow.
-_APPEND_WITH_EVENTS = (
-    "WITH {writes}counted AS ("
-    'UPDATE "orchestra_run" SET event_seq = event_seq + %s, input_tokens = input_tokens + %s,'
-    " output_tokens = output_tokens + %s, cost_usd = cost_usd + %s WHERE id = %s"
-    " RETURNING event_seq)"
-    ' INSERT INTO "orchestra_event" (run_id, seq, kind, actor, step_id, data, "at")'
-    ' SELECT %s, counted.event_seq - %s + e.ord, e.kind, e.actor, e.step_id, {data}, e."at"'
-    " FROM counted,"
-    " UNNEST(%s::varchar[], %s::varchar[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
+_INSERT_EVENTS = 'INSERT INTO "orchestra_event" (run_id, seq, kind, actor, step_id, data, "at")'
+_EVENT_ROWS = (
+    "UNNEST(%s::varchar[], %s::varchar[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
     ' WITH ORDINALITY AS e(kind, actor, step_id, data, "at", ord)'
-    " RETURNING seq{ids}"
+)
+_APPEND_WITH_EVENTS = "".join(
+    [
+        "WITH {writes}counted AS (",
+        _APPEND,
+        ") ",
+        _INSERT_EVENTS,
+        ' SELECT %s, counted.event_seq - %s + e.ord, e.kind, e.actor, e.step_id, {data}, e."at"',
+        " FROM counted, ",
+        _EVENT_ROWS,
+        " RETURNING seq{ids}",
+    ]
 )
 # A `locked_run`: the run is locked and its events numbered already.
-_STATE_WITH_EVENTS = (
-    'WITH {writes}appended AS (INSERT INTO "orchestra_event"'
-    ' (run_id, seq, kind, actor, step_id, data, "at")'
-    ' SELECT %s, %s + e.ord, e.kind, e.actor, e.step_id, {data}, e."at"'
-    " FROM UNNEST(%s::varchar[], %s::varchar[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
-    ' WITH ORDINALITY AS e(kind, actor, step_id, data, "at", ord))'
-    ' UPDATE "orchestra_run" SET status = %s, phase = %s, head_commit = %s, event_seq = %s,'
-    " input_tokens = input_tokens + %s, output_tokens = output_tokens + %s,"
-    " cost_usd = cost_usd + %s WHERE id = %s{ids}"
+_STATE_WITH_EVENTS = "".join(
+    [
+        "WITH {writes}appended AS (",
+        _INSERT_EVENTS,
+        ' SELECT %s, %s + e.ord, e.kind, e.actor, e.step_id, {data}, e."at" FROM ',
+        _EVENT_ROWS,
+        ") ",
+        _STATE,
+        "{ids}",
+    ]
 )
 
 
@@ -140,12 +162,7 @@ def _event_arrays(events: list[Event]) -> list[list]:
 
 
 def _flush_appended(run: Run) -> None:
-    events: list[Event] = run._pending_events
-    input_tokens, output_tokens, cost = run._pending_usage
-    writes: list[Write] = run._pending_writes
-    run._pending_events, run._pending_usage, run._pending_writes = None, None, None
-    if writes and not events:
-        write_now(writes)
+    events, (input_tokens, output_tokens, cost), writes = _gathered(run)
     if not events and not (input_tokens or output_tokens or cost):
         return
     usage = [len(events), input_tokens, output_tokens, cost, run.pk]
@@ -181,12 +198,7 @@ def _flush_appended(run: Run) -> None:
 
 
 def _flush(run: Run) -> None:
-    events: list[Event] = run._pending_events
-    input_tokens, output_tokens, cost = run._pending_usage
-    writes: list[Write] = run._pending_writes
-    run._pending_events, run._pending_usage, run._pending_writes = None, None, None
-    if writes and not events:
-        write_now(writes)
+    events, (input_tokens, output_tokens, cost), writes = _gathered(run)
     state_changed = (run.status, run.phase, run.head_commit) != run._locked_state
     if not events and not state_changed and not (input_tokens or output_tokens or cost):
         return
