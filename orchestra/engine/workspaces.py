@@ -240,9 +240,7 @@ def release_worktree(run: Run, step: Step) -> None:
     Not on a remote worker's machine: the merge runs on the central one."""
     if remote() or not step.worktree:
         return
-    git.remove_worktrees(
-        repository_for(run.project), [Path(step.worktree)], park=settings.ORCHESTRA_PARKED_WORKTREES
-    )
+    _shelve(run, [Path(step.worktree)])
 
 
 def merge_step(run: Run, step: Step) -> git.MergeOutcome:
@@ -275,13 +273,17 @@ def remove_worktrees(run: Run) -> None:
     """A finished run's worktrees go; its branches stay for history."""
     if not run.branch:
         return
-    repo = repository_for(run.project)
     paths = [
         Path(worktree)
         for worktree in run.steps.exclude(worktree="").values_list("worktree", flat=True)
     ]
+    _shelve(run, [*paths, _worktrees(run) / "_merge"])
+
+
+def _shelve(run: Run, paths: list[Path]) -> None:
+    """The worktrees at `paths` parked for later steps, or removed when the shelf is full."""
     git.remove_worktrees(
-        repo, [*paths, _worktrees(run) / "_merge"], park=settings.ORCHESTRA_PARKED_WORKTREES
+        repository_for(run.project), paths, park=settings.ORCHESTRA_PARKED_WORKTREES
     )
 
 
