@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from decimal import Decimal
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -72,12 +72,36 @@ def recording(run_id: int) -> Iterator[Run]:
     statement before COMMIT, which adds the usage and numbers the events: parallel steps of
     one run wait on each other for that long, not for a whole transaction, and events stay
     committed in `seq` order. Yields a stand-in for the run that `emit` and `add_usage`
-    accept."""
-    with transaction.atomic():
-        run = Run(pk=run_id)
-        with _gathering(run):
-            yield run
+    accept.
+
+    The transaction opens at the block's first statement. On PostgreSQL a block whose only
+    statement is its last (the events, the run's row and the rows written "later", in one)
+    sends it alone: a single statement is atomic, and BEGIN and COMMIT would be two round
+    trips more for each model and tool call."""
+    run = Run(pk=run_id)
+    with ExitStack() as transaction_once_needed:
+
+        def open_on_first(execute, sql, params, many, context):
+            wrappers.remove(open_on_first)  # first: BEGIN comes through the wrappers too
+            transaction_once_needed.enter_context(transaction.atomic())
+            return execute(sql, params, many, context)
+
+        wrappers = connection.execute_wrappers
+        wrappers.append(open_on_first)
+        try:
+            with _gathering(run):
+                yield run
+        finally:
+            if open_on_first in wrappers:
+                wrappers.remove(open_on_first)
+        if not (connection.in_atomic_block or _alone(run)):
+            transaction_once_needed.enter_context(transaction.atomic())
         _flush_appended(run)
+
+
+def _alone(run: Run) -> bool:
+    """Whether `_flush_appended` writes `run`'s block in one statement."""
+    return connection.vendor == "postgresql" and bool(run._pending_events)
 
 
 @contextmanager
