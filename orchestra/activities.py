@@ -10,8 +10,8 @@ The lifecycle of an `Activity`:
 - `begin` takes it directly, for work a worker carries on inline (a review right after the
   step it reviews, the report right after the last merge).
 - `held` keeps the lease alive while the work runs (the process's lease keeper renews every
-  held lease in one statement) and marks it done when the block ends; an exception leaves it
-  due for the sweep.
+  held lease in one statement) and marks it done when the block ends, unless the work's last
+  transaction did (`finish_with`); an exception leaves it due for the sweep.
 - `expired` lists what the sweep must take over: queued work nobody started within its
   lease, running work whose owner stopped renewing.
 
@@ -27,13 +27,13 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from orchestra import queue
-from orchestra.models import Activity, Step
-from orchestra.writes import insert_later, open_block
+from orchestra.models import Activity, Run, Step
+from orchestra.writes import insert_later, open_block, update_matching_later
 
 logger = logging.getLogger(__name__)
 
@@ -186,12 +186,19 @@ TASKS = {
 }
 
 
+# The activities this thread holds (`held`), innermost last.
+_holding = threading.local()
+
+
 @contextmanager
 def held(activity: Activity) -> Iterator[Activity]:
     """Run the activity's work: the process's lease keeper renews its lease every third of
-    it, and it is marked done at the end. An exception leaves it due, so the sweep hands it
-    on (bounded by ORCHESTRA_ACTIVITY_ATTEMPTS). Never inside a database transaction."""
+    it, and it is marked done at the end (or by the work's last transaction, see
+    `finish_with`). An exception leaves it due, so the sweep hands it on (bounded by
+    ORCHESTRA_ACTIVITY_ATTEMPTS). Never inside a database transaction."""
     _keeper.hold(activity)
+    stack = _holding.__dict__.setdefault("activities", [])
+    stack.append(activity)
     try:
         yield activity
     except BaseException:
@@ -200,15 +207,36 @@ def held(activity: Activity) -> Iterator[Activity]:
             pk=activity.pk, owner=activity.owner, status=Activity.Status.RUNNING
         ).update(lease_expires_at=timezone.now())
         raise
+    finally:
+        stack.remove(activity)
     _keeper.release(activity)
-    finish(activity)
+    if activity.status != Activity.Status.DONE:
+        finish(activity)
+
+
+def _mine(activity: Activity) -> QuerySet[Activity]:
+    """The activity, while its owner still holds it."""
+    return Activity.objects.filter(
+        pk=activity.pk, owner=activity.owner, status=Activity.Status.RUNNING
+    )
 
 
 def finish(activity: Activity) -> None:
     """Done, unless another worker took it over meanwhile (then it is theirs)."""
-    Activity.objects.filter(
-        pk=activity.pk, owner=activity.owner, status=Activity.Status.RUNNING
-    ).update(status=Activity.Status.DONE)
+    _mine(activity).update(status=Activity.Status.DONE)
+
+
+def finish_with(run: Run) -> None:
+    """The activity this thread holds is done when `run`'s block commits: its work's last
+    transaction marks it (in the block's last statement on PostgreSQL), so the state change
+    and the end of the work commit together, and the work's end costs no statement of its
+    own. Nothing when the thread holds none (work carried on outside an activity)."""
+    stack = getattr(_holding, "activities", None)
+    if not stack:
+        return
+    activity = stack[-1]
+    update_matching_later(run, _mine(activity), status=Activity.Status.DONE)
+    transaction.on_commit(lambda: setattr(activity, "status", Activity.Status.DONE))
 
 
 def finish_now(activity: Activity) -> None:

@@ -65,10 +65,7 @@ class Write:
     def statement(self) -> tuple[str, list]:
         if self.model is None:
             return self.sql, self.params
-        query = self.model.objects.filter(pk=self.pk).query.chain(UpdateQuery)
-        query.add_update_values(self.values)
-        sql, params = query.get_compiler(connection.alias).as_sql()
-        return sql, list(params)
+        return _update_statement(self.model.objects.filter(pk=self.pk), self.values)
 
     def merge(self, values: dict) -> bool:
         """Take `values` into this UPDATE of the same row: a field set once, or appended to
@@ -110,6 +107,23 @@ def update_later(run: Run, model: type[models.Model], pk: int, **values) -> None
     if same is not None:
         write_now(writes, updates_only=True)
     writes.append(Write(model=model, pk=pk, values=values))
+
+
+def update_matching_later(run: Run, rows: models.QuerySet, **values) -> None:
+    """Like `update_later`, for the rows `rows` selects (an UPDATE with its conditions, e.g.
+    an activity marked done only while its owner still holds it)."""
+    writes = _deferring(run)
+    if writes is None:
+        rows.update(**values)
+        return
+    writes.append(Write(*_update_statement(rows, values)))
+
+
+def _update_statement(rows: models.QuerySet, values: dict) -> tuple[str, list]:
+    query = rows.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(connection.alias).as_sql()
+    return sql, list(params)
 
 
 def insert_later(

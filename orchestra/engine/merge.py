@@ -75,6 +75,7 @@ def _merge(step: Step) -> bool:
         step.refresh_from_db()
         if run.is_terminal or step.status != Step.Status.MERGING:
             return False
+        activities.finish_with(run)  # the merge ends with this transaction
         if outcome.ok:
             step.merged_commit = outcome.commit
             run.head_commit = head  # written with the run's state when the block ends

@@ -6,6 +6,7 @@ import logging
 
 from agents.loop import FinalOutput, Outcome, OutputTool
 from agents.models import AgentRun
+from orchestra import activities
 from orchestra.engine import workspaces
 from orchestra.engine.host import gate_command, new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.merge import accept_step
@@ -209,6 +210,7 @@ def _judge(step: Step, agent_run: AgentRun) -> bool:
 
     def on_verdict(run: Run, outcome: FinalOutput) -> bool:
         close_agent_run(agent_run, outcome)
+        activities.finish_with(run)  # the review ends with the verdict's transaction
         data = outcome.data or {}
         return apply_verdict_locked(
             run, step.pk, data["verdict"], data.get("feedback", ""), actor="reviewer"

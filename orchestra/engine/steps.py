@@ -251,6 +251,7 @@ def hand_to_review(
         data={"chars": len(step.output), "commit": step.head_commit, "touched": step.touched},
     )
     review = activities.begin(Activity.Kind.REVIEW, run_id=run.pk, step_id=step.pk)
+    activities.finish_with(run)  # the attempt ends with this transaction
     if step.brief.get("checks"):
         # Deterministic checks come before the reviewer, outside this transaction.
         step.save(update_fields=fields)

@@ -1,15 +1,18 @@
 """The process's lease keeper: one thread renews the lease of every activity the process
 holds, stops renewing one whose work ended, and never pushes back the lease of work that
-failed (it must be due for the sweep at once)."""
+failed (it must be due for the sweep at once). Work whose last transaction marks it done
+(`finish_with`) costs no statement after it, and only when that transaction commits."""
 
 import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from orchestra import activities
 from orchestra.engine import start_run
+from orchestra.events import emit, locked_run
 from orchestra.models import Activity
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,3 +97,48 @@ def test_failed_work_is_due_at_once_whatever_the_keeper_was_doing(finished_run, 
     assert activity.status == Activity.Status.RUNNING
     assert activity.lease_expires_at <= timezone.now()
     assert activity.pk not in activities._keeper.holding()
+
+
+def test_work_ended_by_its_last_transaction_costs_no_statement_after_it(finished_run):
+    step = finished_run.steps.first()
+    activity = _running(finished_run, step, "host:1:a")
+    statements = []
+
+    def count(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count), activities.held(activity):
+        with locked_run(finished_run.pk) as run:
+            emit(run, "note.added")
+            activities.finish_with(run)
+        after_block = len(statements)
+    assert statements[after_block:] == []  # `held` wrote nothing more
+    activity.refresh_from_db()
+    assert activity.status == Activity.Status.DONE
+
+
+def test_a_last_transaction_that_fails_leaves_the_work_due(finished_run):
+    step = finished_run.steps.first()
+    activity = _running(finished_run, step, "host:1:a")
+    with (
+        pytest.raises(RuntimeError),
+        activities.held(activity),
+        locked_run(finished_run.pk) as run,
+    ):
+        activities.finish_with(run)
+        raise RuntimeError("the transition failed")
+    activity.refresh_from_db()
+    assert activity.status == Activity.Status.RUNNING
+    assert activity.lease_expires_at <= timezone.now()
+
+
+def test_a_last_transaction_does_not_end_work_another_worker_took_over(finished_run):
+    step = finished_run.steps.first()
+    activity = _running(finished_run, step, "host:1:a")
+    with activities.held(activity):
+        Activity.objects.filter(pk=activity.pk).update(owner="another:2:b")  # taken over
+        with locked_run(finished_run.pk) as run:
+            emit(run, "note.added")
+            activities.finish_with(run)
+    assert Activity.objects.get(pk=activity.pk).status == Activity.Status.RUNNING
