@@ -1,6 +1,7 @@
 """The merge queue: a reviewed step's branch joins the run branch, one merge at a time."""
 
 import logging
+from dataclasses import dataclass
 
 from agents.workspace import GitError
 from orchestra import activities
@@ -15,21 +16,38 @@ from orchestra.models import Activity, Run, Step
 logger = logging.getLogger(__name__)
 
 
-def accept_step(run: Run, step: Step) -> bool:
+@dataclass(frozen=True)
+class MergeHere:
+    """A merge begun as the activity of the worker that accepted the step, to be carried on
+    by it at once (`merge_here`)."""
+
+    step: Step
+    activity: Activity
+
+
+def accept_step(run: Run, step: Step, *, here: bool = False) -> bool | MergeHere:
     """A step that passed review (or a human's approval) enters the merge queue; a step
     without a worktree is done at once. Caller holds the run lock. Returns True when the
-    report is due."""
+    report is due. With `here` (the reviewer's worker), on a worker that has the central
+    repository, the merge is begun as this worker's own work instead of a task through the
+    queue: a hop less for every step, and the step and its run need no reading again."""
     if not step.branch:
         complete_step(run, step)
         return dispatch_locked(run)
     step.status = Step.Status.MERGING
-    step.task_id = activities.schedule(
-        Activity.Kind.MERGE, "orchestra.merge_step", run_id=run.pk, step_id=step.pk
-    )
+    merging = None
+    if here and not workspaces.remote():
+        activity = activities.begin(Activity.Kind.MERGE, run_id=run.pk, step_id=step.pk)
+        step.run, step.task_id = run, ""
+        merging = MergeHere(step, activity)
+    else:
+        step.task_id = activities.schedule(
+            Activity.Kind.MERGE, "orchestra.merge_step", run_id=run.pk, step_id=step.pk
+        )
     step.save(update_fields=["status", "task_id"])
     emit(run, "merge.queued", step=step, data={"branch": step.branch, "commit": step.head_commit})
     sync_run_status(run, step=step)
-    return False
+    return merging or False
 
 
 MAX_MERGE_ROUNDS = 2
@@ -53,6 +71,20 @@ def merge_step(step_id: int) -> None:
     )
     if report:
         report_run(step.run_id)
+
+
+def merge_here(merging: MergeHere) -> bool:
+    """Carry on a merge this worker began (`accept_step` with `here`). Returns True when the
+    report is due."""
+    step = merging.step
+    return run_activity(
+        Activity.Kind.MERGE,
+        lambda: _merge(step),
+        run_id=step.run_id,
+        step_id=step.pk,
+        what=f"the merge of step {step.key!r}",
+        begun=merging.activity,
+    )
 
 
 def _merge(step: Step) -> bool:

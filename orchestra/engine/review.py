@@ -9,7 +9,7 @@ from agents.models import AgentRun
 from orchestra import activities
 from orchestra.engine import workspaces
 from orchestra.engine.host import gate_command, new_agent_run, session_for, take_over_agent_run
-from orchestra.engine.merge import accept_step
+from orchestra.engine.merge import MergeHere, accept_step, merge_here
 from orchestra.engine.report import report_run
 from orchestra.engine.runs import (
     close_agent_run,
@@ -54,19 +54,27 @@ def review_step(step_id: int) -> None:
     step = Step.objects.filter(pk=step_id).first()
     if step is None:
         return
-    report = run_activity(
+    reviewed = run_activity(
         REVIEW,
         lambda: _review(step),
         run_id=step.run_id,
         step_id=step_id,
         what=f"the review of step {step.key!r}",
     )
-    if report:
-        report_run(step.run_id)
+    _after_review(step.run_id, reviewed)
 
 
-def _review(step: Step) -> bool:
-    """Checks, then the reviewer. Returns True when the report is due."""
+def _after_review(run_id: int, reviewed: bool | MergeHere | None) -> None:
+    """What follows a review in its worker: the merge it began, then the report if due."""
+    if isinstance(reviewed, MergeHere):
+        reviewed = merge_here(reviewed)
+    if reviewed:
+        report_run(run_id)
+
+
+def _review(step: Step) -> bool | MergeHere:
+    """Checks, then the reviewer. Returns True when the report is due, or the merge it
+    began."""
     if step.brief.get("checks") and not checks_done(step) and not run_checks(step):
         return False
     with locked_run_of_step(step.pk) as run:
@@ -188,7 +196,7 @@ def _review_evidence(step: Step) -> str:
 def run_review(step: Step, agent_run: AgentRun) -> None:
     """Run a review claimed inline (right after the step's final output, in the same
     worker) under its activity, which that transaction began when it is `agent_run.activity`."""
-    report = run_activity(
+    reviewed = run_activity(
         REVIEW,
         lambda: _judge(step, agent_run),
         run_id=step.run_id,
@@ -196,30 +204,30 @@ def run_review(step: Step, agent_run: AgentRun) -> None:
         what=f"the review of step {step.key!r}",
         begun=getattr(agent_run, "activity", None),
     )
-    if report:
-        report_run(step.run_id)
+    _after_review(step.run_id, reviewed)
 
 
-def _judge(step: Step, agent_run: AgentRun) -> bool:
-    """The reviewer's session to its verdict. Returns True when the report is due."""
+def _judge(step: Step, agent_run: AgentRun) -> bool | MergeHere:
+    """The reviewer's session to its verdict. Returns True when the report is due, or the
+    merge it began (a pass, on a worker that has the central repository)."""
     output = OutputTool(
         name="submit_verdict",
         description="Submit the review verdict for this step's output.",
         parameters=VERDICT_SCHEMA,
     )
 
-    def on_verdict(run: Run, outcome: FinalOutput) -> bool:
+    def on_verdict(run: Run, outcome: FinalOutput) -> bool | MergeHere:
         close_agent_run(agent_run, outcome)
         activities.finish_with(run)  # the review ends with the verdict's transaction
         data = outcome.data or {}
         return apply_verdict_locked(
-            run, step.pk, data["verdict"], data.get("feedback", ""), actor="reviewer"
+            run, step.pk, data["verdict"], data.get("feedback", ""), actor="reviewer", here=True
         )
 
     session = session_for(agent_run, step=step, output_tool=output, on_final=on_verdict)
     outcome = session.run()
     if isinstance(outcome, FinalOutput):
-        return bool(session.final_result)  # every step is done: the report is due
+        return session.final_result or False  # True: the report is due
     if outcome.cancelled:
         close_agent_run(agent_run, outcome)
         return False
@@ -255,12 +263,12 @@ def apply_verdict(
 
 
 def apply_verdict_locked(
-    run: Run, step_id: int, verdict: str, feedback: str, *, actor: str
-) -> bool:
+    run: Run, step_id: int, verdict: str, feedback: str, *, actor: str, here: bool = False
+) -> bool | MergeHere:
     """Pass completes the step and dispatches its successors in this same transaction, so
     they start the moment their last dependency is done; revise re-runs it (bounded); past the
     bound, or on escalate, a human decides. Caller holds the run lock. Returns True when the
-    report is due."""
+    report is due; with `here`, a pass's merge may be begun for this worker (`accept_step`)."""
     step = with_siblings(Step.objects).get(pk=step_id)
     if run.is_terminal or step.status != Step.Status.IN_REVIEW:
         return False
@@ -277,7 +285,7 @@ def apply_verdict_locked(
             f"Still not accepted after {step.revisions} revision rounds. Last feedback: {feedback}"
         )
     if verdict == "pass":
-        return accept_step(run, step)
+        return accept_step(run, step, here=here)
     if verdict == "revise":
         send_back(run, step, feedback, event_data={})
         return False

@@ -135,8 +135,13 @@ def test_nothing_is_deployed_before_the_deploy_is_approved(demo, owner, approver
 
 
 # --- the merge queue -----------------------------------------------------------------------
-def test_a_merge_conflict_goes_back_to_the_agent_who_keeps_both_changes(demo, owner):
-    allow_every_write(demo)
+def test_a_merge_conflict_goes_back_to_the_agent_who_keeps_both_changes(demo, owner, approver):
+    # Every write waits for a person: both steps start from the same base, and b's is
+    # approved first, so b merges first (its reviewer's worker merges it at once) and a,
+    # approved after, conflicts.
+    PolicyRule.objects.create(
+        project=demo, position=0, tool="write_file", outcome=PolicyRule.Outcome.REQUIRE_APPROVAL
+    )
     commit_on_main(demo, "shared.txt", "header\nline: base\nfooter\n")
     resolved = "header\nline: from a\nline: from b\nfooter\n"
     seen_by_resolver: list[str] = []
@@ -164,10 +169,17 @@ def test_a_merge_conflict_goes_back_to_the_agent_who_keeps_both_changes(demo, ow
     agents = {"a": writer("a"), "b": writer("b"), "c": reader}
     with override_client(scripted_run(plan, agents)):
         run = start_run(owner, demo, "Both edit one line")
+        first_writes = Checkpoint.objects.filter(run=run, status=Checkpoint.Status.PENDING)
+        waiting = {checkpoint.step.key: checkpoint for checkpoint in first_writes}
+        assert sorted(waiting) == ["a", "b"]
+        decide_checkpoint(approver, waiting["b"], "approve")
+        decide_checkpoint(approver, waiting["a"], "approve")
+        decide_checkpoint(approver, pending(run), "approve")  # a's write that keeps both
 
     run.refresh_from_db()
     assert run.status == Run.Status.COMPLETED, run.error
     [conflict] = run.events.filter(kind="merge.conflict")
+    assert conflict.step.key == "a"
     assert conflict.data["files"] == ["shared.txt"]
     loser = conflict.step
     winner = run.steps.get(key="b" if loser.key == "a" else "a")
