@@ -109,6 +109,12 @@ def update_later(run: Run, model: type[models.Model], pk: int, **values) -> None
     writes.append(Write(model=model, pk=pk, values=values))
 
 
+def save_later(run: Run, obj: models.Model, fields: list[str]) -> None:
+    """`obj.save(update_fields=fields)`, written like `update_later`: for an object whose new
+    state the rest of the block uses from memory, never reads back from the database."""
+    update_later(run, type(obj), obj.pk, **{name: getattr(obj, name) for name in fields})
+
+
 def update_matching_later(run: Run, rows: models.QuerySet, **values) -> None:
     """Like `update_later`, for the rows `rows` selects (an UPDATE with its conditions, e.g.
     an activity marked done only while its owner still holds it)."""

@@ -12,6 +12,7 @@ from orchestra.engine.runs import run_activity, sync_run_status
 from orchestra.engine.transitions import complete_step, escalate, send_back
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
+from orchestra.writes import save_later
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ def accept_step(run: Run, step: Step, *, here: bool = False) -> bool | MergeHere
         step.task_id = activities.schedule(
             Activity.Kind.MERGE, "orchestra.merge_step", run_id=run.pk, step_id=step.pk
         )
-    step.save(update_fields=["status", "task_id"])
+    if merging is None:
+        step.save(update_fields=["status", "task_id"])
+    else:  # the verdict's transaction reads no step after this
+        save_later(run, step, ["status", "task_id"])
     emit(run, "merge.queued", step=step, data={"branch": step.branch, "commit": step.head_commit})
     sync_run_status(run, step=step)
     return merging or False

@@ -20,6 +20,7 @@ from orchestra.engine.runs import (
 from orchestra.engine.transitions import escalate, send_back
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
+from orchestra.writes import save_later
 
 REVIEW = Activity.Kind.REVIEW
 
@@ -161,7 +162,7 @@ def claim_review(run: Run, step: Step, extra_fields: list[str] = ()) -> AgentRun
             step.save(update_fields=list(extra_fields))
         return None
     step.reviewed_attempt = step.attempts
-    step.save(update_fields=["reviewed_attempt", *extra_fields])
+    save_later(run, step, ["reviewed_attempt", *extra_fields])
     emit(run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts})
     return new_agent_run(
         run,

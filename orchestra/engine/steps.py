@@ -36,6 +36,7 @@ from orchestra.engine.runs import (
 from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
+from orchestra.writes import save_later
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step
         step.started_at = step.started_at or timezone.now()
         for field, value in worktree_fields.items():
             setattr(step, field, value)
-        step.save(update_fields=["status", "attempts", "started_at", *worktree_fields])
+        save_later(run, step, ["status", "attempts", "started_at", *worktree_fields])
         brief = {
             **step.brief,
             "step": step.key,
