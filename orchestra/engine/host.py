@@ -19,8 +19,8 @@ from orchestra.activities import owner_name
 from orchestra.engine import budgets, workspaces
 from orchestra.engine.shipping import deploy_preview
 from orchestra.events import emit
-from orchestra.models import Project, Run, Step
-from orchestra.writes import update_later
+from orchestra.models import Event, Project, Run, Step
+from orchestra.writes import insert_later, update_later
 
 
 def new_agent_run(
@@ -32,13 +32,17 @@ def new_agent_run(
     brief: dict,
     user_message: str,
     attempt: int = 1,
+    named_in: Event | None = None,
 ) -> AgentRun:
-    """Create the attempt record holding the exact system prompt and brief the agent sees."""
+    """Create the attempt record holding the exact system prompt and brief the agent sees.
+    With `named_in`, an event of this block that names it by its id (`data["agent_run"]`),
+    it is written with the block's last statement (`insert_later`): nothing in the block may
+    need its id before the block ends."""
     profile, version = _profile_and_version(run, role)
     model = model_for(profile)
     if step is not None and step.model and purpose == AgentRun.Purpose.STEP:
         model = model if uses_demo_model() else step.model  # chosen for this step by hand
-    agent_run = AgentRun.objects.create(
+    agent_run = AgentRun(
         run=run,
         step=step,
         purpose=purpose,
@@ -53,6 +57,10 @@ def new_agent_run(
         worker=owner_name(),
         profile_version=version,
     )
+    if named_in is None:
+        agent_run.save(force_insert=True)
+    else:
+        insert_later(run, agent_run, named_in, "agent_run")
     agent_run.profile = profile  # spares session_for a second lookup
     return agent_run
 

@@ -163,7 +163,9 @@ def claim_review(run: Run, step: Step, extra_fields: list[str] = ()) -> AgentRun
         return None
     step.reviewed_attempt = step.attempts
     save_later(run, step, ["reviewed_attempt", *extra_fields])
-    emit(run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts})
+    started = emit(
+        run, "review.started", step=step, actor="reviewer", data={"attempt": step.attempts}
+    )
     return new_agent_run(
         run,
         step=step,
@@ -178,6 +180,7 @@ def claim_review(run: Run, step: Step, extra_fields: list[str] = ()) -> AgentRun
             + "Call `submit_verdict` with pass, revise or escalate."
         ),
         attempt=step.attempts,
+        named_in=started,
     )
 
 

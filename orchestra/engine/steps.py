@@ -14,6 +14,7 @@ from agents.models import AgentRun
 from agents.workspace import GitError
 from approvals.models import Checkpoint
 from orchestra import activities
+from orchestra.activities import owner_name
 from orchestra.engine import workspaces
 from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.pausing import park_step, unpark_step
@@ -108,6 +109,18 @@ def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step
             "inputs_from": dependency_outputs,
             "feedback": step.feedback,
         }
+        started = emit(
+            run,
+            "step.started",
+            step=step,
+            actor=step.agent_role,
+            data={
+                "attempt": step.attempts,
+                "worker": owner_name(),
+                "branch": step.branch,
+                "base_commit": step.base_commit,
+            },
+        )
         agent_run = new_agent_run(
             run,
             step=step,
@@ -116,19 +129,7 @@ def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step
             brief=brief,
             user_message=step_message(step, dependency_outputs),
             attempt=step.attempts,
-        )
-        emit(
-            run,
-            "step.started",
-            step=step,
-            actor=step.agent_role,
-            data={
-                "attempt": step.attempts,
-                "agent_run": agent_run.pk,
-                "worker": agent_run.worker,
-                "branch": step.branch,
-                "base_commit": step.base_commit,
-            },
+            named_in=started,  # `data["agent_run"]`
         )
         sync_run_status(run, step=step)
     return step, agent_run
