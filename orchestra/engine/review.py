@@ -15,7 +15,7 @@ from orchestra.engine.runs import (
     close_agent_run,
     locked_run_of_step,
     run_activity,
-    with_siblings,
+    step_with_siblings,
 )
 from orchestra.engine.transitions import escalate, send_back
 from orchestra.events import emit, locked_run
@@ -273,7 +273,7 @@ def apply_verdict_locked(
     they start the moment their last dependency is done; revise re-runs it (bounded); past the
     bound, or on escalate, a human decides. Caller holds the run lock. Returns True when the
     report is due; with `here`, a pass's merge may be begun for this worker (`accept_step`)."""
-    step = with_siblings(Step.objects).get(pk=step_id)
+    step = step_with_siblings(step_id)
     if run.is_terminal or step.status != Step.Status.IN_REVIEW:
         return False
     emit(

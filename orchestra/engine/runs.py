@@ -14,7 +14,6 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from agents.llm import uses_demo_model
@@ -127,22 +126,49 @@ _SIBLING_GROUPS = {
 }
 
 
-def with_siblings(steps: QuerySet[Step]) -> QuerySet[Step]:
-    """`steps`, each read with what `sync_run_status` needs to know of the other steps of its
-    run, in the same statement: a transition that reads its step costs no read of the rest."""
-    others = Step.objects.filter(run_id=OuterRef("run_id")).exclude(pk=OuterRef("pk"))
-    return steps.annotate(
-        **{
-            name: Exists(others.filter(status__in=statuses))
-            for name, (statuses, _shown_as) in _SIBLING_GROUPS.items()
-        }
-    )
+# The step's row and a flag per group of `_SIBLING_GROUPS`, in their order. Names are
+# constants; every value is a parameter.
+_OTHERS_IN = (
+    ' EXISTS (SELECT 1 FROM "orchestra_step" o'
+    " WHERE o.run_id = s.run_id AND o.id <> s.id AND o.status IN "
+)
+_SIBLINGS_SQL = "".join(
+    [
+        "SELECT s.*,",
+        _OTHERS_IN,
+        "(%s, %s, %s)) AS siblings_dispatching,",
+        _OTHERS_IN,
+        "(%s)) AS siblings_in_review,",
+        _OTHERS_IN,
+        "(%s)) AS siblings_awaiting",
+        ' FROM "orchestra_step" s WHERE s.id = %s',
+    ]
+)
+assert [(name, len(statuses)) for name, (statuses, _) in _SIBLING_GROUPS.items()] == [
+    ("siblings_dispatching", 3),
+    ("siblings_in_review", 1),
+    ("siblings_awaiting", 1),
+], "_SIBLINGS_SQL reads the groups of _SIBLING_GROUPS"
+_SIBLINGS_PARAMS = [
+    status for statuses, _shown_as in _SIBLING_GROUPS.values() for status in statuses
+]
+
+
+def step_with_siblings(step_id: int) -> Step:
+    """The step, read with what `sync_run_status` needs to know of the other steps of its
+    run, in the same statement: a transition that reads its step costs no read of the rest.
+    The statement is written out once, not compiled by the ORM at each transition.
+    Step.DoesNotExist when it is gone."""
+    found = list(Step.objects.raw(_SIBLINGS_SQL, [*_SIBLINGS_PARAMS, step_id]))
+    if not found:
+        raise Step.DoesNotExist(f"step {step_id} is gone")
+    return found[0]
 
 
 def reread_step(step: Step) -> Step:
     """`step` read again in place (like `refresh_from_db`), with its siblings (see
-    `with_siblings`). Caller holds the run lock."""
-    fresh = with_siblings(Step.objects.filter(pk=step.pk)).get()
+    `step_with_siblings`). Caller holds the run lock."""
+    fresh = step_with_siblings(step.pk)
     for field in Step._meta.concrete_fields:
         setattr(step, field.attname, getattr(fresh, field.attname))
     for name in _SIBLING_GROUPS:
@@ -155,7 +181,7 @@ def sync_run_status(
 ) -> None:
     """Derive the run's status and phase from its steps. Caller holds the run lock.
     `statuses` are those of all the run's unfinished steps as they now are; or `step`, the
-    one step this transaction changed, read with `with_siblings` (or `reread_step`) under
+    one step this transaction changed, read with `step_with_siblings` (or `reread_step`) under
     this lock; else the statuses are read."""
     if run.is_terminal or run.status in (Run.Status.PLANNING, Run.Status.REPORTING):
         return

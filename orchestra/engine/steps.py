@@ -31,8 +31,8 @@ from orchestra.engine.runs import (
     locked_run_of_step,
     reread_step,
     run_activity,
+    step_with_siblings,
     sync_run_status,
-    with_siblings,
 )
 from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
@@ -87,7 +87,7 @@ def _start(step_id: int) -> tuple[Step, AgentRun] | None:
 
 def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step, AgentRun] | None:
     with locked_run(run_id) as run:
-        step = with_siblings(Step.objects).get(pk=step_id)
+        step = step_with_siblings(step_id)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
             return None
         if run.is_paused:
