@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestra.models import Event, Run, Step
+from orchestra.prepared import PreparedRead
 from orchestra.writes import Write, opened, returned_ids, with_writes, write_now
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,17 @@ def project_group(project_id: int) -> str:
     return f"project.{project_id}"
 
 
+# The run row locked, with its project and task: the read every engine transaction starts with.
+_LOCKED_RUN = PreparedRead(
+    "locked_run",
+    lambda run_id: (
+        Run.objects.select_for_update(of=("self",))
+        .select_related("project", "task")
+        .filter(pk=run_id)
+    ),
+)
+
+
 @contextmanager
 def locked_run(run_id: int) -> Iterator[Run]:
     """An engine transaction: lock the run row (SELECT ... FOR UPDATE; every engine transaction
@@ -54,11 +66,7 @@ def locked_run(run_id: int) -> Iterator[Run]:
     inside the transaction. Broadcasts go out after commit, in seq order. An exception rolls
     everything back."""
     with transaction.atomic():
-        run = (
-            Run.objects.select_for_update(of=("self",))
-            .select_related("project", "task")
-            .get(pk=run_id)
-        )
+        run = _LOCKED_RUN.get(run_id)
         run._locked_state = (run.status, run.phase, run.head_commit)
         with _gathering(run):
             yield run

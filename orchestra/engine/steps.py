@@ -37,6 +37,7 @@ from orchestra.engine.runs import (
 from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Run, Step
+from orchestra.prepared import PreparedRead
 from orchestra.writes import save_later
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,14 @@ def _attempt(step_id: int) -> tuple[Step, AgentRun] | None:
     return drive_step(*started) if started is not None else None
 
 
+# The step with its run and project, read before any transaction (its worktree's git first).
+_STEP_TO_START = PreparedRead(
+    "step_to_start", lambda step_id: Step.objects.select_related("run__project").filter(pk=step_id)
+)
+
+
 def _start(step_id: int) -> tuple[Step, AgentRun] | None:
-    step = Step.objects.select_related("run__project").get(pk=step_id)
+    step = _STEP_TO_START.get(step_id)
     if step.run.is_terminal:
         return None
     if step.run.is_paused and step.status in (Step.Status.READY, Step.Status.REVISING):

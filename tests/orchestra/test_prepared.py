@@ -1,0 +1,73 @@
+"""A prepared read gives what the ORM's `get` gives (fields converted, related rows in
+place), sends one statement and compiles once per connection."""
+
+import threading
+
+import pytest
+from django.db import connection, connections, transaction
+from django.forms.models import model_to_dict
+
+from orchestra.engine import start_run
+from orchestra.models import Run
+from orchestra.prepared import PreparedRead
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOCKED = PreparedRead(
+    "test_locked_run",
+    lambda pk: Run.objects.select_for_update().select_related("project", "task").filter(pk=pk),
+)
+
+
+@pytest.fixture
+def run(demo, owner):
+    return start_run(owner, demo, "Prepared reads")
+
+
+def _statements(into: list):
+    def count(execute, sql, params, many, context):
+        into.append(sql)
+        return execute(sql, params, many, context)
+
+    return connection.execute_wrapper(count)
+
+
+def test_a_prepared_read_is_what_the_orm_reads(run):
+    with transaction.atomic():
+        expected = Run.objects.select_related("project", "task").get(pk=run.pk)
+        sent = []
+        with _statements(sent):
+            read = LOCKED.get(run.pk)
+            project, task = read.project, read.task  # in place: no statement for them
+    assert len(sent) == 1
+    assert model_to_dict(read) == model_to_dict(expected)
+    assert model_to_dict(project) == model_to_dict(expected.project)
+    assert model_to_dict(task) == model_to_dict(expected.task)
+    assert read.created_at == expected.created_at and read.created_at.tzinfo is not None
+    assert not read._state.adding and read._state.db == "default"
+
+
+def test_a_missing_row_is_the_models_does_not_exist(run):
+    with pytest.raises(Run.DoesNotExist), transaction.atomic():
+        LOCKED.get(run.pk + 1000)
+
+
+def test_each_connection_compiles_its_own(run):
+    with transaction.atomic():
+        LOCKED.get(run.pk)
+    assert "_orchestra_prepared_test_locked_run" in connections["default"].__dict__
+    seen = []
+
+    def other_thread():
+        theirs = connections["default"]
+        try:
+            seen.append("_orchestra_prepared_test_locked_run" in theirs.__dict__)
+            with transaction.atomic():
+                seen.append(LOCKED.get(run.pk).pk)
+        finally:
+            theirs.close()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen == [False, run.pk]
