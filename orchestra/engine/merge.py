@@ -36,19 +36,17 @@ def accept_step(run: Run, step: Step, *, here: bool = False) -> bool | MergeHere
         complete_step(run, step)
         return dispatch_locked(run)
     step.status = Step.Status.MERGING
-    merging = None
     if here and not workspaces.remote():
         activity = activities.begin(Activity.Kind.MERGE, run_id=run.pk, step_id=step.pk)
         step.run, step.task_id = run, ""
         merging = MergeHere(step, activity)
+        save_later(run, step, ["status", "task_id"])  # the verdict's block reads no step after
     else:
+        merging = None
         step.task_id = activities.schedule(
             Activity.Kind.MERGE, "orchestra.merge_step", run_id=run.pk, step_id=step.pk
         )
-    if merging is None:
         step.save(update_fields=["status", "task_id"])
-    else:  # the verdict's transaction reads no step after this
-        save_later(run, step, ["status", "task_id"])
     emit(run, "merge.queued", step=step, data={"branch": step.branch, "commit": step.head_commit})
     sync_run_status(run, step=step)
     return merging or False
