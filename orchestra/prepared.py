@@ -4,7 +4,8 @@ The ORM compiles a queryset's SQL each time it runs. For the reads every step ma
 times (the locked run with its project and task), compiling took more interpreter time than
 the database took to answer. A `PreparedRead` is compiled by the ORM once per connection and
 then sent as it is; its row becomes model instances through the ORM's own parts (the
-columns' converters, `select_related`'s populators), as `QuerySet.get` makes them.
+columns' converters, `select_related`'s populators, annotations), as `QuerySet.get` makes
+them.
 """
 
 from collections.abc import Callable
@@ -28,6 +29,7 @@ class _Compiled:
     converters: dict
     apply_converters: Callable
     populators: list
+    annotations: dict  # name -> its column
 
 
 class PreparedRead:
@@ -55,6 +57,8 @@ class PreparedRead:
         obj = compiled.model.from_db(connection.alias, compiled.names, row[compiled.columns])
         for populator in compiled.populators:
             populator.populate(row, obj)
+        for name, at in compiled.annotations.items():
+            setattr(obj, name, row[at])
         return obj
 
     def _compile(self, connection) -> _Compiled:
@@ -77,4 +81,5 @@ class PreparedRead:
             converters=compiler.get_converters([column[0] for column in select]),
             apply_converters=compiler.apply_converters,
             populators=get_related_populators(klass_info, select, connection.alias),
+            annotations=dict(compiler.annotation_col_map or {}),
         )

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from agents.llm import uses_demo_model
@@ -23,6 +24,7 @@ from approvals.models import Checkpoint
 from orchestra import activities, queue, telemetry
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Project, Run, Step, Task
+from orchestra.prepared import PreparedRead
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,43 +128,28 @@ _SIBLING_GROUPS = {
 }
 
 
-# The step's row and a flag per group of `_SIBLING_GROUPS`, in their order. Names are
-# constants; every value is a parameter.
-_OTHERS_IN = (
-    ' EXISTS (SELECT 1 FROM "orchestra_step" o'
-    " WHERE o.run_id = s.run_id AND o.id <> s.id AND o.status IN "
+def with_siblings(steps: QuerySet[Step]) -> QuerySet[Step]:
+    """`steps`, each read with what `sync_run_status` needs to know of the other steps of its
+    run, in the same statement: a transition that reads its step costs no read of the rest."""
+    others = Step.objects.filter(run_id=OuterRef("run_id")).exclude(pk=OuterRef("pk"))
+    return steps.annotate(
+        **{
+            name: Exists(others.filter(status__in=statuses))
+            for name, (statuses, _shown_as) in _SIBLING_GROUPS.items()
+        }
+    )
+
+
+# Three transitions of every step read it so: compiled once per connection.
+_STEP_WITH_SIBLINGS = PreparedRead(
+    "step_with_siblings", lambda step_id: with_siblings(Step.objects.filter(pk=step_id))
 )
-_SIBLINGS_SQL = "".join(
-    [
-        "SELECT s.*,",
-        _OTHERS_IN,
-        "(%s, %s, %s)) AS siblings_dispatching,",
-        _OTHERS_IN,
-        "(%s)) AS siblings_in_review,",
-        _OTHERS_IN,
-        "(%s)) AS siblings_awaiting",
-        ' FROM "orchestra_step" s WHERE s.id = %s',
-    ]
-)
-assert [(name, len(statuses)) for name, (statuses, _) in _SIBLING_GROUPS.items()] == [
-    ("siblings_dispatching", 3),
-    ("siblings_in_review", 1),
-    ("siblings_awaiting", 1),
-], "_SIBLINGS_SQL reads the groups of _SIBLING_GROUPS"
-_SIBLINGS_PARAMS = [
-    status for statuses, _shown_as in _SIBLING_GROUPS.values() for status in statuses
-]
 
 
 def step_with_siblings(step_id: int) -> Step:
-    """The step, read with what `sync_run_status` needs to know of the other steps of its
-    run, in the same statement: a transition that reads its step costs no read of the rest.
-    The statement is written out once, not compiled by the ORM at each transition.
-    Step.DoesNotExist when it is gone."""
-    found = list(Step.objects.raw(_SIBLINGS_SQL, [*_SIBLINGS_PARAMS, step_id]))
-    if not found:
-        raise Step.DoesNotExist(f"step {step_id} is gone")
-    return found[0]
+    """The step, read with its siblings (see `with_siblings`). Step.DoesNotExist when it is
+    gone."""
+    return _STEP_WITH_SIBLINGS.get(step_id)
 
 
 def reread_step(step: Step) -> Step:
