@@ -14,7 +14,6 @@ from agents.models import AgentRun
 from agents.workspace import GitError
 from approvals.models import Checkpoint
 from orchestra import activities
-from orchestra.activities import owner_name
 from orchestra.engine import workspaces
 from orchestra.engine.host import new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.pausing import park_step, unpark_step
@@ -123,7 +122,7 @@ def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step
             actor=step.agent_role,
             data={
                 "attempt": step.attempts,
-                "worker": owner_name(),
+                "worker": activities.owner_name(),
                 "branch": step.branch,
                 "base_commit": step.base_commit,
             },
