@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
 from django.db import connection, models
+from django.db.models import F, Value
 from django.db.models.constants import OnConflict
+from django.db.models.expressions import CombinedExpression
 from django.db.models.sql import InsertQuery, UpdateQuery
 
 from orchestra.models import Event, Run
@@ -65,7 +67,9 @@ class Write:
     def statement(self) -> tuple[str, list]:
         if self.model is None:
             return self.sql, self.params
-        return _update_statement(self.model.objects.filter(pk=self.pk), self.values)
+        return _row_update(self.model, self.pk, self.values) or _update_statement(
+            self.model.objects.filter(pk=self.pk), self.values
+        )
 
     def merge(self, values: dict) -> bool:
         """Take `values` into this UPDATE of the same row: a field set once, or appended to
@@ -123,6 +127,57 @@ def update_matching_later(run: Run, rows: models.QuerySet, **values) -> None:
         rows.update(**values)
         return
     writes.append(Write(*_update_statement(rows, values)))
+
+
+class Added(CombinedExpression):
+    """`F(field) + amount`, an increment (a usage counter), which two updates of one row add
+    up (`then`) and a deferred UPDATE writes without the ORM's compiler (`set_sql`)."""
+
+    def __init__(self, field: str, amount) -> None:
+        super().__init__(F(field), self.ADD, Value(amount))
+        self.name, self.amount = field, amount
+
+    def then(self, later) -> "Added | None":
+        if not isinstance(later, Added) or later.name != self.name:
+            return None
+        return Added(self.name, self.amount + later.amount)
+
+    def set_sql(self, column: str, connection) -> tuple[str, list]:
+        """The new value of `column`, as the ORM writes it on PostgreSQL."""
+        amount, params = self.rhs.as_sql(None, connection)  # prepared as the ORM prepares it
+        return f"({column} + {amount})", params
+
+
+def _row_update(model: type[models.Model], pk: int, values: dict) -> tuple[str, list] | None:
+    """The UPDATE of one row by its primary key, written as the ORM writes it (each value
+    prepared by its field, `Added` and `Appended` by their `set_sql`) without building,
+    cloning and compiling a query for it: the ORM's compiling was a tenth of a step's
+    interpreter time. On PostgreSQL, the one database whose writes are deferred; None
+    elsewhere, and for a value only the ORM's compiler writes."""
+    if connection.vendor != "postgresql":
+        return None
+    quote, meta = connection.ops.quote_name, model._meta
+    table = quote(meta.db_table)
+    sets, params = [], []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        column = quote(field.column)
+        if hasattr(value, "set_sql"):
+            sql, value_params = value.set_sql(f"{table}.{column}", connection)
+        elif (
+            hasattr(value, "resolve_expression")
+            or hasattr(value, "prepare_database_save")
+            or hasattr(field, "get_placeholder")
+        ):
+            return None
+        else:
+            sql, value_params = "%s", [field.get_db_prep_save(value, connection=connection)]
+        sets.append(f"{column} = {sql}")
+        params += value_params
+    params.append(meta.pk.get_db_prep_value(pk, connection))
+    # Only quoted names of the model's own table and columns are written in; values are params.
+    sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {table}.{quote(meta.pk.column)} = %s"  # noqa: S608
+    return sql, params
 
 
 def _update_statement(rows: models.QuerySet, values: dict) -> tuple[str, list]:

@@ -28,7 +28,7 @@ from agents.models import AgentRun, ModelCall, ToolCall
 from agents.tools import Tool
 from orchestra.events import add_usage, emit, locked_run, recording
 from orchestra.models import Project, Run, Step
-from orchestra.writes import insert_later, update_later
+from orchestra.writes import Added, insert_later, update_later
 
 
 class Appended(Func):
@@ -49,11 +49,16 @@ class Appended(Func):
 
     def as_sql(self, compiler, connection, **extra):
         column, params = compiler.compile(self.source_expressions[0])
+        sql, items = self.set_sql(column, connection)
+        return sql, [*params, *items]
+
+    def set_sql(self, column: str, connection) -> tuple[str, list]:
+        """The new value of `column` (an UPDATE writes it without the ORM's compiler)."""
         if connection.vendor == "postgresql":
-            return f"({column} || %s::jsonb)", [*params, json.dumps(self.items)]
+            return f"({column} || %s::jsonb)", [json.dumps(self.items)]
         if connection.vendor == "sqlite":
             pairs = ", ".join(["'$[#]', json(%s)"] * len(self.items))
-            return f"json_insert({column}, {pairs})", [*params, *map(json.dumps, self.items)]
+            return f"json_insert({column}, {pairs})", list(map(json.dumps, self.items))
         raise NotSupportedError(f"appending to JSON on {connection.vendor}")
 
 
@@ -328,9 +333,9 @@ class AgentSession(ToolCalls, Pauses):
             started_at=started_at,
         )
         usage = {
-            "input_tokens": F("input_tokens") + input_tokens,
-            "output_tokens": F("output_tokens") + output_tokens,
-            "cost_usd": F("cost_usd") + cost,
+            "input_tokens": Added("input_tokens", input_tokens),
+            "output_tokens": Added("output_tokens", output_tokens),
+            "cost_usd": Added("cost_usd", cost),
         }
         if added:
             usage["messages"] = Appended("messages", added)

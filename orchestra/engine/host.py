@@ -2,8 +2,6 @@
 
 import functools
 
-from django.db.models import F
-
 from agents.host import Decision, Gate, Hold
 from agents.llm import client_for, live, model_for, uses_demo_model
 from agents.loop import AgentSession, OutputTool
@@ -20,7 +18,7 @@ from orchestra.engine import budgets, workspaces
 from orchestra.engine.shipping import deploy_preview
 from orchestra.events import emit
 from orchestra.models import Event, Project, Run, Step
-from orchestra.writes import insert_later, update_later
+from orchestra.writes import Added, insert_later, update_later
 
 
 def new_agent_run(
@@ -247,9 +245,9 @@ class EngineHost:
                 run,
                 Step,
                 self.step.pk,
-                input_tokens=F("input_tokens") + input_tokens,
-                output_tokens=F("output_tokens") + output_tokens,
-                cost_usd=F("cost_usd") + cost,
+                input_tokens=Added("input_tokens", input_tokens),
+                output_tokens=Added("output_tokens", output_tokens),
+                cost_usd=Added("cost_usd", cost),
             )
 
     def touched(self, run: Run, paths: list[str]) -> None:
