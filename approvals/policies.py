@@ -11,12 +11,13 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 
 from agents.sandbox import sandbox_status
 from agents.tools import REGISTRY, Risk, command_allowlisted, patch_paths
 from approvals.models import PolicyRule
 from orchestra.models import Project
+from orchestra.prepared import PreparedRead
 
 Outcome = PolicyRule.Outcome
 
@@ -102,17 +103,28 @@ def install_default_policy(project: Project, rules: Iterable[dict] = DEFAULT_RUL
     )
 
 
+def _in_order(scope: Q) -> QuerySet[PolicyRule]:
+    return PolicyRule.objects.filter(scope, revoked_at__isnull=True).order_by(
+        F("run_id").asc(nulls_last=True), "position", "pk"
+    )
+
+
+# A run's rules are read for every tool call: compiled once per connection.
+_RUN_RULES = PreparedRead(
+    "run_rules",
+    lambda project_id, run_id: _in_order(
+        Q(project_id=project_id, run__isnull=True) | Q(run_id=run_id)
+    ),
+    values=2,
+)
+
+
 def rules_for(project: Project, run_id: int | None = None) -> list[PolicyRule]:
     """The rules in evaluation order: the run's own (unrevoked), then the project's. One
     query: this runs for every tool call."""
-    scope = Q(project=project, run__isnull=True)
     if run_id is not None:
-        scope |= Q(run_id=run_id)
-    return list(
-        PolicyRule.objects.filter(scope, revoked_at__isnull=True).order_by(
-            F("run_id").asc(nulls_last=True), "position", "pk"
-        )
-    )
+        return _RUN_RULES.all(project.pk, run_id)
+    return list(_in_order(Q(project=project, run__isnull=True)))
 
 
 def evaluate(project: Project, call: Call, *, run_id: int | None = None, rules=None) -> Verdict:

@@ -3,8 +3,8 @@
 The ORM compiles a queryset's SQL each time it runs. For the reads every step makes several
 times (the locked run with its project and task), compiling took more interpreter time than
 the database took to answer. A `PreparedRead` is compiled by the ORM once per connection and
-then sent as it is; its row becomes model instances through the ORM's own parts (the
-columns' converters, `select_related`'s populators, annotations), as `QuerySet.get` makes
+then sent as it is; its rows become model instances through the ORM's own parts (the
+columns' converters, `select_related`'s populators, annotations), as the ORM makes
 them.
 """
 
@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models.query import get_related_populators
 
-# Stands for the one value that changes between sends; never a real primary key.
-_PLACEHOLDER = -7_654_321
+# Stand for the values that change between sends (the first, the second, ...); never real
+# primary keys.
+_PLACEHOLDERS = tuple(-7_654_321 - n for n in range(4))
 
 
 @dataclass
 class _Compiled:
     sql: str
     params: list
-    at: int  # where the placeholder sits in `params`
+    at: list[int]  # where each value's placeholder sits in `params`
     model: type[models.Model]
     columns: slice
     names: list[str]
@@ -33,28 +34,44 @@ class _Compiled:
 
 
 class PreparedRead:
-    """`build(value)`, a queryset of one row, compiled once per connection; `get(value)`
-    reads the row for `value` (its model's DoesNotExist when there is none)."""
+    """`build(*values)`, a queryset, compiled once per connection; `get(*values)` reads its
+    one row (its model's DoesNotExist when there is none), `all(*values)` every row."""
 
-    def __init__(self, name: str, build: Callable[[int], models.QuerySet]) -> None:
+    def __init__(self, name: str, build: Callable[..., models.QuerySet], values: int = 1) -> None:
         self._key = f"_orchestra_prepared_{name}"
         self._build = build
+        self._values = values
 
-    def get(self, value: int) -> models.Model:
+    def get(self, *values: int) -> models.Model:
+        compiled, rows = self._read(values, one=True)
+        if not rows:
+            raise compiled.model.DoesNotExist(f"no {compiled.model.__name__} for {values}")
+        return self._instance(compiled, rows[0])
+
+    def all(self, *values: int) -> list[models.Model]:
+        compiled, rows = self._read(values, one=False)
+        return [self._instance(compiled, row) for row in rows]
+
+    def _read(self, values: tuple, *, one: bool) -> tuple["_Compiled", list]:
         connection = connections[DEFAULT_DB_ALIAS]  # this thread's
         compiled = connection.__dict__.get(self._key)
         if compiled is None:
             compiled = connection.__dict__[self._key] = self._compile(connection)
+        if len(values) != self._values:
+            raise TypeError(f"{self._key} reads by {self._values} values, not {len(values)}")
         params = list(compiled.params)
-        params[compiled.at] = value
+        for at, value in zip(compiled.at, values, strict=True):
+            params[at] = value
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            raise compiled.model.DoesNotExist(f"no {compiled.model.__name__} for {value}")
-        if compiled.converters:
-            [row] = compiled.apply_converters([row], compiled.converters)
-        obj = compiled.model.from_db(connection.alias, compiled.names, row[compiled.columns])
+            rows = cursor.fetchmany(1) if one else cursor.fetchall()
+        if compiled.converters and rows:
+            rows = list(compiled.apply_converters(rows, compiled.converters))
+        return compiled, rows
+
+    @staticmethod
+    def _instance(compiled: "_Compiled", row) -> models.Model:
+        obj = compiled.model.from_db(DEFAULT_DB_ALIAS, compiled.names, row[compiled.columns])
         for populator in compiled.populators:
             populator.populate(row, obj)
         for name, at in compiled.annotations.items():
@@ -62,19 +79,20 @@ class PreparedRead:
         return obj
 
     def _compile(self, connection) -> _Compiled:
-        queryset = self._build(_PLACEHOLDER)
+        placeholders = _PLACEHOLDERS[: self._values]
+        queryset = self._build(*placeholders)
         compiler = queryset.query.get_compiler(connection.alias)
         sql, params = compiler.as_sql()
         params = list(params)
-        if params.count(_PLACEHOLDER) != 1:
-            raise ValueError(f"{self._key}: the value must appear once in {params}")
+        if any(params.count(placeholder) != 1 for placeholder in placeholders):
+            raise ValueError(f"{self._key}: each value must appear once in {params}")
         select, klass_info = compiler.select, compiler.klass_info
         fields = klass_info["select_fields"]
         columns = slice(fields[0], fields[-1] + 1)
         return _Compiled(
             sql=sql,
             params=params,
-            at=params.index(_PLACEHOLDER),
+            at=[params.index(placeholder) for placeholder in placeholders],
             model=klass_info["model"],
             columns=columns,
             names=[column[0].target.attname for column in select[columns]],

@@ -28,6 +28,7 @@ from agents.models import AgentRun, ModelCall, ToolCall
 from agents.tools import Tool
 from orchestra.events import add_usage, emit, locked_run, recording
 from orchestra.models import Project, Run, Step
+from orchestra.prepared import PreparedRead
 from orchestra.writes import Added, insert_later, update_later
 
 
@@ -60,6 +61,17 @@ class Appended(Func):
             pairs = ", ".join(["'$[#]', json(%s)"] * len(self.items))
             return f"json_insert({column}, {pairs})", list(map(json.dumps, self.items))
         raise NotSupportedError(f"appending to JSON on {connection.vendor}")
+
+
+# What a step's agent checks before every turn (`_halt`): compiled once per connection.
+_HALT_READ = PreparedRead(
+    "step_halt",
+    lambda step_id: (
+        Step.objects.filter(pk=step_id)
+        .select_related("run")
+        .only("status", "run__status", "run__paused_at")
+    ),
+)
 
 
 class AgentSession(ToolCalls, Pauses):
@@ -223,14 +235,13 @@ class AgentSession(ToolCalls, Pauses):
         if self.step is None:
             ended = Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL)
             return "stopped" if ended.exists() else None
-        row = (
-            Step.objects.filter(pk=self.step.pk)
-            .values_list("status", "run__status", "run__paused_at")
-            .first()
-        )
-        if row is None or row[0] == Step.Status.CANCELLED or row[1] in Run.TERMINAL:
+        try:
+            step = _HALT_READ.get(self.step.pk)
+        except Step.DoesNotExist:
             return "stopped"
-        if row[2] is not None and self.agent_run.purpose == AgentRun.Purpose.STEP:
+        if step.status == Step.Status.CANCELLED or step.run.status in Run.TERMINAL:
+            return "stopped"
+        if step.run.paused_at is not None and self.agent_run.purpose == AgentRun.Purpose.STEP:
             return "paused"
         return None
 

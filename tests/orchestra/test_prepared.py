@@ -1,14 +1,18 @@
-"""A prepared read gives what the ORM's `get` gives (fields converted, related rows in
-place), sends one statement and compiles once per connection."""
+"""A prepared read gives what the ORM gives (fields converted, related rows in place, the
+rows of a read by several values, deferred fields), sends one statement and compiles once
+per connection."""
 
 import threading
 
 import pytest
 from django.db import connection, connections, transaction
+from django.db.models import Q
 from django.forms.models import model_to_dict
 
+from approvals.models import PolicyRule
+from approvals.policies import _in_order, rules_for
 from orchestra.engine import start_run
-from orchestra.models import Run
+from orchestra.models import Run, Step
 from orchestra.prepared import PreparedRead
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,3 +75,33 @@ def test_each_connection_compiles_its_own(run):
     thread.start()
     thread.join()
     assert seen == [False, run.pk]
+
+
+def test_a_read_of_many_rows_by_two_values_is_what_the_orm_reads(run):
+    PolicyRule.objects.create(project=run.project, run=run, tool="write_file", outcome="allow")
+    scope = Q(project=run.project, run__isnull=True) | Q(run=run)
+    expected = [model_to_dict(rule) for rule in _in_order(scope)]
+    sent = []
+    with _statements(sent):
+        read = rules_for(run.project, run.pk)
+    assert len(sent) == 1
+    assert [model_to_dict(rule) for rule in read] == expected
+    assert len(expected) > 1 and read[0].run_id == run.pk  # the run's own rule comes first
+    assert rules_for(run.project, run.pk + 1000) == read[1:]
+
+
+def test_a_read_of_some_fields_defers_the_rest(run):
+    run.refresh_from_db()
+    step = run.steps.first()
+    only = PreparedRead(
+        "test_step_status",
+        lambda pk: Step.objects.filter(pk=pk).select_related("run").only("status", "run__status"),
+    )
+    read = only.get(step.pk)
+    assert (read.status, read.run.status) == (step.status, run.status)
+    assert read.get_deferred_fields() >= {"title", "output"}
+
+
+def test_the_values_given_must_be_the_values_it_reads_by(run):
+    with pytest.raises(TypeError, match="reads by 1 values, not 2"):
+        LOCKED.get(run.pk, run.pk)
