@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
-from django.db import connection, models
-from django.db.models import F, Value
+from django.db import connection, models, transaction
+from django.db.models import DecimalField, F, Value
 from django.db.models.constants import OnConflict
 from django.db.models.expressions import CombinedExpression
 from django.db.models.sql import InsertQuery, UpdateQuery
@@ -101,7 +101,7 @@ def update_later(run: Run, model: type[models.Model], pk: int, **values) -> None
     message appended, a counter set)."""
     writes = _deferring(run)
     if writes is None:
-        model.objects.filter(pk=pk).update(**values)
+        _update_now(model, pk, values)
         return
     # One statement updates a row only once: a second update of it joins the first, or
     # sends it now.
@@ -143,18 +143,33 @@ class Added(CombinedExpression):
         return Added(self.name, self.amount + later.amount)
 
     def set_sql(self, column: str, connection) -> tuple[str, list]:
-        """The new value of `column`, as the ORM writes it on PostgreSQL."""
-        amount, params = self.rhs.as_sql(None, connection)  # prepared as the ORM prepares it
-        return f"({column} + {amount})", params
+        """The new value of `column`, as the ORM writes it."""
+        # The amount prepared as the ORM prepares it (on SQLite a decimal is cast, and so is
+        # the sum).
+        write = getattr(self.rhs, f"as_{connection.vendor}", self.rhs.as_sql)
+        amount, params = write(None, connection)
+        sql = f"({column} + {amount})"
+        if connection.vendor == "sqlite" and isinstance(self.rhs.output_field, DecimalField):
+            sql = f"(CAST({sql} AS NUMERIC))"
+        return sql, params
+
+
+def _update_now(model: type[models.Model], pk: int, values: dict) -> None:
+    statement = _row_update(model, pk, values)
+    if statement is None:
+        model.objects.filter(pk=pk).update(**values)
+        return
+    with transaction.mark_for_rollback_on_error(), connection.cursor() as cursor:
+        cursor.execute(*statement)
 
 
 def _row_update(model: type[models.Model], pk: int, values: dict) -> tuple[str, list] | None:
     """The UPDATE of one row by its primary key, written as the ORM writes it (each value
     prepared by its field, `Added` and `Appended` by their `set_sql`) without building,
     cloning and compiling a query for it: the ORM's compiling was a tenth of a step's
-    interpreter time. On PostgreSQL, the one database whose writes are deferred; None
-    elsewhere, and for a value only the ORM's compiler writes."""
-    if connection.vendor != "postgresql":
+    interpreter time on PostgreSQL, more on SQLite. None for a value only the ORM's compiler
+    writes, and on other databases."""
+    if connection.vendor not in ("postgresql", "sqlite"):
         return None
     quote, meta = connection.ops.quote_name, model._meta
     table = quote(meta.db_table)
@@ -199,24 +214,38 @@ def insert_later(
     block, names it by its id in `data[field]`. `obj` has its id when the block ends. With
     `upsert` (unique fields, fields to update), a row with the same unique fields is
     updated instead (INSERT ... ON CONFLICT)."""
-    model = type(obj)
     writes = _deferring(run) if run is not None else None
-    if writes is None:
+    if writes is not None:
+        writes.append(Write(*_insert_statement(obj, upsert), obj=obj, event=event, field=field))
+        return
+    if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
         if upsert is None:
             obj.save(force_insert=True)
         else:
-            model.objects.bulk_create(
+            type(obj).objects.bulk_create(
                 [obj], update_conflicts=True, unique_fields=upsert[0], update_fields=upsert[1]
             )
         if event is not None:
             event.data[field] = obj.pk
         return
+    with transaction.mark_for_rollback_on_error(), connection.cursor() as cursor:
+        cursor.execute(*_insert_statement(obj, upsert))
+        _inserted(Write(obj=obj, event=event, field=field), cursor.fetchone()[0])
+
+
+def _insert_statement(
+    obj: models.Model, upsert: tuple[list[str], list[str]] | None
+) -> tuple[str, list]:
+    """The INSERT of `obj` returning its id, as `save(force_insert=True)` (or, with `upsert`,
+    `bulk_create` with `update_conflicts`) writes it."""
     meta = obj._meta
+    if upsert is None and (written := _row_insert(obj)) is not None:
+        return written
     if upsert is None:
-        query = InsertQuery(model)
+        query = InsertQuery(type(obj))
     else:
         query = InsertQuery(
-            model,
+            type(obj),
             on_conflict=OnConflict.UPDATE,
             unique_fields=[meta.get_field(name) for name in upsert[0]],
             update_fields=[meta.get_field(name) for name in upsert[1]],
@@ -225,7 +254,36 @@ def insert_later(
     compiler = query.get_compiler(connection.alias)
     compiler.returning_fields = [meta.pk]
     [(sql, params)] = compiler.as_sql()
-    writes.append(Write(sql, list(params), obj=obj, event=event, field=field))
+    return sql, list(params)
+
+
+def _row_insert(obj: models.Model) -> tuple[str, list] | None:
+    """The INSERT of one row, written as the ORM writes it (each value as the field saves it,
+    `auto_now_add` set) without building and compiling a query for it, like `_row_update`;
+    None where only the ORM writes it."""
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return None
+    quote, meta = connection.ops.quote_name, obj._meta
+    columns, params = [], []
+    for field in meta.local_concrete_fields:
+        if field is meta.auto_field:
+            continue
+        value = field.pre_save(obj, add=True)
+        if (
+            hasattr(value, "resolve_expression")
+            or hasattr(field, "get_placeholder")
+            or getattr(field, "generated", False)
+        ):
+            return None
+        columns.append(quote(field.column))
+        params.append(field.get_db_prep_save(value, connection=connection))
+    table = quote(meta.db_table)
+    values = ", ".join(["%s"] * len(columns))
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "  # noqa: S608 - names only
+        f"RETURNING {table}.{quote(meta.pk.column)}"
+    )
+    return sql, params
 
 
 def write_now(writes: list[Write], *, updates_only: bool = False) -> None:

@@ -1,26 +1,31 @@
-"""A deferred UPDATE of one row (PostgreSQL) is written without the ORM's compiler
-(`writes._row_update`): the same statement the ORM writes, the same row after it, and the
-ORM's compiler for what only it can write. Increments of one row in one block add up into
-one UPDATE."""
+"""An UPDATE of one row (`update_later`, deferred or not) is written without the ORM's
+compiler (`writes._row_update`): the same statement the ORM writes, the same row after it,
+and the ORM's compiler for what only it can write. Increments of one row in one block add
+up into one UPDATE (on PostgreSQL, where writes are deferred)."""
 
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.db.models import F
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from agents.loop.session import Appended
-from agents.models import AgentRun
+from agents.models import AgentRun, ModelCall
 from orchestra.engine import start_run
 from orchestra.events import recording
-from orchestra.models import Step
-from orchestra.writes import Added, _row_update, _update_statement, update_later
+from orchestra.models import Event, Step
+from orchestra.writes import (
+    Added,
+    _row_insert,
+    _row_update,
+    _update_statement,
+    insert_later,
+    update_later,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-on_postgresql = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="writes are deferred on PostgreSQL alone"
-)
 
 
 @pytest.fixture
@@ -44,10 +49,11 @@ def _step_values() -> dict:
 
 
 def _composed(sql: str, params: list) -> str:
-    return connection.ops.compose_sql(sql, params)
+    if connection.vendor == "postgresql":
+        return connection.ops.compose_sql(sql, params)
+    return f"{sql} {params!r}"
 
 
-@on_postgresql
 def test_the_statement_is_the_one_the_orm_writes(run):
     step = Step.objects.filter(run=run).first()
     agent_run = AgentRun.objects.filter(run=run).first()
@@ -61,7 +67,6 @@ def test_the_statement_is_the_one_the_orm_writes(run):
         assert _composed(*ours) == _composed(*theirs)
 
 
-@on_postgresql
 def test_the_row_after_it_is_the_one_the_orm_leaves(run):
     first, second = Step.objects.filter(run=run)[:2]
     Step.objects.filter(pk__in=[first.pk, second.pk]).update(
@@ -103,3 +108,49 @@ def test_increments_of_one_row_in_a_block_add_up_in_one_update(run):
     assert (step.input_tokens, step.output) == (before + 12, "y")
     updates = [sql for sql in sent if 'UPDATE "orchestra_step"' in sql]
     assert len(updates) == 1 if connection.vendor == "postgresql" else 2
+
+
+def _model_call(run) -> ModelCall:
+    return ModelCall(
+        agent_run=AgentRun.objects.filter(run=run).first(),
+        run_id=run.pk,
+        model="demo",
+        message_count=3,
+        response={"content": 'it\'s "done"'},
+        tool_calls=["write_file"],
+        input_tokens=11,
+        output_tokens=4,
+        latency_ms=12.5,
+        cost_usd=Decimal("0.000031"),
+        started_at=timezone.now(),
+    )
+
+
+def test_an_insert_is_the_one_the_orm_writes(run):
+    ours = _row_insert(_model_call(run))
+    query = InsertQuery(ModelCall)
+    call = _model_call(run)
+    meta = ModelCall._meta
+    query.insert_values([f for f in meta.local_concrete_fields if f is not meta.auto_field], [call])
+    compiler = query.get_compiler(connection.alias)
+    compiler.returning_fields = [meta.pk]
+    [theirs] = compiler.as_sql()
+    # The two differ only by the moment `auto_now_add` stamped.
+    ours_sql, theirs_sql = (_composed(sql, list(params)) for sql, params in (ours, theirs))
+    assert ours_sql.split("VALUES")[0] == theirs_sql.split("VALUES")[0]
+    assert len(ours[1]) == len(theirs[1])
+
+
+def test_an_insert_outside_a_block_gives_the_object_its_id(run):
+    call = _model_call(run)
+    event = Event(run=run, kind="model.called", data={})
+    insert_later(None, call, event, "model_call")
+    assert call.pk is not None and not call._state.adding
+    assert event.data == {"model_call": call.pk}
+    stored = ModelCall.objects.get(pk=call.pk)
+    assert (stored.response, stored.cost_usd) == (call.response, Decimal("0.000031"))
+    assert stored.started_at == call.started_at
+    agent_run = AgentRun(run=run, role="coder", purpose=AgentRun.Purpose.STEP, messages=[])
+    insert_later(None, agent_run)
+    assert agent_run.started_at is not None  # auto_now_add, stamped as the ORM stamps it
+    assert AgentRun.objects.get(pk=agent_run.pk).started_at == agent_run.started_at
