@@ -2,12 +2,15 @@
 
 Adding a worktree writes every file of the repository and removing one deletes them all, so
 on a repository of 10,000 files a step spent more than a second and a half on the two. A
-removed worktree is parked instead: cleaned back to its commit, its HEAD detached (so its
-branch is free again), and its folder moved under the common git directory, still
-registered. The next worktree added takes a parked one: the folder moves to its path, HEAD
-goes to its branch, and the checkout rewrites only the files that differ between the two
-commits. A parked folder holds committed project files only; agents never see it (their
-tools are confined to their own worktree, and nothing may read inside `.git`).
+removed worktree is parked instead: its HEAD detached (so its branch is free again), and its
+folder moved under the common git directory, still registered. The next worktree added
+takes a parked one: the folder moves to its path, HEAD goes to its branch, and the checkout
+rewrites only the files that differ between the two commits and removes whatever the
+commit does not hold (changes, untracked and ignored files). The clean-up happens once,
+when it is taken: cleaning at both ends walked every file of the repository twice a step
+(a merge's conflicts left in its index are resolved when it is parked). Agents never see a
+parked folder (their tools are confined to their own worktree, and nothing may read inside
+`.git`).
 
 Both sides run under the repository lock (their callers hold it). Whatever does not go as
 planned deletes the parked worktree, and the caller falls back to a fresh add or removal.
@@ -45,7 +48,8 @@ def park(repo: Path, path: Path, keep: int) -> bool:
         worktree.state_cleanup()  # a merge left in progress
         if not worktree.head_is_unborn:
             commit = worktree.head.peel(pygit2.Commit)
-            worktree.checkout_tree(commit.tree, strategy=_CLEAN)
+            if worktree.index.conflicts is not None:  # that merge's conflicts, resolved here
+                worktree.checkout_tree(commit.tree, strategy=_CLEAN)
             worktree.set_head(commit.id)
         shelf.mkdir(exist_ok=True)
         os.rename(path, shelf / admin.name)
