@@ -5,6 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from agents.llm import reset_clients
+from orchestra.engine import start_run
 from orchestra.models import Membership, Project
 from orchestra.seed import seed_demo
 
@@ -54,6 +55,15 @@ def owner(demo):
     user = _user("olivia")
     Membership.objects.create(project=demo, user=user, role=Membership.Role.ADMIN)
     return user
+
+
+@pytest.fixture
+def demo_run(demo, owner):
+    """A run of the demo project, started (the sync worker carries it as far as it goes) and
+    read again."""
+    run = start_run(owner, demo, "A demo run")
+    run.refresh_from_db()
+    return run
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from django.utils import timezone
 
 from agents.loop.session import Appended
 from agents.models import AgentRun, ModelCall
-from orchestra.engine import start_run
 from orchestra.events import recording
 from orchestra.models import Event, Step
 from orchestra.writes import (
@@ -26,13 +25,6 @@ from orchestra.writes import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def run(demo, owner):
-    run = start_run(owner, demo, "Writes")
-    run.refresh_from_db()
-    return run
 
 
 def _step_values() -> dict:
@@ -54,9 +46,9 @@ def _composed(sql: str, params: list) -> str:
     return f"{sql} {params!r}"
 
 
-def test_the_statement_is_the_one_the_orm_writes(run):
-    step = Step.objects.filter(run=run).first()
-    agent_run = AgentRun.objects.filter(run=run).first()
+def test_the_statement_is_the_one_the_orm_writes(demo_run):
+    step = Step.objects.filter(run=demo_run).first()
+    agent_run = AgentRun.objects.filter(run=demo_run).first()
     for model, pk, values in (
         (Step, step.pk, _step_values()),
         (AgentRun, agent_run.pk, {"messages": Appended("messages", [{"role": "user"}])}),
@@ -67,8 +59,8 @@ def test_the_statement_is_the_one_the_orm_writes(run):
         assert _composed(*ours) == _composed(*theirs)
 
 
-def test_the_row_after_it_is_the_one_the_orm_leaves(run):
-    first, second = Step.objects.filter(run=run)[:2]
+def test_the_row_after_it_is_the_one_the_orm_leaves(demo_run):
+    first, second = Step.objects.filter(run=demo_run)[:2]
     Step.objects.filter(pk__in=[first.pk, second.pk]).update(
         input_tokens=40, output_tokens=2, cost_usd=Decimal("0.5")
     )
@@ -82,25 +74,25 @@ def test_the_row_after_it_is_the_one_the_orm_leaves(run):
     assert (first.input_tokens, first.cost_usd) == (160, Decimal("0.500125"))
 
 
-def test_a_value_only_the_orm_writes_goes_through_its_compiler(run):
-    step = Step.objects.filter(run=run).first()
+def test_a_value_only_the_orm_writes_goes_through_its_compiler(demo_run):
+    step = Step.objects.filter(run=demo_run).first()
     assert _row_update(Step, step.pk, {"input_tokens": F("output_tokens") * 2}) is None
-    assert _row_update(Step, step.pk, {"run": run}) is None
-    with recording(run.pk) as block:
+    assert _row_update(Step, step.pk, {"run": demo_run}) is None
+    with recording(demo_run.pk) as block:
         update_later(block, Step, step.pk, input_tokens=F("output_tokens") * 2, output="x")
     step.refresh_from_db()
     assert (step.input_tokens, step.output) == (step.output_tokens * 2, "x")
 
 
-def test_increments_of_one_row_in_a_block_add_up_in_one_update(run):
-    step = Step.objects.filter(run=run).first()
+def test_increments_of_one_row_in_a_block_add_up_in_one_update(demo_run):
+    step = Step.objects.filter(run=demo_run).first()
     sent = []
 
     def count(execute, sql, params, many, context):
         sent.append(sql)
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(count), recording(run.pk) as block:
+    with connection.execute_wrapper(count), recording(demo_run.pk) as block:
         update_later(block, Step, step.pk, input_tokens=Added("input_tokens", 5))
         update_later(block, Step, step.pk, input_tokens=Added("input_tokens", 7), output="y")
     before = step.input_tokens
@@ -110,10 +102,10 @@ def test_increments_of_one_row_in_a_block_add_up_in_one_update(run):
     assert len(updates) == 1 if connection.vendor == "postgresql" else 2
 
 
-def _model_call(run) -> ModelCall:
+def _model_call(demo_run) -> ModelCall:
     return ModelCall(
-        agent_run=AgentRun.objects.filter(run=run).first(),
-        run_id=run.pk,
+        agent_run=AgentRun.objects.filter(run=demo_run).first(),
+        run_id=demo_run.pk,
         model="demo",
         message_count=3,
         response={"content": 'it\'s "done"'},
@@ -126,10 +118,10 @@ def _model_call(run) -> ModelCall:
     )
 
 
-def test_an_insert_is_the_one_the_orm_writes(run):
-    ours = _row_insert(_model_call(run))
+def test_an_insert_is_the_one_the_orm_writes(demo_run):
+    ours = _row_insert(_model_call(demo_run))
     query = InsertQuery(ModelCall)
-    call = _model_call(run)
+    call = _model_call(demo_run)
     meta = ModelCall._meta
     query.insert_values([f for f in meta.local_concrete_fields if f is not meta.auto_field], [call])
     compiler = query.get_compiler(connection.alias)
@@ -141,16 +133,16 @@ def test_an_insert_is_the_one_the_orm_writes(run):
     assert len(ours[1]) == len(theirs[1])
 
 
-def test_an_insert_outside_a_block_gives_the_object_its_id(run):
-    call = _model_call(run)
-    event = Event(run=run, kind="model.called", data={})
+def test_an_insert_outside_a_block_gives_the_object_its_id(demo_run):
+    call = _model_call(demo_run)
+    event = Event(run=demo_run, kind="model.called", data={})
     insert_later(None, call, event, "model_call")
     assert call.pk is not None and not call._state.adding
     assert event.data == {"model_call": call.pk}
     stored = ModelCall.objects.get(pk=call.pk)
     assert (stored.response, stored.cost_usd) == (call.response, Decimal("0.000031"))
     assert stored.started_at == call.started_at
-    agent_run = AgentRun(run=run, role="coder", purpose=AgentRun.Purpose.STEP, messages=[])
+    agent_run = AgentRun(run=demo_run, role="coder", purpose=AgentRun.Purpose.STEP, messages=[])
     insert_later(None, agent_run)
     assert agent_run.started_at is not None  # auto_now_add, stamped as the ORM stamps it
     assert AgentRun.objects.get(pk=agent_run.pk).started_at == agent_run.started_at
