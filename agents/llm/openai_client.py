@@ -217,7 +217,7 @@ class OpenAIModelClient:
     # -- plain
 
     def _complete_plain(self, request: dict[str, Any]) -> ModelReply:
-        completion = self._completions.create(**request)
+        completion = self._completions.create(**_as_sent(request))
         if not isinstance(completion, ChatCompletion):
             # The SDK hands back the raw text when the body is not JSON.
             raise _InvalidResponse(f"expected a chat completion, got {self._preview(completion)}")
@@ -253,7 +253,7 @@ class OpenAIModelClient:
         # are read here. The SDK's own iterator builds a typed object per chunk, which cost
         # about 0.15 ms a chunk, three times the parsing: a 500-chunk reply spent 75 ms of
         # the interpreter on it, with every agent of the process streaming beside it.
-        with self._completions.with_streaming_response.create(**request) as response:
+        with self._completions.with_streaming_response.create(**_as_sent(request)) as response:
             kind = response.headers.get("content-type", "")
             if "html" in kind:
                 body = response.read().decode("utf-8", "replace")
@@ -386,6 +386,21 @@ class OpenAIModelClient:
         """A short description of an unexpected body, for the error message."""
         page = quirks.html_page(value) if isinstance(value, str) else None
         return quirks.html_hint(page, self.endpoint) if page else _preview(value)
+
+
+def _as_sent(request: dict[str, Any]) -> dict[str, Any]:
+    """`create`'s arguments for the body `request`: the model and `stream` as arguments (the
+    SDK acts on them), the rest as `extra_body`, which the SDK sends as given. Passed as
+    arguments, every message and tool is first walked against the SDK's typed definitions,
+    to send the same body: 1.7 ms of the interpreter for a call of 4 messages, 11 ms for 42,
+    on every call of a conversation as it grows (`messages` stays an argument, empty, and the
+    body's own replaces it)."""
+    body = dict(request)
+    arguments: dict[str, Any] = {"model": body.pop("model"), "messages": []}
+    if "stream" in body:
+        arguments["stream"] = body.pop("stream")
+    arguments["extra_body"] = body
+    return arguments
 
 
 def _event_data(lines: Iterator[str]) -> Iterator[str]:

@@ -294,3 +294,34 @@ def test_a_stream_that_is_not_chunks_is_an_invalid_response(body, why):
     with pytest.raises(ModelError, match="invalid response") as raised:
         _streamed(body)
     assert why in str(raised.value)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_the_body_sent_is_the_conversation_as_given(server, stream):
+    """The SDK sends the body as built (not walked against its types): every message of a
+    conversation with tool calls and results, and nothing else."""
+    server.script(reply("Done."))
+    conversation = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "write_file", "arguments": '{"path": "a.txt"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "written: a.txt ✓"},
+    ]
+    make_client(server, stream=stream).complete(
+        model="test-model", messages=conversation, tools=TOOLS, temperature=0.2
+    )
+    [sent] = server.requests
+    expected = {"model": "test-model", "messages": conversation, "temperature": 0.2}
+    expected["tools"] = TOOLS
+    if stream:
+        expected |= {"stream": True, "stream_options": {"include_usage": True}}
+    assert sent == expected
