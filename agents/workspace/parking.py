@@ -103,7 +103,11 @@ def _admin_dir(path: Path) -> Path:
 def _point(admin: Path, path: Path) -> None:
     # The registration's `gitdir` file says where the worktree is (`git worktree prune` forgets
     # a registration whose worktree is gone); the worktree's `.git` file names the
-    # registration, which does not move (written again, absolute, in case it was relative).
+    # registration, which does not move: it is written only when it does not name it already,
+    # absolutely (git may have written it relative), since writing a file costs some thirty
+    # reads of it.
     dot_git = Path(path).absolute() / ".git"
     (admin / "gitdir").write_text(f"{dot_git}\n", encoding="utf-8")
-    dot_git.write_text(f"gitdir: {admin}\n", encoding="utf-8")
+    pointer = f"gitdir: {admin}\n"
+    if dot_git.read_text(encoding="utf-8") != pointer:
+        dot_git.write_text(pointer, encoding="utf-8")
