@@ -38,7 +38,8 @@ def print_report(results: dict, shapes: list[plans.Shape]) -> list[str]:
         "Windows: run = task created -> run completed (planning, run branch and report in);\n"
         "         dispatch = first step dispatched -> last step completed.\n"
         "Embedded = `orchestra up`, one process, in-process worker, on its default SQLite.\n"
-        "Split = `orchestra web` + `orchestra worker` + `orchestra beat`, PostgreSQL, Redis.\n"
+        "Split = `orchestra web` + `orchestra worker` + `orchestra beat`, PostgreSQL, Redis;\n"
+        f"        the worker with {args.worker_threads} threads.\n"
         "LangGraph = async StateGraph, one streamed call per node to the same model server."
     )
     print("-" * WIDTH)

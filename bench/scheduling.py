@@ -70,7 +70,14 @@ def step_costs(databases: BenchDatabases) -> dict | None:
 def run_mode(mode: str, args, model_url: str, repository: Path, workdir: Path, databases) -> dict:
     """Start the mode's stack, run the shapes (and the scale checks), stop it."""
     database_url = databases.create(mode) if mode == "split" else ""
-    stack = Stack(mode, workdir / mode, model_url, database_url=database_url, redis_url=args.redis)
+    stack = Stack(
+        mode,
+        workdir / mode,
+        model_url,
+        database_url=database_url,
+        redis_url=args.redis,
+        worker_threads=args.worker_threads,
+    )
     redis = RedisDatabase(args.redis) if mode == "split" else None
     if redis:
         redis.claim()
@@ -152,6 +159,12 @@ def main() -> int:
         "--redis",
         default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
         help="an empty Redis database for the split stack (checked; never flushed)",
+    )
+    parser.add_argument(
+        "--worker-threads",
+        type=int,
+        default=64,
+        help="the split stack's worker threads (`--concurrency`; the product's default is 64)",
     )
     parser.add_argument("--no-costs", action="store_true", help="skip the per-step counts")
     parser.add_argument(

@@ -55,8 +55,10 @@ class Stack:
         database_url: str = "",
         redis_url: str = "",
         max_plan_steps: int = 250,
+        worker_threads: int = 64,
     ):
         self.mode = mode
+        self.worker_threads = worker_threads
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
@@ -99,7 +101,8 @@ class Stack:
         if self.mode == "embedded":
             self._spawn("up", "up", *address)
         else:
-            self._spawn("worker", "worker", "--concurrency", "64", "--hostname", "bench@%h")
+            threads = str(self.worker_threads)
+            self._spawn("worker", "worker", "--concurrency", threads, "--hostname", "bench@%h")
             # As deployed: beat schedules the sweep that sends lost or expired work again.
             self._spawn("beat", "beat")
             self._spawn("web", "web", *address)
