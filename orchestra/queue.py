@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 
 from orchestra.celery import app
 
@@ -113,7 +113,9 @@ def _run_here(task, args) -> None:
     except Exception:
         logger.exception("embedded task %s%r failed", task.name, args)
     finally:
-        connection.close()
+        # As at the end of a request: an unusable connection is closed, a pooled one goes
+        # back to its pool, a persistent one (SQLite) stays with the thread for its next task.
+        close_old_connections()
 
 
 def _run_sync(task, args) -> None:
