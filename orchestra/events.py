@@ -80,13 +80,15 @@ def recording(run_id: int) -> Iterator[Run]:
     statement before COMMIT, which adds the usage and numbers the events: parallel steps of
     one run wait on each other for that long, not for a whole transaction, and events stay
     committed in `seq` order. Yields a stand-in for the run that `emit` and `add_usage`
-    accept.
+    accept; once that last statement ran, it holds the run's `status` and `paused_at` as the
+    statement found them (`state_seen`): what an agent checks before its next turn.
 
     The transaction opens at the block's first statement. On PostgreSQL a block whose only
     statement is its last (the events, the run's row and the rows written "later", in one)
     sends it alone: a single statement is atomic, and BEGIN and COMMIT would be two round
     trips more for each model and tool call."""
     run = Run(pk=run_id)
+    run.state_seen = False
     with ExitStack() as transaction_once_needed:
 
         def open_on_first(execute, sql, params, many, context):
@@ -138,7 +140,7 @@ def _gathered(run: Run) -> tuple[list[Event], list, list[Write]]:
 _APPEND = (
     'UPDATE "orchestra_run" SET event_seq = event_seq + %s, input_tokens = input_tokens + %s,'
     " output_tokens = output_tokens + %s, cost_usd = cost_usd + %s WHERE id = %s"
-    " RETURNING event_seq"
+    " RETURNING event_seq, status, paused_at"
 )
 _STATE = (
     'UPDATE "orchestra_run" SET status = %s, phase = %s, head_commit = %s, event_seq = %s,'
@@ -164,7 +166,7 @@ _APPEND_WITH_EVENTS = "".join(
         ' SELECT %s, counted.event_seq - %s + e.ord, e.kind, e.actor, e.step_id, {data}, e."at"',
         " FROM counted, ",
         _EVENT_ROWS,
-        " RETURNING seq{ids}",
+        " RETURNING seq, (SELECT status FROM counted), (SELECT paused_at FROM counted){ids}",
     ]
 )
 # A `locked_run`: the run is locked and its events numbered already.
@@ -214,11 +216,13 @@ def _flush_appended(run: Run) -> None:
             )
             rows = cursor.fetchall()
             first = min(row[0] for row in rows) - 1
+            run.status, run.paused_at = rows[0][1:3]
             returned_ids(writes, rows[0])
         else:
             cursor.execute(_APPEND, usage)
-            (last,) = cursor.fetchone()
+            last, run.status, run.paused_at = cursor.fetchone()
             first = last - len(events)
+    run.state_seen = True
     if not events:
         return
     for event in events:  # `emit` numbered them from 1 on the stand-in

@@ -6,6 +6,8 @@ agent run, the step, the host, the toolset and the output tool.
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.utils import timezone
 
@@ -36,11 +38,20 @@ class ToolCalls:
         """Answer the calls in order. Only calls found unanswered in a stored conversation
         (`resumed`) can have a record already; a reply just received cannot, since a call's
         record and its answer are written in one transaction."""
+        self._seen = None  # the tools may take long: only what their records see counts
         for ordinal, request in calls:
             outcome = self._handle_tool_call(ordinal, request, resumed=resumed)
             if outcome is not None:
                 return outcome
         return RunAgain()
+
+    @contextmanager
+    def _recording(self) -> Iterator[Run]:
+        """`recording` for this agent's run; the run's state that the block's last statement
+        saw is kept for the next turn's check (`_halt`), which then reads nothing."""
+        with recording(self.agent_run.run_id) as run:
+            yield run
+        self._seen = run if run.state_seen else None
 
     def _idempotency_key(self, ordinal: int) -> str:
         agent_run = self.agent_run
@@ -180,7 +191,7 @@ class ToolCalls:
         if tool.risk in SIDE_EFFECTS:
             # The intent is committed before the side effect starts, so a worker that dies
             # mid-call leaves a record that stops the call from running a second time.
-            with recording(self.agent_run.run_id) as run:
+            with self._recording() as run:
                 call = self._new_tool_call(
                     run,
                     key,
@@ -225,7 +236,7 @@ class ToolCalls:
     def _record_result(
         self, call: ToolCall, request: ToolRequest, status: str, result: str, arguments: dict
     ) -> None:
-        with recording(self.agent_run.run_id) as run:
+        with self._recording() as run:
             ToolCall.objects.filter(pk=call.pk).update(
                 status=status, result=result, arguments=arguments, finished_at=timezone.now()
             )
@@ -250,7 +261,7 @@ class ToolCalls:
         inside the caller's transaction when `run` is given, else in one of its own that reads
         no run state (`recording`)."""
         if run is None:
-            with recording(self.agent_run.run_id) as locked:
+            with self._recording() as locked:
                 self._finish_call(
                     key,
                     request,

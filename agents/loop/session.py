@@ -103,6 +103,8 @@ class AgentSession(ToolCalls, Pauses):
         return value is kept in `final_result`."""
         self.on_final = on_final
         self.final_result: object = None
+        # The run's state as a `recording` just saw it (see `_halt`), or None.
+        self._seen: Run | None = None
         self.agent_run = agent_run
         self.host = host
         self.project = project
@@ -128,7 +130,7 @@ class AgentSession(ToolCalls, Pauses):
             if isinstance(outcome, FinalOutput) and self.on_final and not self._finalised:
                 # A final answer reached through the tool-call path (e.g. an output that was
                 # refused once): the hook still runs, in a transaction of its own.
-                self.host.before_final()
+                self.host.before_final(outcome)
                 with locked_run(self.agent_run.run_id) as run:
                     self.final_result = self.on_final(run, outcome)
             return outcome
@@ -157,11 +159,11 @@ class AgentSession(ToolCalls, Pauses):
             return Failed(f"model call failed: {exc}")
         final = self._plain_final(reply)
         if final is not None:
-            self.host.before_final()  # e.g. the step's commit: git, before the transaction
+            self.host.before_final(final)  # e.g. the step's commit: git, before the transaction
         # Only a final answer moves the step on and needs the run's state under its lock; a
         # turn that goes on is recorded without holding the run.
-        transaction = locked_run if final is not None else recording
-        with transaction(self.agent_run.run_id) as run:
+        block = locked_run(self.agent_run.run_id) if final is not None else self._recording()
+        with block as run:
             # The call, its usage, the reply appended to the conversation; a final reply
             # whose hook runs in this transaction closes the attempt in the same UPDATE.
             record(run, final if self.on_final is not None else None)
@@ -232,16 +234,29 @@ class AgentSession(ToolCalls, Pauses):
         """Checked before every turn, in one query: "stopped" when the run ended or the step
         was cancelled, "paused" when a step's run was paused by hand (its reviewer, planner
         and reporter finish what they do), else None."""
-        if self.step is None:
+        seen, self._seen = self._seen, None
+        if seen is not None:
+            # The run as the last record of the turn before saw it: no read. A step is
+            # cancelled only with its run (`cancel_run`), so the run's status tells.
+            run = seen
+        elif self.step is None:
             ended = Run.objects.filter(pk=self.agent_run.run_id, status__in=Run.TERMINAL)
             return "stopped" if ended.exists() else None
-        try:
-            step = _HALT_READ.get(self.step.pk)
-        except Step.DoesNotExist:
+        else:
+            try:
+                step = _HALT_READ.get(self.step.pk)
+            except Step.DoesNotExist:
+                return "stopped"
+            if step.status == Step.Status.CANCELLED:
+                return "stopped"
+            run = step.run
+        if run.status in Run.TERMINAL:
             return "stopped"
-        if step.status == Step.Status.CANCELLED or step.run.status in Run.TERMINAL:
-            return "stopped"
-        if step.run.paused_at is not None and self.agent_run.purpose == AgentRun.Purpose.STEP:
+        if (
+            self.step is not None
+            and run.paused_at is not None
+            and self.agent_run.purpose == AgentRun.Purpose.STEP
+        ):
             return "paused"
         return None
 

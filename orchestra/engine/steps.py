@@ -7,6 +7,7 @@ what the stored state calls for, so any of its tasks, delivered twice or late, i
 
 import logging
 
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.loop import Failed, FinalOutput, NeedsApproval, Paused
@@ -30,7 +31,6 @@ from orchestra.engine.runs import (
     locked_run_of_step,
     reread_step,
     run_activity,
-    step_with_siblings,
     sync_run_status,
 )
 from orchestra.engine.transitions import schedule_step
@@ -81,7 +81,7 @@ def _start(step_id: int) -> tuple[Step, AgentRun] | None:
         # Git before the transaction: only the holder of the step's activity gets here.
         fields = workspaces.prepare_worktree(step.run, step)
         worktree = {field: getattr(step, field) for field in fields}
-        return _new_attempt(step_id, step.run_id, worktree)
+        return _new_attempt(step_id, step.run_id, step.depends_on, worktree)
     if step.status == Step.Status.RUNNING:
         return _take_over(step_id)
     if step.status == Step.Status.AWAITING_APPROVAL:
@@ -91,18 +91,15 @@ def _start(step_id: int) -> tuple[Step, AgentRun] | None:
     return None
 
 
-def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step, AgentRun] | None:
+def _new_attempt(
+    step_id: int, run_id: int, depends_on: list[str], worktree_fields: dict
+) -> tuple[Step, AgentRun] | None:
     with locked_run(run_id) as run:
-        step = step_with_siblings(step_id)
+        step, dependency_outputs = _with_inputs(step_id, run_id, depends_on)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
             return None
         if run.is_paused:
             return None
-        dependency_outputs = (
-            dict(run.steps.filter(key__in=step.depends_on).values_list("key", "output"))
-            if step.depends_on
-            else {}
-        )
         step.status = Step.Status.RUNNING
         step.attempts += 1
         step.started_at = step.started_at or timezone.now()
@@ -137,8 +134,24 @@ def _new_attempt(step_id: int, run_id: int, worktree_fields: dict) -> tuple[Step
             attempt=step.attempts,
             named_in=started,  # `data["agent_run"]`
         )
-        sync_run_status(run, step=step)
+        # Ready or revising to running: the run goes on dispatching, whatever the others do.
+        sync_run_status(run, {Step.Status.RUNNING})
     return step, agent_run
+
+
+def _with_inputs(step_id: int, run_id: int, depends_on: list[str]) -> tuple[Step, dict]:
+    """The step as it is now, and the outputs of the steps it depends on (done, so they
+    hold still), in one read: `depends_on` as read before the lock; read again on its own
+    if it changed meanwhile. Caller holds the run lock."""
+    rows = list(
+        Step.objects.filter(Q(pk=step_id) | Q(key__in=depends_on), run_id=run_id).order_by()
+    )
+    step = next((row for row in rows if row.pk == step_id), None)
+    if step is None:
+        raise Step.DoesNotExist(f"no step {step_id}")
+    if step.depends_on != depends_on:
+        rows = list(Step.objects.filter(run_id=run_id, key__in=step.depends_on).order_by())
+    return step, {row.key: row.output for row in rows if row.key in step.depends_on}
 
 
 def _resume(step_id: int) -> tuple[Step, AgentRun] | None:

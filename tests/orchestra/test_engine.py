@@ -270,3 +270,36 @@ def test_a_run_cancelled_while_the_model_answers_opens_no_checkpoint(demo, owner
     assert run.status == Run.Status.CANCELLED
     assert not Checkpoint.objects.filter(run=run).exclude(status="cancelled").exists()
     assert run.steps.get(key="verify").status == Step.Status.CANCELLED
+
+
+def test_a_run_cancelled_while_a_tool_runs_stops_its_agent_before_the_next_call(
+    demo, owner, monkeypatch
+):
+    """The turn after a tool call asks the database nothing before the model: the run's state
+    comes back with the tool call's record, and a cancellation it saw stops the agent."""
+    from agents.loop import session
+
+    halt_reads = []
+    read = session._HALT_READ.get
+    monkeypatch.setattr(session._HALT_READ, "get", lambda *a: halt_reads.append(a) or read(*a))
+    asked = []
+
+    def answer(messages, tools):
+        first = next(m["content"] for m in messages if m["role"] == "user")
+        if not first.startswith("Step: verify"):
+            return None
+        asked.append(len(messages))
+        if len(messages) == 2:
+            cancel_run(owner, Run.objects.get(task__title="Cancel mid-tool"))
+            return tool_reply(call("list_files", {"path": "."}, "look"))
+        return text_reply("verified")
+
+    with override_client(ScriptedModel(answer)):
+        run = start_run(owner, demo, "Cancel mid-tool")
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED
+    assert asked == [2]  # no second call for the step
+    assert halt_reads == []
+    verify = run.steps.get(key="verify")
+    assert verify.status == Step.Status.CANCELLED
+    assert ToolCall.objects.filter(step=verify, tool="list_files").count() == 1
