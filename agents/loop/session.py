@@ -231,8 +231,9 @@ class AgentSession(ToolCalls, Pauses):
         return []
 
     def _halt(self) -> str | None:
-        """Checked before every turn, in one query: "stopped" when the run ended or the step
-        was cancelled, "paused" when a step's run was paused by hand (its reviewer, planner
+        """Checked before every turn, in one query at most (none after a recorded call, whose
+        record returned the run's state): "stopped" when the run ended or the step was
+        cancelled, "paused" when a step's run was paused by hand (its reviewer, planner
         and reporter finish what they do), else None."""
         seen, self._seen = self._seen, None
         if seen is not None:

@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 
 from agents import workspace as git
 from agents.llm import override_client
+from agents.loop import session
 from agents.models import AgentRun, ToolCall
 from approvals.errors import AlreadyDecided, InvalidDecision
 from approvals.models import Checkpoint, PolicyRule
@@ -277,8 +278,6 @@ def test_a_run_cancelled_while_a_tool_runs_stops_its_agent_before_the_next_call(
 ):
     """The turn after a tool call asks the database nothing before the model: the run's state
     comes back with the tool call's record, and a cancellation it saw stops the agent."""
-    from agents.loop import session
-
     halt_reads = []
     read = session._HALT_READ.get
     monkeypatch.setattr(session._HALT_READ, "get", lambda *a: halt_reads.append(a) or read(*a))
