@@ -8,11 +8,14 @@ touched. The engine implements this (`orchestra.engine.host`); tests may script 
 """
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from agents.models import ToolCall
 from agents.tools import Tool
 from orchestra.models import Run
+
+if TYPE_CHECKING:
+    from agents.loop.outcomes import FinalOutput
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,10 @@ class Host(Protocol):
         """What a person deciding about this call should also see (e.g. what a deploy
         ships), merged into what the checkpoint shows. Outside any transaction."""
 
-    def before_final(self) -> None:
-        """The agent is about to give its final answer: work the host must do outside any
-        transaction before it is recorded (the engine commits the step's worktree)."""
+    def before_final(self, final: "FinalOutput") -> None:
+        """The agent is about to give `final` as its answer: work the host must do outside any
+        transaction before it is recorded (the engine commits the step's worktree, and merges
+        a step its reviewer passes)."""
 
     def before_pause(self) -> None:
         """The agent is about to wait for a person: work the host must do outside any

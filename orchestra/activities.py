@@ -12,6 +12,8 @@ The lifecycle of an `Activity`:
 - `held` keeps the lease alive while the work runs (the process's lease keeper renews every
   held lease in one statement) and marks it done when the block ends, unless the work's last
   transaction did (`finish_with`); an exception leaves it due for the sweep.
+- `keep` and `finish_in` do the same for work begun outside `held` whose end is recorded by
+  a transaction of other work (a merge made just before the verdict that records it).
 - `expired` lists what the sweep must take over: queued work nobody started within its
   lease, running work whose owner stopped renewing.
 
@@ -33,6 +35,7 @@ from django.utils import timezone
 
 from orchestra import queue
 from orchestra.models import Activity, Run, Step
+from orchestra.prepared import PreparedRead
 from orchestra.writes import insert_later, open_block, update_matching_later
 
 logger = logging.getLogger(__name__)
@@ -130,16 +133,19 @@ _TAKE = (
 def _take(key: str, owner: str, now: datetime) -> Activity | None:
     """One conditional UPDATE ... RETURNING: queued, running under an expired lease, or
     already this worker's (work it began inline, which keeps its attempt count)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE, _take_params(key, owner, now))
+        row = cursor.fetchone()
+    return None if row is None else _taken(key, owner, now, row)
+
+
+def _take_params(key: str, owner: str, now: datetime) -> list:
     queued, running = Activity.Status.QUEUED, Activity.Status.RUNNING
     at, lease = (connection.ops.adapt_datetimefield_value(t) for t in (now, lease_from(now)))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _TAKE,
-            [running, owner, running, owner, lease, at, at, key, queued, running, owner, at],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return None
+    return [running, owner, running, owner, lease, at, at, key, queued, running, owner, at]
+
+
+def _taken(key: str, owner: str, now: datetime, row) -> Activity:
     pk, run_id, step_id, kind, attempt = row
     return Activity(
         pk=pk,
@@ -147,12 +153,26 @@ def _take(key: str, owner: str, now: datetime) -> Activity | None:
         run_id=run_id,
         step_id=step_id,
         kind=kind,
-        status=running,
+        status=Activity.Status.RUNNING,
         owner=owner,
         attempt=attempt,
         lease_expires_at=lease_from(now),
         heartbeat_at=now,
     )
+
+
+def claim_reading(kind: str, step_id: int, read: PreparedRead) -> tuple[Activity, Step] | None:
+    """`claim` of a step's activity and `read.get(step_id)` (what its work reads first) in
+    one statement, on PostgreSQL. None when that did not claim it (held by another worker,
+    done, never scheduled; or another database): `claim` then says which."""
+    if connection.vendor != "postgresql":
+        return None
+    key, owner, now = key_for(kind, run_id=None, step_id=step_id), owner_name(), timezone.now()
+    found = read.after(_TAKE, _take_params(key, owner, now), 5, step_id)
+    if found is None:
+        return None
+    row, step = found
+    return _taken(key, owner, now, row), step
 
 
 def begin(kind: str, *, run_id: int, step_id: int | None = None, task: str = "") -> Activity:
@@ -237,6 +257,24 @@ def finish_with(run: Run) -> None:
     activity = stack[-1]
     update_matching_later(run, _mine(activity), status=Activity.Status.DONE)
     transaction.on_commit(lambda: setattr(activity, "status", Activity.Status.DONE))
+
+
+def keep(activity: Activity) -> None:
+    """Renew the lease of an activity this worker began outside `held` (see `finish_in`)."""
+    _keeper.hold(activity)
+
+
+def let_go(activity: Activity) -> None:
+    """No more renewals of an activity `keep` renewed: if nothing ends it, the sweep takes it
+    over when its lease runs out."""
+    _keeper.release(activity)
+
+
+def finish_in(run: Run, activity: Activity) -> None:
+    """`activity` (kept, see `keep`) is done when `run`'s block commits, like `finish_with`,
+    in the block's last statement; its lease is renewed no more."""
+    _keeper.release(activity)
+    update_matching_later(run, _mine(activity), status=Activity.Status.DONE)
 
 
 def finish_now(activity: Activity) -> None:

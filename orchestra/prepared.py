@@ -9,7 +9,7 @@ them.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models.query import get_related_populators
@@ -31,6 +31,7 @@ class _Compiled:
     apply_converters: Callable
     populators: list
     annotations: dict  # name -> its column
+    after: dict = field(default_factory=dict)  # statement -> it and this read (`after`)
 
 
 class PreparedRead:
@@ -52,16 +53,50 @@ class PreparedRead:
         compiled, rows = self._read(values, one=False)
         return [self._instance(compiled, row) for row in rows]
 
-    def _read(self, values: tuple, *, one: bool) -> tuple["_Compiled", list]:
-        connection = connections[DEFAULT_DB_ALIAS]  # this thread's
+    def after(
+        self, statement: str, params: list, returned: int, *values: int
+    ) -> tuple[tuple, models.Model] | None:
+        """A data-modifying `statement` (`params`, RETURNING `returned` columns) and then this
+        read's one row, in one statement: PostgreSQL only (the statement as a CTE, the read
+        joined to the row it returned). The returned row and the instance; None when either
+        found nothing. The read sees the database as the statement found it."""
+        connection = connections[DEFAULT_DB_ALIAS]
+        compiled = self._compiled(connection, values)
+        composed = compiled.after.get(statement)
+        if composed is None:
+            select, tables = compiled.sql.split(" FROM ", 1)
+            columns = select.removeprefix("SELECT ")
+            composed = compiled.after[statement] = (  # SQL and compiled SQL; values are params
+                f'WITH "done" AS ({statement}) SELECT "done".*, {columns} FROM "done", {tables}'  # noqa: S608
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(composed, [*params, *self._params(compiled, values)])
+            rows = cursor.fetchmany(1)
+        if not rows:
+            return None
+        done, read = rows[0][:returned], [rows[0][returned:]]
+        if compiled.converters:
+            read = list(compiled.apply_converters(read, compiled.converters))
+        return done, self._instance(compiled, read[0])
+
+    def _compiled(self, connection, values: tuple) -> "_Compiled":
+        if len(values) != self._values:
+            raise TypeError(f"{self._key} reads by {self._values} values, not {len(values)}")
         compiled = connection.__dict__.get(self._key)
         if compiled is None:
             compiled = connection.__dict__[self._key] = self._compile(connection)
-        if len(values) != self._values:
-            raise TypeError(f"{self._key} reads by {self._values} values, not {len(values)}")
+        return compiled
+
+    def _params(self, compiled: "_Compiled", values: tuple) -> list:
         params = list(compiled.params)
         for at, value in zip(compiled.at, values, strict=True):
             params[at] = value
+        return params
+
+    def _read(self, values: tuple, *, one: bool) -> tuple["_Compiled", list]:
+        connection = connections[DEFAULT_DB_ALIAS]  # this thread's
+        compiled = self._compiled(connection, values)
+        params = self._params(compiled, values)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchmany(1) if one else cursor.fetchall()

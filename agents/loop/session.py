@@ -130,7 +130,7 @@ class AgentSession(ToolCalls, Pauses):
             if isinstance(outcome, FinalOutput) and self.on_final and not self._finalised:
                 # A final answer reached through the tool-call path (e.g. an output that was
                 # refused once): the hook still runs, in a transaction of its own.
-                self.host.before_final()
+                self.host.before_final(outcome)
                 with locked_run(self.agent_run.run_id) as run:
                     self.final_result = self.on_final(run, outcome)
             return outcome
@@ -159,7 +159,7 @@ class AgentSession(ToolCalls, Pauses):
             return Failed(f"model call failed: {exc}")
         final = self._plain_final(reply)
         if final is not None:
-            self.host.before_final()  # e.g. the step's commit: git, before the transaction
+            self.host.before_final(final)  # e.g. the step's commit: git, before the transaction
         # Only a final answer moves the step on and needs the run's state under its lock; a
         # turn that goes on is recorded without holding the run.
         block = locked_run(self.agent_run.run_id) if final is not None else self._recording()

@@ -12,6 +12,7 @@ from orchestra.engine.runs import sync_run_status
 from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
 from orchestra.models import Run, Step
+from orchestra.writes import save_later
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +37,31 @@ _AS_TEXT = {
 }
 
 
-def dispatch_locked(run: Run) -> bool:
+def unfinished(run: Run) -> list[dict]:
+    """What dispatch reads of the run's steps that are not done, in plan order (see
+    `_DECIDES`). Caller holds the run lock."""
+    # Only what is not done yet, and only the columns the decision reads: a plan's finished
+    # steps, briefs and outputs are not read on every completion. In plan order, by position
+    # alone (the model's default ordering starts with the run's, which costs a join).
+    rows = run.steps.exclude(status=Step.Status.DONE).order_by("position", "pk")
+    values = rows.annotate(**_AS_TEXT).values_list(*_DECIDES)
+    return [dict(zip(_DECIDES, row, strict=True)) for row in values]
+
+
+def dispatch_locked(run: Run, *, done: int | None = None, rows: list[dict] | None = None) -> bool:
     """The dispatch decision. Caller holds the run lock. Returns True when every step is
-    done and the report is due. Nothing while the run is paused by hand."""
+    done and the report is due. Nothing while the run is paused by hand. `done`: a step this
+    block completed, whose write is still to come (`complete_step`); `rows`: `unfinished`,
+    read by this block already."""
     if run.is_paused or run.status not in (
         Run.Status.RUNNING,
         Run.Status.REVIEWING,
         Run.Status.AWAITING_APPROVAL,
     ):
         return False
-    # Only what is not done yet, and only the columns the decision reads: a plan's finished
-    # steps, briefs and outputs are not read on every completion. In plan order, by position
-    # alone (the model's default ordering starts with the run's, which costs a join).
-    unfinished = run.steps.exclude(status=Step.Status.DONE).order_by("position", "pk")
-    values = unfinished.annotate(**_AS_TEXT).values_list(*_DECIDES)
-    rows = [dict(zip(_DECIDES, row, strict=True)) for row in values]
+    rows = [row for row in (unfinished(run) if rows is None else rows) if row["pk"] != done]
     if not rows:
-        return run.steps.exists()
+        return done is not None or run.steps.exists()
     remaining = {row["key"] for row in rows}
     active = [row for row in rows if row["status"] in Step.ACTIVE]
     busy = sum(1 for row in active if row["status"] != Step.Status.AWAITING_APPROVAL)
@@ -95,5 +104,5 @@ def _dispatched(run: Run, row: dict, now) -> Step:
     step._state.adding = False
     step._state.db = run._state.db
     schedule_step(step)
-    step.save(update_fields=["status", "dispatched_at", "task_id"])
+    save_later(run, step, ["status", "dispatched_at", "task_id"])
     return step

@@ -4,7 +4,7 @@ import functools
 
 from agents.host import Decision, Gate, Hold
 from agents.llm import client_for, live, model_for, uses_demo_model
-from agents.loop import AgentSession, OutputTool
+from agents.loop import AgentSession, FinalOutput, OutputTool
 from agents.models import AgentProfile, AgentRun, ProfileVersion, ToolCall
 from agents.profiles import current_version
 from agents.teams import profile_for_project
@@ -88,9 +88,11 @@ def session_for(
     step: Step | None,
     output_tool: OutputTool | None = None,
     on_final=None,
+    before_final=None,
 ) -> AgentSession:
     """The agent's session. A step's agent, and its reviewer, work in the step's git
-    worktree; the planner and the reporter read the project's repository."""
+    worktree; the planner and the reporter read the project's repository. `before_final`
+    (the final outcome) runs outside any transaction just before `on_final`'s."""
     run = agent_run.run
     project = run.project
     profile = getattr(agent_run, "profile", None) or _profile(run, agent_run.role)
@@ -100,7 +102,7 @@ def session_for(
         workspace = workspaces.repository_for(project)
     return AgentSession(
         agent_run,
-        host=EngineHost(project, agent_run, step),
+        host=EngineHost(project, agent_run, step, before_final),
         project=project,
         step=step,
         client=client_for(profile),
@@ -150,10 +152,11 @@ class EngineHost:
     """The agent loop's host for one agent run: the project's policy gates each call,
     checkpoints pause a step, and the step records its usage and what it touched."""
 
-    def __init__(self, project: Project, agent_run: AgentRun, step: Step | None):
+    def __init__(self, project: Project, agent_run: AgentRun, step: Step | None, ahead=None):
         self.project = project
         self.agent_run = agent_run
         self.step = step
+        self.ahead = ahead
         # The step's worktree commit made by `before_final`: its fields, or git's refusal.
         self.committed: dict | GitError | None = None
 
@@ -162,10 +165,13 @@ class EngineHost:
         call = policies.Call(tool.name, arguments, self.agent_run.role, claims)
         return _gate(self.project, self.agent_run.run_id, call)
 
-    def before_final(self) -> None:
-        """A step's agent is done: commit its worktree now, outside the transaction that
-        records the final answer; `hand_to_review` records the commit (or the refusal)."""
+    def before_final(self, final: FinalOutput) -> None:
+        """Outside the transaction that records the final answer: what the session's maker
+        asked for (a reviewer's pass is merged), and a step's agent commits its worktree;
+        `hand_to_review` records the commit (or the refusal)."""
         self.committed = None
+        if self.ahead is not None:
+            self.ahead(final)
         step = self.step
         if step is None or self.agent_run.purpose != AgentRun.Purpose.STEP or not step.worktree:
             return

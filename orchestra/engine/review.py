@@ -8,10 +8,21 @@ from agents.loop import FinalOutput, Outcome, OutputTool
 from agents.models import AgentRun
 from orchestra import activities
 from orchestra.engine import workspaces
+from orchestra.engine.dispatch import unfinished
 from orchestra.engine.host import gate_command, new_agent_run, session_for, take_over_agent_run
-from orchestra.engine.merge import MergeHere, accept_step, merge_here
+from orchestra.engine.merge import (
+    Merged,
+    MergedAhead,
+    MergeHere,
+    accept_step,
+    end_ahead,
+    merge_ahead,
+    merge_here,
+    release_merged,
+)
 from orchestra.engine.report import report_run
 from orchestra.engine.runs import (
+    as_among,
     close_agent_run,
     locked_run_of_step,
     run_activity,
@@ -65,15 +76,19 @@ def review_step(step_id: int) -> None:
     _after_review(step.run_id, reviewed)
 
 
-def _after_review(run_id: int, reviewed: bool | MergeHere | None) -> None:
-    """What follows a review in its worker: the merge it began, then the report if due."""
+def _after_review(run_id: int, reviewed: bool | MergeHere | Merged | None) -> None:
+    """What follows a review in its worker: the merge it began (or the worktree of the merge
+    it recorded), then the report if due."""
     if isinstance(reviewed, MergeHere):
         reviewed = merge_here(reviewed)
+    elif isinstance(reviewed, Merged):
+        release_merged(reviewed.run, reviewed.step)
+        reviewed = reviewed.report
     if reviewed:
         report_run(run_id)
 
 
-def _review(step: Step) -> bool | MergeHere:
+def _review(step: Step) -> bool | MergeHere | Merged:
     """Checks, then the reviewer. Returns True when the report is due, or the merge it
     began."""
     if step.brief.get("checks") and not checks_done(step) and not run_checks(step):
@@ -211,25 +226,49 @@ def run_review(step: Step, agent_run: AgentRun) -> None:
     _after_review(step.run_id, reviewed)
 
 
-def _judge(step: Step, agent_run: AgentRun) -> bool | MergeHere:
+def _judge(step: Step, agent_run: AgentRun) -> bool | MergeHere | Merged:
     """The reviewer's session to its verdict. Returns True when the report is due, or the
-    merge it began (a pass, on a worker that has the central repository)."""
+    merge it made or began (a pass, on a worker that has the central repository)."""
     output = OutputTool(
         name="submit_verdict",
         description="Submit the review verdict for this step's output.",
         parameters=VERDICT_SCHEMA,
     )
 
-    def on_verdict(run: Run, outcome: FinalOutput) -> bool | MergeHere:
+    ahead: list[MergedAhead | None] = [None]
+
+    def before_verdict(outcome: FinalOutput) -> None:
+        passed = (outcome.data or {}).get("verdict") == "pass"
+        ahead[0] = merge_ahead(agent_run.run, step) if passed else None
+
+    def on_verdict(run: Run, outcome: FinalOutput) -> bool | MergeHere | Merged:
         close_agent_run(agent_run, outcome)
         activities.finish_with(run)  # the review ends with the verdict's transaction
+        end_ahead(run, ahead[0])  # and so does a merge made ahead of it
         data = outcome.data or {}
         return apply_verdict_locked(
-            run, step.pk, data["verdict"], data.get("feedback", ""), actor="reviewer", here=True
+            run,
+            step.pk,
+            data["verdict"],
+            data.get("feedback", ""),
+            actor="reviewer",
+            here=True,
+            ahead=ahead[0],
+            held=step,
         )
 
-    session = session_for(agent_run, step=step, output_tool=output, on_final=on_verdict)
-    outcome = session.run()
+    session = session_for(
+        agent_run,
+        step=step,
+        output_tool=output,
+        on_final=on_verdict,
+        before_final=before_verdict,
+    )
+    try:
+        outcome = session.run()
+    finally:
+        if ahead[0] is not None and ahead[0].activity is not None:
+            activities.let_go(ahead[0].activity)  # ended by the verdict, or due for the sweep
     if isinstance(outcome, FinalOutput):
         return session.final_result or False  # True: the report is due
     if outcome.cancelled:
@@ -267,14 +306,30 @@ def apply_verdict(
 
 
 def apply_verdict_locked(
-    run: Run, step_id: int, verdict: str, feedback: str, *, actor: str, here: bool = False
-) -> bool | MergeHere:
+    run: Run,
+    step_id: int,
+    verdict: str,
+    feedback: str,
+    *,
+    actor: str,
+    here: bool = False,
+    ahead: MergedAhead | None = None,
+    held: Step | None = None,
+) -> bool | MergeHere | Merged:
     """Pass completes the step and dispatches its successors in this same transaction, so
     they start the moment their last dependency is done; revise re-runs it (bounded); past the
     bound, or on escalate, a human decides. Caller holds the run lock. Returns True when the
-    report is due; with `here`, a pass's merge may be begun for this worker (`accept_step`)."""
-    step = step_with_siblings(step_id)
-    if run.is_terminal or step.status != Step.Status.IN_REVIEW:
+    report is due; with `here`, a pass's merge may be begun for this worker, or recorded
+    when it was made `ahead` (`accept_step`). `held`: the step as its reviewer's worker holds
+    it, whose status and siblings are then read with what dispatch reads (one read for
+    both)."""
+    rows = None
+    if held is None:
+        step = step_with_siblings(step_id)
+    else:
+        rows = unfinished(run)
+        step = as_among(held, rows)
+    if step is None or run.is_terminal or step.status != Step.Status.IN_REVIEW:
         return False
     emit(
         run,
@@ -289,7 +344,7 @@ def apply_verdict_locked(
             f"Still not accepted after {step.revisions} revision rounds. Last feedback: {feedback}"
         )
     if verdict == "pass":
-        return accept_step(run, step, here=here)
+        return accept_step(run, step, here=here, ahead=ahead, rows=rows)
     if verdict == "revise":
         send_back(run, step, feedback, event_data={})
         return False

@@ -152,6 +152,20 @@ def step_with_siblings(step_id: int) -> Step:
     return _STEP_WITH_SIBLINGS.get(step_id)
 
 
+def as_among(step: Step, rows: list[dict]) -> Step | None:
+    """`step`, held in memory, with its status and its siblings (see `with_siblings`) as
+    `rows` (what `dispatch.unfinished` read under this lock) have them; None when it is not
+    among them (done, or gone)."""
+    own = next((row for row in rows if row["pk"] == step.pk), None)
+    if own is None:
+        return None
+    step.status = own["status"]
+    for name, (statuses, _shown_as) in _SIBLING_GROUPS.items():
+        others = (row for row in rows if row["pk"] != step.pk)
+        setattr(step, name, any(row["status"] in statuses for row in others))
+    return step
+
+
 def reread_step(step: Step) -> Step:
     """`step` read again in place (like `refresh_from_db`), with its siblings (see
     `step_with_siblings`). Caller holds the run lock."""

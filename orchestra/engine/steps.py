@@ -48,8 +48,15 @@ def carry_on_step(step_id: int) -> None:
     """Claim the step's activity and carry the step on from what is stored: a new attempt
     for a ready or revising step, the same attempt for a running one whose worker stopped,
     the resume for one whose checkpoint was decided. Nothing when another worker holds it."""
+    claimed = activities.claim_reading(STEP, step_id, _STEP_TO_START)
+    activity, step = claimed if claimed is not None else (None, None)
     reviewer = run_activity(
-        STEP, lambda: _attempt(step_id), run_id=None, step_id=step_id, what=f"step #{step_id}"
+        STEP,
+        lambda: _attempt(step_id, step),
+        run_id=None,
+        step_id=step_id,
+        what=f"step #{step_id}",
+        begun=activity,
     )
     if reviewer is not None:
         run_review(*reviewer)
@@ -59,20 +66,22 @@ def carry_on_step(step_id: int) -> None:
 execute_step = resume_step = take_over_step = carry_on_step
 
 
-def _attempt(step_id: int) -> tuple[Step, AgentRun] | None:
-    """Carry the step on; the review to run next, if any."""
-    started = _start(step_id)
+def _attempt(step_id: int, step: Step | None) -> tuple[Step, AgentRun] | None:
+    """Carry the step on; the review to run next, if any. `step`: as read with its claim."""
+    started = _start(step_id, step)
     return drive_step(*started) if started is not None else None
 
 
-# The step with its run and project, read before any transaction (its worktree's git first).
+# The step with its run and project, read before any transaction (its worktree's git first),
+# with the claim of its activity where the database can (`activities.claim_reading`).
 _STEP_TO_START = PreparedRead(
     "step_to_start", lambda step_id: Step.objects.select_related("run__project").filter(pk=step_id)
 )
 
 
-def _start(step_id: int) -> tuple[Step, AgentRun] | None:
-    step = _STEP_TO_START.get(step_id)
+def _start(step_id: int, step: Step | None = None) -> tuple[Step, AgentRun] | None:
+    if step is None:
+        step = _STEP_TO_START.get(step_id)
     if step.run.is_terminal:
         return None
     if step.run.is_paused and step.status in (Step.Status.READY, Step.Status.REVISING):

@@ -12,15 +12,17 @@ from orchestra import activities
 from orchestra.engine.runs import fail_run, sync_run_status
 from orchestra.events import emit
 from orchestra.models import Activity, Run, Step
+from orchestra.writes import save_later
 
 logger = logging.getLogger(__name__)
 
 
 def complete_step(run: Run, step: Step, also: list[str] = ()) -> None:
-    """Done; `also` names other fields the caller set, written in the same UPDATE."""
+    """Done; `also` names other fields the caller set, written in the same UPDATE, when the
+    block ends (a dispatch in the same block is told: `dispatch_locked(done=...)`)."""
     step.status = Step.Status.DONE
     step.finished_at = timezone.now()
-    step.save(update_fields=["status", "finished_at", *also])
+    save_later(run, step, ["status", "finished_at", *also])
     emit(run, "step.completed", step=step, data={"attempts": step.attempts})
 
 

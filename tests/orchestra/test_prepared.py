@@ -11,8 +11,10 @@ from django.forms.models import model_to_dict
 
 from approvals.models import PolicyRule
 from approvals.policies import _in_order, rules_for
+from orchestra import activities
 from orchestra.engine import start_run
-from orchestra.models import Run, Step
+from orchestra.engine.steps import _STEP_TO_START
+from orchestra.models import Activity, Run, Step
 from orchestra.prepared import PreparedRead
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,3 +107,27 @@ def test_a_read_of_some_fields_defers_the_rest(run):
 def test_the_values_given_must_be_the_values_it_reads_by(run):
     with pytest.raises(TypeError, match="reads by 1 values, not 2"):
         LOCKED.get(run.pk, run.pk)
+
+
+def test_a_claim_and_the_read_of_its_step_are_one_statement(run):
+    if connection.vendor != "postgresql":
+        pytest.skip("one statement on PostgreSQL only (a data-modifying CTE)")
+    step = run.steps.order_by("position").first()
+    Activity.objects.filter(key=f"step:{step.pk}").update(status=Activity.Status.QUEUED, owner="")
+    expected = Step.objects.select_related("run__project").get(pk=step.pk)
+    sent = []
+    with _statements(sent):
+        activity, read = activities.claim_reading(Activity.Kind.STEP, step.pk, _STEP_TO_START)
+    assert len(sent) == 1
+    assert model_to_dict(read) == model_to_dict(expected)
+    assert model_to_dict(read.run) == model_to_dict(expected.run)
+    assert model_to_dict(read.run.project) == model_to_dict(expected.run.project)
+    stored = Activity.objects.get(pk=activity.pk)
+    assert (stored.status, stored.owner, stored.attempt) == (
+        Activity.Status.RUNNING,
+        activities.owner_name(),
+        activity.attempt,
+    )
+    # Held by this worker's lease: another worker claims nothing, and reads nothing.
+    Activity.objects.filter(pk=activity.pk).update(owner="another:1:worker")
+    assert activities.claim_reading(Activity.Kind.STEP, step.pk, _STEP_TO_START) is None

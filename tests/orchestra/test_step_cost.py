@@ -11,7 +11,7 @@ from tests.costs import run_chain, step_cost
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # Measured per step of a chain on each database, BEGIN and COMMIT counted.
-STATEMENTS = {"postgresql": 30, "sqlite": 71}
+STATEMENTS = {"postgresql": 20, "sqlite": 60}
 # A step starts no git process: its worktree, refs, commit, touched paths, merge and removal
 # are done in process (libgit2); a run starts two (its branch, the one prune at its end).
 # A merge where both sides changed the same paths, and worktrees libgit2 refuses, still go
