@@ -3,7 +3,8 @@ and on a repository of 10,000 files.
 
 A chain of steps is played against the workspace library in the order the engine calls it:
 the step's worktree is cut from the run branch head (`prepare_worktree`), its agent writes one
-file (not timed), the work is committed and what it touched listed (`commit_step`), the step
+file (not timed), the work is committed (the file named, as a first attempt written by the
+file tools names what it wrote) and what it touched listed (`commit_step`), the step
 branch is merged into the run branch and the new head read (`merge_step`); at the run's end
 every worktree is removed (`remove_worktrees`: parked, up to ORCHESTRA_PARKED_WORKTREES, for
 later runs to take), its time shared among the steps. The chain runs `--runs` times, so the
@@ -105,7 +106,12 @@ def chain_run(repo: Path, worktrees: Path, run: int, steps: int) -> tuple[dict, 
             (path / "out" / f"{key}-{run}.json").write_text(f'{{"key": "{key}"}}\n')
 
             def commit(path=path, base=base, key=key):
-                head = git.commit_all(path, f"{key}: Step (attempt 1)", allow_empty=True)
+                # A first attempt written by the file tools names what it wrote, as the
+                # engine does (`EngineHost.written`): the worktree is not walked.
+                written = {f"out/{key}-{run}.json"}
+                head = git.commit_all(
+                    path, f"{key}: Step (attempt 1)", allow_empty=True, changed=written
+                )
                 touched = git.changed_between(path, base, head)
                 assert touched == [f"out/{key}-{run}.json"], touched
 

@@ -170,7 +170,8 @@ def run_chain(owner, project, length: int, *, listing: bool = False) -> tuple[Ru
 
     def count(execute, sql, params, many, context):
         cost.statements += 1
-        _listed(cost, _shortened(sql))
+        if listing:
+            _listed(cost, _shortened(sql))
         return execute(sql, params, many, context)
 
     with (

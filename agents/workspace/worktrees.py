@@ -1,9 +1,11 @@
 """Worktrees and the work in them: add and remove them, commit, list and show changes."""
 
 import os
+import posixpath
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pygit2
@@ -176,8 +178,17 @@ def _files_with_conflict_markers(worktree: Path) -> list[str]:
     return sorted(paths)
 
 
-def commit_all(worktree: Path, message: str, *, allow_empty: bool = False) -> str | None:
+def commit_all(
+    worktree: Path,
+    message: str,
+    *,
+    allow_empty: bool = False,
+    changed: Iterable[str] | None = None,
+) -> str | None:
     """Stage every change (new, modified, deleted files) and commit it; return the new HEAD.
+    With `changed` (every path that may differ from HEAD, as the caller knows it: a clean
+    worktree written only by tools that say what they write), only those paths are staged,
+    and the worktree is not walked: its cost does not grow with the repository.
 
     Returns None when nothing changed, unless `allow_empty` (then an empty commit records
     the step all the same). During a merge (after `merge_into_worktree` reported
@@ -194,7 +205,8 @@ def commit_all(worktree: Path, message: str, *, allow_empty: bool = False) -> st
         return _conclude_merge(worktree, message)
     index = repository.index
     try:
-        index.add_all()
+        if changed is None or not _staged(repository, index, worktree, changed):
+            index.add_all()
         index.write()
         tree = index.write_tree()
     except pygit2.GitError:  # what libgit2 cannot stage (say, a repository inside): git can
@@ -205,6 +217,34 @@ def commit_all(worktree: Path, message: str, *, allow_empty: bool = False) -> st
     author = libgit.signature()
     message = libgit.cleaned_message(message)
     return str(repository.create_commit("HEAD", author, author, message, tree, parents))
+
+
+def _staged(
+    repository: pygit2.Repository, index: pygit2.Index, worktree: Path, paths: Iterable[str]
+) -> bool:
+    """Stage `paths` in `index` as `git add --all` would stage them (a file added or updated
+    unless ignored and untracked, a missing one removed). False when one cannot be staged by
+    its name (outside the worktree, in `.git`, a folder, under a symbolic link): then the
+    caller stages everything."""
+    for path in paths:
+        relative = posixpath.normpath(path)
+        parts = relative.split("/")
+        if relative.startswith("/") or parts[0] in ("..", ".") or ".git" in parts:
+            return False
+        full = worktree / relative
+        try:
+            if any((worktree / "/".join(parts[:n])).is_symlink() for n in range(1, len(parts))):
+                return False
+            if full.is_symlink() or full.is_file():
+                if relative in index or not repository.path_is_ignored(relative):
+                    index.add(relative)
+            elif full.exists():
+                return False  # a folder
+            elif relative in index:
+                index.remove(relative)
+        except (OSError, pygit2.GitError, ValueError):
+            return False
+    return True
 
 
 def _commit_with_git(worktree: Path, message: str, allow_empty: bool) -> str | None:

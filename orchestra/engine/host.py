@@ -100,9 +100,11 @@ def session_for(
         workspace = workspaces.worktree_of(step)
     else:
         workspace = workspaces.repository_for(project)
+    # A step's first attempt starts on a worktree as it was made (nothing written in it yet).
+    fresh = getattr(agent_run, "first_attempt", False)
     return AgentSession(
         agent_run,
-        host=EngineHost(project, agent_run, step, before_final),
+        host=EngineHost(project, agent_run, step, before_final, fresh=fresh),
         project=project,
         step=step,
         client=client_for(profile),
@@ -152,18 +154,45 @@ class EngineHost:
     """The agent loop's host for one agent run: the project's policy gates each call,
     checkpoints pause a step, and the step records its usage and what it touched."""
 
-    def __init__(self, project: Project, agent_run: AgentRun, step: Step | None, ahead=None):
+    def __init__(
+        self,
+        project: Project,
+        agent_run: AgentRun,
+        step: Step | None,
+        ahead=None,
+        *,
+        fresh: bool = False,
+    ):
         self.project = project
         self.agent_run = agent_run
         self.step = step
         self.ahead = ahead
         # The step's worktree commit made by `before_final`: its fields, or git's refusal.
         self.committed: dict | GitError | None = None
+        # Every path this session's tools could have written in a worktree that was clean when
+        # it started (`fresh`): its commit stages these alone, not the whole worktree. None
+        # once a tool that may write anywhere (a command) is let through, or when the session
+        # did not start on a clean worktree (a revision, a take-over, a resume).
+        self.written: set[str] | None = set() if fresh else None
 
     def gate(self, tool: Tool, arguments: dict) -> Gate:
+        self._note_writes(tool, arguments)
         claims = tuple(self.step.claims) if self.step else ()
         call = policies.Call(tool.name, arguments, self.agent_run.role, claims)
         return _gate(self.project, self.agent_run.run_id, call)
+
+    def _note_writes(self, tool: Tool, arguments: dict) -> None:
+        """Before a call may run: what it could write. `write_file` writes its path (a
+        failed write may still leave part of it); `apply_patch` changes nothing unless it
+        applies, and then says what it changed (`touched`); reads write nothing; any other
+        tool may write anywhere."""
+        if self.written is None or tool.risk == Risk.READ or tool.name == "apply_patch":
+            return
+        path = arguments.get("path") if tool.name == "write_file" else None
+        if isinstance(path, str) and path:
+            self.written.add(path)
+        else:
+            self.written = None
 
     def before_final(self, final: FinalOutput) -> None:
         """Outside the transaction that records the final answer: what the session's maker
@@ -176,7 +205,7 @@ class EngineHost:
         if step is None or self.agent_run.purpose != AgentRun.Purpose.STEP or not step.worktree:
             return
         try:
-            fields = workspaces.commit_step(step)
+            fields = workspaces.commit_step(step, changed=self.written)
         except GitError as exc:  # e.g. conflict markers left in a file
             self.committed = exc
             return
@@ -263,6 +292,8 @@ class EngineHost:
             return
         # Only this attempt widens the step's lease while it runs: the step as it was loaded
         # for the attempt, widened here, is what the database holds.
+        if self.written is not None:
+            self.written.update(paths)
         touched = list(self.step.touched or [])
         widened = sorted(set(touched) | set(paths))
         if widened != touched:

@@ -143,6 +143,8 @@ def _new_attempt(
             attempt=step.attempts,
             named_in=started,  # `data["agent_run"]`
         )
+        # A first attempt's worktree is as `prepare_worktree` made it: nothing written yet.
+        agent_run.first_attempt = step.attempts == 1
         # Ready or revising to running: the run goes on dispatching, whatever the others do.
         sync_run_status(run, {Step.Status.RUNNING})
     return step, agent_run

@@ -179,15 +179,16 @@ def _fetch_run(repo: Path, run: Run) -> None:
     git.fetch_branches(repo, settings.ORCHESTRA_GIT_TOKEN, run.branch, f"{run.branch}-steps/*")
 
 
-def commit_step(step: Step) -> list[str]:
+def commit_step(step: Step, *, changed: set[str] | None = None) -> list[str]:
     """Commit what the step's agent changed (an empty commit when nothing, so every step
     leaves one commit), and note the paths it touched; a remote worker pushes the step's
-    branch to the central repository. Returns the fields it set."""
+    branch to the central repository. Returns the fields it set. `changed`: every path the
+    agent could have written, when that is known (only these are staged; the worktree is not
+    walked)."""
     worktree = worktree_of(step)
     message = f"{step.key}: {step.title} (attempt {step.attempts})"
-    step.head_commit = git.commit_all(worktree, message, allow_empty=True) or git.head_commit(
-        worktree
-    )
+    committed = git.commit_all(worktree, message, allow_empty=True, changed=changed)
+    step.head_commit = committed or git.head_commit(worktree)
     # Everything is committed now: comparing the two commits' trees finds what the step
     # touched without reading the working tree.
     step.touched = git.changed_between(worktree, step.base_commit, step.head_commit)

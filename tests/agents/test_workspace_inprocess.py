@@ -86,6 +86,49 @@ def test_the_step_commit_is_the_one_git_commit_would_make(repo, tmp_path):
     assert trees[0] == trees[1]
 
 
+def _tree(repo: Path, sha: str) -> str:
+    return _git(repo, "rev-parse", f"{sha}^{{tree}}").strip()
+
+
+def _same_work(worktree: Path) -> list[str]:
+    """Writes, a deletion, an ignored file, a file in a new folder; the paths it wrote."""
+    (worktree / ".gitignore").write_text("*.log\n")
+    (worktree / "debug.log").write_text("ignored\n")
+    (worktree / "docs" / "guide.md").unlink()
+    (worktree / "src" / "app.py").write_text("print('changed')\n")
+    (worktree / "src" / "new").mkdir()
+    (worktree / "src" / "new" / "mod.py").write_text("Y = 2\n")
+    return [".gitignore", "debug.log", "./docs/guide.md", "src/app.py", "src/new/mod.py"]
+
+
+def test_a_commit_of_the_paths_written_is_the_commit_of_everything(repo, tmp_path):
+    everything, named = _step(repo, tmp_path, "all"), _step(repo, tmp_path, "named")
+    _same_work(everything)
+    paths = _same_work(named)
+    staged_all = commit_all(everything, "Work", allow_empty=True)
+    staged_named = commit_all(named, "Work", allow_empty=True, changed=paths)
+    assert _tree(repo, staged_named) == _tree(repo, staged_all)
+    assert _git(named, "status", "--porcelain") == ""
+    # Only what is named is staged: a change no tool said it made stays out (the caller
+    # names every path that may differ, or none).
+    (named / "README.md").write_text("changed behind the tools' back\n")
+    (named / "src" / "app.py").write_text("print('again')\n")
+    again = commit_all(named, "Again", changed=["src/app.py"])
+    assert changed_between(named, staged_named, again) == ["src/app.py"]
+    assert _git(named, "status", "--porcelain") == " M README.md\n"
+
+
+@pytest.mark.parametrize("odd", ["../outside.txt", "src", ".git/config", "linked/x.py", ""])
+def test_a_path_that_cannot_be_staged_by_name_stages_everything(repo, tmp_path, odd):
+    worktree = _step(repo, tmp_path, "odd")
+    (worktree / "linked").symlink_to(worktree / "src")
+    (worktree / "README.md").write_text("changed\n")
+    sha = commit_all(worktree, "Odd", changed=[odd])
+    assert file_at(repo, sha, "README.md") == "changed\n"
+    assert file_at(repo, sha, "linked") is not None  # the link itself, as git add stages it
+    assert _git(worktree, "status", "--porcelain") == ""
+
+
 def _parallel_steps(repo: Path, tmp_path: Path, changes: dict[str, callable]) -> dict[str, str]:
     """Each step changes its worktree and commits; their step branches, by key."""
     branches = {}

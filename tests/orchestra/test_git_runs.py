@@ -13,6 +13,7 @@ from agents import workspace as git
 from agents.llm import override_client
 from agents.llm.demo import GREETING_TESTS, GREETING_V2
 from agents.models import AgentRun, ToolCall
+from agents.sandbox import sandbox_status
 from approvals.models import Checkpoint, PolicyRule
 from orchestra.engine import decide_checkpoint, start_run
 from orchestra.engine.workspaces import releases_for, repository_for
@@ -475,3 +476,42 @@ def test_checks_without_a_sandbox_wait_for_a_person(demo, owner, approver, setti
         sandbox.reset_sandbox()
     run.refresh_from_db()
     assert run.status == Run.Status.COMPLETED, run.error
+
+
+def test_a_first_attempt_commits_the_paths_its_tools_wrote_and_a_command_stages_all(
+    demo, owner, monkeypatch
+):
+    if not sandbox_status()["confined"]:
+        pytest.skip(f"a command runs alone only in a sandbox: {sandbox_status().get('reason')}")
+    allow_every_write(demo)
+    PolicyRule.objects.create(project=demo, position=0, tool="run_command", outcome="allow")
+    staged = {}  # worktree folder -> what its commit was told may have changed
+    original = git.commit_all
+
+    def commit_all(worktree, message, **options):
+        staged[Path(worktree).name] = options.get("changed")
+        return original(worktree, message, **options)
+
+    monkeypatch.setattr(git, "commit_all", commit_all)
+    script = "open('made.txt', 'w').write('made by a command\\n')"
+
+    def files(message, results):
+        if not results:
+            return "write_file", {"path": "notes/a.txt", "content": "a\n"}
+        return "a written"
+
+    def command(message, results):
+        if not results:
+            return "run_command", {"command": f'python3 -c "{script}"'}
+        return "the command wrote"
+
+    plan = {"steps": [spec("files", claims=["notes/a.txt"]), spec("command")]}
+    with override_client(scripted_run(plan, {"files": files, "command": command})):
+        run = start_run(owner, demo, "What a commit stages")
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    assert staged == {"files": {"notes/a.txt"}, "command": None}
+    repo = repository_for(demo)
+    assert git.file_at(repo, run.branch, "notes/a.txt") == "a\n"
+    assert git.file_at(repo, run.branch, "made.txt") == "made by a command\n"
+    assert run.steps.get(key="command").touched == ["made.txt"]
