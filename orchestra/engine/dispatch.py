@@ -1,5 +1,6 @@
 """Dispatch: deterministic code, not a model, decides which steps start."""
 
+import functools
 import json
 import logging
 
@@ -65,8 +66,9 @@ def dispatch_locked(run: Run, *, done: int | None = None, rows: list[dict] | Non
     remaining = {row["key"] for row in rows}
     active = [row for row in rows if row["status"] in Step.ACTIVE]
     busy = sum(1 for row in active if row["status"] != Step.Status.AWAITING_APPROVAL)
-    # Leases: what each active step claimed in the plan, widened by what it touched.
-    held = {path for row in active for path in (*_paths(row, "claims"), *_paths(row, "touched"))}
+    # Leases: what each active step claimed in the plan, widened by what it touched; read
+    # once a pending step's dependencies are done (a completion that frees nothing reads none).
+    held: set[str] | None = None
     chosen: set[int] = set()
     now = timezone.now()
     for row in rows:
@@ -74,8 +76,12 @@ def dispatch_locked(run: Run, *, done: int | None = None, rows: list[dict] | Non
             continue
         if busy >= run.project.concurrency_cap:
             break
+        if remaining.intersection(_paths(row, "depends_on")):
+            continue
+        if held is None:
+            held = {p for a in active for p in (*_paths(a, "claims"), *_paths(a, "touched"))}
         claims = set(_paths(row, "claims"))
-        if remaining & set(_paths(row, "depends_on")) or held & claims:
+        if held & claims:
             continue
         step = _dispatched(run, row, now)
         held |= claims
@@ -87,8 +93,14 @@ def dispatch_locked(run: Run, *, done: int | None = None, rows: list[dict] | Non
     return False
 
 
-def _paths(row: dict, name: str) -> list[str]:
-    return json.loads(row[f"{name}_text"] or "[]")
+def _paths(row: dict, name: str) -> tuple[str, ...]:
+    return _decoded(row[f"{name}_text"] or "[]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(text: str) -> tuple[str, ...]:
+    """A JSON list of paths or keys: every completion reads the same rows of a plan again."""
+    return tuple(json.loads(text))
 
 
 def _dispatched(run: Run, row: dict, now) -> Step:
