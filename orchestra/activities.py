@@ -36,7 +36,7 @@ from django.utils import timezone
 from orchestra import queue
 from orchestra.models import Activity, Run, Step
 from orchestra.prepared import PreparedRead
-from orchestra.writes import insert_later, open_block, update_matching_later
+from orchestra.writes import execute_later, insert_later, open_block
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def finish_with(run: Run) -> None:
     if not stack:
         return
     activity = stack[-1]
-    update_matching_later(run, _mine(activity), status=Activity.Status.DONE)
+    _finish_later(run, activity)
     transaction.on_commit(lambda: setattr(activity, "status", Activity.Status.DONE))
 
 
@@ -274,7 +274,19 @@ def finish_in(run: Run, activity: Activity) -> None:
     """`activity` (kept, see `keep`) is done when `run`'s block commits, like `finish_with`,
     in the block's last statement; its lease is renewed no more."""
     _keeper.release(activity)
-    update_matching_later(run, _mine(activity), status=Activity.Status.DONE)
+    _finish_later(run, activity)
+
+
+# `finish`, written in a block's last statement: the activity, while its owner holds it.
+_FINISH = (
+    'UPDATE "orchestra_activity" SET "status" = %s'
+    ' WHERE "id" = %s AND "owner" = %s AND "status" = %s'
+)
+
+
+def _finish_later(run: Run, activity: Activity) -> None:
+    done, running = Activity.Status.DONE, Activity.Status.RUNNING
+    execute_later(run, _FINISH, [done, activity.pk, activity.owner, running])
 
 
 def finish_now(activity: Activity) -> None:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from orchestra.models import Event, Run, Step
 from orchestra.prepared import PreparedRead
-from orchestra.writes import Write, opened, returned_ids, with_writes, write_now
+from orchestra.writes import Write, insert_now, opened, returned_ids, with_writes, write_now
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def _flush_appended(run: Run) -> None:
     for event in events:  # `emit` numbered them from 1 on the stand-in
         event.seq += first
     if connection.vendor != "postgresql":
-        Event.objects.bulk_create(events)
+        insert_now(events)
     payloads = [event.as_json() for event in events]
     transaction.on_commit(lambda: broadcast(run.pk, payloads))
 
@@ -253,7 +253,8 @@ def _flush(run: Run) -> None:
             if any(write.obj is not None for write in writes):
                 returned_ids(writes, cursor.fetchone())
         else:
-            Event.objects.bulk_create(events)
+            if events:
+                insert_now(events)
             cursor.execute(_STATE, state)
     if events:
         payloads = [event.as_json() for event in events]

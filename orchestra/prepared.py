@@ -36,7 +36,8 @@ class _Compiled:
 
 class PreparedRead:
     """`build(*values)`, a queryset, compiled once per connection; `get(*values)` reads its
-    one row (its model's DoesNotExist when there is none), `all(*values)` every row."""
+    one row (its model's DoesNotExist when there is none), `all(*values)` every row, and
+    `tuples(*values)` the rows of a `values_list`."""
 
     def __init__(self, name: str, build: Callable[..., models.QuerySet], values: int = 1) -> None:
         self._key = f"_orchestra_prepared_{name}"
@@ -52,6 +53,10 @@ class PreparedRead:
     def all(self, *values: int) -> list[models.Model]:
         compiled, rows = self._read(values, one=False)
         return [self._instance(compiled, row) for row in rows]
+
+    def tuples(self, *values: int) -> list:
+        """Every row of a `values_list` queryset, its columns as that names them."""
+        return self._read(values, one=False)[1]
 
     def after(
         self, statement: str, params: list, returned: int, *values: int
@@ -122,6 +127,19 @@ class PreparedRead:
         if any(params.count(placeholder) != 1 for placeholder in placeholders):
             raise ValueError(f"{self._key}: each value must appear once in {params}")
         select, klass_info = compiler.select, compiler.klass_info
+        if klass_info is None:  # a `values_list`: its rows as they are (`tuples`)
+            return _Compiled(
+                sql=sql,
+                params=params,
+                at=[params.index(placeholder) for placeholder in placeholders],
+                model=queryset.model,
+                columns=slice(None),
+                names=[],
+                converters=compiler.get_converters([column[0] for column in select]),
+                apply_converters=compiler.apply_converters,
+                populators=[],
+                annotations={},
+            )
         fields = klass_info["select_fields"]
         columns = slice(fields[0], fields[-1] + 1)
         return _Compiled(

@@ -120,14 +120,16 @@ def save_later(run: Run, obj: models.Model, fields: list[str]) -> None:
     update_later(run, type(obj), obj.pk, **{name: getattr(obj, name) for name in fields})
 
 
-def update_matching_later(run: Run, rows: models.QuerySet, **values) -> None:
-    """Like `update_later`, for the rows `rows` selects (an UPDATE with its conditions, e.g.
-    an activity marked done only while its owner still holds it)."""
+def execute_later(run: Run, sql: str, params: list) -> None:
+    """An UPDATE the caller wrote (names constant, values as `params`), e.g. an activity
+    marked done only while its owner still holds it, written like `update_later`: no query
+    built for a statement sent at every transition."""
     writes = _deferring(run)
     if writes is None:
-        rows.update(**values)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
         return
-    writes.append(Write(*_update_statement(rows, values)))
+    writes.append(Write(sql, list(params)))
 
 
 _AMOUNT_FIELDS = {int: IntegerField(), Decimal: DecimalField(), float: FloatField()}
@@ -291,6 +293,39 @@ def _row_insert(obj: models.Model) -> tuple[str, list] | None:
         f"RETURNING {table}.{quote(meta.pk.column)}"
     )
     return sql, params
+
+
+def insert_now(objs: list[models.Model]) -> None:
+    """Insert `objs` (one model) in one statement, each value as the ORM saves it, without
+    building a query for them (like `_row_insert`); their ids are not read back. Where only
+    the ORM writes them, `bulk_create`."""
+    meta = objs[0]._meta
+    fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+    if connection.vendor != "sqlite" or any(
+        hasattr(field, "get_placeholder") or getattr(field, "generated", False) for field in fields
+    ):
+        type(objs[0]).objects.bulk_create(objs)
+        return
+    params = []
+    for obj in objs:
+        for field in fields:
+            value = field.pre_save(obj, add=True)
+            if hasattr(value, "resolve_expression"):
+                type(objs[0]).objects.bulk_create(objs)
+                return
+            params.append(field.get_db_prep_save(value, connection=connection))
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES "  # noqa: S608 - names only
+    rows = max(1, _MAX_PARAMETERS // len(fields))
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), rows):
+            some = params[start * len(fields) : (start + rows) * len(fields)]
+            cursor.execute(sql + ", ".join([row] * (len(some) // len(fields))), some)
+
+
+_MAX_PARAMETERS = 32_000  # SQLite's limit on a statement's parameters is 32,766
 
 
 def write_now(writes: list[Write], *, updates_only: bool = False) -> None:

@@ -13,6 +13,7 @@ from orchestra.engine.runs import sync_run_status
 from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
 from orchestra.models import Run, Step
+from orchestra.prepared import PreparedRead
 from orchestra.writes import save_later
 
 logger = logging.getLogger(__name__)
@@ -37,16 +38,26 @@ _AS_TEXT = {
     for name in ("depends_on", "claims", "touched")
 }
 
+# Only what is not done yet, and only the columns the decision reads: a plan's finished
+# steps, briefs and outputs are not read on every completion. In plan order, by position
+# alone (the model's default ordering starts with the run's, which costs a join). Read at
+# every completion: compiled once per connection.
+_UNFINISHED = PreparedRead(
+    "unfinished",
+    lambda run_id: (
+        Step.objects.filter(run_id=run_id)
+        .exclude(status=Step.Status.DONE)
+        .order_by("position", "pk")
+        .annotate(**_AS_TEXT)
+        .values_list(*_DECIDES)
+    ),
+)
+
 
 def unfinished(run: Run) -> list[dict]:
     """What dispatch reads of the run's steps that are not done, in plan order (see
     `_DECIDES`). Caller holds the run lock."""
-    # Only what is not done yet, and only the columns the decision reads: a plan's finished
-    # steps, briefs and outputs are not read on every completion. In plan order, by position
-    # alone (the model's default ordering starts with the run's, which costs a join).
-    rows = run.steps.exclude(status=Step.Status.DONE).order_by("position", "pk")
-    values = rows.annotate(**_AS_TEXT).values_list(*_DECIDES)
-    return [dict(zip(_DECIDES, row, strict=True)) for row in values]
+    return [dict(zip(_DECIDES, row, strict=True)) for row in _UNFINISHED.tuples(run.pk)]
 
 
 def dispatch_locked(run: Run, *, done: int | None = None, rows: list[dict] | None = None) -> bool:

@@ -13,6 +13,7 @@ from approvals.models import PolicyRule
 from approvals.policies import _in_order, rules_for
 from orchestra import activities
 from orchestra.engine import start_run
+from orchestra.engine.dispatch import _AS_TEXT, _DECIDES, _UNFINISHED
 from orchestra.engine.steps import _STEP_TO_START
 from orchestra.models import Activity, Run, Step
 from orchestra.prepared import PreparedRead
@@ -131,3 +132,14 @@ def test_a_claim_and_the_read_of_its_step_are_one_statement(run):
     # Held by this worker's lease: another worker claims nothing, and reads nothing.
     Activity.objects.filter(pk=activity.pk).update(owner="another:1:worker")
     assert activities.claim_reading(Activity.Kind.STEP, step.pk, _STEP_TO_START) is None
+
+
+def test_a_read_of_values_gives_the_rows_the_orm_gives(run):
+    Step.objects.filter(run=run, key="research").update(status=Step.Status.PENDING)
+    rows = Step.objects.filter(run=run).exclude(status=Step.Status.DONE).order_by("position", "pk")
+    expected = list(rows.annotate(**_AS_TEXT).values_list(*_DECIDES))
+    sent = []
+    with _statements(sent):
+        read = _UNFINISHED.tuples(run.pk)
+    assert len(sent) == 1
+    assert [tuple(row) for row in read] == expected and expected

@@ -21,6 +21,7 @@ from orchestra.writes import (
     _row_update,
     _update_statement,
     insert_later,
+    insert_now,
     update_later,
 )
 
@@ -146,3 +147,29 @@ def test_an_insert_outside_a_block_gives_the_object_its_id(demo_run):
     insert_later(None, agent_run)
     assert agent_run.started_at is not None  # auto_now_add, stamped as the ORM stamps it
     assert AgentRun.objects.get(pk=agent_run.pk).started_at == agent_run.started_at
+
+
+def test_rows_inserted_at_once_are_the_rows_the_orm_inserts(demo_run):
+    at = timezone.now()
+    data = {"quote": 'it\'s "x"', "n": 1, "list": [1, "two"], "when": at.isoformat()}
+    step = demo_run.steps.first()
+    ours = [
+        Event(run=demo_run, seq=1000 + n, kind="k", actor="a", step=step, data=data, at=at)
+        for n in range(3)
+    ]
+    theirs = [
+        Event(run=demo_run, seq=2000 + n, kind="k", actor="a", step=step, data=data, at=at)
+        for n in range(3)
+    ]
+    sent = []
+    with connection.execute_wrapper(lambda execute, *args: sent.append(1) or execute(*args)):
+        insert_now(ours)
+    Event.objects.bulk_create(theirs)
+    assert len(sent) == 1
+
+    def stored(seqs):
+        rows = Event.objects.filter(run=demo_run, seq__in=seqs).order_by("seq")
+        return list(rows.values_list("kind", "actor", "step_id", "data", "at"))
+
+    assert stored([1000, 1001, 1002]) == stored([2000, 2001, 2002])
+    assert stored([1000])[0] == ("k", "a", step.pk, data, at)
