@@ -5,9 +5,12 @@ from a worker that stopped) is the step's one activity: `carry_on_step` claims i
 what the stored state calls for, so any of its tasks, delivered twice or late, is safe.
 """
 
+import json
 import logging
 
+from django.db import connection
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from agents.loop import Failed, FinalOutput, NeedsApproval, Paused
@@ -150,13 +153,28 @@ def _new_attempt(
     return step, agent_run
 
 
+def _keys_in(keys) -> RawSQL:
+    """The keys of a JSON list (one parameter, whatever its length)."""
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)", (keys,))
+    return RawSQL("SELECT value FROM json_each(%s)", (keys,))
+
+
+# A new attempt's read: compiled once per connection, the keys sent as one JSON list.
+_WITH_INPUTS = PreparedRead(
+    "with_inputs",
+    lambda step_id, run_id, keys: Step.objects.filter(
+        Q(pk=step_id) | Q(key__in=_keys_in(keys)), run_id=run_id
+    ).order_by(),
+    values=3,
+)
+
+
 def _with_inputs(step_id: int, run_id: int, depends_on: list[str]) -> tuple[Step, dict]:
     """The step as it is now, and the outputs of the steps it depends on (done, so they
     hold still), in one read: `depends_on` as read before the lock; read again on its own
     if it changed meanwhile. Caller holds the run lock."""
-    rows = list(
-        Step.objects.filter(Q(pk=step_id) | Q(key__in=depends_on), run_id=run_id).order_by()
-    )
+    rows = _WITH_INPUTS.all(step_id, run_id, json.dumps(depends_on))
     step = next((row for row in rows if row.pk == step_id), None)
     if step is None:
         raise Step.DoesNotExist(f"no step {step_id}")
