@@ -65,13 +65,16 @@ def dispatch_locked(run: Run, *, done: int | None = None, rows: list[dict] | Non
     done and the report is due. Nothing while the run is paused by hand. `done`: a step this
     block completed, whose write is still to come (`complete_step`); `rows`: `unfinished`,
     read by this block already."""
-    if run.is_paused or run.status not in (
+    if run.status not in (
         Run.Status.RUNNING,
         Run.Status.REVIEWING,
         Run.Status.AWAITING_APPROVAL,
     ):
         return False
     rows = [row for row in (unfinished(run) if rows is None else rows) if row["pk"] != done]
+    if run.is_paused:  # nothing starts, and the run's status still follows its steps
+        sync_run_status(run, {row["status"] for row in rows})
+        return False
     if not rows:
         return done is not None or run.steps.exists()
     remaining = {row["key"] for row in rows}
