@@ -12,8 +12,9 @@ The lifecycle of an `Activity`:
 - `held` keeps the lease alive while the work runs (the process's lease keeper renews every
   held lease in one statement) and marks it done when the block ends, unless the work's last
   transaction did (`finish_with`); an exception leaves it due for the sweep.
-- `keep` and `finish_in` do the same for work begun outside `held` whose end is recorded by
-  a transaction of other work (a merge made just before the verdict that records it).
+- `keep` and `let_go` renew the lease of work begun outside `held` whose end is recorded by
+  a transaction of other work (`finish_in`: a merge made just before the verdict that
+  records it).
 - `expired` lists what the sweep must take over: queued work nobody started within its
   lease, running work whose owner stopped renewing.
 
@@ -255,12 +256,12 @@ def finish_with(run: Run) -> None:
     if not stack:
         return
     activity = stack[-1]
-    _finish_later(run, activity)
+    finish_in(run, activity)
     transaction.on_commit(lambda: setattr(activity, "status", Activity.Status.DONE))
 
 
 def keep(activity: Activity) -> None:
-    """Renew the lease of an activity this worker began outside `held` (see `finish_in`)."""
+    """Renew the lease of an activity this worker began outside `held`, until `let_go`."""
     _keeper.hold(activity)
 
 
@@ -270,13 +271,6 @@ def let_go(activity: Activity) -> None:
     _keeper.release(activity)
 
 
-def finish_in(run: Run, activity: Activity) -> None:
-    """`activity` (kept, see `keep`) is done when `run`'s block commits, like `finish_with`,
-    in the block's last statement; its lease is renewed no more."""
-    _keeper.release(activity)
-    _finish_later(run, activity)
-
-
 # `finish`, written in a block's last statement: the activity, while its owner holds it.
 _FINISH = (
     'UPDATE "orchestra_activity" SET "status" = %s'
@@ -284,7 +278,9 @@ _FINISH = (
 )
 
 
-def _finish_later(run: Run, activity: Activity) -> None:
+def finish_in(run: Run, activity: Activity) -> None:
+    """`activity` is done when `run`'s block commits, in the block's last statement (see
+    `finish_with`), unless another worker took it over meanwhile."""
     done, running = Activity.Status.DONE, Activity.Status.RUNNING
     execute_later(run, _FINISH, [done, activity.pk, activity.owner, running])
 

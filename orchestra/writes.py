@@ -272,11 +272,32 @@ def _row_insert(obj: models.Model) -> tuple[str, list] | None:
     None where only the ORM writes it."""
     if connection.vendor not in ("postgresql", "sqlite"):
         return None
+    params = _row_values(obj)
+    if params is None:
+        return None
     quote, meta = connection.ops.quote_name, obj._meta
-    columns, params = [], []
-    for field in meta.local_concrete_fields:
-        if field is meta.auto_field:
-            continue
+    table, columns = quote(meta.db_table), _insert_columns(meta)
+    values = ", ".join(["%s"] * len(params))
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({values}) "  # noqa: S608 - names only
+        f"RETURNING {table}.{quote(meta.pk.column)}"
+    )
+    return sql, params
+
+
+def _inserted_fields(meta) -> list:
+    return [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+
+
+def _insert_columns(meta) -> str:
+    return ", ".join(connection.ops.quote_name(field.column) for field in _inserted_fields(meta))
+
+
+def _row_values(obj: models.Model) -> list | None:
+    """The values of `obj`'s row as the ORM saves them; None where only the ORM writes it (an
+    expression, a field with its own placeholder, a generated field)."""
+    params = []
+    for field in _inserted_fields(obj._meta):
         value = field.pre_save(obj, add=True)
         if (
             hasattr(value, "resolve_expression")
@@ -284,48 +305,31 @@ def _row_insert(obj: models.Model) -> tuple[str, list] | None:
             or getattr(field, "generated", False)
         ):
             return None
-        columns.append(quote(field.column))
         params.append(field.get_db_prep_save(value, connection=connection))
-    table = quote(meta.db_table)
-    values = ", ".join(["%s"] * len(columns))
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "  # noqa: S608 - names only
-        f"RETURNING {table}.{quote(meta.pk.column)}"
-    )
-    return sql, params
+    return params
+
+
+_MAX_PARAMETERS = 32_000  # SQLite's limit on a statement's parameters is 32,766
 
 
 def insert_now(objs: list[models.Model]) -> None:
     """Insert `objs` (one model) in one statement, each value as the ORM saves it, without
-    building a query for them (like `_row_insert`); their ids are not read back. Where only
-    the ORM writes them, `bulk_create`."""
-    meta = objs[0]._meta
-    fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
-    if connection.vendor != "sqlite" or any(
-        hasattr(field, "get_placeholder") or getattr(field, "generated", False) for field in fields
-    ):
+    building a query for them (`_row_values`); their ids are not read back. Where only the
+    ORM writes them, `bulk_create`."""
+    rows = [_row_values(obj) for obj in objs] if connection.vendor == "sqlite" else [None]
+    if any(row is None for row in rows):
         type(objs[0]).objects.bulk_create(objs)
         return
-    params = []
-    for obj in objs:
-        for field in fields:
-            value = field.pre_save(obj, add=True)
-            if hasattr(value, "resolve_expression"):
-                type(objs[0]).objects.bulk_create(objs)
-                return
-            params.append(field.get_db_prep_save(value, connection=connection))
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES "  # noqa: S608 - names only
-    rows = max(1, _MAX_PARAMETERS // len(fields))
+    meta, width = objs[0]._meta, len(rows[0])
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({_insert_columns(meta)}) VALUES "  # noqa: S608 - names only
+    )
+    chunk = max(1, _MAX_PARAMETERS // width)
     with connection.cursor() as cursor:
-        for start in range(0, len(objs), rows):
-            some = params[start * len(fields) : (start + rows) * len(fields)]
-            cursor.execute(sql + ", ".join([row] * (len(some) // len(fields))), some)
-
-
-_MAX_PARAMETERS = 32_000  # SQLite's limit on a statement's parameters is 32,766
+        for start in range(0, len(rows), chunk):
+            some = rows[start : start + chunk]
+            cursor.execute(sql + ", ".join([row] * len(some)), [v for r in some for v in r])
 
 
 def write_now(writes: list[Write], *, updates_only: bool = False) -> None:

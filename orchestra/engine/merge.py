@@ -33,7 +33,7 @@ class MergedAhead:
 
     outcome: MergeOutcome
     head: str
-    activity: Activity | None = None
+    activity: Activity
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def merge_ahead(run: Run, step: Step) -> MergedAhead | None:
 def end_ahead(run: Run, ahead: MergedAhead | None) -> None:
     """The merge made ahead ends when `run`'s block (the verdict's) commits, whatever the
     verdict finds; no statement of its own."""
-    if ahead is not None and ahead.activity is not None:
+    if ahead is not None:
         activities.finish_in(run, ahead.activity)
 
 
@@ -99,7 +99,7 @@ def accept_step(
         complete_step(run, step)
         return dispatch_locked(run, done=step.pk, rows=rows)
     if ahead is not None:
-        report, merged = _record(run, step, ahead, rows)
+        report, merged = _record(run, step, ahead.outcome, ahead.head, rows)
         return Merged(run, step, report) if merged else report
     step.status = Step.Status.MERGING
     if here and not workspaces.remote():
@@ -175,22 +175,21 @@ def _merge(step: Step) -> bool:
         if run.is_terminal or step.status != Step.Status.MERGING:
             return False
         activities.finish_with(run)  # the merge ends with this transaction
-        report, merged = _record(run, step, MergedAhead(outcome, head))
+        report, merged = _record(run, step, outcome, head)
     if merged:
         release_merged(run, step)
     return report
 
 
 def _record(
-    run: Run, step: Step, made: MergedAhead, rows: list[dict] | None = None
+    run: Run, step: Step, outcome: MergeOutcome, head: str, rows: list[dict] | None = None
 ) -> tuple[bool, bool]:
     """The merge's outcome recorded: the step done and what follows it dispatched, or, on a
     conflict, sent back with the conflict (or to a person, past the rounds). Caller holds the
     run lock. Returns whether the report is due and whether the step was merged."""
-    outcome = made.outcome
     if outcome.ok:
         step.merged_commit = outcome.commit
-        run.head_commit = made.head  # written with the run's state when the block ends
+        run.head_commit = head  # written with the run's state when the block ends
         emit(
             run,
             "step.merged",

@@ -267,7 +267,7 @@ def _judge(step: Step, agent_run: AgentRun) -> bool | MergeHere | Merged:
     try:
         outcome = session.run()
     finally:
-        if ahead[0] is not None and ahead[0].activity is not None:
+        if ahead[0] is not None:
             activities.let_go(ahead[0].activity)  # ended by the verdict, or due for the sweep
     if isinstance(outcome, FinalOutput):
         return session.final_result or False  # True: the report is due
