@@ -32,6 +32,7 @@ from agents.workspace.merge import (
     merge_into_worktree,
     merge_step,
 )
+from agents.workspace.parking import unmark as unmark_clean
 from agents.workspace.remote import (
     central_head,
     clone_repository,
@@ -102,4 +103,5 @@ __all__ = [
     "start_run_branch",
     "step_branch_name",
     "tracking_ref",
+    "unmark_clean",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pygit2
 
-from agents.workspace import libgit
+from agents.workspace import libgit, parking
 from agents.workspace.gitcmd import (
     GitError,
     capped,
@@ -227,6 +227,7 @@ def merge_into_worktree(worktree: Path, commit: str) -> list[str]:
     the merge would overwrite (git refuses, raising GitError); call `commit_all` first.
     """
     worktree = Path(worktree)
+    parking.unmark(worktree)
     result = run_git(worktree, "merge", "--no-ff", "--no-commit", commit, check=False)
     if result.returncode == 0:
         if merge_in_progress(worktree):

@@ -12,10 +12,20 @@ when it is taken: cleaning at both ends walked every file of the repository twic
 parked folder (their tools are confined to their own worktree, and nothing may read inside
 `.git`).
 
+A worktree known to hold exactly its commit skips the walk: a commit that staged every path
+written since a clean start, naming them (`commit_all(changed=...)`), marks the worktree clean
+at that commit (`mark_clean`), and whatever may write in it afterwards (a tool other than a
+read, a check, a merge or reset in it, another commit) takes the mark off first (`unmark`).
+The mark lives in the worktree's registration inside the git directory, which no sandboxed
+command may write. A worktree parked with its mark is parked without reading its index, and
+taken by checking out only the paths that differ between its commit and the branch's:
+neither end then costs more on a larger repository.
+
 Both sides run under the repository lock (their callers hold it). Whatever does not go as
 planned deletes the parked worktree, and the caller falls back to a fresh add or removal.
 """
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -36,6 +46,43 @@ def parked_dir(repo: Path) -> Path:
     return common_dir(repo) / "orchestra-parked"
 
 
+# Only the paths that differ, exactly as named (no pattern matching), made as committed.
+_PATHS = CheckoutStrategy.FORCE | CheckoutStrategy.DISABLE_PATHSPEC_MATCH
+
+# In a worktree's registration: the commit the worktree holds exactly, when that is known.
+_MARK = "orchestra-clean"
+
+
+def mark_clean(path: Path, commit: str) -> None:
+    """The worktree at `path` holds exactly `commit`: no change, no untracked or ignored file,
+    no merge in progress. Only for a caller that knows it (see `commit_all`)."""
+    with contextlib.suppress(OSError):
+        (_admin_dir(path) / _MARK).write_text(commit, encoding="utf-8")
+
+
+def unmark(path: Path) -> None:
+    """Something may write in the worktree at `path`: it is no longer known clean. Nothing
+    when `path` holds no worktree."""
+    with contextlib.suppress(OSError):
+        (_admin_dir(path) / _MARK).unlink(missing_ok=True)
+
+
+def known_clean(path: Path) -> str:
+    """The commit the worktree at `path` is known to hold exactly, or ""."""
+    try:
+        return _clean_at(_admin_dir(path))
+    except OSError:
+        return ""
+
+
+def _clean_at(admin: Path) -> str:
+    """The commit the worktree registered at `admin` is known to hold exactly, or ""."""
+    try:
+        return (admin / _MARK).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
 def park(repo: Path, path: Path, keep: int) -> bool:
     """Park the worktree at `path` (registered in `repo`) when fewer than `keep` are parked;
     False when it was not (the caller deletes it)."""
@@ -45,11 +92,13 @@ def park(repo: Path, path: Path, keep: int) -> bool:
     admin = _admin_dir(path)
     try:
         worktree = libgit.open_repository(path)
-        worktree.state_cleanup()  # a merge left in progress
         if not worktree.head_is_unborn:
             commit = worktree.head.peel(pygit2.Commit)
-            if worktree.index.conflicts is not None:  # that merge's conflicts, resolved here
-                worktree.checkout_tree(commit.tree, strategy=_CLEAN)
+            if _clean_at(admin) != str(commit.id):
+                (admin / _MARK).unlink(missing_ok=True)
+                worktree.state_cleanup()  # a merge left in progress
+                if worktree.index.conflicts is not None:  # its conflicts, resolved here
+                    worktree.checkout_tree(commit.tree, strategy=_CLEAN)
             worktree.set_head(commit.id)
         shelf.mkdir(exist_ok=True)
         os.rename(path, shelf / admin.name)
@@ -79,14 +128,37 @@ def take(repo: Path, path: Path, branch_ref: pygit2.Reference) -> bool:
             continue  # another filesystem, or the path appeared: leave it parked
         try:
             _point(admin, path)
-            worktree = libgit.open_repository(path)
-            worktree.set_head(branch_ref.name)
-            worktree.checkout_head(strategy=_CLEAN)
+            _check_out(libgit.open_repository(path), admin, branch_ref)
         except (OSError, pygit2.GitError, GitError):
             discard(admin, path)
             return False
         return True
     return False
+
+
+def _check_out(worktree: pygit2.Repository, admin: Path, branch_ref: pygit2.Reference) -> None:
+    """Put `branch_ref` in the taken worktree: a worktree known clean gets only the paths
+    that differ between its commit and the branch's; any other is cleaned, walking it all."""
+    clean = _clean_at(admin)
+    (admin / _MARK).unlink(missing_ok=True)
+    target = worktree[branch_ref.target].peel(pygit2.Commit)  # read in the worktree's own
+    if clean and not worktree.head_is_unborn:
+        held = worktree.head.peel(pygit2.Commit)
+        if str(held.id) == clean:
+            paths = {
+                path
+                for delta in worktree.diff(held.tree, target.tree).deltas
+                for path in (delta.old_file.path, delta.new_file.path)
+            }
+            try:
+                if paths:  # before HEAD moves: what differs from HEAD is what is replaced
+                    worktree.checkout_tree(target.tree, paths=sorted(paths), strategy=_PATHS)
+                worktree.set_head(branch_ref.name)
+                return
+            except pygit2.GitError:
+                pass  # e.g. a file where a folder goes: the whole walk below sorts it out
+    worktree.set_head(branch_ref.name)
+    worktree.checkout_head(strategy=_CLEAN)
 
 
 def discard(admin: Path, path: Path) -> None:

@@ -8,6 +8,7 @@ remote-tracking refs (`refs/remotes/origin/...`); a step branch is pushed back a
 
 from pathlib import Path
 
+from agents.workspace import parking
 from agents.workspace.gitcmd import GitError, config_environment, git_output, run_git
 from agents.workspace.libgit import has_ref, open_repository
 from agents.workspace.repository import ensure_main_after_clone, head_commit
@@ -100,5 +101,6 @@ def push_branch(repo: Path, branch: str, token: str) -> None:
 def reset_worktree(worktree: Path, commit: str) -> None:
     """Make the worktree (its branch, index and files) exactly `commit`: a merge in progress
     and uncommitted or untracked files go."""
+    parking.unmark(worktree)
     git_output(worktree, "reset", "--quiet", "--hard", commit)
     git_output(worktree, "clean", "-ffdxq")

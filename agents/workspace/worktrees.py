@@ -197,15 +197,19 @@ def commit_all(
 
     In process (libgit2) but for the merge, which the command line concludes: staging honours
     `.gitignore` as `git add --all` does, and the commit carries the fixed identity and the
-    message as `git commit --message` would store it.
+    message as `git commit --message` would store it. A worktree committed by `changed` with
+    every one of them staged (none ignored, none removed) holds its commit exactly after:
+    it is marked clean (`parking.mark_clean`), for parking and taking it without a walk.
     """
     worktree = Path(worktree)
+    parking.unmark(worktree)
     repository = libgit.open_repository(worktree)
     if libgit.has_ref(repository, "MERGE_HEAD"):
         return _conclude_merge(worktree, message)
     index = repository.index
     try:
-        if changed is None or not _staged(repository, index, worktree, changed):
+        staged = None if changed is None else _staged(repository, index, worktree, changed)
+        if staged is None:
             index.add_all()
         index.write()
         tree = index.write_tree()
@@ -213,38 +217,47 @@ def commit_all(
         return _commit_with_git(worktree, message, allow_empty)
     parents = [] if repository.head_is_unborn else [repository.head.peel(pygit2.Commit).id]
     if parents and repository[parents[0]].tree_id == tree and not allow_empty:
-        return None
-    author = libgit.signature()
-    message = libgit.cleaned_message(message)
-    return str(repository.create_commit("HEAD", author, author, message, tree, parents))
+        head = None
+    else:
+        author = libgit.signature()
+        message = libgit.cleaned_message(message)
+        head = str(repository.create_commit("HEAD", author, author, message, tree, parents))
+    if staged and (head or parents):
+        parking.mark_clean(worktree, head or str(parents[0]))
+    return head
 
 
 def _staged(
     repository: pygit2.Repository, index: pygit2.Index, worktree: Path, paths: Iterable[str]
-) -> bool:
+) -> bool | None:
     """Stage `paths` in `index` as `git add --all` would stage them (a file added or updated
-    unless ignored and untracked, a missing one removed). False when one cannot be staged by
+    unless ignored and untracked, a missing one removed). None when one cannot be staged by
     its name (outside the worktree, in `.git`, a folder, under a symbolic link): then the
-    caller stages everything."""
+    caller stages everything. True when the worktree holds nothing but the index after (False:
+    an ignored file written, or a file removed, whose folder may stay)."""
+    exact = True
     for path in paths:
         relative = posixpath.normpath(path)
         parts = relative.split("/")
         if relative.startswith("/") or parts[0] in ("..", ".") or ".git" in parts:
-            return False
+            return None
         full = worktree / relative
         try:
             if any((worktree / "/".join(parts[:n])).is_symlink() for n in range(1, len(parts))):
-                return False
+                return None
             if full.is_symlink() or full.is_file():
                 if relative in index or not repository.path_is_ignored(relative):
                     index.add(relative)
+                else:
+                    exact = False
             elif full.exists():
-                return False  # a folder
+                return None  # a folder
             elif relative in index:
                 index.remove(relative)
+                exact = False
         except (OSError, pygit2.GitError, ValueError):
-            return False
-    return True
+            return None
+    return exact
 
 
 def _commit_with_git(worktree: Path, message: str, allow_empty: bool) -> str | None:

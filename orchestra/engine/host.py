@@ -1,6 +1,7 @@
 """The agent loop's host: starting and continuing agents on behalf of the engine."""
 
 import functools
+from pathlib import Path
 
 from agents.host import Decision, Gate, Hold
 from agents.llm import client_for, live, model_for, uses_demo_model
@@ -9,7 +10,7 @@ from agents.models import AgentProfile, AgentRun, ProfileVersion, ToolCall
 from agents.profiles import current_version
 from agents.teams import profile_for_project
 from agents.tools import Risk, Tool, toolset_for
-from agents.workspace import GitError
+from agents.workspace import GitError, unmark_clean
 from approvals import policies
 from approvals.checkpoints import open_checkpoint
 from approvals.models import Checkpoint
@@ -104,7 +105,14 @@ def session_for(
     fresh = getattr(agent_run, "first_attempt", False)
     return AgentSession(
         agent_run,
-        host=EngineHost(project, agent_run, step, before_final, fresh=fresh),
+        host=EngineHost(
+            project,
+            agent_run,
+            step,
+            before_final,
+            fresh=fresh,
+            worktree=workspace if step is not None and step.worktree else None,
+        ),
         project=project,
         step=step,
         client=client_for(profile),
@@ -162,8 +170,10 @@ class EngineHost:
         ahead=None,
         *,
         fresh: bool = False,
+        worktree: Path | None = None,
     ):
         self.project = project
+        self.worktree = worktree  # the step's, where its agent or its reviewer works
         self.agent_run = agent_run
         self.step = step
         self.ahead = ahead
@@ -177,6 +187,9 @@ class EngineHost:
 
     def gate(self, tool: Tool, arguments: dict) -> Gate:
         self._note_writes(tool, arguments)
+        if self.worktree is not None and tool.risk != Risk.READ:
+            # Before it may run: the worktree is no longer known to hold its commit alone.
+            unmark_clean(self.worktree)
         claims = tuple(self.step.claims) if self.step else ()
         call = policies.Call(tool.name, arguments, self.agent_run.role, claims)
         return _gate(self.project, self.agent_run.run_id, call)

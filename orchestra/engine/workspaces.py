@@ -308,7 +308,9 @@ def run_checks(run: Run, step: Step, gate: Callable[[str], Gate]) -> list[dict]:
         elif not verdict.allowed:
             results.append(result | {"output": "not run", "needs_person": verdict.reason})
         else:
-            code, output = _run(worktree_of(step), command, run.project.sandbox_network)
+            worktree = worktree_of(step)
+            git.unmark_clean(worktree)  # a command may write anywhere in it
+            code, output = _run(worktree, command, run.project.sandbox_network)
             results.append(result | {"passed": code == 0, "output": output[-4000:]})
     return results
 

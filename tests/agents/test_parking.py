@@ -15,6 +15,7 @@ from agents.workspace import (
     remove_worktrees,
     start_run_branch,
     step_branch_name,
+    unmark_clean,
 )
 from agents.workspace.parking import parked_dir
 from tests.agents.test_workspace_inprocess import _git
@@ -132,3 +133,82 @@ def test_without_parking_worktrees_are_deleted(repo, tmp_path):
     remove_worktrees(repo, [path])
     assert not path.exists() and not parked_dir(repo).exists()
     assert list(_worktrees(repo)) == [str(repo)]
+
+
+def _committed_by_name(repo: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A step's worktree whose work was committed naming every path written (a first
+    attempt written by the file tools alone): a new folder, a changed file."""
+    _, base = start_run_branch(repo, 1)
+    old = add_worktree(repo, tmp_path / "run-1" / "build", step_branch_name(1, "build"), base)
+    (old / "src" / "new").mkdir()
+    (old / "src" / "new" / "mod.py").write_text("NEW = 1\n")
+    (old / "README.md").write_text("# Changed\n")
+    commit_all(old, "build", changed={"src/new/mod.py", "README.md"})
+    return old, base
+
+
+def _main_moves_and_a_run_takes(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """main changes a file, deletes one and adds one in a new folder; a run from it takes
+    the parked worktree. The taken worktree, and a fresh one at the same commit."""
+    (repo / "docs" / "a.md").write_text("a, again\n")
+    (repo / "src" / "app.py").unlink()
+    (repo / "lib").mkdir()
+    (repo / "lib" / "x.py").write_text("X = 1\n")
+    commit_all(repo, "main moves")
+    _, base = start_run_branch(repo, 2)
+    taken = add_worktree(repo, tmp_path / "run-2" / "write", step_branch_name(2, "write"), base)
+    fresh = tmp_path / "fresh"
+    _git(repo, "worktree", "add", "--quiet", "--detach", str(fresh), base)
+    return taken, fresh
+
+
+def _same(taken: Path, fresh: Path) -> None:
+    assert _files(taken) == _files(fresh)
+    for name in _files(fresh):
+        assert (taken / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert _git(taken, "status", "--porcelain", "--ignored") == ""
+    assert _git(taken, "rev-parse", "HEAD") == _git(fresh, "rev-parse", "HEAD")
+
+
+def test_a_worktree_committed_by_name_is_taken_by_what_differs_alone(repo, tmp_path):
+    old, _ = _committed_by_name(repo, tmp_path)
+    remove_worktrees(repo, [old], park=4)
+    [name] = os.listdir(parked_dir(repo))
+    # Planted behind the mark's back (nothing the engine runs can): it survives the take,
+    # which shows the worktree was not walked.
+    (parked_dir(repo) / name / "planted.txt").write_text("not walked\n")
+
+    taken, fresh = _main_moves_and_a_run_takes(repo, tmp_path)
+
+    assert (taken / "planted.txt").read_text() == "not walked\n"
+    (taken / "planted.txt").unlink()
+    _same(taken, fresh)
+    assert not (taken / "src" / "new" / "mod.py").exists()
+    # Its index is right for the next commit by name, which the next take trusts again.
+    (taken / "lib" / "y.py").write_text("Y = 2\n")
+    head = commit_all(taken, "write", changed={"lib/y.py"})
+    assert _git(taken, "show", "--name-status", "--format=", head).split() == ["A", "lib/y.py"]
+    assert _git(taken, "status", "--porcelain", "--ignored") == ""
+
+
+@pytest.mark.parametrize("how", ["ignored file written", "a command may write", "a merge"])
+def test_a_worktree_anything_else_may_have_written_is_walked_when_taken(repo, tmp_path, how):
+    old, base = _committed_by_name(repo, tmp_path)
+    if how == "ignored file written":  # named, but not staged: the commit does not mark it
+        (old / ".gitignore").write_text("*.log\n")
+        (old / "debug.log").write_text("ignored\n")
+        commit_all(old, "ignore logs", changed={".gitignore", "debug.log"})
+    elif how == "a command may write":
+        unmark_clean(old)  # what the engine does before a command or a check runs in it
+    else:  # left in progress, its conflicts in the files, its commit still the same
+        other = add_worktree(repo, tmp_path / "other", step_branch_name(1, "other"), base)
+        (other / "README.md").write_text("# Other\n")
+        commit_all(other, "other", changed={"README.md"})
+        assert merge_into_worktree(old, head_commit(other)) == ["README.md"]
+    (old / "left.txt").write_text("left behind\n")
+    remove_worktrees(repo, [old], park=4)
+
+    taken, fresh = _main_moves_and_a_run_takes(repo, tmp_path)
+
+    assert not (taken / "left.txt").exists() and not (taken / "debug.log").exists()
+    _same(taken, fresh)

@@ -14,8 +14,11 @@ from agents.llm import override_client
 from agents.llm.demo import GREETING_TESTS, GREETING_V2
 from agents.models import AgentRun, ToolCall
 from agents.sandbox import sandbox_status
+from agents.tools.registry import REGISTRY
+from agents.workspace.parking import known_clean
 from approvals.models import Checkpoint, PolicyRule
 from orchestra.engine import decide_checkpoint, start_run
+from orchestra.engine.host import EngineHost
 from orchestra.engine.workspaces import releases_for, repository_for
 from orchestra.models import Plan, Project, Run, Step
 from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
@@ -515,3 +518,52 @@ def test_a_first_attempt_commits_the_paths_its_tools_wrote_and_a_command_stages_
     assert git.file_at(repo, run.branch, "notes/a.txt") == "a\n"
     assert git.file_at(repo, run.branch, "made.txt") == "made by a command\n"
     assert run.steps.get(key="command").touched == ["made.txt"]
+
+
+def test_what_a_check_leaves_in_a_worktree_never_reaches_the_next_step(demo, owner):
+    """A first attempt written by the file tools alone is committed by name and its worktree
+    known clean; a check then runs a command in it, which may write anything. The worktree,
+    parked once the step merged, is cleaned when the next step takes it."""
+    if not sandbox_status()["confined"]:
+        pytest.skip(f"checks run only in a sandbox: {sandbox_status().get('reason')}")
+    allow_every_write(demo)
+    leave = "python3 -c \"open('left-by-check.txt', 'w').write('left\\\\n')\""
+    Project.objects.filter(pk=demo.pk).update(checks={"leave": leave})
+    seen = {}
+
+    def first(message, results):
+        if not results:
+            return "write_file", {"path": "a.txt", "content": "a\n"}
+        return "a written"
+
+    def second(message, results):
+        worktree = Path(Step.objects.filter(key="second").latest("pk").worktree)
+        seen["files"] = sorted(p.name for p in worktree.iterdir())
+        return "looked"
+
+    step = spec("first", claims=["a.txt"])
+    step["brief"]["checks"] = ["leave"]
+    plan = {"steps": [step, spec("second", depends_on=["first"])]}
+    with override_client(scripted_run(plan, {"first": first, "second": second})):
+        run = start_run(owner, demo, "What a check leaves")
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    [checks] = run.steps.get(key="first").checks
+    assert checks["results"][0]["passed"], checks
+    assert "a.txt" in seen["files"] and "left-by-check.txt" not in seen["files"]
+
+
+def test_a_tool_that_may_write_takes_the_clean_mark_off_before_it_runs(demo_run, tmp_path):
+    repo = repository_for(demo_run.project)
+    base = git.head_commit(repo, "main")
+    worktree = git.add_worktree(repo, tmp_path / "w", git.step_branch_name(99, "w"), base)
+    (worktree / "a.txt").write_text("a\n")
+    head = git.commit_all(worktree, "a", changed={"a.txt"})
+    assert known_clean(worktree) == head
+    agent_run = AgentRun.objects.filter(run=demo_run).first()
+    host = EngineHost(demo_run.project, agent_run, None, worktree=worktree)
+
+    host.gate(REGISTRY["read_file"], {"path": "a.txt"})
+    assert known_clean(worktree) == head
+    host.gate(REGISTRY["run_command"], {"command": "true"})  # whatever the policy says
+    assert known_clean(worktree) == ""
