@@ -11,8 +11,9 @@ reviewed (a model turn) and merged; planning and the report are model turns too.
 
 Printed: one table (ratio = wall / critical path, or ms per step for the chain; Orchestra's
 two windows, see bench/measure.py), the per-step counts (statements, git processes, events;
-tests/costs.py) and, with --scale, a 200-step fan-out against the 20-step one and 100
-concurrent 5-step runs in each mode. --check exits 1 when a target is missed.
+tests/costs.py) and, with --scale, a 200-step fan-out against the 20-step one (each run
+`--repeat` times, medians) and 100 concurrent 5-step runs in each mode. --check exits 1
+when a target is missed.
 
 It creates its own PostgreSQL databases (unique names, dropped at the end) and uses a Redis
 database only if it is empty, deleting only the stack's keys afterwards (bench/databases.py).
@@ -39,6 +40,7 @@ from bench.databases import BenchDatabases, RedisDatabase, admin_url, database_n
 from bench.measure import (  # noqa: E402
     ConnectionPeak,
     RunFailed,
+    ShapeResult,
     measure_run,
     measure_shapes,
     run_concurrently,
@@ -96,10 +98,7 @@ def run_mode(mode: str, args, model_url: str, repository: Path, workdir: Path, d
         try:
             outcome["shapes"] = measure_shapes(stack, shapes_for(args), args.repeat)
             if args.scale:
-                try:
-                    outcome["wide"] = measure_run(stack, "bench", plans.wide_fan_out(), "scale")
-                except RunFailed as exc:
-                    outcome["wide_error"] = str(exc)
+                outcome["wide"] = measure_wide(stack, args.repeat)
                 outcome["concurrent"] = run_concurrently(stack, plans.small(), args.runs)
             outcome["rss"] = {name: peak_rss_kb(pid) for name, pid in stack.pids().items()}
         finally:
@@ -112,6 +111,19 @@ def run_mode(mode: str, args, model_url: str, repository: Path, workdir: Path, d
             redis.release()
     print(f"  {mode}: measured in {time.monotonic() - began:.0f} s", flush=True)
     return outcome
+
+
+def measure_wide(stack: Stack, repeat: int) -> ShapeResult:
+    """The 200-step fan-out, `repeat` times (its median is held to the target, as every
+    shape's is); the first failure ends it."""
+    result = ShapeResult(plans.wide_fan_out())
+    for index in range(repeat):
+        try:
+            result.timings.append(measure_run(stack, "bench", result.shape, f"scale-{index}"))
+        except RunFailed as exc:
+            result.failures.append(str(exc))
+            break
+    return result
 
 
 def shapes_for(args) -> list[plans.Shape]:
