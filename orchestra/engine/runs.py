@@ -1,7 +1,8 @@
 """A run's lifecycle: start, the status derived from its steps, failure and cancel.
 
 Locking rule: every transaction in the engine is a `locked_run(run_id)` block: it starts with
-SELECT ... FOR UPDATE on the run row before touching the run's steps, checkpoints or events.
+SELECT ... FOR NO KEY UPDATE on the run row before touching the run's steps, checkpoints or
+events.
 That one lock per run makes each transition happen exactly once when workers or requests race,
 and keeps event sequence numbers committed in order. Model calls, git and processes never run
 inside a transaction.

@@ -7,6 +7,7 @@ no gap and no duplicate while events are committed during the replay, an idle so
 outlives redis-py 8's default 5 s socket timeout, and refusals with close code 4403.
 """
 
+import asyncio
 import json
 import os
 import threading
@@ -177,3 +178,23 @@ def test_anonymous_and_outsider_are_refused_with_4403(server, run, outsider, vie
     emit_events(run.pk, 1)
     with open_socket(server, run.pk, f"token={ApiToken.issue(viewer)}") as socket:
         assert json.loads(socket.recv(timeout=10))["seq"] == 1
+
+
+def test_broadcasts_go_only_to_groups_someone_is_in(redis_layer):
+    """Before sending, the sender asks Redis which groups have members (one round trip): a
+    group nobody joined is skipped, one with a member is sent to."""
+    layer = channel_layers["default"]
+
+    async def ask() -> tuple[set | None, set | None]:
+        channel = await layer.new_channel()
+        await layer.group_add("run.990001", channel)
+        try:
+            sends = [(layer, "run.990001", {}), (layer, "run.990002", {})]
+            joined = await events._listened(sends)
+        finally:
+            await layer.group_discard("run.990001", channel)
+        return joined, await events._listened(sends)
+
+    joined, after = asyncio.run(ask())
+    assert joined == {"run.990001"}
+    assert after == set()
