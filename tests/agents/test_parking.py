@@ -212,3 +212,19 @@ def test_a_worktree_anything_else_may_have_written_is_walked_when_taken(repo, tm
 
     assert not (taken / "left.txt").exists() and not (taken / "debug.log").exists()
     _same(taken, fresh)
+
+
+def test_a_known_clean_worktree_is_taken_right_where_a_file_replaces_a_folder(repo, tmp_path):
+    old, _ = _committed_by_name(repo, tmp_path)  # it made the folder src/new
+    remove_worktrees(repo, [old], park=4)
+    (repo / "src" / "new").write_text("a file now\n")  # main: a file of that name
+    (repo / "docs" / "a.md").unlink()  # and a file where its folder docs was
+    (repo / "docs").rmdir()
+    (repo / "docs").write_text("docs\n")
+    commit_all(repo, "main moves")
+    _, base = start_run_branch(repo, 2)
+    taken = add_worktree(repo, tmp_path / "run-2" / "write", step_branch_name(2, "write"), base)
+    fresh = tmp_path / "fresh"
+    _git(repo, "worktree", "add", "--quiet", "--detach", str(fresh), base)
+    _same(taken, fresh)
+    assert (taken / "src" / "new").read_text() == "a file now\n"
