@@ -81,12 +81,13 @@ def cleaned_message(message: str) -> str:
 def changed_between(repository: pygit2.Repository, old: str, new: str) -> list[str]:
     """Repo-relative paths that differ between two commits, sorted; a rename lists both
     paths. Trees are compared, not files: unchanged folders are skipped by their ids."""
-    diff = repository.diff(commit_of(repository, old).tree, commit_of(repository, new).tree)
-    paths = set()
-    for delta in diff.deltas:
-        paths.add(delta.old_file.path)
-        paths.add(delta.new_file.path)
-    return sorted(paths)
+    return differing(repository, commit_of(repository, old).tree, commit_of(repository, new).tree)
+
+
+def differing(repository: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree) -> list[str]:
+    """Repo-relative paths that differ between two trees, sorted (see `changed_between`)."""
+    deltas = repository.diff(old, new).deltas
+    return sorted({path for d in deltas for path in (d.old_file.path, d.new_file.path)})
 
 
 class NotTrivial(Exception):

@@ -145,14 +145,10 @@ def _check_out(worktree: pygit2.Repository, admin: Path, branch_ref: pygit2.Refe
     if clean and not worktree.head_is_unborn:
         held = worktree.head.peel(pygit2.Commit)
         if str(held.id) == clean:
-            paths = {
-                path
-                for delta in worktree.diff(held.tree, target.tree).deltas
-                for path in (delta.old_file.path, delta.new_file.path)
-            }
+            paths = libgit.differing(worktree, held.tree, target.tree)
             try:
                 if paths:  # before HEAD moves: what differs from HEAD is what is replaced
-                    worktree.checkout_tree(target.tree, paths=sorted(paths), strategy=_PATHS)
+                    worktree.checkout_tree(target.tree, paths=paths, strategy=_PATHS)
                 worktree.set_head(branch_ref.name)
                 return
             except pygit2.GitError:

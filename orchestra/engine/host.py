@@ -97,8 +97,9 @@ def session_for(
     run = agent_run.run
     project = run.project
     profile = getattr(agent_run, "profile", None) or _profile(run, agent_run.role)
+    worktree = None  # the step's, where its agent or its reviewer works
     if step is not None and step.worktree:
-        workspace = workspaces.worktree_of(step)
+        workspace = worktree = workspaces.worktree_of(step)
     else:
         workspace = workspaces.repository_for(project)
     # A step's first attempt starts on a worktree as it was made (nothing written in it yet).
@@ -111,7 +112,7 @@ def session_for(
             step,
             before_final,
             fresh=fresh,
-            worktree=workspace if step is not None and step.worktree else None,
+            worktree=worktree,
         ),
         project=project,
         step=step,

@@ -65,6 +65,17 @@ def scripted_run(plan: dict, agents: dict) -> ScriptedModel:
     return ScriptedModel(answer)
 
 
+def writes_then_answers(path: str, content: str, answer: str):
+    """An agent (see `scripted_run`) that writes `path` with the file tool, then answers."""
+
+    def agent(message, results):
+        if not results:
+            return "write_file", {"path": path, "content": content}
+        return answer
+
+    return agent
+
+
 def pending(run: Run) -> Checkpoint:
     [checkpoint] = Checkpoint.objects.filter(run=run, status=Checkpoint.Status.PENDING)
     return checkpoint
@@ -208,10 +219,7 @@ def test_a_merge_conflict_goes_back_to_the_agent_who_keeps_both_changes(demo, ow
 
 
 def test_two_steps_claiming_one_file_run_one_after_the_other(demo, owner):
-    def first(message, results):
-        if not results:
-            return "write_file", {"path": "shared.txt", "content": "from a\n"}
-        return "a wrote"
+    first = writes_then_answers("shared.txt", "from a\n", "a wrote")
 
     def second(message, results):
         if not results:
@@ -498,10 +506,7 @@ def test_a_first_attempt_commits_the_paths_its_tools_wrote_and_a_command_stages_
     monkeypatch.setattr(git, "commit_all", commit_all)
     script = "open('made.txt', 'w').write('made by a command\\n')"
 
-    def files(message, results):
-        if not results:
-            return "write_file", {"path": "notes/a.txt", "content": "a\n"}
-        return "a written"
+    files = writes_then_answers("notes/a.txt", "a\n", "a written")
 
     def command(message, results):
         if not results:
@@ -531,10 +536,7 @@ def test_what_a_check_leaves_in_a_worktree_never_reaches_the_next_step(demo, own
     Project.objects.filter(pk=demo.pk).update(checks={"leave": leave})
     seen = {}
 
-    def first(message, results):
-        if not results:
-            return "write_file", {"path": "a.txt", "content": "a\n"}
-        return "a written"
+    first = writes_then_answers("a.txt", "a\n", "a written")
 
     def second(message, results):
         worktree = Path(Step.objects.filter(key="second").latest("pk").worktree)
