@@ -97,7 +97,7 @@ def session_for(
     run = agent_run.run
     project = run.project
     profile = getattr(agent_run, "profile", None) or _profile(run, agent_run.role)
-    worktree = None  # the step's, where its agent or its reviewer works
+    worktree = None
     if step is not None and step.worktree:
         workspace = worktree = workspaces.worktree_of(step)
     else:

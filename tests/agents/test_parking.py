@@ -155,6 +155,11 @@ def _main_moves_and_a_run_takes(repo: Path, tmp_path: Path) -> tuple[Path, Path]
     (repo / "lib").mkdir()
     (repo / "lib" / "x.py").write_text("X = 1\n")
     commit_all(repo, "main moves")
+    return _taken_and_fresh(repo, tmp_path)
+
+
+def _taken_and_fresh(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A run from main takes the parked worktree; the taken one, and a fresh one beside it."""
     _, base = start_run_branch(repo, 2)
     taken = add_worktree(repo, tmp_path / "run-2" / "write", step_branch_name(2, "write"), base)
     fresh = tmp_path / "fresh"
@@ -222,9 +227,6 @@ def test_a_known_clean_worktree_is_taken_right_where_a_file_replaces_a_folder(re
     (repo / "docs").rmdir()
     (repo / "docs").write_text("docs\n")
     commit_all(repo, "main moves")
-    _, base = start_run_branch(repo, 2)
-    taken = add_worktree(repo, tmp_path / "run-2" / "write", step_branch_name(2, "write"), base)
-    fresh = tmp_path / "fresh"
-    _git(repo, "worktree", "add", "--quiet", "--detach", str(fresh), base)
+    taken, fresh = _taken_and_fresh(repo, tmp_path)
     _same(taken, fresh)
     assert (taken / "src" / "new").read_text() == "a file now\n"
