@@ -3,9 +3,13 @@
 Reading means the files and history at a commit, without a checkout.
 """
 
+import fcntl
 import io
+import os
 import re
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import pygit2
@@ -63,15 +67,34 @@ def ensure_repository(
     is "Initial commit".
     """
     path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with _made_once(path):
+        return _ensure_repository(path, source, seed_files)
+
+
+@contextmanager
+def _made_once(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder `path` (flock on the folder itself, so it works
+    across processes and leaves nothing behind): the first tasks of a new project all find its
+    repository missing at once, and none may see it half made, a `.git` without its first
+    commit, or make it twice."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _ensure_repository(path: Path, source: str, seed_files: dict[str, str] | None) -> Path:
+    """`ensure_repository` under `_made_once`: `path` exists."""
     if (path / ".git").exists():
         git_output(path, "rev-parse", "--git-dir")  # fails loudly on a broken repository
         return path
     if source:
-        path.parent.mkdir(parents=True, exist_ok=True)
         run_git(path.parent, "clone", "--quiet", "--", source, str(path), timeout=_CLONE_TIMEOUT)
         ensure_main_after_clone(path)
         return path
-    path.mkdir(parents=True, exist_ok=True)
     has_files = any(path.iterdir())
     git_output(path, "init", "--quiet", "--initial-branch", MAIN_BRANCH)
     if not has_files:

@@ -79,6 +79,30 @@ def test_existing_folder_is_committed_as_it_is(tmp_path):
     assert log_subjects(folder, "main") == ["Initial commit"]
 
 
+def test_a_new_repository_made_by_many_at_once_is_made_once(tmp_path):
+    # The first tasks of a new project all find its repository missing at the same moment;
+    # none may see it half made (a `.git` folder without its first commit) and fail.
+    path, threads = tmp_path / "new", 8
+    barrier, made, failed = threading.Barrier(threads), [], []
+
+    def make() -> None:
+        barrier.wait()
+        try:
+            made.append(ensure_repository(path, seed_files={"README.md": "# New\n"}))
+        except GitError as exc:
+            failed.append(exc)
+
+    workers = [threading.Thread(target=make) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert failed == []
+    assert made == [path] * threads
+    assert log_subjects(path, "main") == ["Initial commit"]
+
+
 def test_ensure_start_and_add_are_idempotent(repo, tmp_path):
     first_head = head_commit(repo)
     assert ensure_repository(repo, seed_files={"other.md": "x"}) == repo
