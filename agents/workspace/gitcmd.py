@@ -168,6 +168,20 @@ def repository_lock(repo: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+@contextlib.contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder `path`, which exists (flock on the folder itself,
+    so it works across processes and leaves no file behind): a repository is made or cloned
+    under it, since the first tasks of a new project all find it missing at once, and none may
+    see it half made (a `.git` without its first commit) or make it twice."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def capped(text: str, limit: int, what: str) -> str:
     if len(text) <= limit:
         return text

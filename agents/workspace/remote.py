@@ -9,7 +9,13 @@ remote-tracking refs (`refs/remotes/origin/...`); a step branch is pushed back a
 from pathlib import Path
 
 from agents.workspace import parking
-from agents.workspace.gitcmd import GitError, config_environment, git_output, run_git
+from agents.workspace.gitcmd import (
+    GitError,
+    config_environment,
+    folder_lock,
+    git_output,
+    run_git,
+)
 from agents.workspace.libgit import has_ref, open_repository
 from agents.workspace.repository import ensure_main_after_clone, head_commit
 
@@ -25,21 +31,22 @@ def credential_environment(token: str) -> dict[str, str]:
 def clone_repository(url: str, path: Path, token: str) -> Path:
     """Clone `url` into `path` on first use, with a local `main`; idempotent."""
     path = Path(path)
-    if (path / ".git").exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run_git(
-        path.parent,
-        "clone",
-        "--quiet",
-        "--no-tags",
-        "--",
-        url,
-        str(path),
-        env=credential_environment(token),
-        timeout=_NETWORK_TIMEOUT,
-    )
-    ensure_main_after_clone(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with folder_lock(path):  # a worker's threads may all want it first at once
+        if (path / ".git").exists():
+            return path
+        run_git(
+            path.parent,
+            "clone",
+            "--quiet",
+            "--no-tags",
+            "--",
+            url,
+            str(path),
+            env=credential_environment(token),
+            timeout=_NETWORK_TIMEOUT,
+        )
+        ensure_main_after_clone(path)
     return path
 
 

@@ -3,13 +3,9 @@
 Reading means the files and history at a commit, without a checkout.
 """
 
-import fcntl
 import io
-import os
 import re
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import pygit2
@@ -18,6 +14,7 @@ from agents.workspace import libgit
 from agents.workspace.gitcmd import (
     GitError,
     decoded,
+    folder_lock,
     git_output,
     nul_separated,
     repository_lock,
@@ -68,26 +65,12 @@ def ensure_repository(
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    with _made_once(path):
+    with folder_lock(path):
         return _ensure_repository(path, source, seed_files)
 
 
-@contextmanager
-def _made_once(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the folder `path` (flock on the folder itself, so it works
-    across processes and leaves nothing behind): the first tasks of a new project all find its
-    repository missing at once, and none may see it half made, a `.git` without its first
-    commit, or make it twice."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
 def _ensure_repository(path: Path, source: str, seed_files: dict[str, str] | None) -> Path:
-    """`ensure_repository` under `_made_once`: `path` exists."""
+    """`ensure_repository` under its folder's lock: `path` exists."""
     if (path / ".git").exists():
         git_output(path, "rev-parse", "--git-dir")  # fails loudly on a broken repository
         return path

@@ -10,6 +10,7 @@ from agents.workspace import (
     GitError,
     add_worktree,
     changed_paths,
+    clone_repository,
     commit_all,
     diff_since,
     ensure_repository,
@@ -79,28 +80,44 @@ def test_existing_folder_is_committed_as_it_is(tmp_path):
     assert log_subjects(folder, "main") == ["Initial commit"]
 
 
-def test_a_new_repository_made_by_many_at_once_is_made_once(tmp_path):
-    # The first tasks of a new project all find its repository missing at the same moment;
-    # none may see it half made (a `.git` folder without its first commit) and fail.
-    path, threads = tmp_path / "new", 8
-    barrier, made, failed = threading.Barrier(threads), [], []
+def _at_once(make, threads: int = 8) -> list:
+    """`make()` called by `threads` threads released together; what each returned or raised."""
+    barrier, outcomes = threading.Barrier(threads), []
 
-    def make() -> None:
+    def call() -> None:
         barrier.wait()
         try:
-            made.append(ensure_repository(path, seed_files={"README.md": "# New\n"}))
+            outcomes.append(make())
         except GitError as exc:
-            failed.append(exc)
+            outcomes.append(exc)
 
-    workers = [threading.Thread(target=make) for _ in range(threads)]
+    workers = [threading.Thread(target=call) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    return outcomes
 
-    assert failed == []
-    assert made == [path] * threads
+
+def test_a_new_repository_made_by_many_at_once_is_made_once(tmp_path):
+    # The first tasks of a new project all find its repository missing at the same moment;
+    # none may see it half made (a `.git` folder without its first commit) and fail.
+    path = tmp_path / "new"
+
+    made = _at_once(lambda: ensure_repository(path, seed_files={"README.md": "# New\n"}))
+
+    assert made == [path] * 8
     assert log_subjects(path, "main") == ["Initial commit"]
+
+
+def test_a_clone_wanted_by_many_at_once_is_cloned_once(repo, tmp_path):
+    # A remote worker's threads all find the project's clone missing at once.
+    path = tmp_path / "box" / "project"
+
+    cloned = _at_once(lambda: clone_repository(str(repo), path, "token"))
+
+    assert cloned == [path] * 8
+    assert head_commit(path, "main") == head_commit(repo, "main")
 
 
 def test_ensure_start_and_add_are_idempotent(repo, tmp_path):
