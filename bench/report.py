@@ -3,8 +3,6 @@ scale figures, and every target it missed (returned, for --check)."""
 
 from __future__ import annotations
 
-import os
-
 from bench import shapes as plans
 from bench.measure import ShapeResult
 
@@ -19,15 +17,6 @@ def _figure(value: float | None, per_step: bool) -> str:
 
 def _langgraph_figure(shape: plans.Shape, wall: float) -> float:
     return wall / len(shape.steps) * 1000 if shape.per_step else wall / shape.critical_path
-
-
-def worker_processes(args) -> int:
-    """How many processes the split stack's worker runs: `--processes`, else the product's
-    ORCHESTRA_WORKER_PROCESSES, else one per core."""
-    from orchestra.cli.processes import usable_cores
-
-    chosen = args.worker_processes or int(os.environ.get("ORCHESTRA_WORKER_PROCESSES") or 0)
-    return min(chosen or usable_cores(), args.worker_threads)
 
 
 def print_report(results: dict, shapes: list[plans.Shape]) -> list[str]:
@@ -50,8 +39,7 @@ def print_report(results: dict, shapes: list[plans.Shape]) -> list[str]:
         "         dispatch = first step dispatched -> last step completed.\n"
         "Embedded = `orchestra up`, one process, in-process worker, on its default SQLite.\n"
         "Split = `orchestra web` + `orchestra worker` + `orchestra beat`, PostgreSQL, Redis;\n"
-        f"        the worker with {args.worker_threads} threads in {worker_processes(args)} "
-        "processes.\n"
+        f"        the worker with {args.worker_threads} threads.\n"
         "LangGraph = async StateGraph, one streamed call per node to the same model server."
     )
     print("-" * WIDTH)
@@ -184,10 +172,7 @@ def _print_scale(modes: dict) -> list[str]:
             f"{result.per_minute:.0f} runs/min over {result.wall:.0f} s; "
             f"run latency p50 {result.p50:.1f} s, p95 {result.p95:.1f} s"
         )
-        print(
-            f"  {'':8}  peak RSS {rss} (a process's children added); peak database "
-            f"connections {connections}"
-        )
+        print(f"  {'':8}  peak RSS {rss}; peak database connections {connections}")
         for error in result.errors:
             print(f"  {'':8}  {error}")
         if result.completed != result.runs:

@@ -79,7 +79,6 @@ def run_mode(mode: str, args, model_url: str, repository: Path, workdir: Path, d
         database_url=database_url,
         redis_url=args.redis,
         worker_threads=args.worker_threads,
-        worker_processes=args.worker_processes,
     )
     redis = RedisDatabase(args.redis) if mode == "split" else None
     if redis:
@@ -178,13 +177,6 @@ def main() -> int:
         type=int,
         default=64,
         help="the split stack's worker threads (`--concurrency`; the product's default is 64)",
-    )
-    parser.add_argument(
-        "--worker-processes",
-        type=int,
-        default=0,
-        help="the processes sharing them (`--processes`; the product's default, 0, is one per "
-        "core)",
     )
     parser.add_argument("--no-costs", action="store_true", help="skip the per-step counts")
     parser.add_argument(

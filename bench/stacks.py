@@ -56,11 +56,9 @@ class Stack:
         redis_url: str = "",
         max_plan_steps: int = 250,
         worker_threads: int = 64,
-        worker_processes: int = 0,
     ):
         self.mode = mode
         self.worker_threads = worker_threads
-        self.worker_processes = worker_processes
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
@@ -103,9 +101,8 @@ class Stack:
         if self.mode == "embedded":
             self._spawn("up", "up", *address)
         else:
-            threads, processes = str(self.worker_threads), str(self.worker_processes)
-            shares = ("--concurrency", threads, "--processes", processes)
-            self._spawn("worker", "worker", *shares, "--hostname", "bench@%h")
+            threads = str(self.worker_threads)
+            self._spawn("worker", "worker", "--concurrency", threads, "--hostname", "bench@%h")
             # As deployed: beat schedules the sweep that sends lost or expired work again.
             self._spawn("beat", "beat")
             self._spawn("web", "web", *address)
@@ -204,18 +201,15 @@ class Stack:
 
 
 def peak_rss_kb(pid: int) -> int:
-    """A process's peak resident memory since it started (the kernel's VmHWM), in kB, with its
-    children's (a worker's processes) added; 0 once it is gone, so read it before stopping the
-    stack."""
-    peak = 0
+    """A process's peak resident memory since it started (the kernel's VmHWM), in kB; 0 once
+    it is gone, so read it before stopping the stack."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                peak = int(line.split()[1])
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                return int(line.split()[1])
     except OSError:
-        return peak
-    return peak + sum(peak_rss_kb(int(child)) for child in children)
+        pass
+    return 0
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.1):

@@ -366,13 +366,9 @@ ORCHESTRA_ROLE_QUEUES = [
 if {"orchestra", "steps", "celery"} & set(ORCHESTRA_ROLE_QUEUES):
     raise ImproperlyConfigured("ORCHESTRA_ROLE_QUEUES cannot name orchestra, steps or celery")
 CELERY_TASK_ROUTES = ("orchestra.queues.route",)
-# LLM steps wait on the network: threads, with many slots per worker process. A step's engine
-# work is Python, which one process runs on one core at a time: `orchestra worker` starts
-# ORCHESTRA_WORKER_PROCESSES processes (0: one per core it may use, with the thread pool) that
-# share the ORCHESTRA_WORKER_CONCURRENCY threads.
+# LLM steps wait on the network: threads, with many slots per worker process.
 ORCHESTRA_WORKER_POOL = env_str("ORCHESTRA_WORKER_POOL", "threads")
 ORCHESTRA_WORKER_CONCURRENCY = env_int("ORCHESTRA_WORKER_CONCURRENCY", 64)
-ORCHESTRA_WORKER_PROCESSES = env_int("ORCHESTRA_WORKER_PROCESSES", 0)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {

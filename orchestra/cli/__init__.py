@@ -60,15 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.set_defaults(handler=serve.cmd_web)
 
     worker = commands.add_parser("worker", help="run a Celery worker (needs REDIS_URL)")
-    worker.add_argument(
-        "--concurrency", type=int, help="threads in all, default ORCHESTRA_WORKER_CONCURRENCY"
-    )
-    worker.add_argument(
-        "--processes",
-        type=int,
-        help="worker processes sharing the threads, default ORCHESTRA_WORKER_PROCESSES (0: one "
-        "per core with the thread pool)",
-    )
+    worker.add_argument("--concurrency", type=int, help="default ORCHESTRA_WORKER_CONCURRENCY")
     worker.add_argument("--pool", help="default ORCHESTRA_WORKER_POOL (threads)")
     worker.add_argument("--hostname", help="Celery node name, e.g. worker2@%%h")
     worker.add_argument("--loglevel", default="INFO")

@@ -95,34 +95,26 @@ def require_broker(what: str) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from django.conf import settings
 
-    from orchestra.cli.processes import usable_cores, worker_processes
-
     require_broker("a worker")
     queues = worker_queues(args.queues)
-    pool = args.pool or settings.ORCHESTRA_WORKER_POOL
-    threads = args.concurrency or settings.ORCHESTRA_WORKER_CONCURRENCY
-    processes = args.processes or settings.ORCHESTRA_WORKER_PROCESSES
-    if not processes:  # one per core for the thread pool; other pools have their own
-        processes = usable_cores() if pool == "threads" else 1
-    processes = min(processes, threads)
-    shared = ["--pool", pool, "--loglevel", args.loglevel, "--queues", ",".join(queues)]
-    if processes > 1:
-        say(f"Starting {processes} worker processes with {threads} threads in all.")
-        return worker_processes(shared, threads, processes, args.hostname).run()
     from orchestra.celery import app
 
-    # Workers coordinate through the database, not through gossip; skipping the start-up
-    # sync also makes a restart quick.
     argv = [
         "worker",
-        *shared,
+        "--pool",
+        args.pool or settings.ORCHESTRA_WORKER_POOL,
         "--concurrency",
-        str(threads),
+        str(args.concurrency or settings.ORCHESTRA_WORKER_CONCURRENCY),
+        "--loglevel",
+        args.loglevel,
+        # Workers coordinate through the database, not through gossip; skipping the start-up
+        # sync also makes a restart quick.
         "--without-gossip",
         "--without-mingle",
     ]
     if args.hostname:
         argv += ["--hostname", args.hostname]
+    argv += ["--queues", ",".join(queues)]
     return app.start(argv) or 0
 
 

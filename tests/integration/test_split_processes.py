@@ -58,20 +58,3 @@ def test_split_processes_survive_restarts_while_a_checkpoint_waits(demo, owner, 
     phases = [e["data"]["phase"] for e in events if e["kind"] == "phase.changed"]
     assert {"plan", "dispatch", "review", "report"} <= set(phases)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-
-
-def test_a_worker_runs_one_process_per_core_each_a_node_and_stops_them_all(processes):
-    from orchestra.celery import app
-
-    worker = processes.start(
-        "worker", "worker", "--processes", "2", "--concurrency", "4", "--hostname", "cores@%h"
-    )
-
-    def nodes() -> set[str]:
-        assert worker.poll() is None, processes.log("worker")[-3000:]
-        return {name.split("@")[0] for reply in app.control.ping(timeout=0.5) for name in reply}
-
-    wait_until(lambda: nodes() == {"cores-1", "cores-2"}, 60, "both worker processes to answer")
-    processes.stop("worker")  # SIGTERM: passed on, a warm shutdown of each
-    assert worker.returncode == 0, processes.log("worker")[-3000:]
-    assert app.control.ping(timeout=0.5) == []
