@@ -21,7 +21,10 @@ command may write. A worktree parked with its mark is parked without reading its
 taken by checking out only the paths that differ between its commit and the branch's:
 neither end then costs more on a larger repository.
 
-Both sides run under the repository lock (their callers hold it). Whatever does not go as
+Parking and claiming a parked worktree run under the repository lock (their callers hold
+it): a prune must not find a registration whose folder is moving. Checking a claimed one out
+writes only in its own folder and registration, and runs outside the lock, so one step's
+checkout does not hold up every other step's worktree and merge. Whatever does not go as
 planned deletes the parked worktree, and the caller falls back to a fresh add or removal.
 """
 
@@ -111,14 +114,15 @@ def park(repo: Path, path: Path, keep: int) -> bool:
     return True
 
 
-def take(repo: Path, path: Path, branch_ref: pygit2.Reference) -> bool:
-    """Move a parked worktree to `path` and check `branch_ref` out in it; False when none is
-    parked or taking one failed (then it is deleted)."""
+def claim(repo: Path, path: Path) -> Path | None:
+    """Move a parked worktree to `path`; its registration, for `check_out`, or None when
+    none is parked. Under the repository lock: a prune between the move and the pointer's
+    rewrite would forget the registration."""
     shelf = parked_dir(repo)
     try:
         names = sorted(os.listdir(shelf))
     except FileNotFoundError:
-        return False
+        return None
     for name in names:
         parked = shelf / name
         admin = common_dir(repo) / "worktrees" / name
@@ -128,12 +132,24 @@ def take(repo: Path, path: Path, branch_ref: pygit2.Reference) -> bool:
             continue  # another filesystem, or the path appeared: leave it parked
         try:
             _point(admin, path)
-            _check_out(libgit.open_repository(path), admin, branch_ref)
-        except (OSError, pygit2.GitError, GitError):
+        except OSError:
             discard(admin, path)
-            return False
-        return True
-    return False
+            return None
+        return admin
+    return None
+
+
+def check_out(path: Path, admin: Path, branch: str) -> bool:
+    """Check `branch` out in the worktree claimed at `path`; False when that failed (the
+    worktree is deleted). Needs no repository lock: it writes only in this worktree's folder
+    and registration (and libgit2 refuses a branch checked out elsewhere)."""
+    try:
+        worktree = libgit.open_repository(path)
+        _check_out(worktree, admin, worktree.references[f"refs/heads/{branch}"])
+    except (OSError, KeyError, pygit2.GitError, GitError):
+        discard(admin, path)
+        return False
+    return True
 
 
 def _check_out(worktree: pygit2.Repository, admin: Path, branch_ref: pygit2.Reference) -> None:

@@ -33,60 +33,84 @@ def add_worktree(repo: Path, path: Path, branch: str, start_commit: str) -> Path
 
     The branch is created at `start_commit` if missing; an existing branch is checked out as it
     is. Idempotent: a worktree already at `path` on `branch` is returned untouched; one on
-    another branch raises GitError. Holds the repository lock.
+    another branch raises GitError. Holds the repository lock to register the worktree (or
+    claim a parked one), not while its files are written: those are its own.
     """
+    path = Path(path)
     with repository_lock(repo):
-        return add_worktree_locked(repo, Path(path), branch, start_commit)
-
-
-def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) -> Path:
-    # In process in the common case (a parked worktree taken, with no git process to
-    # start). A fresh checkout, and whatever libgit2 does not do as git would (a folder
-    # already there, filters configured in the repository), goes to `git worktree add`, and
-    # the worktree list is pruned only when that fails, since its cost grows with the number
-    # of worktrees (a folder deleted without `git worktree remove` stays registered and makes
-    # git refuse the path or the branch).
-    current = _worktree_branch(repo, path)
-    if current is not None:
-        if current == f"refs/heads/{branch}":
-            return path
-        shown = current.removeprefix("refs/heads/") or "a detached HEAD"
-        raise GitError(f"{path} is already a worktree on {shown}, not on {branch}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not _add_in_process(repo, path, branch, start_commit):
-        _add_with_git(repo, path, branch, start_commit)
+        needed, claimed = _begin_add(repo, path, branch, start_commit)
+    if not needed or (claimed is not None and parking.check_out(path, claimed, branch)):
+        return path
+    # A fresh checkout, outside the lock: git registers the worktree locked ("initializing")
+    # until it is complete, so a prune meanwhile leaves it alone.
+    if not _add_with_git(repo, path, branch, start_commit, prune=False):
+        with repository_lock(repo):  # a stale registration in the way: pruned, then again
+            _add_with_git(repo, path, branch, start_commit, prune=True)
     return path
 
 
-def _add_in_process(repo: Path, path: Path, branch: str, start_commit: str) -> bool:
-    """Take a parked worktree for the branch (creating the branch when missing); False when
-    none could be taken, and git adds a fresh one instead.
+def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) -> Path:
+    """`add_worktree` for a caller that holds the repository lock."""
+    needed, claimed = _begin_add(repo, path, branch, start_commit)
+    if needed and (claimed is None or not parking.check_out(path, claimed, branch)):
+        _add_with_git(repo, path, branch, start_commit, prune=True)
+    return path
+
+
+def _begin_add(repo: Path, path: Path, branch: str, start_commit: str) -> tuple[bool, Path | None]:
+    """The part of adding a worktree that needs the repository lock. Returns whether a
+    worktree is still needed (False: it is there already) and, when a parked one was claimed
+    for `path`, its registration, for `parking.check_out`; when none was, git adds a fresh
+    one (`_add_with_git`).
+
+    A parked worktree is taken in process (no git process to start). A fresh checkout, and
+    whatever libgit2 does not do as git would (a folder already there, filters configured in
+    the repository), goes to `git worktree add`, and the worktree list is pruned only when
+    that fails, since its cost grows with the number of worktrees (a folder deleted without
+    `git worktree remove` stays registered and makes git refuse the path or the branch)."""
+    current = _worktree_branch(repo, path)
+    if current is not None:
+        if current == f"refs/heads/{branch}":
+            return False, None
+        shown = current.removeprefix("refs/heads/") or "a detached HEAD"
+        raise GitError(f"{path} is already a worktree on {shown}, not on {branch}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return True, _claim_parked(repo, path, branch, start_commit)
+
+
+def _claim_parked(repo: Path, path: Path, branch: str, start_commit: str) -> Path | None:
+    """A parked worktree moved to `path` for the branch (created when missing): its
+    registration, or None when none could be claimed, and git adds a fresh one instead.
 
     A fresh checkout writes every file of the repository, and pygit2's `add_worktree` holds
     the interpreter's lock all along (half a second on a 500-file repository, while every
     other thread of an embedded worker waits): git does it, in a process of its own."""
     repository = libgit.open_repository(repo)
     if path.exists() or any(entry.name.startswith("filter.") for entry in repository.config):
-        return False
+        return None
     try:
-        existing = repository.branches.local.get(branch)
-        ref = existing or repository.branches.local.create(
-            branch, libgit.commit_of(repository, start_commit)
-        )
-        return parking.take(repo, path, ref)
+        if repository.branches.local.get(branch) is None:
+            repository.branches.local.create(branch, libgit.commit_of(repository, start_commit))
+        return parking.claim(repo, path)
     except (pygit2.GitError, GitError, ValueError):
         shutil.rmtree(path, ignore_errors=True)
-        return False
+        return None
 
 
-def _add_with_git(repo: Path, path: Path, branch: str, start_commit: str) -> None:
+def _add_with_git(repo: Path, path: Path, branch: str, start_commit: str, *, prune: bool) -> bool:
+    """`git worktree add`; with `prune`, a refusal prunes the worktree list and tries once
+    more (which needs the repository lock), else it returns False."""
     if ref_exists(repo, f"refs/heads/{branch}"):
         arguments = ("worktree", "add", "--quiet", str(path), branch)
     else:
         arguments = ("worktree", "add", "--quiet", "-b", branch, str(path), start_commit)
-    if run_git(repo, *arguments, check=False).returncode != 0:
-        git_output(repo, "worktree", "prune")
-        git_output(repo, *arguments)
+    if run_git(repo, *arguments, check=False).returncode == 0:
+        return True
+    if not prune:
+        return False
+    git_output(repo, "worktree", "prune")
+    git_output(repo, *arguments)
+    return True
 
 
 def _worktree_branch(repo: Path, path: Path) -> str | None:
@@ -117,7 +141,7 @@ def _registered(repo: Path, path: Path) -> bool:
 def remove_worktree(repo: Path, path: Path) -> None:
     """Remove the worktree at `path` even with uncommitted changes, then prune.
 
-    No error if it is already gone. The branch is kept. Holds the repository lock.
+    No error if it is already gone. The branch is kept. Locks as `remove_worktrees` does.
     """
     remove_worktrees(repo, [path])
 
@@ -129,15 +153,17 @@ def remove_worktrees(repo: Path, paths: list[Path], *, park: int = 0) -> None:
     registered worktree's folder is deleted, and the one prune forgets their registrations.
     With `park`, up to that many are parked instead, for later worktrees to take
     (`parking`), and when every one was parked nothing is pruned (parked worktrees stay
-    registered). Holds the repository lock.
+    registered). Holds the repository lock to park and to prune, not while deleting.
     """
     with repository_lock(repo):
-        deleted = False
-        for path in paths:
-            if _registered(repo, path) and not parking.park(repo, path, park):
-                shutil.rmtree(path, onerror=_writable_and_retry)
-                deleted = True
-        if deleted or not park:
+        doomed = [path for path in paths if _registered(repo, path)]
+        doomed = [path for path in doomed if not parking.park(repo, path, park)]
+    # Deleting files needs no lock (a prune meanwhile forgets the registration, as the one
+    # below will); forgetting them does.
+    for path in doomed:
+        shutil.rmtree(path, onerror=_writable_and_retry)
+    if doomed or not park:
+        with repository_lock(repo):
             git_output(repo, "worktree", "prune")
 
 

@@ -1,7 +1,9 @@
 """Parked worktrees: a removed worktree kept for the next one is, once taken, exactly what a
 fresh `git worktree add` would have given, as git itself sees it."""
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,14 @@ from agents.workspace import (
     ensure_repository,
     head_commit,
     merge_into_worktree,
+    parking,
     remove_worktrees,
     start_run_branch,
     step_branch_name,
     unmark_clean,
+    worktrees,
 )
+from agents.workspace.gitcmd import common_dir
 from agents.workspace.parking import parked_dir
 from tests.agents.test_workspace_inprocess import _git
 
@@ -107,6 +112,48 @@ def test_parking_keeps_at_most_the_setting_and_deletes_the_rest(repo, tmp_path):
     parked = sorted(str(parked_dir(repo) / name) for name in os.listdir(parked_dir(repo)))
     assert sorted(p for p in listed if p != str(repo)) == parked
     assert all(listed[path] == "detached" for path in parked)
+
+
+def _lock_free(repo: Path) -> bool:
+    """Whether the repository lock is free now (taken and let go at once when it is)."""
+    fd = os.open(common_dir(repo) / "orchestra-workspace.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_worktree_files_are_written_and_deleted_outside_the_repository_lock(
+    repo, tmp_path, monkeypatch
+):
+    """Only registering, claiming, parking and pruning hold the lock: one step's checkout or
+    deletion does not hold up every other step's worktree and merge."""
+    seen = []
+
+    def observed(name, original):
+        def call(*args, **kwargs):
+            seen.append((name, _lock_free(repo)))
+            return original(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(parking, "_check_out", observed("take", parking._check_out))
+    monkeypatch.setattr(worktrees, "run_git", observed("fresh", worktrees.run_git))
+    monkeypatch.setattr(shutil, "rmtree", observed("delete", shutil.rmtree))
+    _, base = start_run_branch(repo, 1)
+    first = add_worktree(repo, tmp_path / "a", step_branch_name(1, "a"), base)
+    remove_worktrees(repo, [first], park=1)
+    taken = add_worktree(repo, tmp_path / "b", step_branch_name(1, "b"), base)
+    fresh = add_worktree(repo, tmp_path / "c", step_branch_name(1, "c"), base)
+    remove_worktrees(repo, [taken, fresh], park=1)
+
+    assert {name for name, _ in seen} == {"fresh", "take", "delete"}, seen
+    assert all(free for _, free in seen), seen
+    assert not fresh.exists() and str(fresh) not in _worktrees(repo)  # pruned, under the lock
+    assert len(os.listdir(parked_dir(repo))) == 1
 
 
 def test_a_worktree_left_mid_merge_is_parked_clean(repo, tmp_path):
