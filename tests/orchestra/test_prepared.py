@@ -1,6 +1,6 @@
 """A prepared read gives what the ORM gives (fields converted, related rows in place, the
 rows of a read by several values, deferred fields), sends one statement and compiles once
-per connection."""
+per process, for every thread."""
 
 import threading
 
@@ -59,25 +59,31 @@ def test_a_missing_row_is_the_models_does_not_exist(run):
         LOCKED.get(run.pk + 1000)
 
 
-def test_each_connection_compiles_its_own(run):
+def test_a_read_is_compiled_once_for_every_thread(run, monkeypatch):
+    compiled = []
+    compile_once = LOCKED._compile
+    monkeypatch.setattr(LOCKED, "_by_database", {})  # as in a new process
+    monkeypatch.setattr(LOCKED, "_compile", lambda c: compiled.append(c) or compile_once(c))
     with transaction.atomic():
-        LOCKED.get(run.pk)
-    assert "_orchestra_prepared_test_locked_run" in connections["default"].__dict__
+        mine = LOCKED.get(run.pk)
+    main_thread = connections["default"]
     seen = []
 
     def other_thread():
         theirs = connections["default"]
         try:
-            seen.append("_orchestra_prepared_test_locked_run" in theirs.__dict__)
             with transaction.atomic():
-                seen.append(LOCKED.get(run.pk).pk)
+                read = LOCKED.get(run.pk)
+            # Converted on this thread's own connection, which sent it.
+            seen.append((read.pk, read.created_at, read.project.slug, theirs is not main_thread))
         finally:
             theirs.close()
 
     thread = threading.Thread(target=other_thread)
     thread.start()
     thread.join()
-    assert seen == [False, run.pk]
+    assert seen == [(run.pk, mine.created_at, run.project.slug, True)]
+    assert compiled == [main_thread]  # by the first thread only
 
 
 def test_a_read_of_many_rows_by_two_values_is_what_the_orm_reads(run):
