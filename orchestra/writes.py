@@ -247,9 +247,17 @@ def _insert_statement(
 ) -> tuple[str, list]:
     """The INSERT of `obj` returning its id, as `save(force_insert=True)` (or, with `upsert`,
     `bulk_create` with `update_conflicts`) writes it."""
-    meta = obj._meta
     if upsert is None and (written := _row_insert(obj)) is not None:
         return written
+    if upsert is not None and (written := _row_upsert(obj, upsert)) is not None:
+        return written
+    return _compiled_insert(obj, upsert)
+
+
+def _compiled_insert(
+    obj: models.Model, upsert: tuple[list[str], list[str]] | None
+) -> tuple[str, list]:
+    meta = obj._meta
     if upsert is None:
         query = InsertQuery(type(obj))
     else:
@@ -264,6 +272,27 @@ def _insert_statement(
     compiler.returning_fields = [meta.pk]
     [(sql, params)] = compiler.as_sql()
     return sql, list(params)
+
+
+# An upsert's SQL by model, fields and database, as the ORM compiled it once; only its values
+# change from one row to the next (an activity's upsert was compiled three times a step).
+_UPSERTS: dict[tuple, str] = {}
+
+
+def _row_upsert(obj: models.Model, upsert: tuple[list[str], list[str]]) -> tuple[str, list] | None:
+    """The upsert of one row, its SQL compiled once (see `_UPSERTS`) and its values as
+    `_row_values` has them; None where only the ORM writes it."""
+    params = _row_values(obj)
+    if params is None:
+        return None
+    key = (type(obj), tuple(upsert[0]), tuple(upsert[1]), connection.alias, connection.vendor)
+    sql = _UPSERTS.get(key)
+    if sql is None:
+        sql, compiled = _compiled_insert(obj, upsert)
+        if len(compiled) != len(params):  # not one value a column, as `_row_values` has them
+            return sql, compiled
+        _UPSERTS[key] = sql
+    return sql, params
 
 
 def _row_insert(obj: models.Model) -> tuple[str, list] | None:

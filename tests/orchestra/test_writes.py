@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from agents.loop.session import Appended
 from agents.models import AgentRun, ModelCall
+from orchestra import writes
 from orchestra.events import recording
-from orchestra.models import Event, Step
+from orchestra.models import Activity, Event, Step
 from orchestra.writes import (
     Added,
     _row_insert,
@@ -147,6 +148,43 @@ def test_an_insert_outside_a_block_gives_the_object_its_id(demo_run):
     insert_later(None, agent_run)
     assert agent_run.started_at is not None  # auto_now_add, stamped as the ORM stamps it
     assert AgentRun.objects.get(pk=agent_run.pk).started_at == agent_run.started_at
+
+
+def test_an_upsert_is_compiled_once_and_each_writes_its_own_values(demo_run, monkeypatch):
+    compiled = []
+    compile_insert = writes._compiled_insert
+    monkeypatch.setattr(writes, "_UPSERTS", {})  # as in a new process
+    monkeypatch.setattr(
+        writes, "_compiled_insert", lambda o, u: compiled.append(o) or compile_insert(o, u)
+    )
+    upsert = (["key"], ["status", "args", "owner", "lease_expires_at", "updated_at"])
+
+    def activity(status: str, args: list, owner: str) -> Activity:
+        return Activity(
+            key=f"plan:{demo_run.pk}",
+            run=demo_run,
+            kind=Activity.Kind.PLAN,
+            status=status,
+            task="orchestra.plan_run",
+            args=args,
+            owner=owner,
+            lease_expires_at=timezone.now(),
+        )
+
+    first = activity(Activity.Status.QUEUED, [1], "")
+    insert_later(None, first, upsert=upsert)
+    second = activity(Activity.Status.RUNNING, [2, {"to": "it's"}], "host:1:worker")
+    insert_later(None, second, upsert=upsert)
+
+    assert compiled == [first]  # the second sent the first's statement with its own values
+    assert second.pk == first.pk
+    stored = Activity.objects.get(key=f"plan:{demo_run.pk}")
+    assert (stored.status, stored.args, stored.owner) == (
+        Activity.Status.RUNNING,
+        [2, {"to": "it's"}],
+        "host:1:worker",
+    )
+    assert stored.updated_at == second.updated_at  # auto_now, stamped for the second
 
 
 def test_rows_inserted_at_once_are_the_rows_the_orm_inserts(demo_run):
