@@ -160,12 +160,8 @@ def repository_lock(repo: Path) -> Iterator[None]:
     Not re-entrant: a locked operation must call the `..._locked` helpers, never the public
     functions that lock again.
     """
-    fd = os.open(common_dir(repo) / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _flocked(common_dir(repo) / _LOCK_FILE, os.O_RDWR | os.O_CREAT):
         yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 @contextlib.contextmanager
@@ -174,7 +170,13 @@ def folder_lock(path: Path) -> Iterator[None]:
     so it works across processes and leaves no file behind): a repository is made or cloned
     under it, since the first tasks of a new project all find it missing at once, and none may
     see it half made (a `.git` without its first commit) or make it twice."""
-    fd = os.open(path, os.O_RDONLY)
+    with _flocked(path, os.O_RDONLY):
+        yield
+
+
+@contextlib.contextmanager
+def _flocked(path: Path, flags: int) -> Iterator[None]:
+    fd = os.open(path, flags, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
