@@ -315,6 +315,12 @@ ORCHESTRA_EMBEDDED_WORKER = env_str("ORCHESTRA_EMBEDDED_WORKER", "" if REDIS_URL
 if ORCHESTRA_EMBEDDED_WORKER not in {"", "thread", "sync"}:
     raise ImproperlyConfigured("ORCHESTRA_EMBEDDED_WORKER must be empty, 'thread' or 'sync'")
 ORCHESTRA_EMBEDDED_THREADS = env_int("ORCHESTRA_EMBEDDED_THREADS", 32)
+# How many of a process's threads do engine work at once (orchestra/slots.py); the others wait
+# on their models. Default four per core; 0: no limit.
+ORCHESTRA_ENGINE_SLOTS = env_int(
+    "ORCHESTRA_ENGINE_SLOTS",
+    4 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
+)
 
 # Durable work (planning, a step, its review, its merge, the report) is held under a lease
 # its worker's heartbeat renews every third of it; past it, the sweep (every

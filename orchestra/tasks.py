@@ -6,16 +6,18 @@ import functools
 from celery import shared_task
 from django.core.exceptions import ObjectDoesNotExist
 
-from orchestra import engine, retention, telemetry
+from orchestra import engine, retention, slots, telemetry
 
 
 def _gone_is_done(func):
-    """A task whose run or step was deleted since it was queued has nothing left to do."""
+    """A task whose run or step was deleted since it was queued has nothing left to do. Its
+    body holds an engine slot (`orchestra.slots`)."""
 
     @functools.wraps(func)
     def wrapper(*args):
         try:
-            return func(*args)
+            with slots.engine_slot():
+                return func(*args)
         except ObjectDoesNotExist:
             return None
 

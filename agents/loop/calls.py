@@ -22,6 +22,7 @@ from agents.loop.outcomes import (
 )
 from agents.models import ToolCall
 from agents.tools import Risk, Tool, ToolContext, ToolError, patch_paths, schema_errors
+from orchestra import slots
 from orchestra.events import emit, recording
 from orchestra.models import Event, Run
 from orchestra.writes import insert_later
@@ -203,7 +204,8 @@ class ToolCalls:
                     started_at,
                     None,
                 )
-            self._run_side_effect(call, request, tool, arguments)
+            with slots.waiting():
+                self._run_side_effect(call, request, tool, arguments)
             return
         status, result = self._run_tool(tool, arguments, key)
         touched = []

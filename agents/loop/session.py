@@ -26,6 +26,7 @@ from agents.loop.outcomes import (
 from agents.loop.pauses import Pauses
 from agents.models import AgentRun, ModelCall, ToolCall
 from agents.tools import Tool
+from orchestra import slots
 from orchestra.events import add_usage, emit, locked_run, recording
 from orchestra.models import Project, Run, Step
 from orchestra.prepared import PreparedRead
@@ -275,12 +276,13 @@ class AgentSession(ToolCalls, Pauses):
         began = time.perf_counter()
         sent = len(self.messages)
         try:
-            reply = self.client.complete(
-                model=self.agent_run.model,
-                messages=self.messages,
-                tools=self._tools_for_model(),
-                temperature=self.temperature,
-            )
+            with slots.waiting():
+                reply = self.client.complete(
+                    model=self.agent_run.model,
+                    messages=self.messages,
+                    tools=self._tools_for_model(),
+                    temperature=self.temperature,
+                )
         except ModelError as exc:
             latency_ms = (time.perf_counter() - began) * 1000
             with recording(self.agent_run.run_id) as run:
