@@ -40,7 +40,7 @@ class PreparedRead:
     `tuples(*values)` the rows of a `values_list`."""
 
     def __init__(self, name: str, build: Callable[..., models.QuerySet], values: int = 1) -> None:
-        self._key = f"_orchestra_prepared_{name}"
+        self._name = name
         self._build = build
         self._values = values
         self._by_database: dict[tuple[str, str], _Compiled] = {}
@@ -87,7 +87,7 @@ class PreparedRead:
 
     def _compiled(self, connection, values: tuple) -> "_Compiled":
         if len(values) != self._values:
-            raise TypeError(f"{self._key} reads by {self._values} values, not {len(values)}")
+            raise TypeError(f"{self._name} reads by {self._values} values, not {len(values)}")
         database = (connection.alias, connection.vendor)
         compiled = self._by_database.get(database)
         if compiled is None:  # two threads may both compile it first: the same, either kept
@@ -127,7 +127,7 @@ class PreparedRead:
         sql, params = compiler.as_sql()
         params = list(params)
         if any(params.count(placeholder) != 1 for placeholder in placeholders):
-            raise ValueError(f"{self._key}: each value must appear once in {params}")
+            raise ValueError(f"{self._name}: each value must appear once in {params}")
         select, klass_info = compiler.select, compiler.klass_info
         if klass_info is None:  # a `values_list`: its rows as they are (`tuples`)
             return _Compiled(

@@ -18,45 +18,35 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.db import connection
 
-_slots: threading.BoundedSemaphore | None = None
-_made = threading.Lock()
+_slots = (
+    threading.BoundedSemaphore(settings.ORCHESTRA_ENGINE_SLOTS)
+    if settings.ORCHESTRA_ENGINE_SLOTS
+    else None
+)
 _held = threading.local()  # depth: tasks run inside tasks in the synchronous mode
-
-
-def _semaphore() -> threading.BoundedSemaphore | None:
-    global _slots
-    if _slots is None and settings.ORCHESTRA_ENGINE_SLOTS:
-        with _made:
-            if _slots is None:
-                _slots = threading.BoundedSemaphore(settings.ORCHESTRA_ENGINE_SLOTS)
-    return _slots
 
 
 @contextmanager
 def engine_slot() -> Iterator[None]:
     """Hold a slot for a task's body (one a thread, however deep its tasks nest)."""
-    slots, depth = _semaphore(), getattr(_held, "depth", 0)
-    if slots is None or depth:
-        _held.depth = depth + 1
-        try:
-            yield
-        finally:
-            _held.depth = depth
-        return
-    slots.acquire()
-    _held.depth = 1
+    depth = getattr(_held, "depth", 0)
+    taking = _slots is not None and not depth
+    if taking:
+        _slots.acquire()
+    _held.depth = depth + 1
     try:
         yield
     finally:
-        _held.depth = 0
-        slots.release()
+        _held.depth = depth
+        if taking:
+            _slots.release()
 
 
 @contextmanager
 def waiting() -> Iterator[None]:
     """Give this thread's slot back while it only waits (a model, a command), and take one
     again after; kept inside a transaction, whose locks others may be waiting for."""
-    slots = _semaphore()
+    slots = _slots
     if slots is None or not getattr(_held, "depth", 0) or connection.in_atomic_block:
         yield
         return

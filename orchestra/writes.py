@@ -287,11 +287,11 @@ def _row_upsert(obj: models.Model, upsert: tuple[list[str], list[str]]) -> tuple
         return None
     key = (type(obj), tuple(upsert[0]), tuple(upsert[1]), connection.alias, connection.vendor)
     sql = _UPSERTS.get(key)
-    if sql is None:
+    if sql is None:  # compiled now, with the values as the ORM lays them out
         sql, compiled = _compiled_insert(obj, upsert)
-        if len(compiled) != len(params):  # not one value a column, as `_row_values` has them
-            return sql, compiled
-        _UPSERTS[key] = sql
+        if len(compiled) == len(params):  # one value a column, as `_row_values` has them
+            _UPSERTS[key] = sql
+        return sql, compiled
     return sql, params
 
 
