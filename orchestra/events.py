@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestra.models import Event, Run, Step
-from orchestra.prepared import PreparedRead
+from orchestra.prepared import Ahead, PreparedRead
 from orchestra.writes import Write, insert_now, opened, returned_ids, with_writes, write_now
 
 logger = logging.getLogger(__name__)
@@ -65,17 +65,26 @@ _LOCKED_RUN = PreparedRead(
 
 
 @contextmanager
-def locked_run(run_id: int) -> Iterator[Run]:
+def locked_run(run_id: int, *, then: Ahead | None = None) -> Iterator[Run]:
     """An engine transaction: lock the run row (SELECT ... FOR NO KEY UPDATE; every engine
     transaction takes this lock first, which orders all state changes of one run), yield it,
     and write the events and usage it gathered in one go at the end (one INSERT, one UPDATE),
     still inside the transaction. Broadcasts go out after commit, in seq order. An exception rolls
-    everything back."""
+    everything back.
+
+    `then`: the block's first read, sent in the lock's round trip (see `PreparedRead.get`).
+    The run's lock is what a wide plan's steps queue for, and each round trip under it costs
+    the holder a wait for the interpreter besides the database's answer: measured on a
+    200-step fan-out, the run's lock was held about 14 ms a block, half of it in statements."""
     with transaction.atomic():
-        run = _LOCKED_RUN.get(run_id)
-        run._locked_state = (run.status, run.phase, run.head_commit)
-        with _gathering(run):
-            yield run
+        try:
+            run = _LOCKED_RUN.get(run_id, then=then)
+            run._locked_state = (run.status, run.phase, run.head_commit)
+            with _gathering(run):
+                yield run
+        finally:
+            if then is not None:
+                then.discard()
         _flush(run)
 
 

@@ -9,6 +9,7 @@ its rows become model instances through the ORM's own parts (the columns' conver
 `select_related`'s populators, annotations), as the ORM makes them.
 """
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,9 +45,21 @@ class PreparedRead:
         self._build = build
         self._values = values
         self._by_database: dict[tuple[str, str], _Compiled] = {}
+        self._kept = threading.local()  # rows read `ahead`, for this thread's next read
 
-    def get(self, *values: int) -> models.Model:
-        compiled, rows = self._read(values, one=True)
+    def ahead(self, *values) -> "Ahead":
+        """This read, to be sent with the statement before it (see `get`'s `then`)."""
+        return Ahead(self, values)
+
+    def get(self, *values, then: "Ahead | None" = None) -> models.Model:
+        """With `then`: that read is sent in the same round trip, right behind this one, and
+        its rows are kept for its next read on this connection, if no other statement comes
+        first (PostgreSQL, with server-side binding: see `_pipelined`). What a locked block
+        reads first is then read while the lock is taken, not one round trip after it."""
+        if then is not None and _pipelined(connections[DEFAULT_DB_ALIAS]):
+            compiled, rows = self._read_then(values, then)
+        else:
+            compiled, rows = self._read(values, one=True)
         if not rows:
             raise compiled.model.DoesNotExist(f"no {compiled.model.__name__} for {values}")
         return self._instance(compiled, rows[0])
@@ -103,13 +116,56 @@ class PreparedRead:
     def _read(self, values: tuple, *, one: bool) -> tuple["_Compiled", list]:
         connection = connections[DEFAULT_DB_ALIAS]  # this thread's
         compiled = self._compiled(connection, values)
+        kept = getattr(self._kept, "rows", None)
+        if kept is not None and kept[0] is connection and kept[1] == values:
+            self.discard()
+            return compiled, kept[2][:1] if one else kept[2]
         params = self._params(compiled, values)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchmany(1) if one else cursor.fetchall()
+        return compiled, self._converted(compiled, rows, connection)
+
+    def _read_then(self, values: tuple, then: "Ahead") -> tuple["_Compiled", list]:
+        """This read's rows, and `then`'s kept (see `get`)."""
+        connection = connections[DEFAULT_DB_ALIAS]
+        compiled = self._compiled(connection, values)
+        later = then.read._compiled(connection, then.values)
+        connection.ensure_connection()
+        with connection.connection.pipeline():
+            first, second = connection.cursor(), connection.cursor()
+            first.execute(compiled.sql, self._params(compiled, values))
+            second.execute(later.sql, then.read._params(later, then.values))
+            rows, kept = first.fetchmany(1), second.fetchall()
+        then.read._keep(connection, then.values, then.read._converted(later, kept, connection))
+        return compiled, self._converted(compiled, rows, connection)
+
+    def _keep(self, connection, values: tuple, rows: list) -> None:
+        """Keep `rows` for this thread's next read of `values`, until any statement runs."""
+        self.discard()
+
+        def dropped_by_any_statement(execute, sql, params, many, context):
+            self.discard()
+            return execute(sql, params, many, context)
+
+        self._kept.rows = (connection, values, rows, dropped_by_any_statement)
+        connection.execute_wrappers.append(dropped_by_any_statement)
+
+    def discard(self) -> None:
+        """Forget rows kept by `ahead` that were not read."""
+        kept = getattr(self._kept, "rows", None)
+        if kept is None:
+            return
+        self._kept.rows = None
+        connection, _values, _rows, dropper = kept
+        if dropper in connection.execute_wrappers:
+            connection.execute_wrappers.remove(dropper)
+
+    @staticmethod
+    def _converted(compiled: "_Compiled", rows: list, connection) -> list:
         if compiled.converters and rows:
-            rows = list(_converted(rows, compiled.converters, connection))
-        return compiled, rows
+            return list(_converted(rows, compiled.converters, connection))
+        return rows
 
     @staticmethod
     def _instance(compiled: "_Compiled", row) -> models.Model:
@@ -154,6 +210,25 @@ class PreparedRead:
             populators=get_related_populators(klass_info, select, connection.alias),
             annotations=dict(compiler.annotation_col_map or {}),
         )
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A read sent in the round trip of the statement before it (`PreparedRead.get`)."""
+
+    read: PreparedRead
+    values: tuple
+
+    def discard(self) -> None:
+        self.read.discard()
+
+
+def _pipelined(connection) -> bool:
+    """Whether reads can share a round trip: psycopg's pipeline mode, which needs server-side
+    binding (`ORCHESTRA_DB_SERVER_BINDING`)."""
+    return connection.vendor == "postgresql" and bool(
+        connection.settings_dict["OPTIONS"].get("server_side_binding")
+    )
 
 
 def _converted(rows, converters: dict, connection):

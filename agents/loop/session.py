@@ -29,7 +29,7 @@ from agents.tools import Tool
 from orchestra import slots
 from orchestra.events import add_usage, emit, locked_run, recording
 from orchestra.models import Project, Run, Step
-from orchestra.prepared import PreparedRead
+from orchestra.prepared import Ahead, PreparedRead
 from orchestra.writes import Added, insert_later, update_later
 
 
@@ -96,13 +96,16 @@ class AgentSession(ToolCalls, Pauses):
         output_tool: OutputTool | None = None,
         workspace=None,
         on_final: Callable[[Run, FinalOutput], object] | None = None,
+        final_read: Ahead | None = None,
         releases=None,
         integrated: Callable | None = None,
     ):
         """`on_final(run, outcome)` runs inside the transaction that records the final reply
         (the run is locked), so the caller's next transition costs no extra transaction; its
-        return value is kept in `final_result`."""
+        return value is kept in `final_result`. `final_read`: what `on_final` reads first,
+        sent with the run's lock (see `locked_run`)."""
         self.on_final = on_final
+        self.final_read = final_read
         self.final_result: object = None
         # The run's state as a `recording` just saw it (see `_halt`), or None.
         self._seen: Run | None = None
@@ -132,7 +135,7 @@ class AgentSession(ToolCalls, Pauses):
                 # A final answer reached through the tool-call path (e.g. an output that was
                 # refused once): the hook still runs, in a transaction of its own.
                 self.host.before_final(outcome)
-                with locked_run(self.agent_run.run_id) as run:
+                with locked_run(self.agent_run.run_id, then=self.final_read) as run:
                     self.final_result = self.on_final(run, outcome)
             return outcome
 
@@ -163,7 +166,11 @@ class AgentSession(ToolCalls, Pauses):
             self.host.before_final(final)  # e.g. the step's commit: git, before the transaction
         # Only a final answer moves the step on and needs the run's state under its lock; a
         # turn that goes on is recorded without holding the run.
-        block = locked_run(self.agent_run.run_id) if final is not None else self._recording()
+        block = (
+            locked_run(self.agent_run.run_id, then=self.final_read)
+            if final is not None
+            else self._recording()
+        )
         with block as run:
             # The call, its usage, the reply appended to the conversation; a final reply
             # whose hook runs in this transaction closes the attempt in the same UPDATE.

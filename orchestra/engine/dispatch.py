@@ -13,7 +13,7 @@ from orchestra.engine.runs import sync_run_status
 from orchestra.engine.transitions import schedule_step
 from orchestra.events import emit, locked_run
 from orchestra.models import Run, Step
-from orchestra.prepared import PreparedRead
+from orchestra.prepared import Ahead, PreparedRead
 from orchestra.writes import save_later
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ _UNFINISHED = PreparedRead(
         .values_list(*_DECIDES)
     ),
 )
+
+
+def unfinished_ahead(run_id: int) -> Ahead:
+    """`unfinished`, to be read with the run's lock (`locked_run`'s `then`)."""
+    return _UNFINISHED.ahead(run_id)
 
 
 def unfinished(run: Run) -> list[dict]:

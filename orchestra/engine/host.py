@@ -19,6 +19,7 @@ from orchestra.engine import budgets, workspaces
 from orchestra.engine.shipping import deploy_preview
 from orchestra.events import emit
 from orchestra.models import Event, Project, Run, Step
+from orchestra.prepared import Ahead
 from orchestra.writes import Added, insert_later, update_later
 
 
@@ -89,6 +90,7 @@ def session_for(
     step: Step | None,
     output_tool: OutputTool | None = None,
     on_final=None,
+    final_read: Ahead | None = None,
     before_final=None,
 ) -> AgentSession:
     """The agent's session. A step's agent, and its reviewer, work in the step's git
@@ -123,6 +125,7 @@ def session_for(
         output_tool=output_tool,
         workspace=workspace,
         on_final=on_final,
+        final_read=final_read,
         releases=workspaces.releases_for(project),
         integrated=workspaces.integrated_tree(run) if run.branch else None,
     )

@@ -8,7 +8,7 @@ from agents.loop import FinalOutput, Outcome, OutputTool
 from agents.models import AgentRun
 from orchestra import activities
 from orchestra.engine import workspaces
-from orchestra.engine.dispatch import unfinished
+from orchestra.engine.dispatch import unfinished, unfinished_ahead
 from orchestra.engine.host import gate_command, new_agent_run, session_for, take_over_agent_run
 from orchestra.engine.merge import (
     Merged,
@@ -262,6 +262,7 @@ def _judge(step: Step, agent_run: AgentRun) -> bool | MergeHere | Merged:
         step=step,
         output_tool=output,
         on_final=on_verdict,
+        final_read=unfinished_ahead(step.run_id),  # `apply_verdict_locked`'s first read
         before_final=before_verdict,
     )
     try:

@@ -25,7 +25,7 @@ from approvals.models import Checkpoint
 from orchestra import activities, queue, telemetry
 from orchestra.events import emit, locked_run
 from orchestra.models import Activity, Project, Run, Step, Task
-from orchestra.prepared import PreparedRead
+from orchestra.prepared import Ahead, PreparedRead
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,6 +151,11 @@ def step_with_siblings(step_id: int) -> Step:
     """The step, read with its siblings (see `with_siblings`). Step.DoesNotExist when it is
     gone."""
     return _STEP_WITH_SIBLINGS.get(step_id)
+
+
+def step_with_siblings_ahead(step_id: int) -> Ahead:
+    """`step_with_siblings`, to be read with a run's lock (`locked_run`'s `then`)."""
+    return _STEP_WITH_SIBLINGS.ahead(step_id)
 
 
 def as_among(step: Step, rows: list[dict]) -> Step | None:

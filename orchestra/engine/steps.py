@@ -34,6 +34,7 @@ from orchestra.engine.runs import (
     locked_run_of_step,
     reread_step,
     run_activity,
+    step_with_siblings_ahead,
     sync_run_status,
 )
 from orchestra.engine.transitions import schedule_step
@@ -106,7 +107,8 @@ def _start(step_id: int, step: Step | None = None) -> tuple[Step, AgentRun] | No
 def _new_attempt(
     step_id: int, run_id: int, depends_on: list[str], worktree_fields: dict
 ) -> tuple[Step, AgentRun] | None:
-    with locked_run(run_id) as run:
+    inputs = _WITH_INPUTS.ahead(step_id, run_id, json.dumps(depends_on))
+    with locked_run(run_id, then=inputs) as run:
         step, dependency_outputs = _with_inputs(step_id, run_id, depends_on)
         if run.is_terminal or step.status not in (Step.Status.READY, Step.Status.REVISING):
             return None
@@ -243,6 +245,7 @@ def drive_step(step: Step, agent_run: AgentRun) -> tuple[Step, AgentRun] | None:
         on_final=lambda run, outcome: hand_to_review(
             run, step, agent_run, outcome, session.host.committed
         ),
+        final_read=step_with_siblings_ahead(step.pk),  # `hand_to_review`'s first read
     )
     outcome = session.run()
     while isinstance(outcome, Paused):

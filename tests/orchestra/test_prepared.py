@@ -1,6 +1,7 @@
 """A prepared read gives what the ORM gives (fields converted, related rows in place, the
 rows of a read by several values, deferred fields), sends one statement and compiles once
-per process, for every thread."""
+per process, for every thread. A locked block's first read goes in the lock's round trip and
+reads the database as the lock found it."""
 
 import threading
 
@@ -14,9 +15,11 @@ from approvals.policies import _in_order, rules_for
 from orchestra import activities
 from orchestra.engine import start_run
 from orchestra.engine.dispatch import _AS_TEXT, _DECIDES, _UNFINISHED
+from orchestra.engine.runs import _SIBLING_GROUPS, step_with_siblings, step_with_siblings_ahead
 from orchestra.engine.steps import _STEP_TO_START
+from orchestra.events import locked_run
 from orchestra.models import Activity, Run, Step
-from orchestra.prepared import PreparedRead
+from orchestra.prepared import PreparedRead, _pipelined
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,3 +152,81 @@ def test_a_read_of_values_gives_the_rows_the_orm_gives(run):
         read = _UNFINISHED.tuples(run.pk)
     assert len(sent) == 1
     assert [tuple(row) for row in read] == expected and expected
+
+
+def _fields(step: Step) -> dict:
+    siblings = {name: getattr(step, name) for name in _SIBLING_GROUPS}
+    return {**model_to_dict(step), **siblings}
+
+
+def test_a_read_sent_with_the_lock_is_the_blocks_first_read(run):
+    step = run.steps.order_by("position").first()
+    expected = _fields(step_with_siblings(step.pk))
+    with locked_run(run.pk, then=step_with_siblings_ahead(step.pk)):
+        sent = []
+        with _statements(sent):
+            read = step_with_siblings(step.pk)
+    # Sent with the lock where reads can share its round trip; else read here, as before.
+    assert len(sent) == (0 if _pipelined(connection) else 1)
+    assert _fields(read) == expected
+
+
+def test_a_statement_before_it_drops_the_read_sent_with_the_lock(run):
+    step = run.steps.order_by("position").first()
+    wrappers = list(connection.execute_wrappers)
+    with locked_run(run.pk, then=step_with_siblings_ahead(step.pk)):
+        Step.objects.filter(pk=step.pk).update(title="Changed under the lock")
+        sent = []
+        with _statements(sent):
+            read = step_with_siblings(step.pk)
+    assert len(sent) == 1 and read.title == "Changed under the lock"
+    assert connection.execute_wrappers == wrappers
+
+
+def test_a_read_sent_with_the_lock_and_not_read_is_forgotten_with_the_block(run):
+    step = run.steps.order_by("position").first()
+    wrappers = list(connection.execute_wrappers)
+    with locked_run(run.pk, then=step_with_siblings_ahead(step.pk)):
+        pass
+    assert connection.execute_wrappers == wrappers
+    Step.objects.filter(pk=step.pk).update(title="Changed after the block")
+    assert step_with_siblings(step.pk).title == "Changed after the block"
+
+
+def test_a_read_sent_with_the_lock_sees_what_the_locks_last_holder_committed(run):
+    """The read sent behind the lock is a statement of its own, begun once the lock is
+    granted: it sees what the transaction it waited for committed (one statement taking
+    the lock and reading would read the database as it was before the wait)."""
+    if not _pipelined(connection):
+        pytest.skip("reads share the lock's round trip on PostgreSQL with server binding only")
+    step = run.steps.order_by("position").first()
+    locked, read = threading.Event(), []
+
+    def waiter():
+        try:
+            with locked_run(run.pk, then=step_with_siblings_ahead(step.pk)):
+                read.append(step_with_siblings(step.pk).title)
+        finally:
+            connections["default"].close()
+
+    with locked_run(run.pk):
+        Step.objects.filter(pk=step.pk).update(title="Written by the holder")
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        _wait_for_a_lock_wait(locked)
+    thread.join(10)
+    assert read == ["Written by the holder"]
+
+
+def _wait_for_a_lock_wait(seen: threading.Event) -> None:
+    """Until another session waits on a lock (read on a connection of its own)."""
+    with connections["default"].connection.__class__.connect(
+        **connections["default"].get_connection_params(), autocommit=True
+    ) as watcher:
+        while not seen.is_set():
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()[0]
+            if waiting:
+                seen.set()
