@@ -115,7 +115,8 @@ def _print_costs(costs: dict | None) -> list[str]:
         return ["per-step counts: not measured"]
     print(
         f"  SQL statements {costs['statements']:.1f} (BEGIN/COMMIT counted; target <= "
-        f"{plans.STATEMENTS_PER_STEP})   git processes {costs['git']:.1f} "
+        f"{plans.STATEMENTS_PER_STEP}) in {costs['round_trips']:.1f} round trips   "
+        f"git processes {costs['git']:.1f} "
         f"({costs['git_in_transaction']:.1f} inside a transaction; target <= "
         f"{plans.GIT_PER_STEP})   events {costs['events']:.1f}"
     )

@@ -12,9 +12,12 @@ its rows become model instances through the ORM's own parts (the columns' conver
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.query import get_related_populators
+from psycopg import ClientCursor
 
 # Stand for the values that change between sends (the first, the second, ...); never real
 # primary keys.
@@ -54,9 +57,10 @@ class PreparedRead:
     def get(self, *values, then: "Ahead | None" = None) -> models.Model:
         """With `then`: that read is sent in the same round trip, right behind this one, and
         its rows are kept for its next read on this connection, if no other statement comes
-        first (PostgreSQL, with server-side binding: see `_pipelined`). What a locked block
-        reads first is then read while the lock is taken, not one round trip after it."""
-        if then is not None and _pipelined(connections[DEFAULT_DB_ALIAS]):
+        first (PostgreSQL). What a locked block reads first is then read as the lock is
+        granted, not one round trip (and, for a busy worker, a wait for the interpreter)
+        after it."""
+        if then is not None and _together(connections[DEFAULT_DB_ALIAS]):
             compiled, rows = self._read_then(values, then)
         else:
             compiled, rows = self._read(values, one=True)
@@ -94,9 +98,7 @@ class PreparedRead:
         if not rows:
             return None
         done, read = rows[0][:returned], [rows[0][returned:]]
-        if compiled.converters:
-            read = list(_converted(read, compiled.converters, connection))
-        return done, self._instance(compiled, read[0])
+        return done, self._instance(compiled, _converted(compiled, read, connection)[0])
 
     def _compiled(self, connection, values: tuple) -> "_Compiled":
         if len(values) != self._values:
@@ -117,14 +119,14 @@ class PreparedRead:
         connection = connections[DEFAULT_DB_ALIAS]  # this thread's
         compiled = self._compiled(connection, values)
         kept = getattr(self._kept, "rows", None)
-        if kept is not None and kept[0] is connection and kept[1] == values:
+        if kept is not None and kept.connection is connection and kept.values == values:
             self.discard()
-            return compiled, kept[2][:1] if one else kept[2]
+            return compiled, kept.rows[:1] if one else kept.rows
         params = self._params(compiled, values)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchmany(1) if one else cursor.fetchall()
-        return compiled, self._converted(compiled, rows, connection)
+        return compiled, _converted(compiled, rows, connection)
 
     def _read_then(self, values: tuple, then: "Ahead") -> tuple["_Compiled", list]:
         """This read's rows, and `then`'s kept (see `get`)."""
@@ -132,13 +134,21 @@ class PreparedRead:
         compiled = self._compiled(connection, values)
         later = then.read._compiled(connection, then.values)
         connection.ensure_connection()
-        with connection.connection.pipeline():
-            first, second = connection.cursor(), connection.cursor()
-            first.execute(compiled.sql, self._params(compiled, values))
-            second.execute(later.sql, then.read._params(later, then.values))
-            rows, kept = first.fetchmany(1), second.fetchall()
-        then.read._keep(connection, then.values, then.read._converted(later, kept, connection))
-        return compiled, self._converted(compiled, rows, connection)
+        # Two statements in one query string (client-side binding: the simple protocol), sent
+        # at once. The second begins once the first is done (the lock granted) and takes its
+        # own snapshot then, so it reads what the lock's last holder committed; one statement
+        # that took the lock and read would read the database as it was before the wait.
+        client = connection._prepare_cursor(ClientCursor(connection.connection))
+        with client as cursor:
+            cursor.execute(
+                f"{compiled.sql}; {later.sql}",
+                [*self._params(compiled, values), *then.read._params(later, then.values)],
+            )
+            rows = cursor.fetchmany(1)
+            cursor.nextset()
+            kept = cursor.fetchall()
+        then.read._keep(connection, then.values, _converted(later, kept, connection))
+        return compiled, _converted(compiled, rows, connection)
 
     def _keep(self, connection, values: tuple, rows: list) -> None:
         """Keep `rows` for this thread's next read of `values`, until any statement runs."""
@@ -148,7 +158,7 @@ class PreparedRead:
             self.discard()
             return execute(sql, params, many, context)
 
-        self._kept.rows = (connection, values, rows, dropped_by_any_statement)
+        self._kept.rows = _Kept(connection, values, rows, dropped_by_any_statement)
         connection.execute_wrappers.append(dropped_by_any_statement)
 
     def discard(self) -> None:
@@ -157,15 +167,8 @@ class PreparedRead:
         if kept is None:
             return
         self._kept.rows = None
-        connection, _values, _rows, dropper = kept
-        if dropper in connection.execute_wrappers:
-            connection.execute_wrappers.remove(dropper)
-
-    @staticmethod
-    def _converted(compiled: "_Compiled", rows: list, connection) -> list:
-        if compiled.converters and rows:
-            return list(_converted(rows, compiled.converters, connection))
-        return rows
+        if kept.dropper in kept.connection.execute_wrappers:
+            kept.connection.execute_wrappers.remove(kept.dropper)
 
     @staticmethod
     def _instance(compiled: "_Compiled", row) -> models.Model:
@@ -212,6 +215,13 @@ class PreparedRead:
         )
 
 
+class _Kept(NamedTuple):
+    connection: BaseDatabaseWrapper
+    values: tuple
+    rows: list
+    dropper: Callable  # the execute wrapper that forgets them at the next statement
+
+
 @dataclass(frozen=True)
 class Ahead:
     """A read sent in the round trip of the statement before it (`PreparedRead.get`)."""
@@ -223,23 +233,24 @@ class Ahead:
         self.read.discard()
 
 
-def _pipelined(connection) -> bool:
-    """Whether reads can share a round trip: psycopg's pipeline mode, which needs server-side
-    binding (`ORCHESTRA_DB_SERVER_BINDING`)."""
-    return connection.vendor == "postgresql" and bool(
-        connection.settings_dict["OPTIONS"].get("server_side_binding")
-    )
+def _together(connection) -> bool:
+    """Whether two reads can go in one query string: PostgreSQL's simple protocol."""
+    return connection.vendor == "postgresql"
 
 
-def _converted(rows, converters: dict, connection):
+def _converted(compiled: _Compiled, rows: list, connection) -> list:
     """`rows` with each column's converters applied, as the ORM's compiler applies them
     (`SQLCompiler.apply_converters`), given the reading thread's connection rather than the
     one the read was compiled on."""
-    converters = list(converters.items())
+    if not (compiled.converters and rows):
+        return rows
+    converters = list(compiled.converters.items())
+    converted = []
     for row in map(list, rows):
         for at, (functions, expression) in converters:
             value = row[at]
             for function in functions:
                 value = function(value, expression, connection)
             row[at] = value
-        yield row
+        converted.append(row)
+    return converted

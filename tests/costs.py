@@ -30,6 +30,9 @@ from tests.scripted import ScriptedModel, call, role_of, text_reply, tool_reply
 @dataclass
 class Cost:
     statements: int = 0
+    # What the database was sent at once: a query string of two statements is one (the
+    # run's lock and a block's first read, `PreparedRead.get`'s `then`).
+    round_trips: int = 0
     git: int = 0
     git_in_transaction: int = 0
     events: int = 0
@@ -40,6 +43,7 @@ class Cost:
     def per_step(self, other: "Cost", steps: int) -> "StepCost":
         return StepCost(
             statements=(other.statements - self.statements) / steps,
+            round_trips=(other.round_trips - self.round_trips) / steps,
             git=(other.git - self.git) / steps,
             git_in_transaction=(other.git_in_transaction - self.git_in_transaction) / steps,
             events=(other.events - self.events) / steps,
@@ -50,6 +54,7 @@ class Cost:
 @dataclass
 class StepCost:
     statements: float
+    round_trips: float
     git: float
     git_in_transaction: float
     events: float
@@ -151,6 +156,7 @@ def _transactions_counted(cost: Cost):
     def ended(original):
         def end(*args, **kwargs):
             cost.statements += 2
+            cost.round_trips += 2
             _listed(cost, f"BEGIN ... {original.__name__.upper()}", 2)
             return original(*args, **kwargs)
 
@@ -169,9 +175,11 @@ def run_chain(owner, project, length: int, *, listing: bool = False) -> tuple[Ru
     cost = Cost(listed=Counter() if listing else None)
 
     def count(execute, sql, params, many, context):
-        cost.statements += 1
+        statements = sql.count("; ") + 1  # the SQL compiled from querysets holds no "; "
+        cost.statements += statements
+        cost.round_trips += 1
         if listing:
-            _listed(cost, _shortened(sql))
+            _listed(cost, _shortened(sql), statements)
         return execute(sql, params, many, context)
 
     with (

@@ -6,7 +6,7 @@ reads the database as the lock found it."""
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Q
 from django.forms.models import model_to_dict
 
@@ -19,7 +19,7 @@ from orchestra.engine.runs import _SIBLING_GROUPS, step_with_siblings, step_with
 from orchestra.engine.steps import _STEP_TO_START
 from orchestra.events import locked_run
 from orchestra.models import Activity, Run, Step
-from orchestra.prepared import PreparedRead, _pipelined
+from orchestra.prepared import PreparedRead, _together
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,7 +167,7 @@ def test_a_read_sent_with_the_lock_is_the_blocks_first_read(run):
         with _statements(sent):
             read = step_with_siblings(step.pk)
     # Sent with the lock where reads can share its round trip; else read here, as before.
-    assert len(sent) == (0 if _pipelined(connection) else 1)
+    assert len(sent) == (0 if _together(connection) else 1)
     assert _fields(read) == expected
 
 
@@ -197,8 +197,8 @@ def test_a_read_sent_with_the_lock_sees_what_the_locks_last_holder_committed(run
     """The read sent behind the lock is a statement of its own, begun once the lock is
     granted: it sees what the transaction it waited for committed (one statement taking
     the lock and reading would read the database as it was before the wait)."""
-    if not _pipelined(connection):
-        pytest.skip("reads share the lock's round trip on PostgreSQL with server binding only")
+    if not _together(connection):
+        pytest.skip("reads share the lock's round trip on PostgreSQL only")
     step = run.steps.order_by("position").first()
     locked, read = threading.Event(), []
 
@@ -230,3 +230,19 @@ def _wait_for_a_lock_wait(seen: threading.Event) -> None:
             ).fetchone()[0]
             if waiting:
                 seen.set()
+
+
+def test_a_read_sent_with_the_lock_that_fails_rolls_the_block_back(run):
+    """A database error in either read is Django's own, the block writes nothing and the
+    connection goes on (here the read ahead fails: a value its column cannot hold)."""
+    if not _together(connection):
+        pytest.skip("reads share the lock's round trip on PostgreSQL only")
+    step = run.steps.order_by("position").first()
+    wrappers = list(connection.execute_wrappers)
+    ahead = step_with_siblings_ahead("not a key")
+    with pytest.raises(DatabaseError), locked_run(run.pk, then=ahead):
+        Step.objects.filter(pk=step.pk).update(title="Never stored")
+    assert connection.execute_wrappers == wrappers
+    assert Step.objects.get(pk=step.pk).title != "Never stored"
+    with locked_run(run.pk, then=step_with_siblings_ahead(step.pk)):
+        assert step_with_siblings(step.pk).pk == step.pk
