@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestra.models import Event, Run, Step
-from orchestra.prepared import Ahead, PreparedRead
+from orchestra.prepared import Ahead, PreparedRead, several_statements
 from orchestra.writes import Write, insert_now, opened, returned_ids, with_writes, write_now
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def locked_run(run_id: int, *, then: Ahead | None = None) -> Iterator[Run]:
         finally:
             if then is not None:
                 then.discard()
-        _flush(run)
+        _flush(run, commit=connection.vendor == "postgresql" and len(connection.atomic_blocks) == 1)
 
 
 @contextmanager
@@ -248,7 +248,11 @@ def _flush_appended(run: Run) -> None:
     transaction.on_commit(lambda: broadcast(run.pk, payloads))
 
 
-def _flush(run: Run) -> None:
+def _flush(run: Run, *, commit: bool = False) -> None:
+    """Write what the block gathered. With `commit` (the block's transaction ends with it, on
+    PostgreSQL), COMMIT goes in the same query string: the run's lock is released one round
+    trip sooner (`transaction.atomic` then finds the transaction ended, and runs its on-commit
+    hooks as ever)."""
     events, (input_tokens, output_tokens, cost), writes = _gathered(run)
     state_changed = (run.status, run.phase, run.head_commit) != run._locked_state
     if not events and not state_changed and not (input_tokens or output_tokens or cost):
@@ -257,12 +261,13 @@ def _flush(run: Run) -> None:
     # this writes them.
     state = [run.status, run.phase, run.head_commit, run.event_seq]
     state += [input_tokens, output_tokens, cost, run.pk]
-    with connection.cursor() as cursor:
+    then = "; COMMIT" if commit else ""
+    with several_statements(connection) if commit else connection.cursor() as cursor:
         if events and connection.vendor == "postgresql":
             first = events[0].seq - 1
             sql, cte_params, case_params = with_writes(_STATE_WITH_EVENTS, writes, events)
             cursor.execute(
-                sql,
+                sql + then,
                 [*cte_params, run.pk, first, *case_params, *_event_arrays(events), *state],
             )
             if any(write.obj is not None for write in writes):
@@ -270,7 +275,7 @@ def _flush(run: Run) -> None:
         else:
             if events:
                 insert_now(events)
-            cursor.execute(_STATE, state)
+            cursor.execute(_STATE + then, state)
     if events:
         payloads = [event.as_json() for event in events]
         transaction.on_commit(lambda: broadcast(run.pk, payloads, run.project_id))

@@ -133,13 +133,11 @@ class PreparedRead:
         connection = connections[DEFAULT_DB_ALIAS]
         compiled = self._compiled(connection, values)
         later = then.read._compiled(connection, then.values)
-        connection.ensure_connection()
         # Two statements in one query string (client-side binding: the simple protocol), sent
         # at once. The second begins once the first is done (the lock granted) and takes its
         # own snapshot then, so it reads what the lock's last holder committed; one statement
         # that took the lock and read would read the database as it was before the wait.
-        client = connection._prepare_cursor(ClientCursor(connection.connection))
-        with client as cursor:
+        with several_statements(connection) as cursor:
             cursor.execute(
                 f"{compiled.sql}; {later.sql}",
                 [*self._params(compiled, values), *then.read._params(later, then.values)],
@@ -231,6 +229,13 @@ class Ahead:
 
     def discard(self) -> None:
         self.read.discard()
+
+
+def several_statements(connection):
+    """A cursor whose query string may hold several statements, sent at once: its values are
+    bound on the client (PostgreSQL's simple protocol). Ensures the connection."""
+    connection.ensure_connection()
+    return connection._prepare_cursor(ClientCursor(connection.connection))
 
 
 def _together(connection) -> bool:

@@ -39,6 +39,7 @@ class Cost:
     seconds: float = 0.0
     # With `listed`: each statement as (the project code that issued it, its SQL, shortened).
     listed: Counter | None = None
+    committed_by_a_statement: bool = False  # the transaction's COMMIT was in its last query
 
     def per_step(self, other: "Cost", steps: int) -> "StepCost":
         return StepCost(
@@ -150,14 +151,18 @@ def _listed(cost: Cost, statement: str, count: int = 1) -> None:
 @contextlib.contextmanager
 def _transactions_counted(cost: Cost):
     """BEGIN and COMMIT (or ROLLBACK) are statements too, sent by the driver rather than
-    through a cursor: each transaction that ends counts two."""
+    through a cursor: each transaction that ends counts two, or only its BEGIN when its last
+    statement carried the COMMIT (`events.locked_run`), counted with that statement."""
     originals = connection.commit, connection.rollback
 
     def ended(original):
         def end(*args, **kwargs):
-            cost.statements += 2
-            cost.round_trips += 2
-            _listed(cost, f"BEGIN ... {original.__name__.upper()}", 2)
+            sent = 1 if cost.committed_by_a_statement else 2
+            cost.committed_by_a_statement = False
+            cost.statements += sent
+            cost.round_trips += sent
+            what = "BEGIN" if sent == 1 else f"BEGIN ... {original.__name__.upper()}"
+            _listed(cost, what, sent)
             return original(*args, **kwargs)
 
         return end
@@ -178,6 +183,7 @@ def run_chain(owner, project, length: int, *, listing: bool = False) -> tuple[Ru
         statements = sql.count("; ") + 1  # the SQL compiled from querysets holds no "; "
         cost.statements += statements
         cost.round_trips += 1
+        cost.committed_by_a_statement = sql.endswith("; COMMIT")
         if listing:
             _listed(cost, _shortened(sql), statements)
         return execute(sql, params, many, context)
