@@ -72,10 +72,12 @@ def locked_run(run_id: int, *, then: Ahead | None = None) -> Iterator[Run]:
     still inside the transaction. Broadcasts go out after commit, in seq order. An exception rolls
     everything back.
 
-    `then`: the block's first read, sent in the lock's round trip (see `PreparedRead.get`).
     The run's lock is what a wide plan's steps queue for, and each round trip under it costs
-    the holder a wait for the interpreter besides the database's answer: measured on a
-    200-step fan-out, the run's lock was held about 14 ms a block, half of it in statements."""
+    the holder the database's answer and then a wait for the interpreter among the worker's
+    busy threads (a 200-step fan-out held it about 14 ms a block, half of that between a
+    statement sent and its answer taken). So on PostgreSQL the lock goes with the block's
+    first read, `then` (see `PreparedRead.get`), and the last write with the COMMIT when the
+    block's transaction ends with it (`_flush`): one round trip under the lock, not three."""
     with transaction.atomic():
         try:
             run = _LOCKED_RUN.get(run_id, then=then)
@@ -85,7 +87,12 @@ def locked_run(run_id: int, *, then: Ahead | None = None) -> Iterator[Run]:
         finally:
             if then is not None:
                 then.discard()
-        _flush(run, commit=connection.vendor == "postgresql" and len(connection.atomic_blocks) == 1)
+        _flush(run, commit=_ends_here())
+
+
+def _ends_here() -> bool:
+    """Whether the transaction ends with this block (not nested in another), on PostgreSQL."""
+    return connection.vendor == "postgresql" and len(connection.atomic_blocks) == 1
 
 
 @contextmanager
@@ -261,13 +268,13 @@ def _flush(run: Run, *, commit: bool = False) -> None:
     # this writes them.
     state = [run.status, run.phase, run.head_commit, run.event_seq]
     state += [input_tokens, output_tokens, cost, run.pk]
-    then = "; COMMIT" if commit else ""
+    and_commit = "; COMMIT" if commit else ""
     with several_statements(connection) if commit else connection.cursor() as cursor:
         if events and connection.vendor == "postgresql":
             first = events[0].seq - 1
             sql, cte_params, case_params = with_writes(_STATE_WITH_EVENTS, writes, events)
             cursor.execute(
-                sql + then,
+                sql + and_commit,
                 [*cte_params, run.pk, first, *case_params, *_event_arrays(events), *state],
             )
             if any(write.obj is not None for write in writes):
@@ -275,7 +282,7 @@ def _flush(run: Run, *, commit: bool = False) -> None:
         else:
             if events:
                 insert_now(events)
-            cursor.execute(_STATE + then, state)
+            cursor.execute(_STATE + and_commit, state)
     if events:
         payloads = [event.as_json() for event in events]
         transaction.on_commit(lambda: broadcast(run.pk, payloads, run.project_id))

@@ -6,7 +6,8 @@ the database took to answer. A `PreparedRead` is compiled by the ORM once per pr
 database (not per thread: a worker's 64 threads compiled each read 64 times, 6% of a
 benchmark's interpreter time) and then sent as it is, by each thread on its own connection;
 its rows become model instances through the ORM's own parts (the columns' converters,
-`select_related`'s populators, annotations), as the ORM makes them.
+`select_related`'s populators, annotations), as the ORM makes them. A read can go with the
+one before it, in its round trip (`get`'s `then`), and is then kept for the next read of it.
 """
 
 import threading
