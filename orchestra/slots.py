@@ -46,12 +46,11 @@ def engine_slot() -> Iterator[None]:
 def waiting() -> Iterator[None]:
     """Give this thread's slot back while it only waits (a model, a command), and take one
     again after; kept inside a transaction, whose locks others may be waiting for."""
-    slots = _slots
-    if slots is None or not getattr(_held, "depth", 0) or connection.in_atomic_block:
+    if _slots is None or not getattr(_held, "depth", 0) or connection.in_atomic_block:
         yield
         return
-    slots.release()
+    _slots.release()
     try:
         yield
     finally:
-        slots.acquire()
+        _slots.acquire()

@@ -39,11 +39,9 @@ def add_worktree(repo: Path, path: Path, branch: str, start_commit: str) -> Path
     path = Path(path)
     with repository_lock(repo):
         needed, claimed = _begin_add(repo, path, branch, start_commit)
-    if not needed or (claimed is not None and parking.check_out(path, claimed, branch)):
-        return path
-    # A fresh checkout, outside the lock: git registers the worktree locked ("initializing")
-    # until it is complete, so a prune meanwhile leaves it alone.
-    if not _add_with_git(repo, path, branch, start_commit, prune=False):
+    # Its files, outside the lock: a claimed worktree's are its own, and git registers a fresh
+    # one locked ("initializing") until it is complete, so a prune meanwhile leaves it alone.
+    if needed and not _fill(repo, path, branch, start_commit, claimed, prune=False):
         with repository_lock(repo):  # a stale registration in the way: pruned, then again
             _add_with_git(repo, path, branch, start_commit, prune=True)
     return path
@@ -52,9 +50,19 @@ def add_worktree(repo: Path, path: Path, branch: str, start_commit: str) -> Path
 def add_worktree_locked(repo: Path, path: Path, branch: str, start_commit: str) -> Path:
     """`add_worktree` for a caller that holds the repository lock."""
     needed, claimed = _begin_add(repo, path, branch, start_commit)
-    if needed and (claimed is None or not parking.check_out(path, claimed, branch)):
-        _add_with_git(repo, path, branch, start_commit, prune=True)
+    if needed:
+        _fill(repo, path, branch, start_commit, claimed, prune=True)
     return path
+
+
+def _fill(
+    repo: Path, path: Path, branch: str, start_commit: str, claimed: Path | None, *, prune: bool
+) -> bool:
+    """The worktree's files: the claimed parked one checked out, else a fresh one added by
+    git (`_add_with_git`, with `prune`); False when git refused and did not prune."""
+    if claimed is not None and parking.check_out(path, claimed, branch):
+        return True
+    return _add_with_git(repo, path, branch, start_commit, prune=prune)
 
 
 def _begin_add(repo: Path, path: Path, branch: str, start_commit: str) -> tuple[bool, Path | None]:

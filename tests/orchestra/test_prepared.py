@@ -200,7 +200,7 @@ def test_a_read_sent_with_the_lock_sees_what_the_locks_last_holder_committed(run
     if not _together(connection):
         pytest.skip("reads share the lock's round trip on PostgreSQL only")
     step = run.steps.order_by("position").first()
-    locked, read = threading.Event(), []
+    read = []
 
     def waiter():
         try:
@@ -213,23 +213,22 @@ def test_a_read_sent_with_the_lock_sees_what_the_locks_last_holder_committed(run
         Step.objects.filter(pk=step.pk).update(title="Written by the holder")
         thread = threading.Thread(target=waiter)
         thread.start()
-        _wait_for_a_lock_wait(locked)
+        _wait_for_a_lock_wait()
     thread.join(10)
     assert read == ["Written by the holder"]
 
 
-def _wait_for_a_lock_wait(seen: threading.Event) -> None:
+def _wait_for_a_lock_wait() -> None:
     """Until another session waits on a lock (read on a connection of its own)."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
     with connections["default"].connection.__class__.connect(
         **connections["default"].get_connection_params(), autocommit=True
     ) as watcher:
-        while not seen.is_set():
-            waiting = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            ).fetchone()[0]
-            if waiting:
-                seen.set()
+        while not watcher.execute(query).fetchone()[0]:
+            pass
 
 
 def test_a_read_sent_with_the_lock_that_fails_rolls_the_block_back(run):
