@@ -7,6 +7,7 @@ from pathlib import Path
 import regex
 from django.conf import settings
 
+from agents.inplace import rewrite
 from agents.tools.confinement import (
     PATH_ARG,
     _clip,
@@ -217,7 +218,7 @@ def search_text(context: ToolContext, arguments: dict) -> str:
 def write_file(context: ToolContext, arguments: dict) -> str:
     path = confined_path(context.workspace, arguments["path"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(arguments["content"])
+    rewrite(path, arguments["content"])
     return f"wrote {len(arguments['content'])} characters to {arguments['path']}"
 
 

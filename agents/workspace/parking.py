@@ -36,6 +36,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import CheckoutStrategy
 
+from agents.inplace import rewrite
 from agents.workspace import libgit
 from agents.workspace.gitcmd import GitError, common_dir
 
@@ -60,7 +61,7 @@ def mark_clean(path: Path, commit: str) -> None:
     """The worktree at `path` holds exactly `commit`: no change, no untracked or ignored file,
     no merge in progress. Only for a caller that knows it (see `commit_all`)."""
     with contextlib.suppress(OSError):
-        (_admin_dir(path) / _MARK).write_text(commit, encoding="utf-8")
+        rewrite(_admin_dir(path) / _MARK, commit)
 
 
 def unmark(path: Path) -> None:
@@ -102,7 +103,7 @@ def park(repo: Path, path: Path, keep: int) -> bool:
                 worktree.state_cleanup()  # a merge left in progress
                 if worktree.index.conflicts is not None:  # its conflicts, resolved here
                     worktree.checkout_tree(commit.tree, strategy=_CLEAN)
-            worktree.set_head(commit.id)
+            rewrite(admin / "HEAD", f"{commit.id}\n")  # detached, as `set_head` would
         shelf.mkdir(exist_ok=True)
         os.rename(path, shelf / admin.name)
     except (OSError, pygit2.GitError, GitError):
@@ -191,7 +192,7 @@ def _point(admin: Path, path: Path) -> None:
     # absolutely (git may have written it relative), since writing a file costs some thirty
     # reads of it.
     dot_git = Path(path).absolute() / ".git"
-    (admin / "gitdir").write_text(f"{dot_git}\n", encoding="utf-8")
+    rewrite(admin / "gitdir", f"{dot_git}\n")
     pointer = f"gitdir: {admin}\n"
     if dot_git.read_text(encoding="utf-8") != pointer:
-        dot_git.write_text(pointer, encoding="utf-8")
+        rewrite(dot_git, pointer)

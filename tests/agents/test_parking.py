@@ -112,6 +112,7 @@ def test_parking_keeps_at_most_the_setting_and_deletes_the_rest(repo, tmp_path):
     parked = sorted(str(parked_dir(repo) / name) for name in os.listdir(parked_dir(repo)))
     assert sorted(p for p in listed if p != str(repo)) == parked
     assert all(listed[path] == "detached" for path in parked)
+    assert all(_git(Path(path), "rev-parse", "HEAD").strip() == base for path in parked)
 
 
 def _lock_free(repo: Path) -> bool:
