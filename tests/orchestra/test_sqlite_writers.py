@@ -8,6 +8,7 @@ import threading
 import pytest
 from django.db import OperationalError, connections, transaction
 
+from orchestra.sqlite import base
 from orchestra.sqlite.base import _writers_lock
 
 ALIAS = "writers"
@@ -132,3 +133,20 @@ def test_many_threads_writing_at_once_all_get_in(writers):
         cursor.execute("SELECT count(*) FROM note WHERE body LIKE '%.'")
         assert cursor.fetchone()[0] == 8 * 15
     assert not writers.locked()
+
+
+def test_statements_are_converted_for_sqlite_once_and_the_same_way(writers, monkeypatch):
+    monkeypatch.setattr(base, "_CONVERTED", {})
+    monkeypatch.setattr(base, "_CONVERTED_AT_MOST", 2)
+    statement = "SELECT %s, '100%%', %s"
+    with connections[ALIAS].cursor() as cursor:
+        for _ in range(2):
+            cursor.execute(statement, [1, "two"])
+            assert cursor.fetchone() == (1, "100%", "two")
+        assert dict(base._CONVERTED) == {statement: "SELECT ?, '100%', ?"}
+        cursor.execute("SELECT %(a)s, %(b)s", {"a": 1, "b": 2})  # named: not kept
+        assert cursor.fetchone() == (1, 2)
+        for number in range(3):
+            cursor.execute(f"SELECT %s + {number}", [1])
+            assert cursor.fetchone() == (1 + number,)
+    assert len(base._CONVERTED) == 2  # bounded
