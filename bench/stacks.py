@@ -3,9 +3,9 @@
 - embedded: `orchestra up`, one process serving HTTP and running every task on its in-process
   thread pool (ORCHESTRA_EMBEDDED_WORKER=thread, the default without REDIS_URL), on its
   default database, SQLite in the data folder;
-- split: `orchestra web` (daphne), one `orchestra worker` (Celery, thread pool) and
-  `orchestra beat`, as docker-compose.yml deploys them, on PostgreSQL, with Redis as broker
-  and channel layer.
+- split: `orchestra web` (daphne), one `orchestra worker` (Celery, thread pool; a process
+  per core, as by default) and `orchestra beat`, as docker-compose.yml deploys them, on
+  PostgreSQL, with Redis as broker and channel layer.
 
 Both talk to the same loopback model server with streaming on (the default) and work on a
 clone of the same repository.
@@ -201,12 +201,14 @@ class Stack:
 
 
 def peak_rss_kb(pid: int) -> int:
-    """A process's peak resident memory since it started (the kernel's VmHWM), in kB; 0 once
-    it is gone, so read it before stopping the stack."""
+    """A process's peak resident memory since it started (the kernel's VmHWM), in kB, with
+    its child processes' added (`orchestra worker` runs one per core; the sum of peaks, which
+    need not have come at once); 0 once it is gone, so read it before stopping the stack."""
     try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+                return int(line.split()[1]) + sum(peak_rss_kb(int(child)) for child in children)
     except OSError:
         pass
     return 0

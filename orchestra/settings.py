@@ -375,6 +375,12 @@ CELERY_TASK_ROUTES = ("orchestra.queues.route",)
 # LLM steps wait on the network: threads, with many slots per worker process.
 ORCHESTRA_WORKER_POOL = env_str("ORCHESTRA_WORKER_POOL", "threads")
 ORCHESTRA_WORKER_CONCURRENCY = env_int("ORCHESTRA_WORKER_CONCURRENCY", 64)
+# `orchestra worker` runs this many Celery processes, the concurrency shared among them: the
+# engine's own Python runs one thread at a time in a process, so one process left the other
+# cores idle while a wide plan queued for its interpreter. One per core, at most four.
+ORCHESTRA_WORKER_PROCESSES = env_int("ORCHESTRA_WORKER_PROCESSES", min(os.cpu_count() or 1, 4))
+if ORCHESTRA_WORKER_PROCESSES < 1:
+    raise ImproperlyConfigured("ORCHESTRA_WORKER_PROCESSES must be at least 1")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {

@@ -60,7 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     web.set_defaults(handler=serve.cmd_web)
 
     worker = commands.add_parser("worker", help="run a Celery worker (needs REDIS_URL)")
-    worker.add_argument("--concurrency", type=int, help="default ORCHESTRA_WORKER_CONCURRENCY")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        help="threads in all, shared among the processes; default ORCHESTRA_WORKER_CONCURRENCY",
+    )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        help="worker processes; default ORCHESTRA_WORKER_PROCESSES (one per core, at most 4)",
+    )
     worker.add_argument("--pool", help="default ORCHESTRA_WORKER_POOL (threads)")
     worker.add_argument("--hostname", help="Celery node name, e.g. worker2@%%h")
     worker.add_argument("--loglevel", default="INFO")

@@ -7,6 +7,12 @@ package is the one place to replace it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import functools
+import os
+import signal
+import subprocess
 import sys
 
 from orchestra import cli
@@ -97,6 +103,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     require_broker("a worker")
     queues = worker_queues(args.queues)
+    if args.processes is not None and args.processes < 1:
+        raise CliError("--processes must be at least 1")
+    threads = args.concurrency or settings.ORCHESTRA_WORKER_CONCURRENCY
+    processes = min(args.processes or settings.ORCHESTRA_WORKER_PROCESSES, threads)
+    if processes > 1:
+        return _workers(args, processes, threads)
     from orchestra.celery import app
 
     argv = [
@@ -104,7 +116,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--pool",
         args.pool or settings.ORCHESTRA_WORKER_POOL,
         "--concurrency",
-        str(args.concurrency or settings.ORCHESTRA_WORKER_CONCURRENCY),
+        str(threads),
         "--loglevel",
         args.loglevel,
         # Workers coordinate through the database, not through gossip; skipping the start-up
@@ -116,6 +128,72 @@ def cmd_worker(args: argparse.Namespace) -> int:
         argv += ["--hostname", args.hostname]
     argv += ["--queues", ",".join(queues)]
     return app.start(argv) or 0
+
+
+def _workers(args: argparse.Namespace, processes: int, threads: int) -> int:
+    """`processes` workers, each a process of its own (this command again, with one) with its
+    share of the `threads`, and so of the database connections. The engine's Python runs
+    one thread at a time in a process: a wide plan kept one worker's interpreter busy while
+    the machine's other core idled.
+
+    They run until one stops; then the others are stopped too, and this process exits with
+    the first one's status, for the service manager to start the set again. SIGTERM or SIGINT
+    here is passed on as SIGTERM (a warm shutdown: running tasks finish). The workers stay in
+    this process's group, so a signal to the group reaches them all, and die with it should
+    it be killed."""
+    share = -(-threads // processes)
+    name, _, host = (args.hostname or "worker@%h").partition("@")
+    argv = ["--processes", "1", "--concurrency", str(share), "--loglevel", args.loglevel]
+    argv += ["--pool", args.pool] if args.pool else []
+    argv += ["--queues", args.queues] if args.queues else []
+    env = {**os.environ, "ORCHESTRA_WORKER_CONCURRENCY": str(share)}  # sizes its pool
+    children = {}
+    for number in range(1, processes + 1):
+        node = f"{name}{number}@{host or '%h'}"
+        child = subprocess.Popen(  # noqa: S603 - this program, with our own arguments
+            [sys.executable, "-m", "orchestra.cli", "worker", "--hostname", node, *argv],
+            env=env,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
+        )
+        children[child.pid] = child
+    say(f"Started {processes} worker processes, {share} threads each.")
+    stopping = False
+
+    def stop(signum=None, _frame=None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    while any(child.returncode is None for child in children.values()):
+        pid, wait_status = os.waitpid(-1, 0)
+        if pid not in children:
+            continue
+        children[pid].returncode = os.waitstatus_to_exitcode(wait_status)
+        if not stopping:  # one stopped on its own: the set goes down with it
+            status = children[pid].returncode or 1
+            say(f"A worker process stopped (status {children[pid].returncode}); stopping the rest.")
+            stop()
+        elif children[pid].returncode not in (0, -signal.SIGTERM):
+            status = status or 1
+    return status
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a worker process before it runs: the kernel sends it SIGKILL when its parent dies
+    (Linux), so killing the parent kills the set, as killing one worker would; a parent gone
+    already (before this) is caught by asking for it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def worker_queues(option: str | None) -> list[str]:
