@@ -362,12 +362,18 @@ class _Sender:
     `async_to_sync(layer.group_send)` from worker threads would spin up an event loop (and a
     Redis connection) per call; a single long-lived loop keeps one connection pool and sends
     the events of a process in the order they were committed, off the engine's path.
+
+    Broadcasts wait in a list; only the one that finds it empty wakes the loop (a write to
+    its wake-up pipe, then a turn of the loop's thread for the interpreter), and the loop
+    takes all that are waiting when it gets to them: a step's dozen events and its model's
+    streamed text woke the loop once each.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue | None = None
+        self._waiting: list[tuple] = []
+        self._woken: asyncio.Event | None = None
         self._pending = 0
         self._idle = threading.Condition(self._lock)
 
@@ -376,8 +382,11 @@ class _Sender:
             if self._loop is None:
                 self._start()
             self._pending += 1
-        assert self._loop is not None and self._queue is not None
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (layer, group, message))
+            self._waiting.append((layer, group, message))
+            wake = len(self._waiting) == 1
+        if wake:
+            assert self._loop is not None and self._woken is not None
+            self._loop.call_soon_threadsafe(self._woken.set)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued broadcast was handed to the layer (used at exit)."""
@@ -390,7 +399,7 @@ class _Sender:
 
         def run() -> None:
             asyncio.set_event_loop(loop)
-            self._queue = asyncio.Queue()
+            self._woken = asyncio.Event()
             loop.create_task(self._drain())
             ready.set()
             loop.run_forever()
@@ -401,11 +410,12 @@ class _Sender:
         atexit.register(self.flush)
 
     async def _drain(self) -> None:
-        assert self._queue is not None
+        assert self._woken is not None
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await self._woken.wait()
+            self._woken.clear()
+            with self._lock:
+                batch, self._waiting = self._waiting, []
             sends = coalesced(batch)
             listened = await _listened(sends)
             for layer, group, message in sends:

@@ -448,3 +448,30 @@ def test_broadcasts_queued_meanwhile_go_as_fewer_messages_in_each_groups_order()
         ("project-1", {**ring, "run": 8}),
     ]
     assert coalesced([]) == []
+
+
+def test_the_sender_loses_nothing_and_keeps_each_groups_order_from_many_threads():
+    import threading
+
+    class Recording:  # a channel layer that keeps what it is given
+        def __init__(self):
+            self.got: dict[str, list[int]] = {}
+
+        async def group_send(self, group, message):
+            if len(self.got) == 0:
+                await asyncio.sleep(0.01)  # a slow first send: the rest queue meanwhile
+            self.got.setdefault(group, []).extend(e["seq"] for e in message["events"])
+
+    layer, sender = Recording(), events._Sender()
+
+    def send(group):
+        for seq in range(1, 501):
+            sender.send(layer, group, {"type": "run.event", "events": [{"seq": seq}]})
+
+    threads = [threading.Thread(target=send, args=(f"run-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sender.flush(timeout=10)
+    assert layer.got == {f"run-{n}": list(range(1, 501)) for n in range(4)}
