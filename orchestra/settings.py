@@ -317,10 +317,8 @@ if ORCHESTRA_EMBEDDED_WORKER not in {"", "thread", "sync"}:
 ORCHESTRA_EMBEDDED_THREADS = env_int("ORCHESTRA_EMBEDDED_THREADS", 32)
 # How many of a process's threads do engine work at once (orchestra/slots.py); the others wait
 # on their models. Default four per core; 0: no limit.
-ORCHESTRA_ENGINE_SLOTS = env_int(
-    "ORCHESTRA_ENGINE_SLOTS",
-    4 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
-)
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+ORCHESTRA_ENGINE_SLOTS = env_int("ORCHESTRA_ENGINE_SLOTS", 4 * _CORES)
 
 # Durable work (planning, a step, its review, its merge, the report) is held under a lease
 # its worker's heartbeat renews every third of it; past it, the sweep (every
@@ -378,7 +376,7 @@ ORCHESTRA_WORKER_CONCURRENCY = env_int("ORCHESTRA_WORKER_CONCURRENCY", 64)
 # `orchestra worker` runs this many Celery processes, the concurrency shared among them: the
 # engine's own Python runs one thread at a time in a process, so one process left the other
 # cores idle while a wide plan queued for its interpreter. One per core, at most four.
-ORCHESTRA_WORKER_PROCESSES = env_int("ORCHESTRA_WORKER_PROCESSES", min(os.cpu_count() or 1, 4))
+ORCHESTRA_WORKER_PROCESSES = env_int("ORCHESTRA_WORKER_PROCESSES", min(_CORES, 4))
 if ORCHESTRA_WORKER_PROCESSES < 1:
     raise ImproperlyConfigured("ORCHESTRA_WORKER_PROCESSES must be at least 1")
 
