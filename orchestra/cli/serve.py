@@ -183,6 +183,9 @@ def _workers(args: argparse.Namespace, processes: int, threads: int) -> int:
     return status
 
 
+_PR_SET_PDEATHSIG = 1  # prctl's option, from <linux/prctl.h>
+
+
 def _die_with_parent(parent: int) -> None:
     """In a worker process before it runs: the kernel sends it SIGKILL when its parent dies
     (Linux), so killing the parent kills the set, as killing one worker would; a parent gone
@@ -191,9 +194,6 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def worker_queues(option: str | None) -> list[str]:
