@@ -11,6 +11,8 @@ global and XDG git configuration are not read), no hooks (libgit2 runs none), an
 raise `GitError`.
 """
 
+import os
+import threading
 from pathlib import Path
 
 import pygit2
@@ -25,13 +27,60 @@ IDENTITY = ("Orchestra", "orchestra@localhost")
 for _level in (ConfigLevel.SYSTEM, ConfigLevel.GLOBAL, ConfigLevel.XDG, ConfigLevel.PROGRAMDATA):
     pygit2.settings.search_path[_level] = ""
 
+# libgit2's strict object creation reads back every object a new tree or commit names, to
+# check it exists and has the right type: a step's commit read every file of each folder it
+# wrote in (a folder that all of a plan's steps write to grows with the plan), and its merge
+# the same again. Everything named here was read from this repository or written to it just
+# before (the index's blobs, the trees of a merge), as `git commit-tree` and `git mktree`
+# trust their input; git's own `fsck` is what checks a repository's objects.
+pygit2.settings.enable_strict_object_creation(False)
+
 
 def open_repository(path: Path) -> pygit2.Repository:
-    """The repository or worktree at `path` exactly (no search upwards from a subfolder)."""
+    """The repository or worktree at `path` exactly (no search upwards from a subfolder).
+
+    A main repository (its `.git` a folder: a project's central one) is opened once per
+    thread and kept (see `_kept`); a worktree (its `.git` a file) is opened each time."""
+    kept = _kept(path)
+    if kept is not None:
+        return kept
+    return _opened(path)
+
+
+def _opened(path: Path) -> pygit2.Repository:
     try:
         return pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
     except (pygit2.GitError, KeyError, OSError) as exc:
         raise GitError(f"{path} is not a git repository git can open here: {exc}") from exc
+
+
+# Each thread's open main repositories: path -> (identity, repository). Opening one reads its
+# configuration, HEAD and the pack folder, and a new instance starts with a cold object
+# cache; a step opened its project's repository four times (its base, its branch, its merge,
+# the run's head). libgit2 reads refs, loose objects and the configuration from disk when
+# they change, so a kept instance sees other processes' writes; its identity (the config
+# file's inode and change time) tells a repository deleted and made again at the same path.
+# A libgit2 repository is not shared between threads, hence one per thread.
+_KEPT_AT_MOST = 8
+_threads_kept = threading.local()
+
+
+def _kept(path: Path) -> pygit2.Repository | None:
+    try:
+        config = os.stat(os.path.join(path, ".git", "config"))
+    except OSError:
+        return None  # a worktree, a bare repository, or none: opened each time
+    identity = (config.st_dev, config.st_ino, config.st_ctime_ns)
+    kept = _threads_kept.__dict__.setdefault("repositories", {})
+    key = str(path)
+    found = kept.get(key)
+    if found is not None and found[0] == identity:
+        return found[1]
+    repository = _opened(path)
+    if key not in kept and len(kept) >= _KEPT_AT_MOST:
+        del kept[next(iter(kept))]  # the first kept
+    kept[key] = (identity, repository)
+    return repository
 
 
 def signature() -> pygit2.Signature:

@@ -241,12 +241,16 @@ def commit_all(
     if libgit.has_ref(repository, "MERGE_HEAD"):
         return _conclude_merge(worktree, message)
     index = repository.index
+    index.read(False)  # as on disk now, if a kept repository read it before (`open_repository`)
     try:
         staged = None if changed is None else _staged(repository, index, worktree, changed)
         if staged is None:
             index.add_all()
-        index.write()
+        # The tree first: writing it fills the index's cache of its folders' trees, which the
+        # index then keeps on disk, so the next commit here (this step's or the next one's
+        # that takes this worktree) writes only the folders that changed since.
         tree = index.write_tree()
+        index.write()
     except pygit2.GitError:  # what libgit2 cannot stage (say, a repository inside): git can
         return _commit_with_git(worktree, message, allow_empty)
     parents = [] if repository.head_is_unborn else [repository.head.peel(pygit2.Commit).id]

@@ -255,3 +255,69 @@ def test_a_worktree_added_in_process_is_one_git_knows(repo, tmp_path):
     with pytest.raises(GitError, match="already checked out|already used by worktree"):
         add_worktree(repo, tmp_path / "wt" / "again", branch, "main")
     assert not (tmp_path / "wt" / "again").exists()
+
+
+def test_a_main_repository_is_kept_per_thread_and_sees_what_git_writes(repo, tmp_path):
+    import threading
+
+    first = libgit.open_repository(repo)
+    assert libgit.open_repository(repo) is first
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(libgit.open_repository(repo)))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first  # libgit2's repositories are not shared between threads
+
+    # What the command line writes meanwhile, the kept instance reads: refs, objects, index.
+    worktree = _step(repo, tmp_path, "kept")
+    assert libgit.open_repository(worktree) is not libgit.open_repository(worktree)
+    (worktree / "new.txt").write_text("new\n")
+    _git(worktree, "add", "new.txt")
+    _git(worktree, "-c", "user.name=T", "-c", "user.email=t@t", "commit", "-qm", "From git")
+    made = _git(worktree, "rev-parse", "HEAD").strip()
+    assert head_commit(repo, step_branch_name(3, "kept")) == made
+    assert str(libgit.open_repository(repo)[made].id) == made
+    (repo / "mine.txt").write_text("mine\n")
+    commit_all(repo, "Mine", changed=["mine.txt"])  # the kept instance has read the index
+    (repo / "cli.txt").write_text("cli\n")
+    _git(repo, "add", "cli.txt")
+    _git(repo, "-c", "user.name=T", "-c", "user.email=t@t", "commit", "-qm", "From git")
+    (repo / "mine.txt").write_text("mine again\n")
+    commit_all(repo, "Mine again", changed=["mine.txt"])
+    assert "cli.txt" in _git(repo, "ls-tree", "--name-only", "HEAD").split()
+
+
+def test_a_repository_made_again_at_the_same_path_is_opened_again(tmp_path):
+    path = tmp_path / "again"
+    ensure_repository(path, seed_files={"one.txt": "one\n"})
+    kept = libgit.open_repository(path)
+    first = head_commit(path)
+    shutil.rmtree(path)
+    ensure_repository(path, seed_files={"two.txt": "two\n"})
+
+    assert libgit.open_repository(path) is not kept
+    assert head_commit(path) != first
+    assert file_at(path, "HEAD", "two.txt") == "two\n"
+
+
+def _cached_root_tree(worktree: Path) -> str | None:
+    """The root tree the worktree's index keeps in its cache of trees (its TREE extension),
+    or None when that entry is invalid (the next commit writes every folder again)."""
+    import re
+
+    pointer = (worktree / ".git").read_text().removeprefix("gitdir: ").strip()
+    data = (Path(pointer) / "index").read_bytes()
+    at = data.find(b"TREE", 12)
+    found = re.match(rb"\x00(-?\d+) \d+\n(.{20})", data[at + 8 :], re.DOTALL)
+    return found.group(2).hex() if found and int(found.group(1)) >= 0 else None
+
+
+def test_a_commit_leaves_the_index_with_its_trees_cached(repo, tmp_path):
+    worktree = _step(repo, tmp_path, "cached")
+    for round in range(2):
+        (worktree / "src" / f"new{round}.py").write_text(f"N = {round}\n")
+        head = commit_all(worktree, f"Round {round}", changed=[f"src/new{round}.py"])
+        tree = _git(worktree, "rev-parse", f"{head}^{{tree}}").strip()
+        assert _cached_root_tree(worktree) == tree
+        assert _git(worktree, "write-tree").strip() == tree
+        assert _git(worktree, "status", "--porcelain") == ""
