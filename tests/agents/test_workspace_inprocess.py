@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from agents.workspace import (
@@ -321,3 +322,54 @@ def test_a_commit_leaves_the_index_with_its_trees_cached(repo, tmp_path):
         assert _cached_root_tree(worktree) == tree
         assert _git(worktree, "write-tree").strip() == tree
         assert _git(worktree, "status", "--porcelain") == ""
+
+
+def test_the_trivial_merge_makes_the_tree_git_merge_makes(repo):
+    """Random changes on two sides from one base (files added, changed, removed, a file
+    made a folder; in shared folders and apart), none on both sides: the same tree as
+    `git merge-tree`."""
+    import random
+
+    repository = libgit.open_repository(repo)
+    chance = random.Random(11)
+    blobs = [repository.create_blob(f"text {n}\n".encode()) for n in range(40)]
+    folders = ["", "src/", "src/lib/", "docs/", "out/"]
+    base_files = {f"{chance.choice(folders)}f{n}.txt": chance.choice(blobs) for n in range(30)}
+
+    def commit(files: dict, parents: list) -> pygit2.Oid:
+        index = pygit2.Index()
+        for path, blob in files.items():
+            index.add(pygit2.IndexEntry(path, blob, pygit2.enums.FileMode.BLOB))
+        tree = index.write_tree(repository)
+        author = libgit.signature()
+        return repository.create_commit(None, author, author, "c\n", tree, parents)
+
+    base = commit(base_files, [])
+    skipped = []
+    for case in range(25):
+        paths = sorted(base_files)
+        chance.shuffle(paths)
+        sides = []
+        for taken in (paths[:6], paths[6:12]):
+            files = dict(base_files)
+            for path in taken:
+                action = chance.choice(["change", "remove", "folder", "keep"])
+                if action == "change":
+                    files[path] = chance.choice(blobs)
+                elif action == "remove":
+                    del files[path]
+                elif action == "folder" and not any(p.startswith(f"{path}/") for p in files):
+                    del files[path]
+                    files[f"{path}/inner.txt"] = chance.choice(blobs)
+            folder = chance.choice(folders)
+            files[f"{folder}new-{case}-{len(sides)}.txt"] = chance.choice(blobs)
+            sides.append(commit(files, [base]))
+        ours, theirs = (repository[side] for side in sides)
+        expected = _git(repo, "merge-tree", "--write-tree", str(ours.id), str(theirs.id))
+        try:
+            merged = libgit.trivial_merge(repository, repository[base].tree, ours.tree, theirs.tree)
+        except libgit.NotTrivial:
+            skipped.append(case)
+            continue  # the same change made on both sides: git decides, as the merge does
+        assert str(merged) == expected.split()[0], case
+    assert len(skipped) < 5, skipped  # most cases are merged here
