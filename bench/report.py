@@ -121,7 +121,10 @@ def _print_costs(costs: dict | None) -> list[str]:
         f"{plans.GIT_PER_STEP})   events {costs['events']:.1f}"
     )
     if "ms" in costs:
-        print(f"  engine time in process (model answering at once) {costs['ms']:.0f} ms/step")
+        print(
+            f"  engine time in process (embedded thread pool, model answering at once) "
+            f"{costs['ms']:.0f} ms/step"
+        )
     missed = []
     if costs["statements"] > plans.STATEMENTS_PER_STEP:
         missed.append(f"statements per step: {costs['statements']:.1f} > 20")
