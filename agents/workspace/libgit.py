@@ -141,6 +141,66 @@ def differing(repository: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree)
     return sorted({path for d in deltas for path in (d.old_file.path, d.new_file.path)})
 
 
+class NotAnUpdate(Exception):
+    """A change `tree_with` does not make by name: a file where the tree has a folder, or
+    under a name the tree holds as a file."""
+
+
+def tree_with(
+    repository: pygit2.Repository,
+    tree: pygit2.Tree,
+    changes: dict[str, tuple[pygit2.Oid, int] | None],
+) -> pygit2.Oid:
+    """The tree `tree` with each path of `changes` (repo-relative, normalised) set to its
+    (id, file mode), or removed (None; a name the tree does not hold as a file is left as
+    it is, as `git rm` of a missing file would); a folder left empty goes. Only the folders
+    on the changed paths are read and written: what `Index.write_tree` gives for an index
+    that held `tree` before these paths were staged, without libgit2 reading every folder
+    of the repository back into the index's cache after it. Raises NotAnUpdate for a file
+    where a folder was, or under a file."""
+    written = _tree_with(repository, tree, _by_name_with(changes))
+    return written if written is not None else repository.TreeBuilder().write()
+
+
+def _by_name_with(changes: dict) -> dict[str, dict]:
+    """`changes` grouped by their first name: {name: {the rest of the path: change}}."""
+    grouped: dict[str, dict] = {}
+    for path, change in changes.items():
+        name, _, rest = path.partition("/")
+        grouped.setdefault(name, {})[rest] = change
+    return grouped
+
+
+def _tree_with(repository, tree, grouped: dict[str, dict]) -> pygit2.Oid | None:
+    """`tree_with` below the root (`tree` may be None: a new folder); None when empty."""
+    builder = repository.TreeBuilder(tree) if tree is not None else repository.TreeBuilder()
+    for name, below in grouped.items():
+        held = _entry(tree, name)
+        if "" in below:  # the name itself
+            if len(below) > 1:
+                raise NotAnUpdate(name)
+            change = below[""]
+            if _is_tree(held):
+                if change is not None:
+                    raise NotAnUpdate(name)
+            elif change is None:
+                if held is not None:
+                    builder.remove(name)
+            else:
+                builder.insert(name, change[0], change[1])
+            continue
+        if held is not None and not _is_tree(held):
+            raise NotAnUpdate(name)
+        folder = _tree_with(
+            repository, repository[held.id] if held is not None else None, _by_name_with(below)
+        )
+        if folder is not None:
+            builder.insert(name, folder, FileMode.TREE)
+        elif held is not None:
+            builder.remove(name)
+    return builder.write() if len(builder) else None
+
+
 class NotTrivial(Exception):
     """Both sides changed the same path: a merge for git's own machinery to decide."""
 

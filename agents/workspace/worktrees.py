@@ -242,40 +242,65 @@ def commit_all(
         return _conclude_merge(worktree, message)
     index = repository.index
     index.read(False)  # as on disk now, if a kept repository read it before (`open_repository`)
+    parent = None if repository.head_is_unborn else repository.head.peel(pygit2.Commit)
     try:
         staged = None if changed is None else _staged(repository, index, worktree, changed)
         if staged is None:
             index.add_all()
-        # The tree first: writing it fills the index's cache of its folders' trees, which the
-        # index then keeps on disk, so the next commit here (this step's or the next one's
-        # that takes this worktree) writes only the folders that changed since.
-        tree = index.write_tree()
+        tree = _staged_tree(repository, index, parent, staged[1]) if staged and parent else None
+        if tree is None:
+            tree = index.write_tree()
         index.write()
     except pygit2.GitError:  # what libgit2 cannot stage (say, a repository inside): git can
         return _commit_with_git(worktree, message, allow_empty)
-    parents = [] if repository.head_is_unborn else [repository.head.peel(pygit2.Commit).id]
-    if parents and repository[parents[0]].tree_id == tree and not allow_empty:
+    parents = [] if parent is None else [parent.id]
+    if parent is not None and parent.tree_id == tree and not allow_empty:
         head = None
     else:
         author = libgit.signature()
         message = libgit.cleaned_message(message)
         head = str(repository.create_commit("HEAD", author, author, message, tree, parents))
-    if staged and (head or parents):
+    if staged and staged[0] and (head or parents):
         parking.mark_clean(worktree, head or str(parents[0]))
     return head
 
 
+def _staged_tree(
+    repository: pygit2.Repository, index: pygit2.Index, parent: pygit2.Commit, paths: list[str]
+) -> pygit2.Oid | None:
+    """The tree of `index` when it held `parent`'s tree before `paths` were staged: the
+    parent's tree with those paths as the index has them now (`libgit.tree_with`), which
+    reads and writes only the folders on them. `Index.write_tree` writes the same tree, then
+    reads every folder of the repository back into the index's cache. None when a path is
+    not a change by name (a file where a folder was): the caller asks the index."""
+    if index.conflicts is not None:
+        return None  # the index refuses a tree: as it says
+    changes = {}
+    for path in paths:
+        if path in index:  # (an Index has no `get`)
+            changes[path] = (index[path].id, index[path].mode)
+        else:
+            changes[path] = None
+    try:
+        return libgit.tree_with(repository, parent.tree, changes)
+    except libgit.NotAnUpdate:
+        return None
+
+
 def _staged(
     repository: pygit2.Repository, index: pygit2.Index, worktree: Path, paths: Iterable[str]
-) -> bool | None:
+) -> tuple[bool, list[str]] | None:
     """Stage `paths` in `index` as `git add --all` would stage them (a file added or updated
     unless ignored and untracked, a missing one removed). None when one cannot be staged by
     its name (outside the worktree, in `.git`, a folder, under a symbolic link): then the
-    caller stages everything. True when the worktree holds nothing but the index after (False:
-    an ignored file written, or a file removed, whose folder may stay)."""
+    caller stages everything. Else whether the worktree holds nothing but the index after
+    (False: an ignored file written, or a file removed, whose folder may stay), and the
+    paths as the index names them."""
     exact = True
+    named = []
     for path in paths:
         relative = posixpath.normpath(path)
+        named.append(relative)
         parts = relative.split("/")
         if relative.startswith("/") or parts[0] in ("..", ".") or ".git" in parts:
             return None
@@ -295,7 +320,7 @@ def _staged(
                 exact = False
         except (OSError, pygit2.GitError, ValueError):
             return None
-    return exact
+    return exact, named
 
 
 def _commit_with_git(worktree: Path, message: str, allow_empty: bool) -> str | None:

@@ -301,27 +301,74 @@ def test_a_repository_made_again_at_the_same_path_is_opened_again(tmp_path):
     assert file_at(path, "HEAD", "two.txt") == "two\n"
 
 
-def _cached_root_tree(worktree: Path) -> str | None:
-    """The root tree the worktree's index keeps in its cache of trees (its TREE extension),
-    or None when that entry is invalid (the next commit writes every folder again)."""
-    import re
-
-    pointer = (worktree / ".git").read_text().removeprefix("gitdir: ").strip()
-    data = (Path(pointer) / "index").read_bytes()
-    at = data.find(b"TREE", 12)
-    found = re.match(rb"\x00(-?\d+) \d+\n(.{20})", data[at + 8 :], re.DOTALL)
-    return found.group(2).hex() if found and int(found.group(1)) >= 0 else None
-
-
-def test_a_commit_leaves_the_index_with_its_trees_cached(repo, tmp_path):
-    worktree = _step(repo, tmp_path, "cached")
-    for round in range(2):
-        (worktree / "src" / f"new{round}.py").write_text(f"N = {round}\n")
-        head = commit_all(worktree, f"Round {round}", changed=[f"src/new{round}.py"])
+def test_a_commit_by_name_is_the_tree_of_its_index(repo, tmp_path):
+    """A commit that names its paths builds its tree from its parent's (`tree_with`), not
+    from the index: the tree is the one git writes from the index after, in every round."""
+    worktree = _step(repo, tmp_path, "by-name")
+    (worktree / "src" / "deep" / "er").mkdir(parents=True)
+    rounds = [
+        {"src/new0.py": "N = 0\n"},
+        {"src/deep/er/x.py": "X\n", "README.md": "changed\n"},
+        {"src/new0.py": None, "src/deep/er/x.py": None},  # removed: the folders go too
+        {"docs/guide.md": None, "top.txt": "top\n"},
+    ]
+    for round, files in enumerate(rounds):
+        for path, text in files.items():
+            if text is None:
+                (worktree / path).unlink()
+            else:
+                (worktree / path).write_text(text)
+        head = commit_all(worktree, f"Round {round}", changed=list(files))
         tree = _git(worktree, "rev-parse", f"{head}^{{tree}}").strip()
-        assert _cached_root_tree(worktree) == tree
-        assert _git(worktree, "write-tree").strip() == tree
-        assert _git(worktree, "status", "--porcelain") == ""
+        assert _git(worktree, "write-tree").strip() == tree, round
+        assert _git(worktree, "status", "--porcelain", "--ignored") == "", round
+    listed = _git(worktree, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert "top.txt" in listed and "src/new0.py" not in listed
+    assert not any(path.startswith("src/deep/") for path in listed)
+
+
+def test_tree_with_makes_the_tree_the_index_writes(repo):
+    """Random changes by name (added, changed, removed, in new and shared folders, a file
+    below a file, a file where a folder is) applied to a tree: the tree the index writes,
+    or NotAnUpdate, never a different tree."""
+    import random
+
+    repository = libgit.open_repository(repo)
+    chance = random.Random(7)
+    blobs = [repository.create_blob(f"text {n}\n".encode()) for n in range(30)]
+    folders = ["", "src/", "src/lib/", "docs/", "out/"]
+    refused = 0
+    for case in range(40):
+        files = {f"{chance.choice(folders)}f{n}.txt": chance.choice(blobs) for n in range(25)}
+        index = pygit2.Index()
+        for path, blob in files.items():
+            index.add(pygit2.IndexEntry(path, blob, pygit2.enums.FileMode.BLOB))
+        base = repository[index.write_tree(repository)]
+        changes = {}
+        for path in chance.sample(sorted(files), 4):
+            action = chance.choice(["change"] * 5 + ["remove"] * 3 + ["under", "over"])
+            if action == "change":
+                changes[path] = (chance.choice(blobs), pygit2.enums.FileMode.BLOB_EXECUTABLE)
+            elif action == "remove":
+                changes[path] = None
+            elif action == "under":  # a path below a file
+                changes[f"{path}/inner.txt"] = (chance.choice(blobs), pygit2.enums.FileMode.BLOB)
+            else:  # a file where a folder is
+                folder = path.rpartition("/")[0] or "src"
+                changes[folder] = (chance.choice(blobs), pygit2.enums.FileMode.BLOB)
+        changes[f"{chance.choice(folders)}new/deep/n{case}.txt"] = (blobs[0], 0o100644)
+        try:
+            made = libgit.tree_with(repository, base, changes)
+        except libgit.NotAnUpdate:
+            refused += 1
+            continue
+        for path, change in changes.items():
+            if change is None:
+                index.remove(path)
+            else:
+                index.add(pygit2.IndexEntry(path, change[0], change[1]))
+        assert made == index.write_tree(repository), case
+    assert 5 < refused < 35, refused  # both kinds of case were met
 
 
 def test_the_trivial_merge_makes_the_tree_git_merge_makes(repo):
