@@ -245,3 +245,17 @@ def test_a_read_sent_with_the_lock_that_fails_rolls_the_block_back(run):
     assert Step.objects.get(pk=step.pk).title != "Never stored"
     with locked_run(run.pk, then=step_with_siblings_ahead(step.pk)):
         assert step_with_siblings(step.pk).pk == step.pk
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs PostgreSQL (a server that prepares)"
+)
+def test_a_statement_sent_again_and_again_is_prepared_by_the_server(run):
+    """Django leaves psycopg's preparing off unless told: the settings tell it, so a statement
+    the engine sends at every step is parsed and planned once per connection."""
+    for _ in range(6):
+        assert Run.objects.filter(pk=run.pk, task_id__gte=0).count() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any('"task_id" >= $' in statement for statement in prepared), prepared
