@@ -40,12 +40,11 @@ def open_repository(path: Path) -> pygit2.Repository:
     """The repository or worktree at `path` exactly (no search upwards from a subfolder).
 
     A main repository (its `.git` a folder: a project's central one) is opened once per
-    thread and kept (see `_kept`); of worktrees (their `.git` a file), the one a thread
-    opened last is kept (see `_kept_worktree`)."""
+    thread and kept (see `_kept`); a worktree (its `.git` a file) is opened each time."""
     kept = _kept(path)
     if kept is not None:
         return kept
-    return _kept_worktree(path)
+    return _opened(path)
 
 
 def _opened(path: Path) -> pygit2.Repository:
@@ -82,38 +81,6 @@ def _kept(path: Path) -> pygit2.Repository | None:
         del kept[next(iter(kept))]  # the first kept
     kept[key] = (identity, repository)
     return repository
-
-
-# Each thread's last worktree: (identity, repository). A step opens its worktree half a dozen
-# times (its branch, its checkout, its head, its commit, what it touched, its parking), on
-# one thread, and each new instance read the worktree's whole index again (4.5 ms on a
-# 10,000-file repository): kept, the index is read from disk only when it changed there
-# (`Index.read(False)`, libgit2's checkout likewise). Its identity is the `.git` file's
-# (device, inode, change time): a worktree moved away, or another moved in, is opened anew.
-# One a thread, let go when the worktree is parked or deleted (`let_go`).
-_threads_worktree = threading.local()
-
-
-def _kept_worktree(path: Path) -> pygit2.Repository:
-    key = str(path)
-    try:
-        pointer = os.stat(os.path.join(key, ".git"))
-    except OSError:
-        return _opened(path)  # a bare repository, or none: the error says which
-    identity = (key, pointer.st_dev, pointer.st_ino, pointer.st_ctime_ns)
-    found = getattr(_threads_worktree, "kept", None)
-    if found is not None and found[0] == identity:
-        return found[1]
-    repository = _opened(path)
-    _threads_worktree.kept = (identity, repository)
-    return repository
-
-
-def let_go(path: Path) -> None:
-    """This thread keeps no worktree at `path` any more (it is parked or deleted)."""
-    found = getattr(_threads_worktree, "kept", None)
-    if found is not None and found[0][0] == str(path):
-        _threads_worktree.kept = None
 
 
 def signature() -> pygit2.Signature:

@@ -105,7 +105,6 @@ def park(repo: Path, path: Path, keep: int) -> bool:
                     worktree.checkout_tree(commit.tree, strategy=_CLEAN)
             rewrite(admin / "HEAD", f"{commit.id}\n")  # detached, as `set_head` would
         shelf.mkdir(exist_ok=True)
-        libgit.let_go(path)
         os.rename(path, shelf / admin.name)
     except (OSError, pygit2.GitError, GitError):
         return False
@@ -177,7 +176,6 @@ def _check_out(worktree: pygit2.Repository, admin: Path, branch_ref: pygit2.Refe
 
 def discard(admin: Path, path: Path) -> None:
     """Forget a worktree: its folder and its registration."""
-    libgit.let_go(path)
     shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(admin, ignore_errors=True)
 

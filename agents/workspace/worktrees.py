@@ -169,7 +169,6 @@ def remove_worktrees(repo: Path, paths: list[Path], *, park: int = 0) -> None:
     # Deleting files needs no lock (a prune meanwhile forgets the registration, as the one
     # below will); forgetting them does.
     for path in doomed:
-        libgit.let_go(path)
         shutil.rmtree(path, onerror=_writable_and_retry)
     if doomed or not park:
         with repository_lock(repo):
@@ -242,7 +241,7 @@ def commit_all(
     if libgit.has_ref(repository, "MERGE_HEAD"):
         return _conclude_merge(worktree, message)
     index = repository.index
-    index.read(False)  # as on disk now, if a kept instance read it before (`open_repository`)
+    index.read(False)  # as on disk now, if a kept repository read it before (`open_repository`)
     parent = None if repository.head_is_unborn else repository.head.peel(pygit2.Commit)
     try:
         staged = None if changed is None else _staged(repository, index, worktree, changed)
