@@ -193,7 +193,8 @@ if DATABASE_URL:
     # a statement sent five times on a connection is prepared by the server once (the engine
     # sends the same few dozen at every step): 6% less interpreter time per step, measured.
     # Django turns psycopg's preparing off unless `prepare_threshold` is given: without it
-    # the server parsed and planned every statement again, about a third of its time a step.
+    # the server parsed and planned every statement again (a 50-step chain: 1,267 statements,
+    # 863 ms of its time; prepared, the 752 sent most often took 286 ms).
     # ORCHESTRA_DB_SERVER_BINDING=0 behind a pooler that cannot keep prepared statements
     # (PgBouncer before 1.21 in transaction mode).
     if env_bool("ORCHESTRA_DB_SERVER_BINDING", True):
