@@ -158,17 +158,8 @@ def tree_with(
     that held `tree` before these paths were staged, without libgit2 reading every folder
     of the repository back into the index's cache after it. Raises NotAnUpdate for a file
     where a folder was, or under a file."""
-    written = _tree_with(repository, tree, _by_name_with(changes))
+    written = _tree_with(repository, tree, _by_name(changes))
     return written if written is not None else repository.TreeBuilder().write()
-
-
-def _by_name_with(changes: dict) -> dict[str, dict]:
-    """`changes` grouped by their first name: {name: {the rest of the path: change}}."""
-    grouped: dict[str, dict] = {}
-    for path, change in changes.items():
-        name, _, rest = path.partition("/")
-        grouped.setdefault(name, {})[rest] = change
-    return grouped
 
 
 def _tree_with(repository, tree, grouped: dict[str, dict]) -> pygit2.Oid | None:
@@ -192,7 +183,7 @@ def _tree_with(repository, tree, grouped: dict[str, dict]) -> pygit2.Oid | None:
         if held is not None and not _is_tree(held):
             raise NotAnUpdate(name)
         folder = _tree_with(
-            repository, repository[held.id] if held is not None else None, _by_name_with(below)
+            repository, repository[held.id] if held is not None else None, _by_name(below)
         )
         if folder is not None:
             builder.insert(name, folder, FileMode.TREE)
@@ -221,23 +212,26 @@ def trivial_merge(repository: pygit2.Repository, base, ours, theirs) -> pygit2.O
     changed = None
     if base is not None and base.id not in (ours.id, theirs.id):
         changed = _by_name(
-            path
-            for delta in repository.diff(base, theirs).deltas
-            for path in (delta.old_file.path, delta.new_file.path)
+            dict.fromkeys(
+                path
+                for delta in repository.diff(base, theirs).deltas
+                for path in (delta.old_file.path, delta.new_file.path)
+            )
         )
     return _merged(repository, base, ours, theirs, changed)
 
 
-def _by_name(paths) -> dict[str, set[str]]:
-    """Paths grouped by their first name: {name: the paths under it, relative to it}."""
-    grouped: dict[str, set[str]] = {}
-    for path in paths:
+def _by_name(paths: dict[str, object]) -> dict[str, dict[str, object]]:
+    """Paths (with a value each) grouped by their first name: {name: {the path under it,
+    relative to it ("" for the name itself): its value}}."""
+    grouped: dict[str, dict[str, object]] = {}
+    for path, value in paths.items():
         name, _, rest = path.partition("/")
-        grouped.setdefault(name, set()).add(rest)
+        grouped.setdefault(name, {})[rest] = value
     return grouped
 
 
-def _merged(repository, base, ours, theirs, changed: dict[str, set[str]] | None) -> pygit2.Oid:
+def _merged(repository, base, ours, theirs, changed: dict[str, dict] | None) -> pygit2.Oid:
     """`trivial_merge` of three trees; `changed`: the names `theirs` changed from `base`, with
     the paths under each (None: every name is looked at)."""
     if base is not None and base.id == ours.id:
@@ -267,7 +261,7 @@ def _merged(repository, base, ours, theirs, changed: dict[str, set[str]] | None)
         elif _is_tree(mine) and _is_tree(their) and (was is None or _is_tree(was)):
             below = None
             if changed is not None and was is not None:
-                below = _by_name(path for path in changed[name] if path)
+                below = _by_name({path: None for path in changed[name] if path})
             merged = _merged(
                 repository,
                 repository[was.id] if was is not None else None,

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import pygit2
 from pygit2.enums import ReferenceType
@@ -247,7 +248,7 @@ def commit_all(
         staged = None if changed is None else _staged(repository, index, worktree, changed)
         if staged is None:
             index.add_all()
-        tree = _staged_tree(repository, index, parent, staged[1]) if staged and parent else None
+        tree = _staged_tree(repository, index, parent, staged.paths) if staged and parent else None
         if tree is None:
             tree = index.write_tree()
         index.write()
@@ -260,7 +261,7 @@ def commit_all(
         author = libgit.signature()
         message = libgit.cleaned_message(message)
         head = str(repository.create_commit("HEAD", author, author, message, tree, parents))
-    if staged and staged[0] and (head or parents):
+    if staged and staged.exact and (head or parents):
         parking.mark_clean(worktree, head or str(parents[0]))
     return head
 
@@ -275,21 +276,28 @@ def _staged_tree(
     not a change by name (a file where a folder was): the caller asks the index."""
     if index.conflicts is not None:
         return None  # the index refuses a tree: as it says
-    changes = {}
+    changes: dict[str, tuple[pygit2.Oid, int] | None] = {}
     for path in paths:
-        if path in index:  # (an Index has no `get`)
-            changes[path] = (index[path].id, index[path].mode)
-        else:
+        try:
+            entry = index[path]
+        except KeyError:  # removed
             changes[path] = None
+        else:
+            changes[path] = (entry.id, entry.mode)
     try:
         return libgit.tree_with(repository, parent.tree, changes)
     except libgit.NotAnUpdate:
         return None
 
 
+class _Staged(NamedTuple):
+    exact: bool  # the worktree holds nothing but the index
+    paths: list[str]  # as the index names them
+
+
 def _staged(
     repository: pygit2.Repository, index: pygit2.Index, worktree: Path, paths: Iterable[str]
-) -> tuple[bool, list[str]] | None:
+) -> _Staged | None:
     """Stage `paths` in `index` as `git add --all` would stage them (a file added or updated
     unless ignored and untracked, a missing one removed). None when one cannot be staged by
     its name (outside the worktree, in `.git`, a folder, under a symbolic link): then the
@@ -320,7 +328,7 @@ def _staged(
                 exact = False
         except (OSError, pygit2.GitError, ValueError):
             return None
-    return exact, named
+    return _Staged(exact, named)
 
 
 def _commit_with_git(worktree: Path, message: str, allow_empty: bool) -> str | None:
