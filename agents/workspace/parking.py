@@ -17,9 +17,10 @@ written since a clean start, naming them (`commit_all(changed=...)`), marks the 
 at that commit (`mark_clean`), and whatever may write in it afterwards (a tool other than a
 read, a check, a merge or reset in it, another commit) takes the mark off first (`unmark`).
 The mark lives in the worktree's registration inside the git directory, which no sandboxed
-command may write. A worktree parked with its mark is parked without reading its index, and
-taken by checking out only the paths that differ between its commit and the branch's:
-neither end then costs more on a larger repository.
+command may write; taking it off empties the file rather than deleting it (see `_unmarked`).
+A worktree parked with its mark is parked without reading its index, and taken by checking
+out only the paths that differ between its commit and the branch's: neither end then costs
+more on a larger repository.
 
 Parking and claiming a parked worktree run under the repository lock (their callers hold
 it): a prune must not find a registration whose folder is moving. Checking a claimed one out
@@ -68,7 +69,21 @@ def unmark(path: Path) -> None:
     """Something may write in the worktree at `path`: it is no longer known clean. Nothing
     when `path` holds no worktree."""
     with contextlib.suppress(OSError):
-        (_admin_dir(path) / _MARK).unlink(missing_ok=True)
+        _unmarked(_admin_dir(path))
+
+
+def _unmarked(admin: Path) -> None:
+    """The mark of the worktree registered at `admin` taken off: its file emptied, not
+    deleted. A step marked and unmarked its worktree once or twice, and a file deleted and
+    another created costs more than its bytes: on an ext4 without a journal, each file created
+    looks past every inode of its block group freed in the last minute (five while their table
+    is not yet written back: the kernel's `recently_deleted`), which in a 200-step plan was a
+    third of the embedded worker's time."""
+    try:
+        if os.stat(admin / _MARK).st_size:
+            os.truncate(admin / _MARK, 0)
+    except FileNotFoundError:
+        pass
 
 
 def known_clean(path: Path) -> str:
@@ -99,7 +114,7 @@ def park(repo: Path, path: Path, keep: int) -> bool:
         if not worktree.head_is_unborn:
             commit = worktree.head.peel(pygit2.Commit)
             if _clean_at(admin) != str(commit.id):
-                (admin / _MARK).unlink(missing_ok=True)
+                _unmarked(admin)
                 worktree.state_cleanup()  # a merge left in progress
                 if worktree.index.conflicts is not None:  # its conflicts, resolved here
                     worktree.checkout_tree(commit.tree, strategy=_CLEAN)
@@ -143,7 +158,7 @@ def claim(repo: Path, path: Path) -> Path | None:
 def check_out(path: Path, admin: Path, branch: str) -> bool:
     """Check `branch` out in the worktree claimed at `path`; False when that failed (the
     worktree is deleted). Needs no repository lock: it writes only in this worktree's folder
-    and registration (and libgit2 refuses a branch checked out elsewhere)."""
+    and registration (and the claim refused a branch checked out elsewhere)."""
     try:
         worktree = libgit.open_repository(path)
         _check_out(worktree, admin, worktree.references[f"refs/heads/{branch}"])
@@ -157,7 +172,7 @@ def _check_out(worktree: pygit2.Repository, admin: Path, branch_ref: pygit2.Refe
     """Put `branch_ref` in the taken worktree: a worktree known clean gets only the paths
     that differ between its commit and the branch's; any other is cleaned, walking it all."""
     clean = _clean_at(admin)
-    (admin / _MARK).unlink(missing_ok=True)
+    _unmarked(admin)
     target = worktree[branch_ref.target].peel(pygit2.Commit)  # read in the worktree's own
     if clean and not worktree.head_is_unborn:
         held = worktree.head.peel(pygit2.Commit)
@@ -166,12 +181,35 @@ def _check_out(worktree: pygit2.Repository, admin: Path, branch_ref: pygit2.Refe
             try:
                 if paths:  # before HEAD moves: what differs from HEAD is what is replaced
                     worktree.checkout_tree(target.tree, paths=paths, strategy=_PATHS)
-                worktree.set_head(branch_ref.name)
+                _point_head(admin, branch_ref.name)
                 return
             except pygit2.GitError:
                 pass  # e.g. a file where a folder goes: the whole walk below sorts it out
-    worktree.set_head(branch_ref.name)
+    _point_head(admin, branch_ref.name)
     worktree.checkout_head(strategy=_CLEAN)
+
+
+def _point_head(admin: Path, ref_name: str) -> None:
+    """The worktree's HEAD on the branch `ref_name`, written in place: libgit2's `set_head`
+    writes a lock file and renames it over HEAD (a file created, one freed: see `_unmarked`).
+    Nor did its check of a branch checked out in another worktree ever run here: it runs only
+    when HEAD is on a branch already, and a parked worktree's is detached. The claim checks
+    that instead (`branch_checked_out`)."""
+    rewrite(admin / "HEAD", f"ref: {ref_name}\n")
+
+
+def branch_checked_out(repo: Path, ref_name: str) -> bool:
+    """Whether a worktree of `repo` (or `repo` itself) has the branch `ref_name` checked
+    out: what `set_head` refuses. Reads each registration's HEAD file, no repository."""
+    wanted = f"ref: {ref_name}"
+    heads = [common_dir(repo) / "HEAD"]
+    with contextlib.suppress(FileNotFoundError):
+        heads += [entry / "HEAD" for entry in (common_dir(repo) / "worktrees").iterdir()]
+    for head in heads:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if head.read_text(encoding="utf-8").strip() == wanted:
+                return True
+    return False
 
 
 def discard(admin: Path, path: Path) -> None:

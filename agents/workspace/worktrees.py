@@ -100,6 +100,8 @@ def _claim_parked(repo: Path, path: Path, branch: str, start_commit: str) -> Pat
     try:
         if repository.branches.local.get(branch) is None:
             repository.branches.local.create(branch, libgit.commit_of(repository, start_commit))
+        elif parking.branch_checked_out(repo, f"refs/heads/{branch}"):
+            return None  # git refuses it, and says why
         return parking.claim(repo, path)
     except (pygit2.GitError, GitError, ValueError):
         shutil.rmtree(path, ignore_errors=True)

@@ -21,7 +21,7 @@ from agents.workspace import (
     unmark_clean,
     worktrees,
 )
-from agents.workspace.gitcmd import common_dir
+from agents.workspace.gitcmd import GitError, common_dir
 from agents.workspace.parking import parked_dir
 from tests.agents.test_workspace_inprocess import _git
 
@@ -278,3 +278,24 @@ def test_a_known_clean_worktree_is_taken_right_where_a_file_replaces_a_folder(re
     taken, fresh = _taken_and_fresh(repo, tmp_path)
     _same(taken, fresh)
     assert (taken / "src" / "new").read_text() == "a file now\n"
+
+
+def test_a_branch_checked_out_in_one_worktree_is_refused_to_another_with_one_parked(repo, tmp_path):
+    _, base = start_run_branch(repo, 1)
+    olds = [
+        add_worktree(repo, tmp_path / "run-1" / key, step_branch_name(1, key), base)
+        for key in ("a", "b")
+    ]
+    remove_worktrees(repo, olds, park=4)
+    branch = step_branch_name(2, "write")
+    first = add_worktree(repo, tmp_path / "run-2" / "write", branch, base)  # takes one
+    assert len(os.listdir(parked_dir(repo))) == 1
+
+    with pytest.raises(GitError, match="already"):
+        add_worktree(repo, tmp_path / "run-2" / "again", branch, base)
+
+    assert len(os.listdir(parked_dir(repo))) == 1  # the other stays parked, untouched
+    assert not (tmp_path / "run-2" / "again").exists()
+    assert _git(first, "symbolic-ref", "HEAD").strip() == f"refs/heads/{branch}"
+    assert parking.branch_checked_out(repo, f"refs/heads/{branch}")
+    assert not parking.branch_checked_out(repo, f"refs/heads/{step_branch_name(1, 'a')}")
