@@ -28,6 +28,11 @@ ENDINGS = ("run.completed", "run.failed", "run.stopped", "run.cancelled")
 class Timing:
     run: float
     dispatch: float
+    # CPU seconds the stack's processes used from the task's creation to the run's end:
+    # every process's (web, worker, beat, their git commands), so also what following the
+    # run through the API cost the web process.
+    user: float = 0.0
+    kernel: float = 0.0
 
 
 @dataclass
@@ -39,6 +44,16 @@ class ShapeResult:
     def median(self, window: str) -> float | None:
         values = [getattr(t, window) for t in self.timings]
         return statistics.median(values) if values else None
+
+    def cpu_ms_per_step(self) -> tuple[float, float] | None:
+        """Median CPU a step, (user, kernel) in milliseconds, planning and report in."""
+        if not self.timings:
+            return None
+        steps = len(self.shape.steps)
+        return (
+            statistics.median(t.user for t in self.timings) / steps * 1000,
+            statistics.median(t.kernel for t in self.timings) / steps * 1000,
+        )
 
     def figure(self, window: str) -> float | None:
         """Ratio to the critical path, or milliseconds per step for the chain."""
@@ -59,6 +74,7 @@ class RunFailed(Exception):
 
 
 def measure_run(stack: Stack, project: str, shape: Shape, label: str) -> Timing:
+    used_before = stack.cpu()
     run_id = stack.create_task(project, f"bench:{shape.name}#{label}")
     # Followed as a client follows a run, reading only the events that are new: polling the
     # run's whole detail (every step) five times a second cost the server, in a 200-step
@@ -73,6 +89,7 @@ def measure_run(stack: Stack, project: str, shape: Shape, label: str) -> Timing:
         wait_for(ended, 120 + 2 * len(shape.steps), f"run {run_id}", every=0.2)
     except TimeoutError:
         raise RunFailed(f"run {run_id} ({shape.name}) did not finish") from None
+    user, kernel = (after - before for after, before in zip(stack.cpu(), used_before, strict=True))
     run = stack.run(run_id)
     if run["status"] != "completed":
         raise RunFailed(f"run {run_id} ({shape.name}) ended {run['status']}: {run['error']}")
@@ -82,6 +99,8 @@ def measure_run(stack: Stack, project: str, shape: Shape, label: str) -> Timing:
     return Timing(
         run=last["run.completed"] - first["run.created"],
         dispatch=last["step.completed"] - dispatched,
+        user=user,
+        kernel=kernel,
     )
 
 

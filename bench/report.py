@@ -89,6 +89,10 @@ def print_report(results: dict, shapes: list[plans.Shape]) -> list[str]:
     print("-" * WIDTH)
     print("x LangGraph = Orchestra's run window over LangGraph in memory.")
     for mode, outcome in modes.items():
+        used = [f"{name} {_cpu(result)}" for name, result in outcome.get("shapes", {}).items()]
+        if used:
+            print(f"CPU a step, {mode} (all its processes, user + kernel): {', '.join(used)}")
+    for mode, outcome in modes.items():
         for shape_result in outcome.get("shapes", {}).values():
             for failure in shape_result.failures[:3]:
                 print(f"  {mode}: {failure}")
@@ -133,6 +137,11 @@ def _print_costs(costs: dict | None) -> list[str]:
     return missed
 
 
+def _cpu(result) -> str:
+    used = result.cpu_ms_per_step()
+    return "not measured" if used is None else f"{used[0]:.0f} + {used[1]:.0f} ms"
+
+
 def _print_scale(modes: dict) -> list[str]:
     missed = []
     print()
@@ -158,6 +167,10 @@ def _print_scale(modes: dict) -> list[str]:
             f"  {mode:8}  200 steps {wide_wall:6.1f} s, 20 steps {narrow_wall:5.1f} s: "
             f"{times:4.1f}x (target < {plans.WIDE_OVER_NARROW:.0f}x); overhead per step "
             f"{over_wide:.0f} ms at 200, {over_narrow:.0f} ms at 20 (200-step runs: {spread} s)"
+        )
+        print(
+            f"            CPU a step (all its processes, user + kernel): "
+            f"{_cpu(result)} at 200, {_cpu(narrow)} at 20"
         )
         if times >= plans.WIDE_OVER_NARROW:
             missed.append(f"{mode}: 200-step fan-out {times:.1f}x the 20-step one")

@@ -10,10 +10,11 @@ calls `write_file` on its claimed file in a clone of a ~400-file repository, ans
 reviewed (a model turn) and merged; planning and the report are model turns too.
 
 Printed: one table (ratio = wall / critical path, or ms per step for the chain; Orchestra's
-two windows, see bench/measure.py), the per-step counts (statements, git processes, events;
-tests/costs.py) and, with --scale, a 200-step fan-out against the 20-step one (each run
-`--repeat` times, medians) and 100 concurrent 5-step runs in each mode. --check exits 1
-when a target is missed.
+two windows, see bench/measure.py), each shape's CPU a step in each mode (every process of
+the stack, user and kernel apart, planning and report in), the per-step counts (statements,
+git processes, events; tests/costs.py) and, with --scale, a 200-step fan-out against the
+20-step one (each run `--repeat` times, medians) and 100 concurrent 5-step runs in each
+mode. --check exits 1 when a target is missed.
 
 It creates its own PostgreSQL databases (unique names, dropped at the end) and uses a Redis
 database only if it is empty, deleting only the stack's keys afterwards (bench/databases.py).

@@ -1,13 +1,17 @@
-"""The benchmark's own parts: its shapes' critical paths, its model's answers, and that it
-touches only the databases it made (bench/databases.py) on a shared server."""
+"""The benchmark's own parts: its shapes' critical paths, its model's answers, that it
+touches only the databases it made (bench/databases.py) on a shared server, and the CPU it
+reads of a stack's processes."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from bench import shapes
 from bench.databases import BenchDatabases, RedisDatabase, RedisNotEmpty, admin_url
 from bench.model import responder
+from bench.stacks import cpu_seconds
 from tests.llm_server import Reply
 
 
@@ -81,3 +85,26 @@ def test_a_redis_database_in_use_is_refused_and_left_alone():
         assert client.get("celery") is None
     finally:
         RedisDatabase(os.environ["REDIS_URL"]).client.delete("someone-elses-key")
+
+
+_BURN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+
+
+def test_cpu_counts_the_processes_alive_and_those_waited_for():
+    before = cpu_seconds(os.getpid())
+    subprocess.run([sys.executable, "-c", _BURN], check=True)  # waited for: the kernel adds it
+    waited = cpu_seconds(os.getpid())
+    alive = subprocess.Popen(  # still running when read: its own figures are added
+        [sys.executable, "-c", _BURN + "import sys\nprint(flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        alive.stdout.readline()  # done burning, and waiting
+        with_alive = cpu_seconds(os.getpid())
+    finally:
+        alive.communicate(b"")
+    # The children's loop asks the kernel for the time: its CPU is user and kernel both.
+    assert sum(waited) - sum(before) >= 0.25
+    assert sum(with_alive) - sum(waited) >= 0.25
+    assert cpu_seconds(alive.pid) == (0.0, 0.0)  # gone: nothing to read
