@@ -63,6 +63,7 @@ from agents.workspace.worktrees import (
     merge_in_progress,
     remove_worktree,
     remove_worktrees,
+    start_point,
 )
 
 # Its former name, which some callers still use.
@@ -100,6 +101,7 @@ __all__ = [
     "remove_worktree",
     "remove_worktrees",
     "run_branch_name",
+    "start_point",
     "start_run_branch",
     "step_branch_name",
     "tracking_ref",

@@ -141,6 +141,27 @@ def differing(repository: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree)
     return sorted({path for d in deltas for path in (d.old_file.path, d.new_file.path)})
 
 
+def same_paths(repository: pygit2.Repository, old: str, new: str, paths) -> bool:
+    """Whether each of `paths` (repo-relative; a file or a folder) is the same in the two
+    commits: absent from both, or the same entry (id and mode) in both. Only the folders on
+    the paths are read."""
+    old_tree, new_tree = commit_of(repository, old).tree, commit_of(repository, new).tree
+    if old_tree.id == new_tree.id:
+        return True
+    return all(_at(old_tree, path) == _at(new_tree, path) for path in paths)
+
+
+def _at(tree: pygit2.Tree, path: str) -> tuple | None:
+    """The (id, mode) at `path` in `tree`, or None."""
+    clean = path.strip("/")
+    if not clean:
+        return (tree.id, FileMode.TREE)
+    try:
+        return _key(tree[clean])
+    except (KeyError, ValueError):
+        return None
+
+
 class NotAnUpdate(Exception):
     """A change `tree_with` does not make by name: a file where the tree has a folder, or
     under a name the tree holds as a file."""

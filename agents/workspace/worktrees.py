@@ -362,6 +362,14 @@ def changed_between(repo: Path, old: str, new: str) -> list[str]:
     return libgit.changed_between(libgit.open_repository(repo), old, new)
 
 
+def start_point(repo: Path, base: str, head: str, claims: list[str]) -> str:
+    """Where a step without dependencies is cut: the run's `base`, when every path it claims
+    (`claims`) is there as at the run's `head`; else `head`. Read in process."""
+    if base == head or libgit.same_paths(libgit.open_repository(repo), base, head, claims):
+        return base
+    return head
+
+
 def changed_paths(worktree: Path, since_commit: str) -> list[str]:
     """Repo-relative paths that differ between `since_commit` and the working tree, sorted.
 

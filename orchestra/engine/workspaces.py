@@ -98,9 +98,10 @@ def run_head(run: Run) -> str:
 
 def prepare_worktree(run: Run, step: Step) -> list[str]:
     """Give the step its worktree, cut from the run branch's current head (which holds every
-    dependency's merged work); a revision keeps working in the one it has, and a round after
-    a merge conflict first has the run head merged into it (conflict markers left for the
-    agent). Returns the step fields it set, for the caller to save. Caller holds the step's
+    dependency's merged work), or for a step without dependencies from the run's base (see
+    `_start_point`); a revision keeps working in the one it has, and a round after a merge
+    conflict first has the run head merged into it (conflict markers left for the agent).
+    Returns the step fields it set, for the caller to save. Caller holds the step's
     activity, not a database transaction (git runs here)."""
     if remote():
         return _prepare_remote(run, step)
@@ -110,11 +111,27 @@ def prepare_worktree(run: Run, step: Step) -> list[str]:
         return []
     repo = repository_for(run.project)
     step.branch = git.step_branch_name(run.pk, step.key)
-    step.base_commit = run_head(run)
+    step.base_commit = _start_point(repo, run, step, run_head(run))
     path = _worktrees(run) / step.key
     git.add_worktree(repo, path, step.branch, step.base_commit)
     step.worktree = str(path)
     return ["branch", "base_commit", "worktree"]
+
+
+def _start_point(repo: Path, run: Run, step: Step, head: str) -> str:
+    """The commit a step's branch is cut from: the run head for a step with dependencies
+    (it holds their merged work); the run's base for one without, unless the run branch has
+    changed a path it claims since (a step that claimed nothing wrote it, and the lease held
+    this one back until that merged: it starts from that work rather than conflict with it).
+
+    What a step without dependencies sees is then the same however many other steps merged
+    before a slot freed for it, and a parked worktree taken for it rewrites only the file or
+    two its last step wrote: cut from the run head, it rewrote every file merged since that
+    step started, about as many as steps run at once (in a 200-step plan on an ext4 without
+    a journal, creating those files was a third of the embedded process's time)."""
+    if step.depends_on or not run.base_commit:
+        return head
+    return git.start_point(repo, run.base_commit, head, step.claims)
 
 
 def _conflict_round(step: Step) -> bool:
@@ -157,7 +174,8 @@ def _prepare_remote(run: Run, step: Step) -> list[str]:
     fields = []
     if not step.branch:
         step.branch = git.step_branch_name(run.pk, step.key)
-        step.base_commit = git.head_commit(repo, git.tracking_ref(run.branch))
+        head = git.head_commit(repo, git.tracking_ref(run.branch))
+        step.base_commit = _start_point(repo, run, step, head)
         fields += ["branch", "base_commit"]
     central = git.central_head(repo, step.branch)
     path = _worktrees(run) / step.key

@@ -252,6 +252,67 @@ def test_two_steps_claiming_one_file_run_one_after_the_other(demo, owner):
     assert git.file_at(repo, run.branch, "shared.txt") == "from a\nfrom b\n"
 
 
+def test_a_step_without_dependencies_starts_from_the_run_base(demo, owner):
+    """One step at a time: b starts after a merged, yet from the run's base, as it would
+    have with a free slot; what it sees does not depend on when a slot freed."""
+    demo.concurrency_cap = 1
+    demo.save(update_fields=["concurrency_cap"])
+    seen = []
+
+    def b(message, results):
+        if not results:
+            return "read_file", {"path": "a.txt"}
+        if len(results) == 1:
+            seen.append(results[0])
+            return "write_file", {"path": "b.txt", "content": "from b\n"}
+        return "b wrote"
+
+    plan = {"steps": [spec("a", claims=["a.txt"]), spec("b", claims=["b.txt"])]}
+    agents = {"a": writes_then_answers("a.txt", "from a\n", "a wrote"), "b": b}
+    with override_client(scripted_run(plan, agents)):
+        run = start_run(owner, demo, "Independent")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    a, b_step = run.steps.get(key="a"), run.steps.get(key="b")
+    assert a.finished_at <= b_step.started_at
+    assert a.merged_commit != run.base_commit
+    assert b_step.base_commit == run.base_commit
+    assert seen[0].startswith("error:")  # a.txt is not in b's worktree
+    repo = repository_for(demo)
+    assert git.file_at(repo, run.branch, "a.txt") == "from a\n"
+    assert git.file_at(repo, run.branch, "b.txt") == "from b\n"
+    assert not run.events.filter(kind="merge.conflict").exists()
+
+
+def test_a_step_without_dependencies_whose_claim_was_merged_starts_from_the_run_head(demo, owner):
+    """a claimed nothing but wrote notes.txt; b, claiming it, waits for a's merge and then
+    starts from the run head, which holds a's notes.txt: no conflict round."""
+    allow_every_write(demo)
+    demo.concurrency_cap = 1
+    demo.save(update_fields=["concurrency_cap"])
+
+    def b(message, results):
+        if not results:
+            return "read_file", {"path": "notes.txt"}
+        if len(results) == 1:
+            return "write_file", {"path": "notes.txt", "content": results[0] + "from b\n"}
+        return "b appended"
+
+    plan = {"steps": [spec("a"), spec("b", claims=["notes.txt"])]}
+    agents = {"a": writes_then_answers("notes.txt", "from a\n", "a wrote"), "b": b}
+    with override_client(scripted_run(plan, agents)):
+        run = start_run(owner, demo, "Claimed after it was written")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    a, b_step = run.steps.get(key="a"), run.steps.get(key="b")
+    assert b_step.base_commit == a.merged_commit != run.base_commit
+    assert not run.events.filter(kind="merge.conflict").exists()
+    repo = repository_for(demo)
+    assert git.file_at(repo, run.branch, "notes.txt") == "from a\nfrom b\n"
+
+
 # --- confinement ---------------------------------------------------------------------------
 def test_paths_leading_out_of_the_worktree_are_refused(demo, owner, tmp_path):
     # Even with every write allowed by the policy, the tools themselves refuse.
