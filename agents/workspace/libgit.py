@@ -141,6 +141,72 @@ def differing(repository: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree)
     return sorted({path for d in deltas for path in (d.old_file.path, d.new_file.path)})
 
 
+# Each commit's parents, by id: a commit never changes, so what was read once holds in any
+# repository. A run branch's merges are walked again at every merge (`step_ancestry`).
+_PARENTS_KEPT = 100_000
+_parents: dict[pygit2.Oid, tuple[pygit2.Oid, ...]] = {}
+
+
+def parents_of(repository: pygit2.Repository, commit: pygit2.Oid) -> tuple[pygit2.Oid, ...]:
+    known = _parents.get(commit)
+    if known is None:
+        known = tuple(repository[commit].parent_ids)
+        remember_parents(commit, known)
+    return known
+
+
+def remember_parents(commit: pygit2.Oid, parents) -> None:
+    """`commit` has `parents`: for a commit just made here, which then need not be read."""
+    if len(_parents) >= _PARENTS_KEPT:
+        _parents.clear()
+    _parents[commit] = tuple(parents)
+
+
+# How far the walks of `step_ancestry` go before leaving it to libgit2: a step's own commits
+# are its attempts and revisions; a run branch's first-parent line, a merge a step.
+_STEP_COMMITS = 64
+_RUN_COMMITS = 20_000
+
+
+def step_ancestry(
+    repository: pygit2.Repository, head: pygit2.Oid, step_head: pygit2.Oid, cut_from: pygit2.Oid
+) -> pygit2.Oid | None:
+    """The merge base of a run branch at `head` and a step branch at `step_head` that was cut
+    from `cut_from`, found by walking first parents only; `step_head` itself when the step is
+    merged already (or made no commit). None when the shortcut does not hold (a merge on the
+    step branch, say a conflict round's, or `cut_from` not on the run branch's first-parent
+    line): the caller asks libgit2, whose walk of both sides' whole history (every commit dated
+    within the same second, as a run's are, keeps it going to the run's base) took 3.4 ms at
+    the 200th merge of a plan, twice a merge (its base and whether it is merged), under the
+    repository lock.
+
+    The step's commits back to `cut_from` each having one parent, and `cut_from` being on the
+    run branch's line, `cut_from` is a common ancestor and no later one exists unless the
+    step's head is on the run branch: that is, merged, which a merge commit on the line
+    naming it as a parent (or the line reaching it) shows; a merge naming one of the step's
+    earlier commits gives up."""
+    own, commit = [], step_head
+    while commit != cut_from:
+        parents = parents_of(repository, commit)
+        if len(parents) != 1 or len(own) >= _STEP_COMMITS:
+            return None
+        own.append(commit)
+        commit = parents[0]
+    commit, seen = head, 0
+    while commit != cut_from:
+        parents = parents_of(repository, commit)
+        for reached in (commit, *parents[1:]):
+            if reached == step_head:
+                return step_head
+            if reached in own:  # an earlier commit of the step was merged: a later base
+                return None
+        seen += 1
+        if not parents or seen > _RUN_COMMITS:
+            return None
+        commit = parents[0]
+    return cut_from
+
+
 def same_paths(repository: pygit2.Repository, old: str, new: str, paths) -> bool:
     """Whether each of `paths` (repo-relative; a file or a folder) is the same in the two
     commits: absent from both, or the same entry (id and mode) in both. Only the folders on

@@ -4,6 +4,7 @@ The merge queue (`merge_step`) integrates step branches into the run branch one 
 `merge_into_worktree` brings the run branch into a step's worktree for its agent to resolve.
 """
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,13 @@ class MergeOutcome:
 
 
 def merge_step(
-    repo: Path, run_branch: str, step_branch: str, integration_path: Path, message: str
+    repo: Path,
+    run_branch: str,
+    step_branch: str,
+    integration_path: Path,
+    message: str,
+    *,
+    cut_from: str = "",
 ) -> MergeOutcome:
     """Integrate `step_branch` into `run_branch` with a merge commit: the merge queue.
 
@@ -57,7 +64,9 @@ def merge_step(
     replayed in the integration worktree at `integration_path` (created on `run_branch` if
     missing; leftovers of an interrupted merge there are discarded first) to collect the
     conflict hunks, then aborted, so the run branch is untouched, and the outcome lists the
-    conflicts. A step branch that is already merged is a no-op returning the current head. Holds the
+    conflicts. A step branch that is already merged is a no-op returning the current head.
+    `cut_from`: the commit the step branch was cut from, when known (the merge base is then
+    found without walking the run's history, see `libgit.step_ancestry`). Holds the
     repository lock for the whole merge: one merge at a time per repository.
     """
     integration_path = Path(integration_path)
@@ -66,9 +75,9 @@ def merge_step(
         run_ref = libgit.branch_ref(repository, run_branch)
         run_head = run_ref.peel(pygit2.Commit).id
         step_head = libgit.commit_of(repository, f"refs/heads/{step_branch}").id
-        if step_head == run_head or repository.descendant_of(run_head, step_head):
+        base = _merge_base(repository, run_head, step_head, cut_from)
+        if base == step_head:  # merged already
             return MergeOutcome(ok=True, commit=str(run_head))
-        base = repository.merge_base(run_head, step_head)
         try:
             tree = libgit.trivial_merge(
                 repository,
@@ -81,6 +90,23 @@ def merge_step(
                 repo, repository, run_ref, step_branch, step_head, integration_path, message
             )
         return _commit_merge(repository, run_ref, step_head, tree, message)
+
+
+def _merge_base(
+    repository: pygit2.Repository, run_head: pygit2.Oid, step_head: pygit2.Oid, cut_from: str
+) -> pygit2.Oid | None:
+    """The merge base of the run head and the step head; the step head when it is merged
+    already (the run head descends from it)."""
+    if step_head == run_head:
+        return step_head
+    known = None
+    if cut_from:
+        with contextlib.suppress(ValueError):  # not a commit id: libgit2's walk below
+            cut = pygit2.Oid(hex=cut_from)
+            known = libgit.step_ancestry(repository, run_head, step_head, cut)
+    if known is not None:
+        return known
+    return repository.merge_base(run_head, step_head)  # the step head when it is merged
 
 
 def _commit_merge(
@@ -97,6 +123,7 @@ def _commit_merge(
     author = libgit.signature()
     parents = [run_ref.target, step_head]
     commit = repository.create_commit(None, author, author, message + "\n", tree, parents)
+    libgit.remember_parents(commit, parents)
     try:
         run_ref.set_target(commit, f"merge: {message}")
     except pygit2.GitError as exc:

@@ -272,6 +272,7 @@ def merge_step(run: Run, step: Step) -> git.MergeOutcome:
         step.branch,
         _worktrees(run) / "_merge",
         f"Merge step {step.key}: {step.title}",
+        cut_from=step.base_commit,
     )
 
 

@@ -420,3 +420,71 @@ def test_the_trivial_merge_makes_the_tree_git_merge_makes(repo):
             continue  # the same change made on both sides: git decides, as the merge does
         assert str(merged) == expected.split()[0], case
     assert len(skipped) < 5, skipped  # most cases are merged here
+
+
+def _commit_on(repository: pygit2.Repository, ref: str, parents: list, name: str) -> pygit2.Oid:
+    """A commit adding `name` to the first parent's tree, on `ref`."""
+    tree = repository[parents[0]].peel(pygit2.Commit).tree
+    builder = repository.TreeBuilder(tree)
+    builder.insert(name, repository.create_blob(name.encode()), pygit2.enums.FileMode.BLOB)
+    author = libgit.signature()
+    return repository.create_commit(ref, author, author, name, builder.write(), parents)
+
+
+def test_the_merge_base_found_along_first_parents_is_libgit2s(repo, tmp_path):
+    """A run branch of merges; steps cut from its base and from a later head, one with two
+    attempts, one merged already, one that merged the run head in (a conflict round), one
+    whose first attempt was merged: the shortcut gives libgit2's merge base, or gives up."""
+    repository = libgit.open_repository(repo)
+    branch, base_sha = start_run_branch(repo, 3)
+    base = pygit2.Oid(hex=base_sha)
+    line = [base]
+    for i in range(30):  # thirty steps cut from the base, each merged
+        step = _commit_on(repository, f"refs/heads/s{i}", [base], f"s{i}.txt")
+        line.append(_commit_on(repository, f"refs/heads/{branch}", [line[-1], step], f"m{i}"))
+    head = line[-1]
+
+    def shortcut(step_head, cut_from):
+        return libgit.step_ancestry(repository, head, step_head, cut_from)
+
+    from_base = _commit_on(repository, "refs/heads/a", [base], "a.txt")
+    second = _commit_on(repository, "refs/heads/a", [from_base], "a2.txt")  # a revision
+    from_middle = _commit_on(repository, "refs/heads/b", [line[12]], "b.txt")
+    for step_head, cut_from in [(second, base), (from_middle, line[12])]:
+        assert shortcut(step_head, cut_from) == cut_from
+        assert repository.merge_base(head, step_head) == cut_from
+
+    merged = repository[line[7]].parent_ids[1]  # the seventh step's head
+    assert shortcut(merged, base) == merged == repository.merge_base(head, merged)
+    assert shortcut(line[20], line[20]) == line[20]  # no commit of its own: on the run branch
+
+    conflict_round = _commit_on(repository, "refs/heads/c", [from_base, line[25]], "c.txt")
+    assert shortcut(conflict_round, base) is None
+    assert repository.merge_base(head, conflict_round) == line[25]
+    assert shortcut(from_middle, line[3]) is None  # not cut where it says
+    assert shortcut(from_base, pygit2.Oid(hex="ab" * 20)) is None  # not on the run branch
+
+    # The step's first attempt merged, then a revision: the merge base is that attempt.
+    attempt = _commit_on(repository, "refs/heads/d", [base], "d.txt")
+    merge = _commit_on(repository, f"refs/heads/{branch}", [head, attempt], "md")
+    revision = _commit_on(repository, "refs/heads/d", [attempt], "d2.txt")
+    assert libgit.step_ancestry(repository, merge, revision, base) is None
+    assert repository.merge_base(merge, revision) == attempt
+
+
+def test_a_merge_told_where_the_step_was_cut_makes_the_same_commit(repo, tmp_path):
+    def work(name):
+        return lambda worktree: (worktree / name).write_text(f"{name}\n")
+
+    branch, base = start_run_branch(repo, 3)
+    steps = _parallel_steps(repo, tmp_path, {"one": work("one.txt"), "two": work("two.txt")})
+    merge_step(repo, branch, steps["one"], tmp_path / "_merge", "Merge one", cut_from=base)
+    before = head_commit(repo, branch)
+    expected = _git(repo, "merge-tree", "--write-tree", before, steps["two"]).split()[0]
+
+    outcome = merge_step(repo, branch, steps["two"], tmp_path / "_merge", "Two", cut_from=base)
+    again = merge_step(repo, branch, steps["two"], tmp_path / "_merge", "Two", cut_from=base)
+
+    assert outcome.ok and _git(repo, "rev-parse", f"{outcome.commit}^{{tree}}").strip() == expected
+    assert again.ok and again.commit == outcome.commit == head_commit(repo, branch)  # merged
+    assert _git(repo, "rev-list", "--count", f"{base}..{branch}").strip() == "4"
