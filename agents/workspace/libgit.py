@@ -185,6 +185,13 @@ def step_ancestry(
     step's head is on the run branch: that is, merged, which a merge commit on the line
     naming it as a parent (or the line reaching it) shows; a merge naming one of the step's
     earlier commits gives up."""
+    try:
+        return _along_first_parents(repository, head, step_head, cut_from)
+    except KeyError:  # a commit this repository does not hold
+        return None
+
+
+def _along_first_parents(repository, head, step_head, cut_from) -> pygit2.Oid | None:
     own, commit = [], step_head
     while commit != cut_from:
         parents = parents_of(repository, commit)
