@@ -484,7 +484,8 @@ ORCHESTRA_DEPLOY_NETWORK = env_bool("ORCHESTRA_DEPLOY_NETWORK", True)
 ORCHESTRA_WORKSPACES = Path(env_str("ORCHESTRA_WORKSPACES", str(DATA_DIR / "workspaces")))
 # Worktrees of finished runs kept per repository (under its git directory), checked out, for
 # later steps to take: a step then rewrites only the files that differ instead of checking
-# the whole repository out. Each holds a checkout of the project; 0 deletes them instead.
+# the whole repository out. Each holds a checkout of the project; 0 deletes them instead. A
+# project whose concurrency cap is larger keeps that many (`workspaces.parked_at_most`).
 ORCHESTRA_PARKED_WORKTREES = env_int("ORCHESTRA_PARKED_WORKTREES", 32)
 ORCHESTRA_ADMIN_PASSWORD = env_str("ORCHESTRA_ADMIN_PASSWORD")
 # A worker on another machine (no shared disk): the central web process's git URL, e.g.

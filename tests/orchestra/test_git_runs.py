@@ -3,6 +3,7 @@ claims keeping steps apart, tools confined to the worktree, checks before review
 deploy that ships the integrated commit only once a human approved it."""
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from agents.llm.demo import GREETING_TESTS, GREETING_V2
 from agents.models import AgentRun, ToolCall
 from agents.sandbox import sandbox_status
 from agents.tools.registry import REGISTRY
-from agents.workspace.parking import known_clean
+from agents.workspace.parking import known_clean, parked_dir
 from approvals.models import Checkpoint, PolicyRule
 from orchestra.engine import decide_checkpoint, start_run
 from orchestra.engine.host import EngineHost
@@ -283,6 +284,36 @@ def test_a_step_without_dependencies_starts_from_the_run_base(demo, owner):
     assert git.file_at(repo, run.branch, "a.txt") == "from a\n"
     assert git.file_at(repo, run.branch, "b.txt") == "from b\n"
     assert not run.events.filter(kind="merge.conflict").exists()
+
+
+@pytest.mark.parametrize(("setting", "parked"), [(1, 3), (5, 3), (0, 0)])
+def test_a_repository_keeps_as_many_worktrees_parked_as_its_project_runs_at_once(
+    demo, owner, approver, settings, setting, parked
+):
+    """Three steps at once (each write waits for a person, so all three have their worktree)
+    with one worktree parked at most: the shelf keeps all three, for the next plan as wide
+    to take instead of checking the repository out again; 0 still turns parking off."""
+    settings.ORCHESTRA_PARKED_WORKTREES = setting
+    demo.concurrency_cap = 3
+    demo.save(update_fields=["concurrency_cap"])
+    PolicyRule.objects.create(
+        project=demo, position=0, tool="write_file", outcome=PolicyRule.Outcome.REQUIRE_APPROVAL
+    )
+    keys = ["a", "b", "c"]
+    plan = {"steps": [spec(key, claims=[f"{key}.txt"]) for key in keys]}
+    agents = {key: writes_then_answers(f"{key}.txt", key, f"{key} wrote") for key in keys}
+    with override_client(scripted_run(plan, agents)):
+        run = start_run(owner, demo, "Three at once")
+        waiting = list(Checkpoint.objects.filter(run=run, status=Checkpoint.Status.PENDING))
+        assert len(waiting) == 3
+        for checkpoint in waiting:
+            decide_checkpoint(approver, checkpoint, "approve")
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    shelf = parked_dir(repository_for(demo))
+    assert len(os.listdir(shelf) if shelf.is_dir() else []) == parked
+    assert not any(Path(step.worktree).exists() for step in run.steps.all())
 
 
 def test_a_step_without_dependencies_whose_claim_was_merged_starts_from_the_run_head(demo, owner):
