@@ -210,33 +210,49 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     processes' added: those alive (`orchestra worker` runs one per core) and those it has
     waited for (git commands). Kernel time is shown apart: on some file systems creating
     files costs more kernel time than anything the engine does (see the worktrees' parking)."""
+    user = kernel = 0.0
+    for process in _and_children(pid):
+        process_user, process_kernel = _cpu_of(process)
+        user, kernel = user + process_user, kernel + process_kernel
+    return user, kernel
+
+
+def _cpu_of(pid: int) -> tuple[float, float]:
+    """One process's (user, kernel) seconds, the children it waited for included."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0, 0.0
     tick = os.sysconf("SC_CLK_TCK")
     # After the name: state is field 3, utime 14, stime 15, cutime 16, cstime 17 (proc(5)).
     utime, stime, cutime, cstime = (int(value) / tick for value in fields[11:15])
-    user, kernel = utime + cutime, stime + cstime
-    for child in children:
-        child_user, child_kernel = cpu_seconds(int(child))
-        user, kernel = user + child_user, kernel + child_kernel
-    return user, kernel
+    return utime + cutime, stime + cstime
 
 
 def peak_rss_kb(pid: int) -> int:
     """A process's peak resident memory since it started (the kernel's VmHWM), in kB, with
     its child processes' added (`orchestra worker` runs one per core; the sum of peaks, which
     need not have come at once); 0 once it is gone, so read it before stopping the stack."""
+    return sum(_peak_of(process) for process in _and_children(pid))
+
+
+def _peak_of(pid: int) -> int:
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) + sum(peak_rss_kb(int(child)) for child in children)
+                return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _and_children(pid: int) -> list[int]:
+    """`pid` and its descendants alive now; [] when it is gone."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [pid, *(process for child in children for process in _and_children(int(child)))]
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
