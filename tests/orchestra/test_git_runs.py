@@ -290,9 +290,10 @@ def test_a_step_without_dependencies_starts_from_the_run_base(demo, owner):
 def test_a_repository_keeps_as_many_worktrees_parked_as_its_project_runs_at_once(
     demo, owner, approver, settings, setting, parked
 ):
-    """Three steps at once (each write waits for a person, so all three have their worktree)
-    with one worktree parked at most: the shelf keeps all three, for the next plan as wide
-    to take instead of checking the repository out again; 0 still turns parking off."""
+    """Three steps at once (each write waits for a person, so all three have their worktree):
+    the shelf keeps all three, for the next plan as wide to take instead of checking the
+    repository out again, though the setting allows fewer (or as many or more); 0 still
+    turns parking off."""
     settings.ORCHESTRA_PARKED_WORKTREES = setting
     demo.concurrency_cap = 3
     demo.save(update_fields=["concurrency_cap"])
