@@ -142,8 +142,9 @@ def differing(repository: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree)
 
 
 # Each commit's parents, by id: a commit never changes, so what was read once holds in any
-# repository. A run branch's merges are walked again at every merge (`step_ancestry`).
-_PARENTS_KEPT = 100_000
+# repository. A run branch's merges are walked again at every merge (`step_ancestry`). About
+# 200 bytes a commit: 4 MB at most, the merges of fifty 200-step plans.
+_PARENTS_KEPT = 20_000
 _parents: dict[pygit2.Oid, tuple[pygit2.Oid, ...]] = {}
 
 
