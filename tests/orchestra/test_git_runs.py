@@ -77,6 +77,21 @@ def writes_then_answers(path: str, content: str, answer: str):
     return agent
 
 
+def reads_then_writes(read: str, write: str, content, answer: str):
+    """An agent (see `scripted_run`) that reads `read` with the file tool, writes `write`
+    with `content(what the read returned)` (the tool's error when there was no such file),
+    then answers."""
+
+    def agent(message, results):
+        if not results:
+            return "read_file", {"path": read}
+        if len(results) == 1:
+            return "write_file", {"path": write, "content": content(results[0])}
+        return answer
+
+    return agent
+
+
 def pending(run: Run) -> Checkpoint:
     [checkpoint] = Checkpoint.objects.filter(run=run, status=Checkpoint.Status.PENDING)
     return checkpoint
@@ -222,13 +237,12 @@ def test_a_merge_conflict_goes_back_to_the_agent_who_keeps_both_changes(demo, ow
 def test_two_steps_claiming_one_file_run_one_after_the_other(demo, owner):
     first = writes_then_answers("shared.txt", "from a\n", "a wrote")
 
-    def second(message, results):
-        if not results:
-            return "read_file", {"path": "shared.txt"}
-        if len(results) == 1:
-            before = "" if results[0].startswith("error:") else results[0]
-            return "write_file", {"path": "shared.txt", "content": before + "from b\n"}
-        return "b appended"
+    second = reads_then_writes(
+        "shared.txt",
+        "shared.txt",
+        lambda before: ("" if before.startswith("error:") else before) + "from b\n",
+        "b appended",
+    )
 
     plan = {
         "steps": [spec("a", claims=["shared.txt"]), spec("b", claims=["shared.txt"])],
@@ -260,13 +274,11 @@ def test_a_step_without_dependencies_starts_from_the_run_base(demo, owner):
     demo.save(update_fields=["concurrency_cap"])
     seen = []
 
-    def b(message, results):
-        if not results:
-            return "read_file", {"path": "a.txt"}
-        if len(results) == 1:
-            seen.append(results[0])
-            return "write_file", {"path": "b.txt", "content": "from b\n"}
-        return "b wrote"
+    def b_writes(read: str) -> str:
+        seen.append(read)
+        return "from b\n"
+
+    b = reads_then_writes("a.txt", "b.txt", b_writes, "b wrote")
 
     plan = {"steps": [spec("a", claims=["a.txt"]), spec("b", claims=["b.txt"])]}
     agents = {"a": writes_then_answers("a.txt", "from a\n", "a wrote"), "b": b}
@@ -324,12 +336,7 @@ def test_a_step_without_dependencies_whose_claim_was_merged_starts_from_the_run_
     demo.concurrency_cap = 1
     demo.save(update_fields=["concurrency_cap"])
 
-    def b(message, results):
-        if not results:
-            return "read_file", {"path": "notes.txt"}
-        if len(results) == 1:
-            return "write_file", {"path": "notes.txt", "content": results[0] + "from b\n"}
-        return "b appended"
+    b = reads_then_writes("notes.txt", "notes.txt", lambda read: read + "from b\n", "b appended")
 
     plan = {"steps": [spec("a"), spec("b", claims=["notes.txt"])]}
     agents = {"a": writes_then_answers("notes.txt", "from a\n", "a wrote"), "b": b}
@@ -477,12 +484,7 @@ def test_a_path_a_step_touched_is_leased_until_it_merges(demo, owner, approver):
             return ("run_command", {"command": "true"})
         return "a done"
 
-    def c(message, results):
-        if not results:
-            return ("read_file", {"path": "notes.txt"})
-        if len(results) == 1:
-            return ("write_file", {"path": "notes.txt", "content": results[0] + "from c\n"})
-        return "c done"
+    c = reads_then_writes("notes.txt", "notes.txt", lambda read: read + "from c\n", "c done")
 
     agents = {"a": a, "d": lambda message, results: "d done", "c": c}
     with override_client(scripted_run(plan, agents)):
