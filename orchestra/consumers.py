@@ -117,8 +117,7 @@ def events_between(run_id: int, after: int, upto: int | None = None) -> list[dic
     events = Event.objects.filter(run_id=run_id, seq__gt=after)
     if upto is not None:
         events = events.filter(seq__lte=upto)
-    batch = events.select_related("step").order_by("seq")[:BATCH]
-    return [with_line(event.as_json()) for event in batch]
+    return [with_line(event) for event in Event.json_rows(events.order_by("seq")[:BATCH])]
 
 
 class RunConsumer(AsyncJsonWebsocketConsumer):

@@ -18,7 +18,7 @@ from orchestra.api.schemas import (
 )
 from orchestra.engine import EngineError, cancel_run, start_run
 from orchestra.markdown import render_markdown
-from orchestra.models import Run, Step
+from orchestra.models import Event, Run, Step
 from orchestra.text import CleanText
 
 EVENT_LIMIT_DEFAULT = 1000
@@ -151,5 +151,5 @@ def list_events(
     """Ordered by `seq`; pass the last `seq` you saw as `after` to read only what is new."""
     run = get_run_for_user(request_user(request), run_id)
     limit = max(1, min(limit, EVENT_LIMIT_MAX))
-    events = run.events.filter(seq__gt=after).select_related("step").order_by("seq")[:limit]
-    return {"events": [event.as_json() for event in events]}
+    events = run.events.filter(seq__gt=after).order_by("seq")[:limit]
+    return {"events": Event.json_rows(events)}

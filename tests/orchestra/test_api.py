@@ -15,7 +15,7 @@ from django.utils.crypto import get_random_string
 
 from agents.models import AgentProfile
 from approvals.models import Checkpoint
-from orchestra.models import ApiToken, Membership, Project, Run
+from orchestra.models import ApiToken, Event, Membership, Project, Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -309,6 +309,9 @@ def test_events_after_a_seq_are_only_the_later_ones(viewer, started):
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["kind"] == "run.created" and events[0]["actor"] == "olivia"
     assert any(e["step"] == "research" for e in events)
+    # Read as plain values, each is what the stored event says of itself (the broadcast form).
+    stored = Event.objects.filter(run_id=started).select_related("step").order_by("seq")
+    assert events == [event.as_json() for event in stored]
 
     later = get(client, f"/api/runs/{started}/events?after=5")[1]["events"]
     assert [e["seq"] for e in later] == list(range(6, len(events) + 1))
