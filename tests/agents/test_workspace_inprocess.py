@@ -422,6 +422,62 @@ def test_the_trivial_merge_makes_the_tree_git_merge_makes(repo):
     assert len(skipped) < 5, skipped  # most cases are merged here
 
 
+def test_the_paths_two_trees_differ_in_are_those_libgit2s_diff_names(repo):
+    """Random changes between two trees (files added, changed, removed, made executable or
+    a link, a file made a folder and a folder a file, whole folders added and removed):
+    `differing`, which opens only the folders that differ, names the paths libgit2's diff
+    of the two trees names."""
+    import random
+
+    from pygit2.enums import FileMode
+
+    repository = libgit.open_repository(repo)
+    chance = random.Random(7)
+    blobs = [repository.create_blob(f"text {n}\n".encode()) for n in range(20)]
+    folders = ["", "a/", "a/b/", "a/b/c/", "d/", "d/e/"]
+
+    def tree(files: dict) -> pygit2.Tree:
+        index = pygit2.Index()
+        for path, (blob, mode) in files.items():
+            index.add(pygit2.IndexEntry(path, blob, mode))
+        return repository[index.write_tree(repository)]
+
+    def libgit2s(old: pygit2.Tree, new: pygit2.Tree) -> list[str]:
+        deltas = repository.diff(old, new).deltas
+        return sorted({path for d in deltas for path in (d.old_file.path, d.new_file.path)})
+
+    kinds = set()
+    for case in range(40):
+        old = {
+            f"{chance.choice(folders)}f{n}": (chance.choice(blobs), FileMode.BLOB)
+            for n in range(25)
+        }
+        new = dict(old)
+        for path in chance.sample(sorted(old), 6):
+            action = chance.choice(["change", "remove", "mode", "link", "folder", "keep"])
+            kinds.add(action)
+            if action == "change":
+                new[path] = (chance.choice(blobs), FileMode.BLOB)
+            elif action == "remove":
+                del new[path]
+            elif action == "mode":
+                new[path] = (old[path][0], FileMode.BLOB_EXECUTABLE)
+            elif action == "link":
+                new[path] = (old[path][0], FileMode.LINK)
+            elif action == "folder":
+                del new[path]
+                new[f"{path}/inner"] = (chance.choice(blobs), FileMode.BLOB)
+        if case % 4 == 0:  # a whole folder goes, another comes
+            gone = chance.choice(folders[1:])
+            new = {p: v for p, v in new.items() if not p.startswith(gone)}
+            new[f"x{case}/y/z"] = (chance.choice(blobs), FileMode.BLOB)
+        before, after = tree(old), tree(new)
+        assert libgit.differing(repository, before, after) == libgit2s(before, after), case
+        # and back: a folder made a file, a link or executable file made a plain one
+        assert libgit.differing(repository, after, before) == libgit2s(after, before), case
+    assert kinds >= {"change", "remove", "mode", "link", "folder"}, kinds
+
+
 def _commit_on(repository: pygit2.Repository, ref: str, parents: list, name: str) -> pygit2.Oid:
     """A commit adding `name` to the first parent's tree, on `ref`."""
     tree = repository[parents[0]].peel(pygit2.Commit).tree
