@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal
 
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.db.models import DecimalField, F, FloatField, IntegerField, Value
 from django.db.models.constants import OnConflict
 from django.db.models.expressions import CombinedExpression
@@ -163,6 +163,13 @@ class Added(CombinedExpression):
         return sql, params
 
 
+def _this_threads():
+    """This thread's connection itself. `connection` finds it again at each attribute read
+    (asgiref's context-local lookup, 4.4 us here): the fields preparing a row's values read
+    it several times a value, some 460 lookups a step of an in-process chain."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 def _update_now(model: type[models.Model], pk: int, values: dict) -> None:
     statement = _row_update(model, pk, values)
     if statement is None:
@@ -178,16 +185,17 @@ def _row_update(model: type[models.Model], pk: int, values: dict) -> tuple[str, 
     cloning and compiling a query for it: the ORM's compiling was a tenth of a step's
     interpreter time on PostgreSQL, more on SQLite. None for a value only the ORM's compiler
     writes, and on other databases."""
-    if connection.vendor not in ("postgresql", "sqlite"):
+    db = _this_threads()
+    if db.vendor not in ("postgresql", "sqlite"):
         return None
-    quote, meta = connection.ops.quote_name, model._meta
+    quote, meta = db.ops.quote_name, model._meta
     table = quote(meta.db_table)
     sets, params = [], []
     for name, value in values.items():
         field = meta.get_field(name)
         column = quote(field.column)
         if hasattr(value, "set_sql"):
-            sql, value_params = value.set_sql(f"{table}.{column}", connection)
+            sql, value_params = value.set_sql(f"{table}.{column}", db)
         elif (
             hasattr(value, "resolve_expression")
             or hasattr(value, "prepare_database_save")
@@ -195,10 +203,10 @@ def _row_update(model: type[models.Model], pk: int, values: dict) -> tuple[str, 
         ):
             return None
         else:
-            sql, value_params = "%s", [field.get_db_prep_save(value, connection=connection)]
+            sql, value_params = "%s", [field.get_db_prep_save(value, connection=db)]
         sets.append(f"{column} = {sql}")
         params += value_params
-    params.append(meta.pk.get_db_prep_value(pk, connection))
+    params.append(meta.pk.get_db_prep_value(pk, db))
     # Only quoted names of the model's own table and columns are written in; values are params.
     sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {table}.{quote(meta.pk.column)} = %s"  # noqa: S608
     return sql, params
@@ -299,12 +307,13 @@ def _row_insert(obj: models.Model) -> tuple[str, list] | None:
     """The INSERT of one row, written as the ORM writes it (each value as the field saves it,
     `auto_now_add` set) without building and compiling a query for it, like `_row_update`;
     None where only the ORM writes it."""
-    if connection.vendor not in ("postgresql", "sqlite"):
+    db = _this_threads()
+    if db.vendor not in ("postgresql", "sqlite"):
         return None
     params = _row_values(obj)
     if params is None:
         return None
-    quote, meta = connection.ops.quote_name, obj._meta
+    quote, meta = db.ops.quote_name, obj._meta
     table, columns = quote(meta.db_table), _insert_columns(meta)
     values = ", ".join(["%s"] * len(params))
     sql = (
@@ -319,13 +328,14 @@ def _inserted_fields(meta) -> list:
 
 
 def _insert_columns(meta) -> str:
-    return ", ".join(connection.ops.quote_name(field.column) for field in _inserted_fields(meta))
+    quote = _this_threads().ops.quote_name
+    return ", ".join(quote(field.column) for field in _inserted_fields(meta))
 
 
 def _row_values(obj: models.Model) -> list | None:
     """The values of `obj`'s row as the ORM saves them; None where only the ORM writes it (an
     expression, a field with its own placeholder, a generated field)."""
-    params = []
+    params, db = [], _this_threads()
     for field in _inserted_fields(obj._meta):
         value = field.pre_save(obj, add=True)
         if (
@@ -334,7 +344,7 @@ def _row_values(obj: models.Model) -> list | None:
             or getattr(field, "generated", False)
         ):
             return None
-        params.append(field.get_db_prep_save(value, connection=connection))
+        params.append(field.get_db_prep_save(value, connection=db))
     return params
 
 
