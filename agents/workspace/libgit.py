@@ -137,18 +137,29 @@ def differing(repository: pygit2.Repository, old: pygit2.Tree, new: pygit2.Tree)
     """Repo-relative paths that differ between two trees, sorted (see `changed_between`):
     the files libgit2's diff of the two names, found by opening only the folders whose ids
     differ. libgit2's diff reads every folder of both trees; in a repository just opened (a
-    worktree is opened afresh each time) that was 0.7 ms against 0.16 for a one-file change
+    worktree is opened afresh each time) that was 0.56 ms against 0.07 for a one-file change
     in the benchmark's 532 files, and it grows with the repository, not with the change."""
     if old.id == new.id:  # a worktree parked at the commit it is taken for, say
         return []
     paths: list[str] = []
     _differing_under(repository, old, new, "", paths)
-    return sorted(paths)
+    return sorted(set(paths))
+
+
+# Two folders holding more names than this between them are compared by libgit2's diff, which
+# reads each name in C: with 10,000 files in 50 folders, half of them changed, walking every
+# name in Python took 27.7 ms against 13.7 for libgit2's diff of the whole trees, and 11.6
+# with each folder left to libgit2.
+_WALKED_AT_MOST = 256
 
 
 def _differing_under(repository, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix, paths):
     """Add to `paths` the files that differ between the folders `old` and `new` (None: the
     folder is absent on that side), named under `prefix`."""
+    if old is not None and new is not None and len(old) + len(new) > _WALKED_AT_MOST:
+        for delta in repository.diff(old, new).deltas:
+            paths += (prefix + delta.old_file.path, prefix + delta.new_file.path)
+        return
     olds = {entry.name: entry for entry in old} if old is not None else {}
     news = {entry.name: entry for entry in new} if new is not None else {}
     for name in olds.keys() | news.keys():

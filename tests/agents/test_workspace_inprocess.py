@@ -477,6 +477,18 @@ def test_the_paths_two_trees_differ_in_are_those_libgit2s_diff_names(repo):
         assert libgit.differing(repository, after, before) == libgit2s(after, before), case
     assert kinds >= {"change", "remove", "mode", "link", "folder"}, kinds
 
+    # Folders holding more names than are walked: libgit2 compares them, named the same.
+    many = libgit._WALKED_AT_MOST + 20
+    old = {f"big/f{n}": (blobs[0], FileMode.BLOB) for n in range(2 * many)}
+    old |= {f"big/sub/g{n}": (blobs[0], FileMode.BLOB) for n in range(5)}
+    new = {path: (blobs[1], mode) for path, (_, mode) in old.items() if not path.endswith("7")}
+    new |= {"big/f1/inner": (blobs[2], FileMode.BLOB), "small/x": (blobs[2], FileMode.BLOB)}
+    del new["big/f1"]
+    before, after = tree(old), tree(new)
+    assert len(libgit2s(before, after)) > many
+    assert libgit.differing(repository, before, after) == libgit2s(before, after)
+    assert libgit.differing(repository, after, before) == libgit2s(after, before)
+
 
 def _commit_on(repository: pygit2.Repository, ref: str, parents: list, name: str) -> pygit2.Oid:
     """A commit adding `name` to the first parent's tree, on `ref`."""
