@@ -374,27 +374,22 @@ class Event(models.Model):
     def json_rows(cls, events: models.QuerySet) -> list[dict]:
         """`as_json` of each event of `events` (ordered and sliced by the caller), in one
         query without model instances."""
-        return [
-            {
-                "seq": seq,
-                "kind": kind,
-                "at": at.isoformat(),
-                "step": step,
-                "actor": actor,
-                "data": data,
-            }
-            for seq, kind, at, step, actor, data in events.values_list(*cls._JSON_COLUMNS)
-        ]
+        return [_event_json(*row) for row in events.values_list(*cls._JSON_COLUMNS)]
 
     def as_json(self) -> dict:
-        return {
-            "seq": self.seq,
-            "kind": self.kind,
-            "at": self.at.isoformat(),
-            "step": self.step.key if self.step_id and self.step else None,
-            "actor": self.actor,
-            "data": self.data,
-        }
+        step = self.step.key if self.step_id and self.step else None
+        return _event_json(self.seq, self.kind, self.at, step, self.actor, self.data)
+
+
+def _event_json(seq: int, kind: str, at, step: str | None, actor: str, data: dict) -> dict:
+    return {
+        "seq": seq,
+        "kind": kind,
+        "at": at.isoformat(),
+        "step": step,
+        "actor": actor,
+        "data": data,
+    }
 
 
 class ApiToken(models.Model):

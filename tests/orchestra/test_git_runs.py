@@ -108,6 +108,20 @@ def allow_every_write(project) -> None:
     PolicyRule.objects.create(project=project, position=0, tool="write_file", outcome="allow")
 
 
+def steps_at_once(project, cap: int) -> None:
+    project.concurrency_cap = cap
+    project.save(update_fields=["concurrency_cap"])
+
+
+def completed_run(owner, project, plan: dict, agents: dict, title: str) -> Run:
+    """The run of `plan` by the scripted `agents`, to its end; it completed."""
+    with override_client(scripted_run(plan, agents)):
+        run = start_run(owner, project, title)
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETED, run.error
+    return run
+
+
 def commit_on_main(project, relative: str, text: str) -> None:
     repo = repository_for(project)
     (repo / relative).write_text(text)
@@ -247,11 +261,7 @@ def test_two_steps_claiming_one_file_run_one_after_the_other(demo, owner):
     plan = {
         "steps": [spec("a", claims=["shared.txt"]), spec("b", claims=["shared.txt"])],
     }
-    with override_client(scripted_run(plan, {"a": first, "b": second})):
-        run = start_run(owner, demo, "Same claim")
-
-    run.refresh_from_db()
-    assert run.status == Run.Status.COMPLETED, run.error
+    run = completed_run(owner, demo, plan, {"a": first, "b": second}, "Same claim")
     plan_record = run.plans.get(status=Plan.Status.ACCEPTED)
     assert plan_record.added_orderings == [["a", "b", "shared.txt"]]
     a, b = run.steps.get(key="a"), run.steps.get(key="b")
@@ -270,8 +280,7 @@ def test_two_steps_claiming_one_file_run_one_after_the_other(demo, owner):
 def test_a_step_without_dependencies_starts_from_the_run_base(demo, owner):
     """One step at a time: b starts after a merged, yet from the run's base, as it would
     have with a free slot; what it sees does not depend on when a slot freed."""
-    demo.concurrency_cap = 1
-    demo.save(update_fields=["concurrency_cap"])
+    steps_at_once(demo, 1)
     seen = []
 
     def b_writes(read: str) -> str:
@@ -282,11 +291,7 @@ def test_a_step_without_dependencies_starts_from_the_run_base(demo, owner):
 
     plan = {"steps": [spec("a", claims=["a.txt"]), spec("b", claims=["b.txt"])]}
     agents = {"a": writes_then_answers("a.txt", "from a\n", "a wrote"), "b": b}
-    with override_client(scripted_run(plan, agents)):
-        run = start_run(owner, demo, "Independent")
-
-    run.refresh_from_db()
-    assert run.status == Run.Status.COMPLETED, run.error
+    run = completed_run(owner, demo, plan, agents, "Independent")
     a, b_step = run.steps.get(key="a"), run.steps.get(key="b")
     assert a.finished_at <= b_step.started_at
     assert a.merged_commit != run.base_commit
@@ -307,8 +312,7 @@ def test_a_repository_keeps_as_many_worktrees_parked_as_its_project_runs_at_once
     repository out again, though the setting allows fewer (or as many or more); 0 still
     turns parking off."""
     settings.ORCHESTRA_PARKED_WORKTREES = setting
-    demo.concurrency_cap = 3
-    demo.save(update_fields=["concurrency_cap"])
+    steps_at_once(demo, 3)
     PolicyRule.objects.create(
         project=demo, position=0, tool="write_file", outcome=PolicyRule.Outcome.REQUIRE_APPROVAL
     )
@@ -333,18 +337,13 @@ def test_a_step_without_dependencies_whose_claim_was_merged_starts_from_the_run_
     """a claimed nothing but wrote notes.txt; b, claiming it, waits for a's merge and then
     starts from the run head, which holds a's notes.txt: no conflict round."""
     allow_every_write(demo)
-    demo.concurrency_cap = 1
-    demo.save(update_fields=["concurrency_cap"])
+    steps_at_once(demo, 1)
 
     b = reads_then_writes("notes.txt", "notes.txt", lambda read: read + "from b\n", "b appended")
 
     plan = {"steps": [spec("a"), spec("b", claims=["notes.txt"])]}
     agents = {"a": writes_then_answers("notes.txt", "from a\n", "a wrote"), "b": b}
-    with override_client(scripted_run(plan, agents)):
-        run = start_run(owner, demo, "Claimed after it was written")
-
-    run.refresh_from_db()
-    assert run.status == Run.Status.COMPLETED, run.error
+    run = completed_run(owner, demo, plan, agents, "Claimed after it was written")
     a, b_step = run.steps.get(key="a"), run.steps.get(key="b")
     assert b_step.base_commit == a.merged_commit != run.base_commit
     assert not run.events.filter(kind="merge.conflict").exists()
