@@ -5,12 +5,15 @@ functions on a thread pool inside the web process; tests may drain them in the c
 ("sync"), which keeps engine tests deterministic without a broker.
 """
 
+import functools
 import logging
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -25,6 +28,13 @@ _sync_queue: deque = deque()
 _sync_state = threading.local()
 _beat: threading.Thread | None = None
 _beat_stop = threading.Event()
+# The task bodies running on this thread (`carrying_on`): how deep, and the step task the
+# outermost one carries on after it ends.
+_carried = threading.local()
+# The queues this process's Celery worker consumes (`orchestra worker` says, before it starts).
+consumed: frozenset[str] = frozenset()
+# What a worker's thread carries on itself rather than hands over: a step's next attempt.
+CARRIED_TASKS = frozenset({"orchestra.execute_step", "orchestra.resume_step"})
 
 
 def enqueue(name: str, *args, task_id: str | None = None, on_failure=None) -> str:
@@ -40,13 +50,84 @@ def enqueue(name: str, *args, task_id: str | None = None, on_failure=None) -> st
     task_id = task_id or uuid.uuid4().hex
     task = app.tasks[name]
     mode = settings.ORCHESTRA_EMBEDDED_WORKER
-    if mode == "thread":
-        transaction.on_commit(lambda: _thread_pool().submit(_run_here, task, args))
-    elif mode == "sync":
+    if mode == "sync":
         transaction.on_commit(lambda: _run_sync(task, args))
+        return task_id
+    if mode == "thread":
+        hand_over = functools.partial(_submit, task, args)
     else:
-        transaction.on_commit(lambda: _send(task, args, task_id, on_failure))
+        hand_over = functools.partial(_send, task, args, task_id, on_failure)
+    if _carries(name, args):
+        transaction.on_commit(functools.partial(_carry, task, args, hand_over))
+    else:
+        transaction.on_commit(hand_over)
     return task_id
+
+
+@contextmanager
+def carrying_on() -> Iterator[None]:
+    """A task's body on a worker thread (a Celery worker's, or the embedded pool's). The first
+    step task it makes due (`CARRIED_TASKS`; on a Celery worker, for a queue it consumes) is
+    not handed over: this thread runs it once the body ends, and the one that task makes due
+    after it, down a chain of steps. So a step that follows another starts without the
+    broker's round trip or the hand-over to another thread. The others are handed over as
+    ever (a fan-out's other steps run in parallel).
+
+    Durable as a task sent: the step's activity was made due by the transaction that
+    enqueued it, so if this worker stops before the step is claimed, its lease runs out and
+    the sweep sends it again. A Celery worker asked to stop sends what it holds instead of
+    running it: a warm shutdown waits for the running task, not for a chain."""
+    depth = getattr(_carried, "depth", 0)
+    _carried.depth = depth + 1
+    try:
+        yield
+    finally:
+        _carried.depth = depth
+        if not depth:
+            _carry_on()
+
+
+def _carries(name: str, args) -> bool:
+    """Whether this thread carries task `name` on itself (see `carrying_on`)."""
+    if name not in CARRIED_TASKS or not getattr(_carried, "depth", 0):
+        return False
+    if settings.ORCHESTRA_EMBEDDED_WORKER:
+        return True  # the embedded pool runs every queue
+    from orchestra.queues import queue_for  # reads the steps' roles, which import models
+
+    return queue_for(name, args) in consumed
+
+
+def _carry(task, args, hand_over: Callable[[], object]) -> None:
+    """After the enqueuing commit: the thread's first carried task is kept, others handed over."""
+    if getattr(_carried, "next", None) is None:
+        _carried.next = (task, args, hand_over)
+    else:
+        hand_over()
+
+
+def _carry_on() -> None:
+    """Run what this thread kept (`_carry`), and what each of those kept in turn."""
+    from celery.worker import state
+
+    while (kept := getattr(_carried, "next", None)) is not None:
+        _carried.next = None
+        task, args, hand_over = kept
+        if _asked(state.should_stop) or _asked(state.should_terminate):
+            hand_over()
+            continue
+        _carried.depth = 1  # what its body keeps is run by this loop, not by a nested one
+        try:
+            task.run(*args)
+        except Exception:
+            logger.exception("task %s%r, carried on after the one before, failed", task.name, args)
+        finally:
+            _carried.depth = 0
+
+
+def _asked(flag) -> bool:
+    """Celery's stop flags: None or False when not asked, else the exit code (0 too)."""
+    return flag is not None and flag is not False
 
 
 def _send(task, args, task_id: str, on_failure) -> None:
@@ -104,6 +185,10 @@ def _thread_pool() -> ThreadPoolExecutor:
                 max_workers=settings.ORCHESTRA_EMBEDDED_THREADS, thread_name_prefix="orchestra"
             )
         return _pool
+
+
+def _submit(task, args) -> None:
+    _thread_pool().submit(_run_here, task, args)
 
 
 def _run_here(task, args) -> None:

@@ -6,20 +6,22 @@ import functools
 from celery import shared_task
 from django.core.exceptions import ObjectDoesNotExist
 
-from orchestra import engine, retention, slots, telemetry
+from orchestra import engine, queue, retention, slots, telemetry
 
 
 def _gone_is_done(func):
     """A task whose run or step was deleted since it was queued has nothing left to do. Its
-    body holds an engine slot (`orchestra.slots`)."""
+    body holds an engine slot (`orchestra.slots`), and the step it makes due next is carried
+    on by the same thread (`queue.carrying_on`)."""
 
     @functools.wraps(func)
     def wrapper(*args):
-        try:
-            with slots.engine_slot():
-                return func(*args)
-        except ObjectDoesNotExist:
-            return None
+        with queue.carrying_on():
+            try:
+                with slots.engine_slot():
+                    return func(*args)
+            except ObjectDoesNotExist:
+                return None
 
     return wrapper
 

@@ -62,7 +62,9 @@ class StepCost:
     ms: float  # wall time in process, model answering at once: the engine's own time
 
 
-def chain_plan(length: int) -> dict:
+def chain_plan(length: int, *, chained: bool = True) -> dict:
+    """`length` steps, each writing its own file, each after the one before (or, not
+    `chained`, all at once)."""
     brief = {"objective": "write", "expected_output": "a file", "acceptance_criteria": ["ok"]}
     return {
         "steps": [
@@ -71,7 +73,7 @@ def chain_plan(length: int) -> dict:
                 "title": f"Step {i}",
                 "agent": "coder",
                 "brief": brief,
-                "depends_on": [f"k{i - 1:03d}"] if i else [],
+                "depends_on": [f"k{i - 1:03d}"] if i and chained else [],
                 "claims": [f"out/k{i:03d}.json"],
             }
             for i in range(length)
@@ -79,10 +81,13 @@ def chain_plan(length: int) -> dict:
     }
 
 
-def _answer(length: int):
+def _answer(length: int, *, chained: bool = True):
+    """The scripted model of `chain_plan`'s runs: the plan, each step's file and answer, a
+    reviewer's pass."""
+
     def answer(messages, tools):
         if "submit_plan" in tools:
-            return tool_reply(call("submit_plan", chain_plan(length), "plan"))
+            return tool_reply(call("submit_plan", chain_plan(length, chained=chained), "plan"))
         if "submit_verdict" in tools:
             verdict = {"verdict": "pass", "feedback": "ok"}
             return tool_reply(call("submit_verdict", verdict, "verdict"))

@@ -127,6 +127,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.hostname:
         argv += ["--hostname", args.hostname]
     argv += ["--queues", ",".join(queues)]
+    from orchestra import queue
+
+    queue.consumed = frozenset(queues)  # what its threads may carry on (`queue.carrying_on`)
     return app.start(argv) or 0
 
 

@@ -1,0 +1,116 @@
+"""A worker's thread carries on the step its task made due (`queue.carrying_on`): a chain's
+next step starts on the thread that merged the one before, without a hand-over; a fan-out's
+other steps are handed over as ever; on a Celery worker only what it consumes is kept, and a
+worker asked to stop sends what it kept."""
+
+import threading
+
+import pytest
+from celery.worker import state
+from django.db import transaction
+
+from agents.llm import override_client
+from orchestra import queue
+from orchestra.celery import app
+from orchestra.engine import start_run
+from orchestra.models import Run
+from tests.costs import _answer
+from tests.scripted import ScriptedModel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENDED = (Run.Status.COMPLETED, Run.Status.FAILED, Run.Status.CANCELLED)
+
+
+def _run_to_its_end(owner, project, length: int, *, chained: bool) -> Run:
+    with override_client(ScriptedModel(_answer(length, chained=chained))):
+        run = start_run(owner, project, f"Carried, {length} steps")
+        poll = threading.Event()
+        for _ in range(1500):  # the row's status is the event: read until it ends (30 s)
+            run.refresh_from_db()
+            if run.status in ENDED:
+                break
+            poll.wait(0.02)
+    assert run.status == Run.Status.COMPLETED, (run.status, run.error)
+    return run
+
+
+def _started_on(run: Run) -> dict[str, str]:
+    """Each step's key: the worker (host, process, thread) its attempt started on."""
+    return {
+        event.step.key: event.data["worker"]
+        for event in run.events.filter(kind="step.started").select_related("step")
+    }
+
+
+def test_a_chain_runs_on_the_thread_that_merged_the_step_before(demo, owner, settings):
+    settings.ORCHESTRA_EMBEDDED_WORKER = "thread"
+    run = _run_to_its_end(owner, demo, 4, chained=True)
+    workers = _started_on(run)
+    assert sorted(workers) == ["k000", "k001", "k002", "k003"]
+    # Handed over, each step would start on another thread: the one before still held its.
+    assert len(set(workers.values())) == 1, workers
+
+
+def test_a_fan_outs_other_steps_are_handed_over(demo, owner, settings):
+    settings.ORCHESTRA_EMBEDDED_WORKER = "thread"
+    run = _run_to_its_end(owner, demo, 3, chained=False)
+    workers = _started_on(run)
+    assert sorted(workers) == ["k000", "k001", "k002"]
+    assert len(set(workers.values())) >= 2, workers  # not all kept for one thread
+
+
+# --- a Celery worker: what it consumes, and a stop ----------------------------------------
+ran: list[tuple[int, str]] = []
+
+
+@app.task(name="tests.carried")
+def carried(value: int) -> None:
+    ran.append((value, threading.current_thread().name))
+
+
+sent: list[list] = []
+
+
+@pytest.fixture
+def celery_worker_thread(settings, monkeypatch):
+    """This thread as a Celery worker's, with `tests.carried` among what a worker carries on.
+    What it hands over to the broker is noted in `sent` (the suite's broker is shared with
+    the integration tests' workers, which would take it)."""
+    settings.ORCHESTRA_EMBEDDED_WORKER = ""
+    monkeypatch.setattr(queue, "CARRIED_TASKS", queue.CARRIED_TASKS | {"tests.carried"})
+    monkeypatch.setattr(queue, "_send", lambda task, args, *_: sent.append([task.name, *args]))
+    ran.clear()
+    sent.clear()
+
+
+def _body_making_due(*values: int) -> None:
+    """A task's body whose transaction makes `tests.carried` due once per value."""
+    with queue.carrying_on(), transaction.atomic():
+        for value in values:
+            queue.enqueue("tests.carried", value)
+        assert ran == []  # nothing before the commit, nor before the body ends
+
+
+def test_a_worker_runs_the_first_task_after_the_body_and_sends_the_rest(
+    celery_worker_thread, monkeypatch
+):
+    monkeypatch.setattr(queue, "consumed", frozenset({"orchestra"}))
+    _body_making_due(1, 2)
+    assert ran == [(1, threading.current_thread().name)]
+    assert sent == [["tests.carried", 2]]
+
+
+def test_what_a_worker_does_not_consume_is_sent(celery_worker_thread, monkeypatch):
+    monkeypatch.setattr(queue, "consumed", frozenset({"steps"}))
+    _body_making_due(1)
+    assert ran == []
+    assert sent == [["tests.carried", 1]]
+
+
+def test_a_worker_asked_to_stop_sends_what_it_kept(celery_worker_thread, monkeypatch):
+    monkeypatch.setattr(queue, "consumed", frozenset({"orchestra"}))
+    monkeypatch.setattr(state, "should_stop", 0)  # a warm shutdown's exit code
+    _body_making_due(1)
+    assert ran == []
+    assert sent == [["tests.carried", 1]]
