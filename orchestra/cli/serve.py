@@ -109,12 +109,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     processes = min(args.processes or settings.ORCHESTRA_WORKER_PROCESSES, threads)
     if processes > 1:
         return _workers(args, processes, threads)
+    from orchestra import queue
     from orchestra.celery import app
 
+    pool = args.pool or settings.ORCHESTRA_WORKER_POOL
     argv = [
         "worker",
         "--pool",
-        args.pool or settings.ORCHESTRA_WORKER_POOL,
+        pool,
         "--concurrency",
         str(threads),
         "--loglevel",
@@ -127,9 +129,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.hostname:
         argv += ["--hostname", args.hostname]
     argv += ["--queues", ",".join(queues)]
-    from orchestra import queue
-
-    queue.consumed = frozenset(queues)  # what its threads may carry on (`queue.carrying_on`)
+    # What its threads may carry on (`queue.carrying_on`). Not in a pool that enforces the
+    # tasks' time limits (prefork): a task carrying a long chain on would run into them.
+    queue.consumed = frozenset(queues) if pool == "threads" else frozenset()
     return app.start(argv) or 0
 
 

@@ -81,3 +81,19 @@ def test_a_remote_worker_refuses_the_central_queue(settings, capsys):
     assert "ORCHESTRA_GIT_REMOTE" in error
     assert main(["worker", "--queues", " , "]) == 2
     assert "names no queue" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("pool", "carried"), [("threads", {"steps", "coder"}), ("prefork", set())])
+def test_a_thread_pool_worker_carries_on_what_it_consumes(settings, monkeypatch, pool, carried):
+    """What `queue.carrying_on` may keep: the queues the worker consumes, in a thread pool;
+    nothing in a pool that enforces task time limits. (Celery itself is not started.)"""
+    from orchestra import queue
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(app, "start", lambda argv: started.append(argv))
+    monkeypatch.setattr(queue, "consumed", frozenset())
+    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
+    argv = ["worker", "--processes", "1", "--queues", "steps,coder", "--pool", pool]
+    assert main(argv) == 0
+    assert started[0][started[0].index("--pool") + 1] == pool
+    assert queue.consumed == carried
