@@ -118,6 +118,7 @@ def _carry_on() -> None:
             continue
         _carried.depth = 1  # what its body keeps is run by this loop, not by a nested one
         try:
+            close_old_connections()  # as before any task: one a restart broke is not reused
             task.run(*args)
         except Exception:
             logger.exception("task %s%r, carried on after the one before, failed", task.name, args)
