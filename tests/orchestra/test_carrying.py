@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from celery.worker import state
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 
 from agents.llm import override_client
 from orchestra import queue
@@ -66,6 +66,7 @@ ran: list[tuple[int, str]] = []
 
 @app.task(name="tests.carried")
 def carried(value: int) -> None:
+    Run.objects.exists()  # it reads the database, as every engine task does
     ran.append((value, threading.current_thread().name))
 
 
@@ -114,3 +115,35 @@ def test_a_worker_asked_to_stop_sends_what_it_kept(celery_worker_thread, monkeyp
     _body_making_due(1)
     assert ran == []
     assert sent == [["tests.carried", 1]]
+
+
+def test_a_connection_broken_before_a_carried_task_is_replaced(celery_worker_thread, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("an SQLite connection is a file: nothing can break it from outside")
+    monkeypatch.setattr(queue, "consumed", frozenset({"orchestra"}))
+    with queue.carrying_on():
+        with transaction.atomic():
+            queue.enqueue("tests.carried", 1)
+        # The server ends this connection (as a restart would) and the body's last read fails.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        _terminated(pid)
+        with pytest.raises(OperationalError):
+            Run.objects.exists()
+    assert ran == [(1, threading.current_thread().name)]  # on a new connection
+
+
+def _terminated(pid: int) -> None:
+    """The server ends backend `pid`, asked on a connection of its own."""
+    import psycopg
+
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        dbname=db["NAME"],
+        autocommit=True,
+    ) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
