@@ -64,9 +64,14 @@ def test_a_fan_outs_other_steps_are_handed_over(demo, owner, settings):
 ran: list[tuple[int, str]] = []
 
 
+# The database connection each `tests.carried` read on (the driver's connection object).
+read_on: list[object] = []
+
+
 @app.task(name="tests.carried")
 def carried(value: int) -> None:
     Run.objects.exists()  # it reads the database, as every engine task does
+    read_on.append(connection.connection)
     ran.append((value, threading.current_thread().name))
 
 
@@ -83,22 +88,29 @@ def celery_worker_thread(settings, monkeypatch):
     monkeypatch.setattr(queue, "_send", lambda task, args, *_: sent.append([task.name, *args]))
     ran.clear()
     sent.clear()
+    read_on.clear()
 
 
-def _body_making_due(*values: int) -> None:
-    """A task's body whose transaction makes `tests.carried` due once per value."""
-    with queue.carrying_on(), transaction.atomic():
-        for value in values:
-            queue.enqueue("tests.carried", value)
+def _body_making_due(*values: int) -> object:
+    """A task's body whose transaction makes `tests.carried` due once per value; the
+    database connection it wrote on."""
+    with queue.carrying_on():
+        with transaction.atomic():
+            for value in values:
+                queue.enqueue("tests.carried", value)
+            written_on = connection.connection
         assert ran == []  # nothing before the commit, nor before the body ends
+    return written_on
 
 
 def test_a_worker_runs_the_first_task_after_the_body_and_sends_the_rest(
     celery_worker_thread, monkeypatch
 ):
     monkeypatch.setattr(queue, "consumed", frozenset({"orchestra"}))
-    _body_making_due(1, 2)
+    written_on = _body_making_due(1, 2)
     assert ran == [(1, threading.current_thread().name)]
+    # On the body's connection: not handed back to a pool and another borrowed.
+    assert read_on == [written_on]
     assert sent == [["tests.carried", 2]]
 
 
