@@ -58,3 +58,10 @@ def test_split_processes_survive_restarts_while_a_checkpoint_waits(demo, owner, 
     phases = [e["data"]["phase"] for e in events if e["kind"] == "phase.changed"]
     assert {"plan", "dispatch", "review", "report"} <= set(phases)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    # The worker thread that merged `research` carried on one of the two steps that merge made
+    # due, without the broker (`queue.carrying_on`); the other went through the broker.
+    started_on: dict[str, str] = {}
+    for event in events:
+        if event["kind"] == "step.started":
+            started_on.setdefault(event["step"], event["data"]["worker"])  # its first attempt
+    assert started_on["research"] in (started_on["implement"], started_on["tests"]), started_on
