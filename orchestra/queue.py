@@ -75,8 +75,8 @@ def carrying_on() -> Iterator[None]:
 
     Durable as a task sent: the step's activity was made due by the transaction that
     enqueued it, so if this worker stops before the step is claimed, its lease runs out and
-    the sweep sends it again. A Celery worker asked to stop sends what it holds instead of
-    running it: a warm shutdown waits for the running task, not for a chain."""
+    the sweep sends it again. A worker that is stopping hands what it holds over instead of
+    running it (`_stopping`): a shutdown waits for the running task, not for a chain."""
     depth = getattr(_carried, "depth", 0)
     _carried.depth = depth + 1
     try:
@@ -108,13 +108,14 @@ def _carry(task, args, hand_over: Callable[[], object]) -> None:
 
 def _carry_on() -> None:
     """Run what this thread kept (`_carry`), and what each of those kept in turn."""
-    from celery.worker import state
-
     while (kept := getattr(_carried, "next", None)) is not None:
         _carried.next = None
         task, args, hand_over = kept
-        if _asked(state.should_stop) or _asked(state.should_terminate):
-            hand_over()
+        if _stopping():
+            try:
+                hand_over()
+            except RuntimeError:  # the embedded pool takes nothing once the process stops
+                logger.info("%s%r stays due: the process is stopping", task.name, args)
             continue
         _carried.depth = 1  # what its body keeps is run by this loop, not by a nested one
         try:
@@ -134,6 +135,19 @@ def _broken_closed() -> None:
     for conn in connections.all(initialized_only=True):
         if conn.errors_occurred:
             conn.close_if_unusable_or_obsolete()
+
+
+def _stopping() -> bool:
+    """A Celery worker asked to stop (a warm or cold shutdown), or this process's main thread
+    ended (the embedded server stopping, its pool's threads joined): a thread runs nothing
+    it kept, so the process waits for the task running, not for a chain."""
+    from celery.worker import state
+
+    return (
+        _asked(state.should_stop)
+        or _asked(state.should_terminate)
+        or not threading.main_thread().is_alive()
+    )
 
 
 def _asked(flag) -> bool:

@@ -159,3 +159,18 @@ def _terminated(pid: int) -> None:
         autocommit=True,
     ) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_a_process_whose_main_thread_ended_hands_over_what_it_kept(
+    celery_worker_thread, monkeypatch
+):
+    """The embedded server stopping: its main thread has ended and the interpreter joins the
+    pool's threads, which must not go on down a chain."""
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    monkeypatch.setattr(queue, "consumed", frozenset({"orchestra"}))
+    monkeypatch.setattr(threading, "main_thread", lambda: ended)
+    _body_making_due(1)
+    assert ran == []
+    assert sent == [["tests.carried", 1]]
