@@ -112,10 +112,7 @@ def _carry_on() -> None:
         _carried.next = None
         task, args, hand_over = kept
         if _stopping():
-            try:
-                hand_over()
-            except RuntimeError:  # the embedded pool takes nothing once the process stops
-                logger.info("%s%r stays due: the process is stopping", task.name, args)
+            hand_over()
             continue
         _carried.depth = 1  # what its body keeps is run by this loop, not by a nested one
         try:
@@ -213,7 +210,11 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 
 def _submit(task, args) -> None:
-    _thread_pool().submit(_run_here, task, args)
+    try:
+        _thread_pool().submit(_run_here, task, args)
+    except RuntimeError:  # the pool takes nothing once the process stops
+        # Its activity is due in the database: the next start queues it again.
+        logger.info("%s%r stays due: the server is stopping", task.name, args)
 
 
 def _run_here(task, args) -> None:

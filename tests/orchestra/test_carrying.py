@@ -174,3 +174,18 @@ def test_a_process_whose_main_thread_ended_hands_over_what_it_kept(
     _body_making_due(1)
     assert ran == []
     assert sent == [["tests.carried", 1]]
+
+
+def test_work_made_due_while_the_embedded_server_stops_stays_due(settings, monkeypatch, caplog):
+    """The pool takes nothing once the process stops: the transaction that made the work due
+    commits all the same (no error out of its commit hook), and says what stays due."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings.ORCHESTRA_EMBEDDED_WORKER = "thread"
+    stopped = ThreadPoolExecutor(max_workers=1)
+    stopped.shutdown()
+    monkeypatch.setattr(queue, "_pool", stopped)
+    with caplog.at_level("INFO", logger="orchestra.queue"), transaction.atomic():
+        queue.enqueue("tests.carried", 7)
+    assert "tests.carried(7,) stays due: the server is stopping" in caplog.text
+    assert ran == []
