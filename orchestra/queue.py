@@ -28,6 +28,7 @@ _sync_queue: deque = deque()
 _sync_state = threading.local()
 _beat: threading.Thread | None = None
 _beat_stop = threading.Event()
+_stop = threading.Event()  # `stop_carrying`
 # The task bodies running on this thread (`carrying_on`): how deep, and the step task the
 # outermost one carries on after it ends.
 _carried = threading.local()
@@ -134,17 +135,18 @@ def _broken_closed() -> None:
             conn.close_if_unusable_or_obsolete()
 
 
+def stop_carrying() -> None:
+    """The process is stopping (the embedded server stopped serving; its pool's threads are
+    joined next): what a thread keeps from now on is handed over, not run."""
+    _stop.set()
+
+
 def _stopping() -> bool:
-    """A Celery worker asked to stop (a warm or cold shutdown), or this process's main thread
-    ended (the embedded server stopping, its pool's threads joined): a thread runs nothing
-    it kept, so the process waits for the task running, not for a chain."""
+    """A Celery worker asked to stop (a warm or cold shutdown), or `stop_carrying`: a thread
+    runs nothing it kept, so the process waits for the task running, not for a chain."""
     from celery.worker import state
 
-    return (
-        _asked(state.should_stop)
-        or _asked(state.should_terminate)
-        or not threading.main_thread().is_alive()
-    )
+    return _stop.is_set() or _asked(state.should_stop) or _asked(state.should_terminate)
 
 
 def _asked(flag) -> bool:

@@ -50,7 +50,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     say(f"Orchestra is serving at http://{shown_host}:{args.port}/ (API docs at /api/docs)")
     if settings.ORCHESTRA_USE_DEMO_MODEL:
         say("Using the demo model: set OPENAI_BASE_URL / OPENAI_API_KEY for a real one.")
-    return cli._serve(args.host, args.port, static=True, access_log=False)
+    try:
+        return cli._serve(args.host, args.port, static=True, access_log=False)
+    finally:
+        from orchestra import queue
+
+        queue.stop_carrying()  # the pool's threads finish their task, not a chain of them
 
 
 def cmd_web(args: argparse.Namespace) -> int:

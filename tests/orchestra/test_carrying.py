@@ -161,16 +161,12 @@ def _terminated(pid: int) -> None:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
-def test_a_process_whose_main_thread_ended_hands_over_what_it_kept(
-    celery_worker_thread, monkeypatch
-):
-    """The embedded server stopping: its main thread has ended and the interpreter joins the
-    pool's threads, which must not go on down a chain."""
-    ended = threading.Thread(target=lambda: None)
-    ended.start()
-    ended.join()
+def test_a_server_that_stopped_serving_hands_over_what_it_kept(celery_worker_thread, monkeypatch):
+    """The embedded server stopping (`orchestra up` says so once it stops serving): the
+    interpreter joins the pool's threads next, which must not go on down a chain."""
     monkeypatch.setattr(queue, "consumed", frozenset({"orchestra"}))
-    monkeypatch.setattr(threading, "main_thread", lambda: ended)
+    monkeypatch.setattr(queue, "_stop", threading.Event())
+    queue.stop_carrying()
     _body_making_due(1)
     assert ran == []
     assert sent == [["tests.carried", 1]]
@@ -189,3 +185,17 @@ def test_work_made_due_while_the_embedded_server_stops_stays_due(settings, monke
         queue.enqueue("tests.carried", 7)
     assert "tests.carried(7,) stays due: the server is stopping" in caplog.text
     assert ran == []
+
+
+def test_orchestra_up_stops_carrying_once_it_stops_serving(db, settings, monkeypatch):
+    """(A real `orchestra up` stopped by SIGTERM mid-chain of 0.3 s steps exits in about half
+    a second; without this, it waited for the chain's end: ten seconds.)"""
+    from orchestra import cli
+
+    settings.ORCHESTRA_EMBEDDED_WORKER = "sync"  # no embedded beat or recovery here
+    monkeypatch.setattr(queue, "_stop", threading.Event())
+    serving: list[bool] = []
+    monkeypatch.setattr(cli, "_serve", lambda *a, **k: serving.append(queue._stopping()) or 0)
+    assert cli.main(["up", "--port", "8999"]) == 0
+    assert serving == [False]  # carrying while it serves
+    assert queue._stopping()  # not once it stopped
