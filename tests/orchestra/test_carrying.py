@@ -1,7 +1,8 @@
 """A worker's thread carries on the step its task made due (`queue.carrying_on`): a chain's
 next step starts on the thread that merged the one before, without a hand-over; a fan-out's
-other steps are handed over as ever; on a Celery worker only what it consumes is kept, and a
-worker asked to stop sends what it kept."""
+other steps are handed over as ever; on a Celery worker only what it consumes is kept; a
+worker asked to stop, or a server that stopped serving, hands over what it kept; a carried
+task reads on its thread's connection, replaced only when it broke."""
 
 import threading
 
@@ -60,7 +61,7 @@ def test_a_fan_outs_other_steps_are_handed_over(demo, owner, settings):
     assert len(set(workers.values())) >= 2, workers  # not all kept for one thread
 
 
-# --- a Celery worker: what it consumes, and a stop ----------------------------------------
+# --- a Celery worker: what it consumes, a stop, its connection -----------------------------
 ran: list[tuple[int, str]] = []
 
 
