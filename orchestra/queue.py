@@ -58,8 +58,8 @@ def enqueue(name: str, *args, task_id: str | None = None, on_failure=None) -> st
         hand_over = functools.partial(_submit, task, args)
     else:
         hand_over = functools.partial(_send, task, args, task_id, on_failure)
-    if _carries(name, args):
-        transaction.on_commit(functools.partial(_carry, task, args, hand_over))
+    if name in CARRIED_TASKS and getattr(_carried, "depth", 0):  # in a task body: maybe kept
+        transaction.on_commit(functools.partial(_carry, task, args, hand_over, mode == "thread"))
     else:
         transaction.on_commit(hand_over)
     return task_id
@@ -88,23 +88,21 @@ def carrying_on() -> Iterator[None]:
             _carry_on()
 
 
-def _carries(name: str, args) -> bool:
-    """Whether this thread carries task `name` on itself (see `carrying_on`)."""
-    if name not in CARRIED_TASKS or not getattr(_carried, "depth", 0):
-        return False
-    if settings.ORCHESTRA_EMBEDDED_WORKER:
-        return True  # the embedded pool runs every queue
-    from orchestra.queues import queue_for  # reads the steps' roles, which import models
-
-    return queue_for(name, args) in consumed
-
-
-def _carry(task, args, hand_over: Callable[[], object]) -> None:
-    """After the enqueuing commit: the thread's first carried task is kept, others handed over."""
-    if getattr(_carried, "next", None) is None:
+def _carry(task, args, hand_over: Callable[[], object], embedded: bool) -> None:
+    """After the enqueuing commit: the thread's first carried task is kept, if this thread
+    may run it (the embedded pool runs every queue; a Celery worker, those it consumes: with
+    role queues that reads the step's role, here rather than under the run's lock); others
+    are handed over."""
+    if getattr(_carried, "next", None) is None and (embedded or _consumed(task.name, args)):
         _carried.next = (task, args, hand_over)
     else:
         hand_over()
+
+
+def _consumed(name: str, args) -> bool:
+    from orchestra.queues import queue_for  # reads the steps' roles, which import models
+
+    return queue_for(name, args) in consumed
 
 
 def _carry_on() -> None:
