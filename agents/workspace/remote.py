@@ -17,7 +17,7 @@ from agents.workspace.gitcmd import (
     run_git,
 )
 from agents.workspace.libgit import has_ref, open_repository
-from agents.workspace.repository import ensure_main_after_clone, head_commit
+from agents.workspace.repository import WITHOUT_REFLOGS, ensure_main_after_clone, head_commit
 
 _NETWORK_TIMEOUT = 900
 ORIGIN = "origin"
@@ -40,6 +40,7 @@ def clone_repository(url: str, path: Path, token: str) -> Path:
             "clone",
             "--quiet",
             "--no-tags",
+            *WITHOUT_REFLOGS,
             "--",
             url,
             str(path),

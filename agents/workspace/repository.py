@@ -26,6 +26,12 @@ MAIN_BRANCH = "main"
 STEP_KEY_PATTERN = re.compile(r"[a-z0-9_-]+")
 INITIAL_COMMIT_MESSAGE = "Initial commit"
 _CLONE_TIMEOUT = 900
+# A repository Orchestra makes (initialises or clones) keeps no reflogs, said in its own
+# configuration: each step made a reflog file (and its folder) for its branch and added a
+# line to its run branch's and to its worktree's HEAD's, which a parked worktree carries from
+# run to run without bound; each was a few more files written in the step's git work. A run's
+# history is its commits and its trace. A repository that was there already is left as it is.
+WITHOUT_REFLOGS = ("--config", "core.logAllRefUpdates=false")
 
 
 # -- Names -------------------------------------------------------------------------------------
@@ -75,11 +81,21 @@ def _ensure_repository(path: Path, source: str, seed_files: dict[str, str] | Non
         git_output(path, "rev-parse", "--git-dir")  # fails loudly on a broken repository
         return path
     if source:
-        run_git(path.parent, "clone", "--quiet", "--", source, str(path), timeout=_CLONE_TIMEOUT)
+        run_git(
+            path.parent,
+            "clone",
+            "--quiet",
+            *WITHOUT_REFLOGS,
+            "--",
+            source,
+            str(path),
+            timeout=_CLONE_TIMEOUT,
+        )
         ensure_main_after_clone(path)
         return path
     has_files = any(path.iterdir())
     git_output(path, "init", "--quiet", "--initial-branch", MAIN_BRANCH)
+    git_output(path, "config", *WITHOUT_REFLOGS[1].split("="))  # `init` wrote "true"
     if not has_files:
         _write_seed_files(path, seed_files or {"README.md": f"# {path.name}\n"})
     git_output(path, "add", "--all")

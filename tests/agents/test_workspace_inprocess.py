@@ -26,6 +26,7 @@ from agents.workspace import (
     step_branch_name,
 )
 from agents.workspace.merge import _commit_merge
+from agents.workspace.remote import clone_repository
 
 
 @pytest.fixture
@@ -556,3 +557,39 @@ def test_a_merge_told_where_the_step_was_cut_makes_the_same_commit(repo, tmp_pat
     assert outcome.ok and _git(repo, "rev-parse", f"{outcome.commit}^{{tree}}").strip() == expected
     assert again.ok and again.commit == outcome.commit == head_commit(repo, branch)  # merged
     assert _git(repo, "rev-list", "--count", f"{base}..{branch}").strip() == "4"
+
+
+def _reflogs(repo: Path, worktree: Path) -> list[str]:
+    """The reflog files of `repo` and of the worktree's registration."""
+    folders = [repo / ".git" / "logs", repo / ".git" / "worktrees" / worktree.name / "logs"]
+    return sorted(str(path) for folder in folders for path in folder.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("made", ["initialised", "cloned", "cloned by a worker"])
+def test_a_repository_orchestra_makes_keeps_no_reflogs(repo, tmp_path, made):
+    """Nor do a step's branch, commit and merge write one, in process or through git."""
+    if made == "cloned":
+        repo = ensure_repository(tmp_path / "clone", source=str(repo))
+    elif made == "cloned by a worker":
+        repo = clone_repository(str(repo), tmp_path / "worker" / "project", "token")
+    branch, _ = start_run_branch(repo, 3)
+    steps = _parallel_steps(repo, tmp_path, {"k": lambda w: (w / "k.txt").write_text("k\n")})
+    worktree = tmp_path / "wt" / "k"
+    _git(worktree, "-c", "user.name=A", "-c", "user.email=a@b", "commit", "--allow-empty", "-mx")
+
+    assert merge_step(repo, branch, steps["k"], tmp_path / "_merge", "Merge k").ok
+    assert _git(repo, "config", "--get", "core.logAllRefUpdates") == "false\n"
+    assert _reflogs(repo, worktree) == []
+
+
+def test_a_repository_that_keeps_reflogs_keeps_them(repo, tmp_path):
+    """What a repository's own configuration says is kept: a person's repository used as a
+    project's workspace is not changed."""
+    _git(repo, "config", "core.logAllRefUpdates", "true")
+    branch, _ = start_run_branch(repo, 3)
+    steps = _parallel_steps(repo, tmp_path, {"k": lambda w: (w / "k.txt").write_text("k\n")})
+
+    assert merge_step(repo, branch, steps["k"], tmp_path / "_merge", "Merge k").ok
+    logs = repo / ".git" / "logs" / "refs" / "heads"
+    assert (logs / branch).read_text().count("\n") == 2  # created, merged
+    assert (logs / steps["k"]).is_file()
