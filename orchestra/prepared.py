@@ -184,14 +184,13 @@ class PreparedRead:
         compiler = queryset.query.get_compiler(connection.alias)
         sql, params = compiler.as_sql()
         params = list(params)
-        if any(params.count(placeholder) != 1 for placeholder in placeholders):
-            raise ValueError(f"{self._name}: each value must appear once in {params}")
+        at = [_place(params, placeholder, self._name) for placeholder in placeholders]
         select, klass_info = compiler.select, compiler.klass_info
         if klass_info is None:  # a `values_list`: its rows as they are (`tuples`)
             return _Compiled(
                 sql=sql,
                 params=params,
-                at=[params.index(placeholder) for placeholder in placeholders],
+                at=at,
                 model=queryset.model,
                 columns=slice(None),
                 names=[],
@@ -204,7 +203,7 @@ class PreparedRead:
         return _Compiled(
             sql=sql,
             params=params,
-            at=[params.index(placeholder) for placeholder in placeholders],
+            at=at,
             model=klass_info["model"],
             columns=columns,
             names=[column[0].target.attname for column in select[columns]],
@@ -212,6 +211,15 @@ class PreparedRead:
             populators=get_related_populators(klass_info, select, connection.alias),
             annotations=dict(compiler.annotation_col_map or {}),
         )
+
+
+def _place(params: list, placeholder: int, name: str) -> int:
+    """Where `placeholder` sits in a compiled read's `params`: as it is, or as its text where
+    a text column is compared with it (an API token's digest)."""
+    places = [at for at, param in enumerate(params) if param in (placeholder, str(placeholder))]
+    if len(places) != 1:
+        raise ValueError(f"{name}: each value must appear once in {params}")
+    return places[0]
 
 
 class _Kept(NamedTuple):

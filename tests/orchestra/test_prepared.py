@@ -259,3 +259,20 @@ def test_a_statement_sent_again_and_again_is_prepared_by_the_server(run):
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
     assert any('"task_id" >= $' in statement for statement in prepared), prepared
+
+
+def test_a_read_by_a_text_column_is_what_the_orm_reads(owner):
+    """An API token by its digest: the value stands in the compiled read as text."""
+    from orchestra.api.auth import _TOKEN
+    from orchestra.models import ApiToken
+
+    digest = ApiToken.digest_of(ApiToken.issue(owner))
+    sent = []
+    with _statements(sent):
+        token = _TOKEN.get(digest)
+        user = token.user  # in place: no statement for it
+    assert len(sent) == 1
+    assert model_to_dict(token) == model_to_dict(ApiToken.objects.get(digest=digest))
+    assert user == owner
+    with pytest.raises(ApiToken.DoesNotExist):
+        _TOKEN.get(ApiToken.digest_of("orc_another"))
