@@ -108,6 +108,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its refusal.
     "axes.middleware.AxesMiddleware",
+    # Runs the chain above in one thread a request (see its docstring); passes requests on.
+    "orchestra.middleware.OneThreadChain",
 ]
 
 ROOT_URLCONF = "orchestra.urls"

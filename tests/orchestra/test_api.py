@@ -488,3 +488,33 @@ def test_the_openapi_document_lists_the_paths_and_the_bearer_scheme(db):
     schemes = document["components"]["securitySchemes"]
     assert {"type": "http", "scheme": "bearer"} in schemes.values()
     assert {"BearerToken": []} in document["paths"]["/api/tasks"]["post"]["security"]
+
+
+def test_a_request_changes_thread_a_few_times_not_at_each_middleware(owner, started, monkeypatch):
+    """Under ASGI the middleware chain runs in one thread (orchestra.middleware): before it,
+    each middleware's hooks were each called through a hand-over to a thread, eighteen
+    hand-overs for a poll of a run's new events; five now (the request-started signal, the
+    chain, CSRF's view hook, the view, closing the response)."""
+    import asyncio
+
+    from asgiref.sync import SyncToAsync
+    from django.test import AsyncClient
+
+    handed = []
+    hand_over = SyncToAsync.__call__
+
+    def counted(self, *args, **kwargs):
+        handed.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return hand_over(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counted)
+    token = ApiToken.issue(owner)
+
+    response = asyncio.run(
+        AsyncClient().get(
+            f"/api/runs/{started}/events?after=1000000", headers={"Authorization": f"Bearer {token}"}
+        )
+    )
+
+    assert response.status_code == 200 and response.json() == {"events": []}
+    assert len(handed) <= 5, handed
