@@ -508,13 +508,10 @@ def test_a_request_changes_thread_a_few_times_not_at_each_middleware(owner, star
         return hand_over(self, *args, **kwargs)
 
     monkeypatch.setattr(SyncToAsync, "__call__", counted)
-    token = ApiToken.issue(owner)
+    headers = {"Authorization": f"Bearer {ApiToken.issue(owner)}"}
 
-    response = asyncio.run(
-        AsyncClient().get(
-            f"/api/runs/{started}/events?after=1000000", headers={"Authorization": f"Bearer {token}"}
-        )
-    )
+    poll = AsyncClient().get(f"/api/runs/{started}/events?after=1000000", headers=headers)
+    response = asyncio.run(poll)
 
     assert response.status_code == 200 and response.json() == {"events": []}
     assert len(handed) <= 5, handed
