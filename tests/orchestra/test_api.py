@@ -515,3 +515,17 @@ def test_a_request_changes_thread_a_few_times_not_at_each_middleware(owner, star
 
     assert response.status_code == 200 and response.json() == {"events": []}
     assert len(handed) <= 5, handed
+
+
+
+def test_the_events_reply_is_what_its_schema_makes_of_it(owner, started):
+    """Sent without checking each event against `EventOut` again (`list_events`): the rows
+    must be what the schema would make of them, every field of it and no other."""
+    from orchestra.api.schemas import EventListOut, EventOut
+
+    status, body = get(client_for(owner), f"/api/runs/{started}/events")
+
+    assert status == 200 and len(body["events"]) > 3
+    assert EventListOut.model_validate(body).model_dump() == body
+    assert {key for event in body["events"] for key in event} == set(EventOut.model_fields)
+    assert any(event["step"] for event in body["events"])
