@@ -517,7 +517,6 @@ def test_a_request_changes_thread_a_few_times_not_at_each_middleware(owner, star
     assert len(handed) <= 5, handed
 
 
-
 def test_the_events_reply_is_what_its_schema_makes_of_it(owner, started):
     """Sent without checking each event against `EventOut` again (`list_events`): the rows
     must be what the schema would make of them, every field of it and no other."""
