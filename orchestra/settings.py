@@ -106,9 +106,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    # Last, as django-axes asks: it turns a locked-out login into its refusal.
+    # Last of those that act, as django-axes asks: it turns a locked-out login into its
+    # refusal.
     "axes.middleware.AxesMiddleware",
-    # Runs the chain above in one thread a request (see its docstring); passes requests on.
+    # Does nothing to a request; makes Django run the chain above in one thread a request
+    # under ASGI (see its docstring).
     "orchestra.middleware.OneThreadChain",
 ]
 
