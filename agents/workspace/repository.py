@@ -31,7 +31,8 @@ _CLONE_TIMEOUT = 900
 # line to its run branch's and to its worktree's HEAD's, which a parked worktree carries from
 # run to run without bound; each was a few more files written in the step's git work. A run's
 # history is its commits and its trace. A repository that was there already is left as it is.
-WITHOUT_REFLOGS = ("--config", "core.logAllRefUpdates=false")
+REFLOGS_OFF = ("core.logAllRefUpdates", "false")
+WITHOUT_REFLOGS = ("--config", "=".join(REFLOGS_OFF))  # `git clone`'s option for it
 
 
 # -- Names -------------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def _ensure_repository(path: Path, source: str, seed_files: dict[str, str] | Non
         return path
     has_files = any(path.iterdir())
     git_output(path, "init", "--quiet", "--initial-branch", MAIN_BRANCH)
-    git_output(path, "config", *WITHOUT_REFLOGS[1].split("="))  # `init` wrote "true"
+    git_output(path, "config", *REFLOGS_OFF)  # `init` wrote "true"
     if not has_files:
         _write_seed_files(path, seed_files or {"README.md": f"# {path.name}\n"})
     git_output(path, "add", "--all")

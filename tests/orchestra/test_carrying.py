@@ -63,8 +63,6 @@ def test_a_fan_outs_other_steps_are_handed_over(demo, owner, settings):
 
 # --- a Celery worker: what it consumes, a stop, its connection -----------------------------
 ran: list[tuple[int, str]] = []
-
-
 # The database connection each `tests.carried` read on (the driver's connection object).
 read_on: list[object] = []
 
