@@ -29,6 +29,9 @@ _sync_state = threading.local()
 _beat: threading.Thread | None = None
 _beat_stop = threading.Event()
 _stop = threading.Event()  # `stop_carrying`
+# The tasks handed to the embedded pool and not finished (`stop_embedded` waits for them).
+_unfinished = 0
+_idle = threading.Condition()
 # The task bodies running on this thread (`carrying_on`): how deep, and the step task the
 # outermost one carries on after it ends.
 _carried = threading.local()
@@ -139,6 +142,29 @@ def stop_carrying() -> None:
     _stop.set()
 
 
+def unfinished() -> int:
+    """How many tasks the embedded pool holds: running, or queued for a free thread."""
+    with _idle:
+        return _unfinished
+
+
+def stop_embedded(grace: float) -> int:
+    """The embedded server stopped serving: its pool takes no more work, the tasks queued and
+    not started are dropped, and the ones running get up to `grace` seconds to end. Returns how
+    many still run then. Nothing is lost either way: each task's work is due in the database
+    (an activity), and the next start takes it over (`recover_embedded_work`); a step's agent
+    carries on from its stored conversation."""
+    stop_carrying()
+    _beat_stop.set()
+    with _pool_lock:
+        pool = _pool
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+    with _idle:
+        _idle.wait_for(lambda: _unfinished == 0, grace)
+        return _unfinished
+
+
 def _stopping() -> bool:
     """A Celery worker asked to stop (a warm or cold shutdown), or `stop_carrying`: a thread
     runs nothing it kept, so the process waits for the task running, not for a chain."""
@@ -196,7 +222,7 @@ def _beat_forever() -> None:
         for task, at in due.items():
             if now >= at and task in app.tasks:
                 due[task] = now + every[task]
-                _thread_pool().submit(_run_here, app.tasks[task], ())
+                _submit(app.tasks[task], ())
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -210,11 +236,22 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 
 def _submit(task, args) -> None:
+    _count(1)
     try:
-        _thread_pool().submit(_run_here, task, args)
+        future = _thread_pool().submit(_run_here, task, args)
     except RuntimeError:  # the pool takes nothing once the process stops
+        _count(-1)
         # Its activity is due in the database: the next start queues it again.
         logger.info("%s%r stays due: the server is stopping", task.name, args)
+    else:
+        future.add_done_callback(lambda _future: _count(-1))  # run, or dropped at the stop
+
+
+def _count(change: int) -> None:
+    global _unfinished
+    with _idle:
+        _unfinished += change
+        _idle.notify_all()
 
 
 def _run_here(task, args) -> None:

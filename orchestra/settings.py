@@ -323,6 +323,9 @@ ORCHESTRA_EMBEDDED_WORKER = env_str("ORCHESTRA_EMBEDDED_WORKER", "" if REDIS_URL
 if ORCHESTRA_EMBEDDED_WORKER not in {"", "thread", "sync"}:
     raise ImproperlyConfigured("ORCHESTRA_EMBEDDED_WORKER must be empty, 'thread' or 'sync'")
 ORCHESTRA_EMBEDDED_THREADS = env_int("ORCHESTRA_EMBEDDED_THREADS", 32)
+# Seconds a stopping `orchestra up` gives the engine's running tasks to end; what is still
+# running then is taken over at the next start.
+ORCHESTRA_STOP_GRACE = env_float("ORCHESTRA_STOP_GRACE", 10)
 # How many of a process's threads do engine work at once (orchestra/slots.py); the others wait
 # on their models. Default four per core; 0: no limit.
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,6 +1,8 @@
 """Shared fixtures: named personas, the seeded demo project, and engine settings that keep
 unit tests in process (tasks drained in the calling thread, demo model without latency)."""
 
+import threading
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -23,6 +25,18 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
         # One folder per process (xdist worker), so parallel processes never share a file.
         folder = tmp_path_factory.mktemp("database")
         database.setdefault("TEST", {})["NAME"] = str(folder / "orchestra-test.sqlite3")
+
+
+@pytest.fixture
+def own_embedded_pool(monkeypatch):
+    """`orchestra up` stops the embedded pool for good once it stops serving: a test that runs
+    it in process stops a pool of its own, not the one the process's other tests use."""
+    from orchestra import queue
+
+    monkeypatch.setattr(queue, "_stop", threading.Event())
+    monkeypatch.setattr(queue, "_beat_stop", threading.Event())
+    monkeypatch.setattr(queue, "_pool", None)
+    monkeypatch.setattr(queue, "_unfinished", 0)
 
 
 @pytest.fixture(autouse=True)

@@ -28,6 +28,8 @@ CONFIGURED_ONLY = (
 class EmbeddedServer:
     base: str
     env: dict
+    process: subprocess.Popen
+    log: Path
 
     def manage(self, *argv: str) -> str:
         """Run a command (`orchestra.cli` by default) against the server's database."""
@@ -73,7 +75,15 @@ def embedded_server(data_dir: Path, **settings: str) -> Iterator[EmbeddedServer]
 
     try:
         wait_until(serving, 90, "`orchestra up` to serve /healthz", every=0.1)
-        yield EmbeddedServer(base, env)
+        yield EmbeddedServer(base, env, process, log_path)
     finally:
         process.terminate()
-        process.wait(20)
+        try:
+            process.wait(20)  # the engine's running tasks get ORCHESTRA_STOP_GRACE, 10 s
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(
+                "`orchestra up` did not stop within 20 s of SIGTERM; its log ends:\n"
+                + log_path.read_text()[-4000:]
+            ) from None

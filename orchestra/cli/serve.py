@@ -53,9 +53,38 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         return cli._serve(args.host, args.port, static=True, access_log=False)
     finally:
-        from orchestra import queue
+        _stop_embedded_work(settings.ORCHESTRA_STOP_GRACE)
 
-        queue.stop_carrying()  # the pool's threads finish their task, not a chain of them
+
+def _stop_embedded_work(grace: float) -> None:
+    """After the server stopped serving: the embedded pool's running tasks get `grace`
+    seconds to end, none of what is queued starts (`queue.stop_embedded`). Past that, or at a
+    second Ctrl-C or SIGTERM, the process ends without them: their work is due in the
+    database, and the next start takes it over. A stop waits for seconds, not for a run."""
+    from orchestra import queue
+
+    def now(_signum, _frame) -> None:
+        _exit_leaving(queue.unfinished())
+
+    if queue.unfinished():
+        signal.signal(signal.SIGTERM, now)
+        signal.signal(signal.SIGINT, now)
+        say(
+            f"Stopping: {queue.unfinished()} task(s) of the engine get up to {grace:g} s to "
+            "end (Ctrl-C again to stop now)."
+        )
+    left = queue.stop_embedded(grace)
+    if left:
+        _exit_leaving(left)
+
+
+def _exit_leaving(left: int) -> None:
+    say(f"Stopped with {left} task(s) unfinished: the next start takes their work over.")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not the interpreter's exit, which joins the pool's threads: a step's model call could
+    # hold it for minutes.
+    os._exit(0)
 
 
 def cmd_web(args: argparse.Namespace) -> int:

@@ -186,15 +186,53 @@ def test_work_made_due_while_the_embedded_server_stops_stays_due(settings, monke
     assert ran == []
 
 
-def test_orchestra_up_stops_carrying_once_it_stops_serving(db, settings, monkeypatch):
+def test_orchestra_up_stops_carrying_once_it_stops_serving(
+    db, settings, monkeypatch, own_embedded_pool
+):
     """(A real `orchestra up` stopped by SIGTERM mid-chain of 0.3 s steps exits in about half
     a second; without this, it waited for the chain's end: ten seconds.)"""
     from orchestra import cli
 
     settings.ORCHESTRA_EMBEDDED_WORKER = "sync"  # no embedded beat or recovery here
-    monkeypatch.setattr(queue, "_stop", threading.Event())
     serving: list[bool] = []
     monkeypatch.setattr(cli, "_serve", lambda *a, **k: serving.append(queue._stopping()) or 0)
     assert cli.main(["up", "--port", "8999"]) == 0
     assert serving == [False]  # carrying while it serves
     assert queue._stopping()  # not once it stopped
+
+
+@app.task(name="tests.held")
+def held(value: int) -> None:
+    ran.append((value, threading.current_thread().name))
+    began.set()
+    release.wait(30)
+
+
+began, release = threading.Event(), threading.Event()
+
+
+def test_a_stopping_server_starts_nothing_queued_and_waits_its_grace(
+    settings, monkeypatch, own_embedded_pool
+):
+    """`queue.stop_embedded`: the task running gets the grace and is counted as left; the one
+    queued behind it never starts; the pool takes nothing more."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings.ORCHESTRA_EMBEDDED_WORKER = "thread"
+    monkeypatch.setattr(queue, "_pool", ThreadPoolExecutor(max_workers=1))
+    began.clear()
+    release.clear()
+    ran.clear()
+    queue.enqueue("tests.held", 1)
+    assert began.wait(10)
+    queue.enqueue("tests.held", 2)  # waits for the one thread
+    assert queue.unfinished() == 2
+    left = queue.stop_embedded(0.3)
+    assert left == 1  # the running one; the queued one was dropped
+    assert [value for value, _thread in ran] == [1]
+    queue.enqueue("tests.held", 3)  # refused, said to stay due
+    release.set()
+    queue._pool.shutdown(wait=True)
+    assert [value for value, _thread in ran] == [1]
+    assert queue.unfinished() == 0
+    assert queue._stopping()

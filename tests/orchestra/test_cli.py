@@ -108,7 +108,9 @@ def test_seed_prints_a_generated_password_once(db, settings, capsys):
     assert Client().login(username="admin", password=password)
 
 
-def test_up_migrates_seeds_and_serves_on_the_given_port(db, settings, monkeypatch, capsys):
+def test_up_migrates_seeds_and_serves_on_the_given_port(
+    db, settings, monkeypatch, capsys, own_embedded_pool
+):
     served = {}
 
     def serve(host: str, port: int, **options) -> int:
