@@ -54,11 +54,12 @@ bench: install-dev
 	$(PIP) install --quiet -e ".[bench]"
 	$(BIN)/python bench/scheduling.py --scale $(BENCH_ARGS)
 
-# The dashboard over a big history, event latency, connections under load.
+# The dashboard over a big history, event latency, connections under load, a model call's CPU.
 bench-more: install-dev
 	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/event_latency.py
 	$(BIN)/python bench/connections.py
+	$(BIN)/python bench/model_calls.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
