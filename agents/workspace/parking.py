@@ -219,8 +219,18 @@ def discard(admin: Path, path: Path) -> None:
 
 
 def _admin_dir(path: Path) -> Path:
-    pointer = (Path(path) / ".git").read_text(encoding="utf-8")
-    return (Path(path) / pointer.removeprefix("gitdir: ").strip()).resolve()
+    return registration_named(path, (Path(path) / ".git").read_text(encoding="utf-8"))
+
+
+def registration_named(path: Path, pointer: str) -> Path:
+    """The registration folder that `pointer` (the text of the `.git` file of the worktree at
+    `path`) names. Git and `_point` write it absolute and resolved: it is taken as written
+    (resolving it again cost a system call for each folder on its way, seven times a step); a
+    relative one is resolved."""
+    named = pointer.removeprefix("gitdir: ").strip()
+    if os.path.isabs(named):
+        return Path(os.path.normpath(named))
+    return (Path(path) / named).resolve()
 
 
 def _point(admin: Path, path: Path) -> None:

@@ -144,8 +144,10 @@ def _registered(repo: Path, path: Path) -> bool:
         return False
     if not pointer.startswith("gitdir: "):
         return False
-    admin = (Path(path) / pointer.removeprefix("gitdir: ").strip()).resolve()
-    registrations = common_dir(repo).resolve() / "worktrees"
+    admin = parking.registration_named(path, pointer)
+    registrations = common_dir(repo) / "worktrees"  # as git said it: absolute and resolved
+    if admin.parent != registrations:  # not as written: as the filesystem resolves them
+        admin, registrations = admin.resolve(), registrations.resolve()
     return admin.parent == registrations and (admin / "HEAD").is_file()
 
 

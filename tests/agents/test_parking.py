@@ -299,3 +299,26 @@ def test_a_branch_checked_out_in_one_worktree_is_refused_to_another_with_one_par
     assert _git(first, "symbolic-ref", "HEAD").strip() == f"refs/heads/{branch}"
     assert parking.branch_checked_out(repo, f"refs/heads/{branch}")
     assert not parking.branch_checked_out(repo, f"refs/heads/{step_branch_name(1, 'a')}")
+
+
+@pytest.mark.parametrize("named", ["relatively", "through a link"])
+def test_a_registration_named_otherwise_than_git_writes_it_is_still_found(repo, tmp_path, named):
+    """A worktree's `.git` names its registration absolute and resolved, as git and parking
+    write it, and is taken as written; one named relatively, or through a symbolic link to a
+    folder on the way, is resolved: still the same registration."""
+    _, base = start_run_branch(repo, 1)
+    worktree = add_worktree(repo, tmp_path / "run-1" / "build", step_branch_name(1, "build"), base)
+    admin = common_dir(repo) / "worktrees" / "build"
+    assert (worktree / ".git").read_text() == f"gitdir: {admin}\n"
+    if named == "relatively":
+        pointer = os.path.relpath(admin, worktree)
+    else:
+        (tmp_path / "link").symlink_to(tmp_path)
+        pointer = str(tmp_path / "link" / admin.relative_to(tmp_path))
+    (worktree / ".git").write_text(f"gitdir: {pointer}\n")
+
+    assert worktrees._registered(repo, worktree)
+    parking.mark_clean(worktree, base)
+    assert (admin / "orchestra-clean").read_text() == base
+    assert parking.known_clean(worktree) == base
+    assert add_worktree(repo, worktree, step_branch_name(1, "build"), base) == worktree
