@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import ctypes
 import functools
+import gc
 import os
 import signal
 import subprocess
@@ -116,10 +117,23 @@ def serve(host: str, port: int, *, static: bool, access_log: bool) -> int:
         action_logger=AccessLogGenerator(sys.stdout) if access_log else None,
         verbosity=0,
     )
+    settle_heap()
     server.run()
     if server.abort_start or not server.listening_addresses:
         raise CliError(f"could not listen on {host}:{port} (is the port in use?)")
     return 0
+
+
+def settle_heap(**_signal) -> None:
+    """Once a server or worker has started: what it made to start (modules, settings, the
+    ORM's models, the app's registry: a quarter of a million objects) is kept out of the
+    garbage collector's full collections from now on (`gc.freeze`), after one collection of
+    what starting left over (migrations, the seed). Each full collection walked all of it: 55
+    to 95 ms with the interpreter held, every thread of the process waiting, about once in a
+    hundred steps of an in-process chain (0.6 to 0.8 ms a step). The objects made later are
+    collected as ever."""
+    gc.collect()
+    gc.freeze()
 
 
 def require_broker(what: str) -> None:
@@ -166,6 +180,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # What its threads may carry on (`queue.carrying_on`). Not in a pool that enforces the
     # tasks' time limits (prefork): a task carrying a long chain on would run into them.
     queue.consumed = frozenset(queues) if pool == "threads" else frozenset()
+    from celery import signals
+
+    # The worker's own process once it is ready (the threads pool's tasks run in it), and
+    # each of a prefork pool's processes.
+    signals.worker_ready.connect(settle_heap, weak=False, dispatch_uid="settle_heap")
+    signals.worker_process_init.connect(settle_heap, weak=False, dispatch_uid="settle_heap")
     return app.start(argv) or 0
 
 

@@ -263,3 +263,56 @@ def test_a_restart_honours_orchestra_admin_password(demo, settings, capsys):
     assert cli.main(["seed"]) == 0
     out = capsys.readouterr().out
     assert "ORCHESTRA_ADMIN_PASSWORD" in out and "changed to it now" not in out
+
+
+@pytest.fixture
+def unfrozen():
+    """`settle_heap` freezes this process's objects: thawed again for the other tests."""
+    import gc
+
+    gc.unfreeze()
+    yield gc
+    gc.unfreeze()
+
+
+def test_the_server_settles_its_heap_before_it_serves(monkeypatch, unfrozen):
+    """What starting made is out of the full collections once daphne runs (`settle_heap`)."""
+    import daphne.server
+
+    from orchestra.cli.serve import serve
+
+    frozen_when_run: list[int] = []
+
+    class Served:
+        abort_start, listening_addresses = False, [("127.0.0.1", 8999)]
+
+        def __init__(self, **options) -> None:
+            pass
+
+        def run(self) -> None:
+            frozen_when_run.append(unfrozen.get_freeze_count())
+
+    monkeypatch.setattr(daphne.server, "Server", Served)
+    assert serve("127.0.0.1", 8999, static=False, access_log=False) == 0
+    assert frozen_when_run[0] > 10_000
+
+
+@pytest.mark.parametrize("ready", ["worker_ready", "worker_process_init"])
+def test_a_worker_settles_its_heap_once_ready(settings, monkeypatch, unfrozen, ready):
+    """A worker's process (a prefork pool's too) freezes what starting made once Celery says
+    it is ready. (Celery itself is not started: its signal is sent here.)"""
+    from celery import signals
+
+    from orchestra.celery import app
+
+    frozen: list[int] = []
+
+    def start(argv) -> None:
+        frozen.append(unfrozen.get_freeze_count())
+        getattr(signals, ready).send(sender=None)
+        frozen.append(unfrozen.get_freeze_count())
+
+    monkeypatch.setattr(app, "start", start)
+    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
+    assert cli.main(["worker", "--processes", "1", "--pool", "threads"]) == 0
+    assert frozen[0] == 0 and frozen[1] > 10_000
