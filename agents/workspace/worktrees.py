@@ -361,7 +361,22 @@ def _conclude_merge(worktree: Path, message: str) -> str:
 def changed_between(repo: Path, old: str, new: str) -> list[str]:
     """Repo-relative paths that differ between commits `old` and `new`, sorted; a rename
     lists both paths. Read in process; right after `commit_all` it equals `changed_paths`."""
-    return libgit.changed_between(libgit.open_repository(repo), old, new)
+    return libgit.changed_between(_objects_of(repo), old, new)
+
+
+def _objects_of(path: Path) -> pygit2.Repository:
+    """A repository that reads the objects of the repository or worktree at `path`: for a
+    worktree, the kept instance of its main repository (a worktree's objects are its main
+    repository's), found from its `.git` file, rather than the worktree opened again (some
+    sixty system calls, and an object cache that starts cold)."""
+    try:
+        pointer = (Path(path) / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # a main repository's `.git` is a folder
+        return libgit.open_repository(path)
+    common = parking.registration_named(path, pointer).parent.parent
+    if pointer.startswith("gitdir: ") and common.name == ".git":
+        return libgit.open_repository(common.parent)
+    return libgit.open_repository(path)
 
 
 def start_point(repo: Path, base: str, head: str, claims: list[str]) -> str:

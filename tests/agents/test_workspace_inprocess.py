@@ -593,3 +593,25 @@ def test_a_repository_that_keeps_reflogs_keeps_them(repo, tmp_path):
     logs = repo / ".git" / "logs" / "refs" / "heads"
     assert (logs / branch).read_text().count("\n") == 2  # created, merged
     assert (logs / steps["k"]).is_file()
+
+
+def test_what_a_step_touched_is_read_in_its_main_repository_not_its_worktree_again(
+    repo, tmp_path, monkeypatch
+):
+    """`changed_between` on a worktree reads the objects through its main repository's kept
+    instance: no repository is opened for it, and it finds what git's diff finds."""
+    worktree = _step(repo, tmp_path, "touch")
+    base = head_commit(worktree)
+    (worktree / "src" / "lib" / "util.py").write_text("X = 2\n")
+    (worktree / "docs" / "new.md").write_text("new\n")
+    head = commit_all(worktree, "touch")
+    changed_between(repo, base, head)  # the main repository kept by this thread
+    opened: list[Path] = []
+    real = libgit._opened
+    monkeypatch.setattr(libgit, "_opened", lambda path: opened.append(path) or real(path))
+
+    touched = changed_between(worktree, base, head)
+
+    assert opened == []
+    assert touched == _git(worktree, "diff", "--name-only", base, head).split()
+    assert touched == ["docs/new.md", "src/lib/util.py"]
