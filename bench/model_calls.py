@@ -39,9 +39,11 @@ django.setup()
 import httpx  # noqa: E402
 
 from agents.llm.openai_client import OpenAIModelClient  # noqa: E402
+from agents.loop.outcomes import OutputTool  # noqa: E402
 from agents.tools.registry import REGISTRY, toolset_for  # noqa: E402
 from bench.model import served  # noqa: E402
 from bench.shapes import claimed_path  # noqa: E402
+from orchestra.engine.review import VERDICT_SCHEMA  # noqa: E402
 
 
 def requests() -> list[tuple[list[dict], list[dict]]]:
@@ -70,20 +72,9 @@ def requests() -> list[tuple[list[dict], list[dict]]]:
         {"role": "system", "content": "You review a specialist's output. " * 30},
         {"role": "user", "content": "Review the output of step k001 — " + step},
     ]
-    verdict = {
-        "type": "function",
-        "function": {
-            "name": "submit_verdict",
-            "description": "Pass or send back the step's output.",
-            "parameters": {
-                "type": "object",
-                "properties": {"verdict": {"type": "string"}, "feedback": {"type": "string"}},
-                "required": ["verdict", "feedback"],
-            },
-        },
-    }
+    verdict = OutputTool("submit_verdict", "Submit the review verdict.", VERDICT_SCHEMA)
     tools = [tool.as_openai() for tool in toolset_for("backend", list(REGISTRY)).values()]
-    return [(specialist, tools), (review, [verdict])]
+    return [(specialist, tools), (review, [verdict.as_openai()])]
 
 
 def product(base_url: str) -> Callable[[list[dict], list[dict]], None]:

@@ -373,10 +373,10 @@ def _objects_of(path: Path) -> pygit2.Repository:
         pointer = (Path(path) / ".git").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):  # a main repository's `.git` is a folder
         return libgit.open_repository(path)
+    if not pointer.startswith("gitdir: "):
+        return libgit.open_repository(path)
     common = parking.registration_named(path, pointer).parent.parent
-    if pointer.startswith("gitdir: ") and common.name == ".git":
-        return libgit.open_repository(common.parent)
-    return libgit.open_repository(path)
+    return libgit.open_repository(common.parent if common.name == ".git" else path)
 
 
 def start_point(repo: Path, base: str, head: str, claims: list[str]) -> str:
